@@ -1,0 +1,5 @@
+"""``python -m benchmarks``: the lrbench command line."""
+
+from benchmarks.cli import run
+
+run()

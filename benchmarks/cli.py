@@ -1,0 +1,218 @@
+"""The ``lrbench`` command line (also ``python -m benchmarks``).
+
+Every user error ends as one line on stderr and exit code 2, never a traceback; results go
+to stdout, as JSON with ``--json`` for scripts and checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from benchmarks.errors import LrbenchError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (problem + where to look), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _quiet_third_party() -> None:
+    # Avalanche imports qpsolvers, which warns on stderr that no QP solver is installed
+    # (only GEM needs one); keep stderr for our own messages.
+    warnings.filterwarnings("ignore", message=".*QP solver.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _root_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default=os.environ.get("LRBENCH_DATA"),
+                   help="dataset root, or a folder holding several datasets "
+                        "(default: $LRBENCH_DATA)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for docs and tests)."""
+    parser = _Parser(prog="lrbench", description=(
+        "Benchmark suite for continual (incremental and lifelong) fine-grained image "
+        "retrieval. Datasets, streams and protocols for now; 'run' and 'report' follow."))
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="list registered datasets or protocols")
+    p.add_argument("what", choices=["datasets", "protocols"])
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("data", help="inspect and check a dataset on disk")
+    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    for name, helptext in (
+        ("info", "classes, images and per-split counts (no image is decoded)"),
+        ("check", "decode every image and list broken files (exit 2 if any)"),
+    ):
+        q = dsub.add_parser(name, help=helptext)
+        q.add_argument("dataset", help="dataset name, e.g. cub200 or synth-fg:glyphs")
+        _root_arg(q)
+        q.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "info":
+            q.add_argument("--download", action="store_true",
+                           help="fetch the official files first where possible (checksummed)")
+
+    p = sub.add_parser("stream", help="show the experiences of a stream", description=(
+        "Give a PROTOCOL name, or --dataset/--schedule for a class-incremental stream, or "
+        "--lifelong A,B,C for a cross-dataset one."))
+    p.add_argument("protocol", nargs="?", help="a named protocol (see 'lrbench list protocols')")
+    p.add_argument("--dataset", help="dataset of a class-incremental stream")
+    p.add_argument("--schedule", help="class counts per experience, e.g. 50+5x10 or 100+100")
+    p.add_argument("--order", default="sorted",
+                   help="class order: 'sorted' (by class id) or an integer seed")
+    p.add_argument("--lifelong", help="comma-separated datasets, one experience each")
+    _root_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "datasets":
+        from benchmarks.datasets import DATASETS, SUMMARIES
+
+        rows = [{"name": n, "summary": SUMMARIES[n],
+                 "layout": getattr(DATASETS[n], "layout", "") or "(generated)"}
+                for n in DATASETS]
+    else:
+        from benchmarks.protocols import PROTOCOLS
+
+        rows = [{"name": p.name, "kind": p.kind, "datasets": list(p.datasets),
+                 "schedule": p.schedule, "image_size": p.image_size,
+                 "summary": p.description} for p in PROTOCOLS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['summary']}")
+    return 0
+
+
+def _dataset_info(name: str, root: Any, download: bool) -> dict[str, Any]:
+    from benchmarks.datasets import get_dataset
+
+    ds = get_dataset(name, root, "all", download=download) if download else get_dataset(
+        name, root, "all")
+    per_class = Counter(ds.targets)
+    counts = [per_class.get(i, 0) for i in range(ds.num_classes)]
+    return {
+        "dataset": ds.name, "root": None if ds.root is None else str(ds.root),
+        "classes": ds.num_classes, "images": len(ds), "splits": dict(ds.split_counts),
+        "images_per_class": {"min": min(counts), "median": statistics.median(counts),
+                             "max": max(counts)},
+        "class_ids": {"first": _plain(ds.class_ids[0]), "last": _plain(ds.class_ids[-1])},
+    }
+
+
+def _plain(v: Any) -> Any:
+    return v if isinstance(v, int | str | float) else str(v)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "info":
+        info = _dataset_info(args.dataset, args.root, args.download)
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            splits = ", ".join(f"{k} {v:,}" for k, v in info["splits"].items())
+            ipc = info["images_per_class"]
+            print(f"{info['dataset']} at {info['root']}: {info['classes']} classes, "
+                  f"{info['images']:,} images ({splits}); images per class "
+                  f"{ipc['min']}..{ipc['max']} (median {ipc['median']})")
+        return 0
+    from benchmarks.datasets import check_images, get_dataset
+
+    ds = get_dataset(args.dataset, args.root, "all")
+    if ds.name == "synth-fg":
+        bad: list[tuple[str, str]] = []
+    else:
+        bad = check_images(ds, progress=sys.stderr.isatty())
+    if args.json:
+        print(json.dumps({"dataset": ds.name, "checked": len(ds),
+                          "broken": [{"path": p, "reason": r} for p, r in bad]}, indent=2))
+    if bad:
+        shown = "; ".join(p for p, _ in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5
+                                                   else "")
+        raise LrbenchError(f"{len(bad)} of {len(ds)} images of {ds.name} cannot be decoded: "
+                           f"{shown}. Replace or remove these files")
+    if not args.json:
+        print(f"{ds.name}: all {len(ds):,} images decode")
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from benchmarks.protocols import get_protocol
+    from benchmarks.streams import class_incremental, lifelong
+
+    given = [x for x in (args.protocol, args.dataset, args.lifelong) if x]
+    if len(given) != 1:
+        raise LrbenchError("give exactly one of PROTOCOL, --dataset (with --schedule) or "
+                           "--lifelong A,B,C")
+    if args.protocol:
+        bench = get_protocol(args.protocol).build(args.root)
+    elif args.dataset:
+        if not args.schedule:
+            raise LrbenchError("--dataset needs --schedule, e.g. --schedule 50+5x10")
+        order: Any = int(args.order) if args.order.lstrip("-").isdigit() else args.order
+        bench = class_incremental(args.dataset, args.schedule, root=args.root, order=order)
+    else:
+        names = [n.strip() for n in args.lifelong.split(",") if n.strip()]
+        bench = lifelong(names, root=args.root)
+    info = bench.stream_info
+    if args.json:
+        out = info.to_dict()
+        for e in out["experiences"]:
+            e.pop("class_names")
+            labels = e.pop("labels")
+            e["label_range"] = [min(labels), max(labels)]
+        out["train_images"] = sum(e.train_images for e in info.experiences)
+        out["test_images"] = sum(e.test_images for e in info.experiences)
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{info.kind} stream, {len(info.experiences)} experiences")
+        print(f"{'exp':>3}  {'dataset':<14} {'classes':>7} {'train':>7} {'test':>7}  labels")
+        for e in info.experiences:
+            print(f"{e.index:>3}  {e.dataset:<14} {e.num_classes:>7} {e.train_images:>7} "
+                  f"{e.test_images:>7}  {min(e.labels)}..{max(e.labels)}")
+    return 0
+
+
+COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lrbench`` console script; returns the exit code."""
+    _quiet_third_party()
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LrbenchError as exc:
+        print(f"lrbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lrbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> NoReturn:
+    """Console-script wrapper: exit with :func:`main`'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

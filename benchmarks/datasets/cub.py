@@ -1,0 +1,73 @@
+"""CUB-200-2011 in its official layout; any subset of the 200 class ids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.datasets.base import DatasetIndex, ImageListDataset, Record, read_table
+from benchmarks.datasets.download import fetch_archive
+
+
+class CUB200(ImageListDataset):
+    """Caltech-UCSD Birds-200-2011, read from ``images.txt`` and its companion files.
+
+    The class ids need not be contiguous (a subset such as ../shared/data's 100 classes
+    works); ``class_subset`` keeps only the given CUB ids (e.g. ``range(1, 101)``).
+
+    ``train_test_split.txt`` is read as the official README defines it: ``<image_id>
+    <is_training_image>``, 1 = train. ``train_flag=0`` reads a file whose flags are inverted
+    (the 100-class subset in ../shared/data is one: there the 30-images-per-class pattern of
+    the official train split sits on the 0 flags).
+    """
+
+    name = "cub200"
+    layout = (
+        "CUB_200_2011/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, "
+        "images/<NNN.Name>/<file>.jpg}"
+    )
+    url = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
+    md5 = "97eceeb196236b17998738112f37df78"
+    folder_names = ("CUB_200_2011", "cub200", "CUB")
+    marker = "images.txt"
+
+    def __init__(
+        self,
+        root: Any = None,
+        split: str = "train",
+        transform: Any = None,
+        download: bool = False,
+        target_transform: Any = None,
+        class_subset: Iterable[int] | None = None,
+        train_flag: int = 1,
+    ) -> None:
+        self.train_flag = str(int(train_flag))
+        self.class_subset = None if class_subset is None else {int(c) for c in class_subset}
+        super().__init__(root, split, transform, download, target_transform)
+
+    def _looks_present(self) -> bool:
+        return (self.root / self.marker).is_file()
+
+    def download(self) -> None:
+        fetch_archive(self.name, self.url, self.md5, self.root.parent, self.layout)
+
+    def build_index(self) -> DatasetIndex:
+        root: Path = self.root
+        images = dict(read_table(root / "images.txt", self, 2))
+        labels = dict(read_table(root / "image_class_labels.txt", self, 2))
+        is_train = dict(read_table(root / "train_test_split.txt", self, 2))
+        names = {int(k): v.strip() for k, v in read_table(root / "classes.txt", self, 2)}
+        records = []
+        for image_id, rel in images.items():
+            if image_id not in labels or image_id not in is_train:
+                raise self.missing(
+                    f"image id {image_id} of images.txt is missing from "
+                    "image_class_labels.txt or train_test_split.txt"
+                )
+            class_id = int(labels[image_id])
+            if self.class_subset is not None and class_id not in self.class_subset:
+                continue
+            split = "train" if is_train[image_id].strip() == self.train_flag else "test"
+            records.append(Record(str(root / "images" / rel.strip()), class_id, split))
+        return DatasetIndex(records, names)

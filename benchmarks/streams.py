@@ -1,0 +1,239 @@
+"""Continual retrieval streams as Avalanche benchmarks.
+
+* :func:`class_incremental`: one dataset, its classes split by a schedule such as
+  ``"100+4x25"``; experience i's train set holds its classes' train images and its test set
+  the same classes' test images.
+* :func:`lifelong`: one experience per dataset, labels offset so they never collide.
+
+Labels are renumbered in order of appearance: experience 0 holds labels ``0..B-1``, the next
+``B..``, and so on (what a growing classifier needs). The original class ids and names are
+kept in ``benchmark.stream_info`` (a :class:`StreamInfo`), which the CLI prints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from benchmarks.datasets import dataset_class, get_dataset
+from benchmarks.errors import LrbenchError
+from benchmarks.transforms import retrieval_transforms
+
+_TERM = re.compile(r"^(?:(\d+)x)?(\d+)$")
+
+
+def parse_schedule(schedule: str | Sequence[int]) -> list[int]:
+    """Turn ``"100+4x25"``, ``"100+100"``, ``"4x25"`` or ``[50, 10, 10]`` into class counts."""
+    if isinstance(schedule, str):
+        counts: list[int] = []
+        for term in schedule.replace(" ", "").split("+"):
+            m = _TERM.match(term)
+            if not m:
+                raise LrbenchError(
+                    f"bad schedule {schedule!r}: write it as B+NxM (e.g. 100+4x25), B+C "
+                    "(e.g. 100+100) or a list of class counts"
+                )
+            counts += [int(m.group(2))] * int(m.group(1) or 1)
+    else:
+        try:
+            counts = [int(c) for c in schedule]
+        except (TypeError, ValueError):
+            raise LrbenchError(f"bad schedule {schedule!r}: give a list of integers") from None
+    if not counts or any(c <= 0 for c in counts):
+        raise LrbenchError(
+            f"bad schedule {schedule!r}: every experience needs at least one class"
+        )
+    return counts
+
+
+def class_order(num_classes: int, order: str | int | Sequence[int] = "sorted") -> list[int]:
+    """Labels in the order they enter the stream: sorted, a seeded permutation, or given."""
+    if isinstance(order, str):
+        if order != "sorted":
+            raise LrbenchError(f"bad class order {order!r}: use 'sorted', a seed or a list")
+        return list(range(num_classes))
+    if isinstance(order, int | np.integer):
+        return [int(c) for c in np.random.default_rng(int(order)).permutation(num_classes)]
+    out = [int(c) for c in order]
+    if sorted(out) != sorted(set(out)) or not set(out) <= set(range(num_classes)):
+        raise LrbenchError("bad class order: give distinct labels within the dataset's classes")
+    return out
+
+
+class RelabeledSubset(Dataset):
+    """Images of ``base`` at ``indices``, their labels mapped through ``label_map``."""
+
+    def __init__(self, base: Any, indices: Sequence[int], label_map: dict[int, int]) -> None:
+        self.base = base
+        self.indices = list(indices)
+        self.label_map = label_map
+        self.targets = [label_map[base.targets[i]] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        x, _ = self.base[self.indices[i]]
+        return x, self.targets[i]
+
+
+@dataclass
+class ExperienceInfo:
+    """What one experience holds (labels are the stream's, ids and names the dataset's)."""
+
+    index: int
+    dataset: str
+    num_classes: int
+    train_images: int
+    test_images: int
+    labels: list[int]
+    class_ids: list[Any]
+    class_names: list[str] = field(repr=False)
+
+
+@dataclass
+class StreamInfo:
+    """The shape of a stream, without touching an image (printed by ``lrbench stream``)."""
+
+    kind: str
+    experiences: list[ExperienceInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"kind": self.kind, "experiences": [asdict(e) for e in self.experiences]}
+
+
+def _as_avalanche(ds: Dataset) -> Any:
+    from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+
+    # task label 0 everywhere: class-incremental, not task-incremental (avoids Avalanche's
+    # targets_task_labels trap with LwF).
+    return _make_taskaware_classification_dataset(ds, task_labels=0)
+
+
+def _benchmark(trains: list[Dataset], tests: list[Dataset], info: StreamInfo) -> Any:
+    from avalanche.benchmarks import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+
+    bench = with_classes_timeline(
+        benchmark_from_datasets(
+            train=[_as_avalanche(d) for d in trains], test=[_as_avalanche(d) for d in tests]
+        )
+    )
+    bench.stream_info = info
+    return bench
+
+
+def _pair(dataset: str | tuple[Any, Any], root: Any, image_size: int,
+          dataset_kwargs: dict[str, Any] | None) -> tuple[str, Any, Any]:
+    if isinstance(dataset, str):
+        generated = dataset.partition(":")[0] == "synth-fg"
+        kw = dict(dataset_kwargs or {})
+        train = get_dataset(dataset, root, "train",
+                            transform=retrieval_transforms(image_size, True, generated), **kw)
+        test = get_dataset(dataset, root, "test",
+                           transform=retrieval_transforms(image_size, False, generated), **kw)
+        return dataset, train, test
+    train, test = dataset
+    return getattr(train, "name", type(train).__name__), train, test
+
+
+def _indices_by_label(targets: Sequence[int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        out.setdefault(int(t), []).append(i)
+    return out
+
+
+def class_incremental(
+    dataset: str | tuple[Any, Any],
+    schedule: str | Sequence[int],
+    *,
+    root: Any = None,
+    order: str | int | Sequence[int] = "sorted",
+    image_size: int = 224,
+    dataset_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """A class-incremental Avalanche benchmark over one dataset.
+
+    ``dataset`` is a registered name (loaded from ``root`` with default transforms) or a
+    ``(train, test)`` pair of datasets with ``targets`` and ``classes``. ``order`` is
+    ``"sorted"`` (by class id), an int seed for a permutation, or an explicit label list.
+    A schedule may use fewer classes than the dataset has (the first ones in ``order``).
+    """
+    name, train, test = _pair(dataset, root, image_size, dataset_kwargs)
+    counts = parse_schedule(schedule)
+    n_classes = len(train.classes)
+    if sum(counts) > n_classes:
+        raise LrbenchError(
+            f"schedule {schedule!r} needs {sum(counts)} classes but {name} has {n_classes}; "
+            f"use a schedule whose counts add up to at most {n_classes}"
+        )
+    labels = class_order(n_classes, order)
+    train_by, test_by = _indices_by_label(train.targets), _indices_by_label(test.targets)
+    trains, tests, exps = [], [], []
+    start = 0
+    for i, count in enumerate(counts):
+        chunk = labels[start:start + count]
+        label_map = {c: start + j for j, c in enumerate(chunk)}
+        tr_idx = sorted(k for c in chunk for k in train_by.get(c, []))
+        te_idx = sorted(k for c in chunk for k in test_by.get(c, []))
+        if not tr_idx or not te_idx:
+            side = "train" if not tr_idx else "test"
+            raise LrbenchError(
+                f"experience {i} of schedule {schedule!r} on {name} has no {side} images; "
+                "check the dataset's split or choose other classes"
+            )
+        trains.append(RelabeledSubset(train, tr_idx, label_map))
+        tests.append(RelabeledSubset(test, te_idx, label_map))
+        exps.append(ExperienceInfo(
+            i, name, len(chunk), len(tr_idx), len(te_idx), list(label_map.values()),
+            [_jsonable(train.class_ids[c]) for c in chunk], [train.classes[c] for c in chunk],
+        ))
+        start += count
+    return _benchmark(trains, tests, StreamInfo("class_incremental", exps))
+
+
+def lifelong(
+    datasets: Sequence[str | tuple[Any, Any]],
+    *,
+    root: Any = None,
+    image_size: int = 224,
+    dataset_kwargs: dict[str, dict[str, Any]] | None = None,
+) -> Any:
+    """A lifelong (cross-dataset) Avalanche benchmark: one experience per dataset.
+
+    Names are found under ``root`` by their folder names (``CUB_200_2011``, ``flowers102``,
+    ``flowers-102``, ``omniglot``, ``omniglot-py``, ...). Labels of dataset k are offset by
+    the class counts of datasets 0..k-1, so no label is shared between experiences.
+    """
+    if not datasets:
+        raise LrbenchError("lifelong stream needs at least one dataset, e.g. flowers102,cub200")
+    trains, tests, exps = [], [], []
+    offset = 0
+    for i, spec in enumerate(datasets):
+        kw = (dataset_kwargs or {}).get(spec, {}) if isinstance(spec, str) else {}
+        if isinstance(spec, str):
+            dataset_class(spec)  # unknown names fail before any loading
+        name, train, test = _pair(spec, root, image_size, kw)
+        n = len(train.classes)
+        label_map = {c: offset + c for c in range(n)}
+        trains.append(RelabeledSubset(train, range(len(train)), label_map))
+        tests.append(RelabeledSubset(test, range(len(test)), label_map))
+        if not len(train) or not len(test):
+            raise LrbenchError(f"dataset {name} in the lifelong stream has an empty split")
+        exps.append(ExperienceInfo(
+            i, name, n, len(train), len(test), list(label_map.values()),
+            [_jsonable(c) for c in train.class_ids], list(train.classes),
+        ))
+        offset += n
+    return _benchmark(trains, tests, StreamInfo("lifelong", exps))
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, int | str | float) else str(value)

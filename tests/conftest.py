@@ -1,0 +1,41 @@
+"""Shared fixtures: where the real data is (skip when absent) and tiny image files."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings("ignore", message=".*QP solver.*")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LRBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip the test when it is not there (users' machines)."""
+    if not (SHARED_DATA / "CUB_200_2011" / "images.txt").is_file():
+        pytest.skip("real data not available (../shared/data is absent)")
+    return SHARED_DATA
+
+
+def write_image(path: Path, seed: int = 0, size: int = 12, mode: str = "RGB") -> Path:
+    """A small deterministic image file (format from the suffix)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = 3 if mode == "RGB" else 1
+    arr = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+    Image.fromarray(arr.squeeze() if channels == 1 else arr, mode=mode).save(path)
+    return path
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut a file to a fraction of its bytes (a truncated download)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])

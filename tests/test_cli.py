@@ -1,0 +1,121 @@
+"""The lrbench command line: JSON outputs, and bad input as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import truncate
+from test_datasets import make_cub
+
+from benchmarks.cli import main
+
+
+def run_json(capsys, *argv: str):
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_list_datasets_and_protocols(capsys):
+    names = {d["name"] for d in run_json(capsys, "list", "datasets", "--json")}
+    assert names == {"cub200", "cars196", "aircraft", "flowers102", "dogs", "omniglot",
+                     "imagefolder", "synth-fg"}
+    protocols = {p["name"]: p for p in run_json(capsys, "list", "protocols", "--json")}
+    assert protocols["cub-100+4x25"]["schedule"] == "100+4x25"
+    assert main(["list", "protocols"]) == 0
+    assert "synth-lifelong" in capsys.readouterr().out
+
+
+def test_data_info_fixture(capsys, tmp_path):
+    root = make_cub(tmp_path)
+    info = run_json(capsys, "data", "info", "cub200", "--root", str(root), "--json")
+    assert info["classes"] == 3 and info["images"] == 12
+    assert info["splits"] == {"train": 6, "test": 6}
+    assert info["class_ids"] == {"first": 3, "last": 12}
+
+
+def test_data_info_synth(capsys):
+    info = run_json(capsys, "data", "info", "synth-fg:glyphs", "--json")
+    assert info["classes"] == 60 and info["splits"] == {"train": 2400, "test": 1200}
+
+
+def test_stream_json_dataset_and_lifelong(capsys):
+    out = run_json(capsys, "stream", "synth-ci", "--json")
+    assert [e["num_classes"] for e in out["experiences"]] == [20, 10, 10, 10, 10]
+    assert out["experiences"][1]["label_range"] == [20, 29]
+    out = run_json(capsys, "stream", "--lifelong", "synth-fg:birds,synth-fg:flowers", "--json")
+    assert [e["label_range"] for e in out["experiences"]] == [[0, 59], [60, 119]]
+
+
+def test_stream_human_output(capsys, tmp_path):
+    root = make_cub(tmp_path)
+    assert main(["stream", "--dataset", "cub200", "--root", str(root), "--schedule", "1+2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 experiences" in out and "1..2" in out
+
+
+@pytest.mark.realdata
+def test_real_data_info_and_stream(capsys, shared_data):
+    info = run_json(capsys, "data", "info", "cub200", "--root",
+                    str(shared_data / "CUB_200_2011"), "--json")
+    assert (info["classes"], info["images"]) == (100, 5902)
+    assert info["splits"]["train"] + info["splits"]["test"] == 5902
+    out = run_json(capsys, "stream", "--dataset", "cub200", "--root",
+                   str(shared_data / "CUB_200_2011"), "--schedule", "50+5x10", "--json")
+    assert [e["num_classes"] for e in out["experiences"]] == [50, 10, 10, 10, 10, 10]
+    assert (out["train_images"], out["test_images"]) == (info["splits"]["train"],
+                                                         info["splits"]["test"])
+    out = run_json(capsys, "stream", "--lifelong", "flowers102,cub200,omniglot", "--root",
+                   str(shared_data), "--json")
+    assert [e["num_classes"] for e in out["experiences"]] == [102, 100, 242]
+    ranges = [e["label_range"] for e in out["experiences"]]
+    assert ranges == [[0, 101], [102, 201], [202, 443]]
+
+
+# -- bad input: the real CLI in a subprocess ----------------------------------------------
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("lrbench: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_root(tmp_path):
+    assert_one_line_error(run_cli("data", "info", "cub200", "--root", str(tmp_path / "x")),
+                          "does not exist", "images.txt")
+
+
+def test_missing_index_file(tmp_path):
+    root = make_cub(tmp_path)
+    (root / "classes.txt").unlink()
+    assert_one_line_error(run_cli("data", "info", "cub200", "--root", str(root)),
+                          "classes.txt", "missing")
+
+
+def test_truncated_jpeg(tmp_path):
+    root = make_cub(tmp_path)
+    victim = root / "images" / "007.Bird_7" / "Bird_7_0001.jpg"
+    truncate(victim)
+    assert_one_line_error(run_cli("data", "check", "cub200", "--root", str(root)),
+                          "1 of 12 images", "Bird_7_0001.jpg")
+
+
+def test_schedule_too_large(tmp_path):
+    root = make_cub(tmp_path)
+    assert_one_line_error(
+        run_cli("stream", "--dataset", "cub200", "--root", str(root), "--schedule", "2+2"),
+        "needs 4 classes", "has 3")
+
+
+def test_unknown_command_is_one_line():
+    assert_one_line_error(run_cli("strem"), "invalid choice")
