@@ -27,7 +27,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks/perf tests/bench --benchmark-only -q
+	$(BIN)/python -m pytest benchmarks/perf -o addopts="" -m "not slow" -s -q \
+	  --benchmark-json=benchmarks/perf/results/latest.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info

@@ -88,6 +88,59 @@ def _prepare(embeddings: torch.Tensor, labels: torch.Tensor | Sequence[int], nor
     return x, y
 
 
+class _RunningTopK:
+    """Per-query running top-k lists, updated block by block.
+
+    ``tau[q]`` is query q's current k-th best similarity: a gallery item below it can never
+    enter q's list, so when a block is mostly below (the usual case once the lists have
+    filled) only the items at or above ``tau`` are gathered, which is much cheaper than a
+    top-k over the whole block (``>=``, not ``>``, keeps tied items that may win on index).
+    """
+
+    def __init__(self, n: int, k: int, device: torch.device, sentinel_index: int) -> None:
+        self.k = k
+        self.v = torch.full((n, k), _SENTINEL_SIM, device=device)
+        self.i = torch.full((n, k), sentinel_index, dtype=torch.long, device=device)
+
+    def update(self, rows: slice, sim: torch.Tensor, col_offset: int,
+               transposed: bool = False) -> None:
+        """Offer ``sim[r, c]`` (query ``rows.start + r``, gallery ``col_offset + c``).
+
+        With ``transposed`` the queries are ``sim``'s columns: the block is scanned in its
+        own memory order (a transposed scan is several times slower) and re-sorted.
+        """
+        k = self.k
+        tau = self.v[rows, k - 1]
+        n_rows = sim.shape[1] if transposed else sim.shape[0]
+        if bool(torch.isneginf(tau).any()):
+            r = None  # some lists are still filling: every item may enter
+        else:
+            mask = sim >= (tau[None, :] if transposed else tau[:, None])
+            if transposed:
+                c, r = mask.nonzero(as_tuple=True)
+            else:
+                r, c = mask.nonzero(as_tuple=True)
+            if r.numel() == 0:
+                return
+        if r is None or r.numel() > 2 * k * n_rows:  # many candidates: dense top-k
+            v, i = _block_topk(sim.T.contiguous() if transposed else sim, k)
+            self.v[rows], self.i[rows] = _merge(self.v[rows], self.i[rows], v, i + col_offset,
+                                                k)
+            return
+        if transposed:  # group the candidates by query (column)
+            order = torch.sort(r, stable=True).indices
+            r, c = r[order], c[order]
+        counts = torch.bincount(r, minlength=n_rows)
+        width = int(counts.max())
+        # scatter the few candidates into a small padded matrix
+        pos = torch.arange(r.numel(), device=r.device) - (counts.cumsum(0) - counts)[r]
+        v = torch.full((n_rows, width), _SENTINEL_SIM, device=sim.device)
+        i = torch.zeros((n_rows, width), dtype=torch.long, device=sim.device)
+        v[r, pos] = sim[c, r] if transposed else sim[r, c]
+        i[r, pos] = c
+        self.v[rows], self.i[rows] = _merge(self.v[rows], self.i[rows], v, i + col_offset, k)
+
+
 def knn_leave_one_out(
     embeddings: torch.Tensor, k: int, block_size: int = 2048, normalize: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,9 +152,7 @@ def knn_leave_one_out(
     x, _ = _prepare(embeddings, torch.zeros(len(embeddings)), normalize)
     n = x.shape[0]
     k = max(1, min(k, n - 1)) if n > 1 else 1
-    dev = x.device
-    run_v = torch.full((n, k), _SENTINEL_SIM, device=dev)
-    run_i = torch.full((n, k), n, dtype=torch.long, device=dev)
+    top = _RunningTopK(n, k, x.device, n)
     starts = list(range(0, n, block_size))
     for bi, a in enumerate(starts):
         xa = x[a:a + block_size]
@@ -109,16 +160,12 @@ def knn_leave_one_out(
             sim = xa @ x[b:b + block_size].T
             if a == b:
                 sim.fill_diagonal_(_SENTINEL_SIM)  # the query itself, removed by index
-            v, i = _block_topk(sim, k)
-            rows = slice(a, a + sim.shape[0])
-            run_v[rows], run_i[rows] = _merge(run_v[rows], run_i[rows], v, i + b, k)
+            top.update(slice(a, a + sim.shape[0]), sim, b)
             if a != b:
-                v, i = _block_topk(sim.T, k)
-                rows = slice(b, b + sim.shape[1])
-                run_v[rows], run_i[rows] = _merge(run_v[rows], run_i[rows], v, i + a, k)
+                top.update(slice(b, b + sim.shape[1]), sim, a, transposed=True)
     # the self slot carries -inf with a real index: make every -inf slot an empty one
-    run_i[run_v == _SENTINEL_SIM] = n
-    return run_v, run_i
+    top.i[top.v == _SENTINEL_SIM] = n
+    return top.v, top.i
 
 
 def knn_query_gallery(
@@ -136,8 +183,7 @@ def knn_query_gallery(
     if exclude_same_index and nq != ng:
         raise ValueError("exclude_same_index needs queries and gallery of the same images")
     k = max(1, min(k, ng - (1 if exclude_same_index else 0)))
-    run_v = torch.full((nq, k), _SENTINEL_SIM, device=q.device)
-    run_i = torch.full((nq, k), ng, dtype=torch.long, device=q.device)
+    top = _RunningTopK(nq, k, q.device, ng)
     for a in range(0, nq, block_size):
         rows = slice(a, min(a + block_size, nq))
         for b in range(0, ng, block_size):
@@ -146,10 +192,9 @@ def knn_query_gallery(
                 r = torch.arange(max(a, b), min(a + sim.shape[0], b + sim.shape[1]),
                                  device=q.device)
                 sim[r - a, r - b] = _SENTINEL_SIM
-            v, i = _block_topk(sim, k)
-            run_v[rows], run_i[rows] = _merge(run_v[rows], run_i[rows], v, i + b, k)
-    run_i[run_v == _SENTINEL_SIM] = ng
-    return run_v, run_i
+            top.update(rows, sim, b)
+    top.i[top.v == _SENTINEL_SIM] = ng
+    return top.v, top.i
 
 
 # -- metrics from neighbour lists ---------------------------------------------------------
