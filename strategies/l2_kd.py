@@ -1,0 +1,27 @@
+"""``l2_kd``: feature distillation to the previous model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from strategies.registry import StrategyConfig, register_strategy
+from strategies.teacher import TeacherPlugin
+
+
+@register_strategy("l2_kd")
+class L2KD(TeacherPlugin):
+    """L2 feature distillation: ``lam * mean_i ||f_s(x_i) - f_t(x_i)||^2`` on new images."""
+
+    regularizer = True
+
+    class Config(StrategyConfig):
+        lam: float = Field(1.0, ge=0, description="weight of the distillation term")
+
+    def before_backward(self, strategy: Any, **kwargs: Any) -> None:
+        if self.teacher is None:
+            return
+        f_t = self.teacher_embed(strategy.mb_x)
+        loss = (strategy.mb_output - f_t).pow(2).sum(dim=1).mean()
+        strategy.add_loss("l2_kd", self.config.lam * loss)

@@ -1,0 +1,50 @@
+"""``lwf``: Learning without Forgetting on the cosine classifier's old-class logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from strategies.registry import StrategyConfig, register_strategy
+from strategies.teacher import TeacherPlugin
+
+
+def kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 KL(softmax(z_t/T) || softmax(z_s/T)), averaged over the batch."""
+    t = temperature
+    return F.kl_div(F.log_softmax(z_s / t, dim=1), F.softmax(z_t / t, dim=1),
+                    reduction="batchmean") * t * t
+
+
+@register_strategy("lwf")
+class LwF(TeacherPlugin):
+    """LwF: distill old-class cosine logits of the previous model on new images (T = 2).
+
+    The model gets a cosine classifier; it learns the current classes by cross-entropy
+    (``ce_weight``) next to the metric loss, and from the second experience on the
+    student's old-class logits follow the teacher's: ``lam * T^2 KL(p_t || p_s)``.
+    """
+
+    needs_classifier = True
+    regularizer = True
+
+    class Config(StrategyConfig):
+        lam: float = Field(1.0, ge=0, description="weight of the distillation term")
+        temperature: float = Field(2.0, gt=0, description="softmax temperature T")
+        ce_weight: float = Field(1.0, ge=0, description="weight of the classifier's CE")
+
+    def before_backward(self, strategy: Any, **kwargs: Any) -> None:
+        model = strategy.model
+        z_s = model.logits(strategy.mb_output)
+        if self.config.ce_weight:
+            strategy.add_loss("ce", self.config.ce_weight * F.cross_entropy(z_s, strategy.mb_y))
+        if self.teacher is None:
+            return
+        n_old = self.teacher.classifier.num_classes
+        with torch.no_grad():
+            z_t = self.teacher.logits(self.teacher(strategy.mb_x))[:, :n_old]
+        loss = kd_loss(z_s[:, :n_old], z_t, self.config.temperature)
+        strategy.add_loss("lwf", self.config.lam * loss)

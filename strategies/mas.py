@@ -1,0 +1,75 @@
+"""``mas``: Avalanche's MAS plugin, importance from the embedding's norm before normalisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from avalanche.training.plugins import MASPlugin
+from avalanche.training.utils import ParamData, zerolike_params_dict
+from pydantic import Field
+from torch.utils.data import DataLoader
+
+from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+
+
+@register_strategy("mas")
+class MAS(StrategyPlugin, MASPlugin):
+    """MAS: a penalty on parameter change weighted by output sensitivity.
+
+    Avalanche's ``MASPlugin`` measures the sensitivity of the squared L2 norm of the model's
+    output; our output is L2-normalised (norm 1, gradient 0), so the importance is taken
+    from the embedding *before* normalisation (``model.embed_raw``); the rest is
+    Avalanche's (accumulation with ``alpha``, penalty from the second experience).
+    """
+
+    regularizer = True
+
+    class Config(StrategyConfig):
+        lambda_reg: float = Field(1.0, ge=0, description="weight of the MAS penalty")
+        alpha: float = Field(0.5, ge=0, le=1, description="weight of old importance")
+
+    def __init__(self, config: StrategyConfig | None = None) -> None:
+        config = config if config is not None else self.Config()
+        MASPlugin.__init__(self, lambda_reg=config.lambda_reg, alpha=config.alpha)
+        self.config = config
+
+    def _get_importance(self, strategy: Any) -> dict[str, ParamData]:
+        model = strategy.model
+        importance = dict(zerolike_params_dict(model))
+        dataset = strategy.experience.dataset
+        loader = DataLoader(dataset, batch_size=strategy.train_mb_size,
+                            collate_fn=getattr(dataset, "collate_fn", None))
+        model.train()
+        for batch in loader:
+            strategy.optimizer.zero_grad()
+            x = batch[0].to(strategy.device)
+            out = model.embed_raw(x) if hasattr(model, "embed_raw") else model(x)
+            out.norm(p=2, dim=1).pow(2).mean().backward()
+            for name, param in model.named_parameters():
+                if param.requires_grad and param.grad is not None:
+                    importance[name].data += param.grad.abs()
+        strategy.optimizer.zero_grad()
+        for value in importance.values():
+            value.data /= float(max(len(loader), 1))
+        return importance
+
+    def before_backward(self, strategy: Any, **kwargs: Any) -> None:
+        before = float(strategy.loss.detach())
+        super().before_backward(strategy, **kwargs)
+        if strategy.clock.train_exp_counter > 0:
+            strategy.loss_terms["mas"] = float(strategy.loss.detach()) - before
+
+    def state_dict(self) -> dict[str, Any]:
+        def plain(d: dict[str, Any] | None) -> dict[str, torch.Tensor] | None:
+            return None if d is None else {k: v.data.detach().cpu().clone() for k, v in d.items()}
+
+        return {"params": plain(self.params), "importance": plain(self.importance)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        def rebuild(d: dict[str, torch.Tensor] | None) -> dict[str, ParamData] | None:
+            return None if d is None else {
+                k: ParamData(k, t.shape, init_tensor=t.clone()) for k, t in d.items()}
+
+        self.params = rebuild(state["params"])
+        self.importance = rebuild(state["importance"])

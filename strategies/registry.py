@@ -1,0 +1,185 @@
+"""The strategy registry: a strategy becomes available by registering a name, nothing else.
+
+A strategy is an Avalanche plugin class with a nested ``Config`` (a pydantic model of its
+hyperparameters, declared once, typed and validated) decorated with
+:func:`register_strategy`. External packages register theirs through the entry point group
+``lrbench.strategies`` (the entry point names a module to import or the class itself)::
+
+    [project.entry-points."lrbench.strategies"]
+    my_method = "my_package.my_method"
+
+Built-in strategies live one per file in this package and are imported by
+``strategies/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+ENTRY_POINT_GROUP = "lrbench.strategies"
+
+
+class StrategyError(ValueError):
+    """A user error about strategies (unknown name, bad hyperparameter): one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+class StrategyConfig(BaseModel):
+    """Base of every strategy's hyperparameters: unknown keys are errors, values typed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy: its plugin class and where it came from."""
+
+    name: str
+    cls: type
+    source: str = "builtin"
+
+    @property
+    def config_cls(self) -> type[StrategyConfig]:
+        """The pydantic model of the hyperparameters."""
+        return self.cls.Config
+
+    @property
+    def summary(self) -> str:
+        """First line of the plugin's docstring."""
+        return (self.cls.__doc__ or "").strip().splitlines()[0] if self.cls.__doc__ else ""
+
+    def hyperparameters(self) -> list[dict[str, Any]]:
+        """Name, type, default and description of every hyperparameter."""
+        out = []
+        for name, field in self.config_cls.model_fields.items():
+            ann = field.annotation
+            if typing.get_origin(ann) is typing.Literal:
+                kind = "one of " + ", ".join(map(str, typing.get_args(ann)))
+            else:
+                kind = getattr(ann, "__name__", str(ann).replace("typing.", ""))
+            out.append({
+                "name": name,
+                "type": kind,
+                "default": field.default,
+                "description": field.description or "",
+            })
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (``lrbench list strategies --json``)."""
+        return {"name": self.name, "summary": self.summary, "source": self.source,
+                "hyperparameters": self.hyperparameters()}
+
+
+_REGISTRY: dict[str, StrategySpec] = {}
+_entry_points_loaded = False
+
+
+def register_strategy(name: str, source: str = "builtin"):
+    """Class decorator: make a plugin class available under ``name``."""
+
+    def decorate(cls: type) -> type:
+        config = getattr(cls, "Config", None)
+        if not (isinstance(config, type) and issubclass(config, StrategyConfig)):
+            raise TypeError(f"strategy {name!r}: {cls.__name__}.Config must subclass "
+                            "StrategyConfig")
+        existing = _REGISTRY.get(name)
+        reloaded = existing is not None and (existing.cls.__module__, existing.cls.__qualname__) \
+            == (cls.__module__, cls.__qualname__)
+        if existing is not None and existing.cls is not cls and not reloaded:
+            raise ValueError(f"strategy name {name!r} is already registered by "
+                             f"{existing.cls.__module__}.{existing.cls.__qualname__}")
+        cls.strategy_name = name
+        _REGISTRY[name] = StrategySpec(name, cls, source)
+        return cls
+
+    return decorate
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin package must not hide the others
+            raise StrategyError(f"strategy entry point {ep.name!r} ({ep.value}) failed to "
+                                f"load: {exc}; fix or uninstall that package") from None
+        if isinstance(obj, type) and ep.name not in _REGISTRY:
+            register_strategy(ep.name, source=f"entry point {ep.value}")(obj)
+        spec = _REGISTRY.get(ep.name)
+        if spec is not None and not spec.cls.__module__.startswith("strategies."):
+            # registered by the decorator while its module was imported: say where from
+            _REGISTRY[ep.name] = StrategySpec(ep.name, spec.cls, f"entry point {ep.value}")
+
+
+def available_strategies() -> dict[str, StrategySpec]:
+    """Every registered strategy, entry-point ones included, by name."""
+    import strategies  # noqa: F401  (registers the built-ins)
+
+    _load_entry_points()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_strategy(name: str) -> StrategySpec:
+    """The strategy called ``name``; an unknown name suggests the closest."""
+    known = available_strategies()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise StrategyError(f"unknown strategy {name!r}.{hint} Known: {', '.join(known)}.")
+    return known[name]
+
+
+def make_config(name: str, hparams: dict[str, Any] | None = None) -> StrategyConfig:
+    """Validate ``hparams`` for strategy ``name``; a bad one is a one-line error."""
+    spec = get_strategy(name)
+    try:
+        return spec.config_cls(**(hparams or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "?"
+        known = ", ".join(spec.config_cls.model_fields) or "none"
+        if err.get("type") == "extra_forbidden":
+            raise StrategyError(f"strategy {name!r} has no hyperparameter {where!r}; its "
+                                f"hyperparameters: {known}") from None
+        raise StrategyError(f"strategy {name!r}: hyperparameter {where!r}: {err['msg']} "
+                            f"(got {err.get('input')!r})") from None
+
+
+def make_plugin(name: str, hparams: dict[str, Any] | None = None) -> Any:
+    """Instantiate strategy ``name``'s plugin with validated hyperparameters."""
+    return get_strategy(name).cls(make_config(name, hparams))
+
+
+class StrategyPlugin:
+    """Mixin of registered strategies: ``Config``, flags the template reads, state.
+
+    Subclasses also derive from Avalanche's ``SupervisedPlugin`` (or one of its plugins)
+    and add behaviour through callbacks (``before_backward``, ``after_training_exp``...).
+    Loss terms are added with ``strategy.add_loss(name, value)`` so they are logged.
+    """
+
+    Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+    strategy_name: ClassVar[str] = ""
+    #: the model must have a cosine classifier (methods using logits)
+    needs_classifier: ClassVar[bool] = False
+    #: the strategy adds a loss term from the second experience on (checked by the kit)
+    regularizer: ClassVar[bool] = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this plugin must carry across a checkpoint (tensors and plain values)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""

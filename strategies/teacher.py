@@ -1,0 +1,57 @@
+"""Shared machinery of distillation strategies: the frozen teacher.
+
+Teacher = a frozen copy of the model after the previous experience, in eval mode
+(DESIGN.md, "Strategies"). Its forward passes run without gradients. The teacher is part
+of the plugin's checkpoint state.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+from strategies.registry import StrategyConfig, StrategyPlugin
+
+
+class TeacherPlugin(StrategyPlugin, SupervisedPlugin):
+    """Base of plugins that distill from the previous experience's model."""
+
+    def __init__(self, config: StrategyConfig | None = None) -> None:
+        SupervisedPlugin.__init__(self)
+        self.config = config if config is not None else self.Config()
+        self.teacher: torch.nn.Module | None = None
+        self._pending_state: dict[str, Any] | None = None
+
+    def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        self.teacher = self._freeze(copy.deepcopy(strategy.model))
+
+    def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        if self._pending_state is not None:  # restored from a checkpoint
+            teacher = copy.deepcopy(strategy.model)
+            teacher.load_state_dict(self._pending_state)
+            self.teacher = self._freeze(teacher)
+            self._pending_state = None
+
+    @staticmethod
+    def _freeze(model: torch.nn.Module) -> torch.nn.Module:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    @torch.no_grad()
+    def teacher_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's (normalised) embeddings of ``x``."""
+        assert self.teacher is not None
+        return self.teacher(x)
+
+    def state_dict(self) -> dict[str, Any]:
+        teacher = self.teacher.state_dict() if self.teacher is not None else self._pending_state
+        return {"teacher": teacher}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.teacher = None
+        self._pending_state = state["teacher"]

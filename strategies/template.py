@@ -1,0 +1,215 @@
+"""The retrieval training template: Avalanche's ``SupervisedTemplate`` for metric learning.
+
+What it changes, and why:
+
+* batches are P classes x K images (pytorch-metric-learning's ``MPerClassSampler``, seeded
+  per experience so a run is reproducible and resumable);
+* the budget per experience is ``iterations`` P x K batches, or ``epochs`` passes over the
+  experience's train images (not the reference code's "epoch" of #classes x K images);
+* the criterion is a metric loss on the embeddings (``hard_mining`` by default); plugins
+  add their terms with :meth:`RetrievalTemplate.add_loss`, which also logs them;
+* no loss is computed at evaluation (retrieval metrics need only the embeddings);
+* the cosine classifier, when the model has one, grows to the classes seen at the start
+  of each training experience;
+* the optimizer state is reset at the start of every experience (a new optimizer per
+  task, as in the reference implementations), which makes a checkpoint taken between
+  experiences complete;
+* checkpoints are ``state_dict`` based (Avalanche's dill checkpointing fails on torch 2.14):
+  model, optimizer, every plugin's state, metric history, RNG states and stream position.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from pytorch_metric_learning.samplers import MPerClassSampler
+from pytorch_metric_learning.utils import common_functions as pml_common
+from torch.utils.data import DataLoader
+
+from metrics.plugins import RetrievalMetrics
+from strategies.losses import HardMiningLoss
+from strategies.registry import StrategyPlugin
+
+
+class PKSampler(MPerClassSampler):
+    """``MPerClassSampler`` with its own seeded random state (not NumPy's global one)."""
+
+    def __init__(self, labels: Sequence[int], p: int, k: int, length: int, seed: int) -> None:
+        super().__init__(np.asarray(labels), m=k, batch_size=p * k,
+                         length_before_new_iter=max(length, p * k))
+        self.rng = np.random.RandomState(seed)
+
+    def __iter__(self):
+        saved = pml_common.NUMPY_RANDOM
+        pml_common.NUMPY_RANDOM = self.rng
+        try:
+            return super().__iter__()
+        finally:
+            pml_common.NUMPY_RANDOM = saved
+
+
+class RetrievalTemplate(SupervisedTemplate):
+    """Metric-learning training on an Avalanche stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        criterion: Any = None,
+        *,
+        p: int = 16,
+        k: int = 5,
+        iterations: int | None = 100,
+        epochs: float | None = None,
+        eval_mb_size: int = 128,
+        device: str | torch.device = "cpu",
+        plugins: Sequence[Any] | None = None,
+        metrics: RetrievalMetrics | None = None,
+        loggers: Sequence[Any] = (),
+        seed: int = 0,
+    ) -> None:
+        if (iterations is None) == (epochs is None):
+            raise ValueError("give exactly one budget: iterations or epochs")
+        if p < 2 or k < 2:
+            raise ValueError(f"P x K batches need P >= 2 classes and K >= 2 images, got {p} x {k}")
+        self.p, self.k, self.iterations, self.epochs, self.seed = p, k, iterations, epochs, seed
+        self.metrics = metrics or RetrievalMetrics()
+        evaluator = EvaluationPlugin(self.metrics, loggers=list(loggers))
+        self.loss_terms: dict[str, float] = {}
+        self.loss_history: list[dict[str, float]] = []
+        self.experiences_done = 0
+        super().__init__(
+            model=model, optimizer=optimizer, criterion=criterion or HardMiningLoss(),
+            train_mb_size=p * k, train_epochs=1, eval_mb_size=eval_mb_size, device=device,
+            plugins=list(plugins or []), evaluator=evaluator, eval_every=-1,
+        )
+
+    # -- data -------------------------------------------------------------------------------
+    def make_train_dataloader(self, num_workers: int = 0, **kwargs: Any) -> None:
+        dataset = self.adapted_dataset
+        targets = [int(t) for t in dataset.targets]
+        n_classes = len(set(targets))
+        if n_classes < self.p:
+            raise ValueError(
+                f"experience {self.experience.current_experience} has {n_classes} classes, "
+                f"fewer than P = {self.p} classes per batch; lower P"
+            )
+        batch = self.p * self.k
+        if self.iterations is not None:
+            length = self.iterations * batch
+        else:
+            length = int(np.ceil(self.epochs * len(dataset) / batch)) * batch
+        exp = int(self.experience.current_experience)
+        sampler = PKSampler(targets, self.p, self.k, length, seed=self.seed * 100_003 + exp)
+        self.dataloader = DataLoader(dataset, batch_size=batch, sampler=sampler,
+                                     num_workers=num_workers, drop_last=True,
+                                     collate_fn=dataset.collate_fn)
+
+    # -- model ------------------------------------------------------------------------------
+    def model_adaptation(self, model: torch.nn.Module | None = None) -> torch.nn.Module:
+        model = super().model_adaptation(model)
+        if self.is_training and hasattr(model, "grow"):
+            seen = self.experience.classes_seen_so_far
+            model.grow(max(seen) + 1 if seen else 0)
+        return model.to(self.device)
+
+    def check_model_and_optimizer(self, reset_optimizer_state: bool = True, **kwargs: Any):
+        return super().check_model_and_optimizer(reset_optimizer_state=True, **kwargs)
+
+    # -- losses -----------------------------------------------------------------------------
+    def criterion(self) -> torch.Tensor:
+        if not self.is_training:
+            return torch.zeros((), device=self.device)
+        loss = self._criterion(self.mb_output, self.mb_y)
+        self.loss_terms = {"metric": float(loss.detach())}
+        return loss
+
+    def add_loss(self, name: str, value: torch.Tensor) -> None:
+        """Add a plugin's loss term to this iteration's loss (and log its value)."""
+        self.loss = self.loss + value
+        self.loss_terms[name] = self.loss_terms.get(name, 0.0) + float(value.detach())
+
+    def _after_training_iteration(self, **kwargs: Any) -> None:
+        self.loss_history.append({"experience": float(self.experience.current_experience),
+                                  "total": float(self.loss.detach()), **self.loss_terms})
+        super()._after_training_iteration(**kwargs)
+
+    # -- stream -----------------------------------------------------------------------------
+    def run(self, benchmark: Any, checkpoint: str | Path | None = None,
+            stop_after: int | None = None) -> RetrievalMetrics:
+        """Train on each experience from ``experiences_done`` on, evaluating on the whole
+        test stream after each; save a checkpoint after each when ``checkpoint`` is set.
+        ``stop_after`` ends the run after that many experiences (for tests and resumes)."""
+        for exp in benchmark.train_stream[self.experiences_done:]:
+            self.train(exp)
+            self.eval(benchmark.test_stream)
+            self.experiences_done += 1
+            if checkpoint is not None:
+                self.save_checkpoint(checkpoint)
+            if stop_after is not None and self.experiences_done >= stop_after:
+                break
+        return self.metrics
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _strategy_plugins(self) -> list[Any]:
+        return [p for p in self.plugins if isinstance(p, StrategyPlugin)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly, at an experience boundary."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "plugins": [p.state_dict() for p in self._strategy_plugins()],
+            "metrics": self.metrics.state_dict(),
+            "experiences_done": self.experiences_done,
+            "loss_history": list(self.loss_history),
+            "clock": {k: v for k, v in vars(self.clock).items() if isinstance(v, int)},
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a template built with the same configuration."""
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device)
+        plugins = self._strategy_plugins()
+        if len(plugins) != len(state["plugins"]):
+            raise ValueError("checkpoint was written with a different set of strategy plugins")
+        for plugin, plugin_state in zip(plugins, state["plugins"], strict=True):
+            plugin.load_state_dict(plugin_state)
+        self.metrics.load_state_dict(state["metrics"])
+        self.experiences_done = int(state["experiences_done"])
+        self.loss_history = list(state["loss_history"])
+        for key, value in state["clock"].items():  # plugins read the experience counter
+            setattr(self.clock, key, value)
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        # the optimizer is rebuilt over the (possibly grown) model at the next experience,
+        # its state reset there; nothing else of it carries over
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write :meth:`state_dict` atomically (temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Read a checkpoint written by :meth:`save_checkpoint`."""
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))

@@ -1,0 +1,109 @@
+"""The strategy registry, `lrbench list strategies`, hyperparameter validation, entry points."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from benchmarks.cli import main
+from strategies import StrategyError, available_strategies, get_strategy, make_config
+
+BASELINES = {"finetune", "joint", "lwf", "ewc", "mas", "l2_kd", "replay"}
+
+
+def test_list_strategies_json_has_the_baselines_with_hyperparameters(capsys):
+    assert main(["list", "strategies", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) >= BASELINES
+    assert {h["name"]: h["default"] for h in rows["lwf"]["hyperparameters"]} == {
+        "lam": 1.0, "temperature": 2.0, "ce_weight": 1.0}
+    assert rows["ewc"]["hyperparameters"][1]["type"] == "one of separate, online"
+    assert all(r["summary"] for r in rows.values())
+    assert main(["list", "strategies"]) == 0
+    assert "hyperparameters: mem_size=500" in capsys.readouterr().out
+
+
+def test_hyperparameters_are_typed_and_validated():
+    assert make_config("l2_kd", {"lam": "2.5"}).lam == 2.5
+    with pytest.raises(StrategyError, match="has no hyperparameter 'lamda'; its hyper"):
+        make_config("l2_kd", {"lamda": 1})
+    with pytest.raises(StrategyError, match="'lam'.*greater than or equal to 0"):
+        make_config("l2_kd", {"lam": -1})
+    with pytest.raises(StrategyError, match="'mem_size'.*integer"):
+        make_config("replay", {"mem_size": "lots"})
+    with pytest.raises(StrategyError, match="Did you mean 'l2_kd'"):
+        get_strategy("l2kd")
+    for error in ("lam", "mem_size"):
+        assert "\n" not in str(StrategyError(f"x {error}\n y"))
+
+
+def test_bad_strategy_on_the_command_line_is_one_line():
+    from strategies.registry import register_strategy
+
+    with pytest.raises(TypeError, match="Config must subclass"):
+        register_strategy("broken")(type("Broken", (), {}))
+
+
+def test_external_package_entry_point(tmp_path):
+    """A throwaway package installed into the venv shows up and passes the contract kit."""
+    pkg = tmp_path / "lrbench_extra_strategy"
+    (pkg / "lrbench_extra_strategy").mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "lrbench-extra-strategy"
+        version = "0.0.1"
+        [project.entry-points."lrbench.strategies"]
+        cosine_kd = "lrbench_extra_strategy.cosine_kd:CosineKD"
+    """))
+    (pkg / "lrbench_extra_strategy" / "__init__.py").write_text("")
+    (pkg / "lrbench_extra_strategy" / "cosine_kd.py").write_text(textwrap.dedent('''
+        from pydantic import Field
+        from strategies import StrategyConfig
+        from strategies.teacher import TeacherPlugin
+
+        class CosineKD(TeacherPlugin):
+            """Cosine distillation: lam * mean(1 - cos(f_s, f_t)) to the previous model."""
+            regularizer = True
+
+            class Config(StrategyConfig):
+                lam: float = Field(1.0, ge=0, description="weight")
+
+            def before_backward(self, strategy, **kwargs):
+                if self.teacher is not None:
+                    f_t = self.teacher_embed(strategy.mb_x)
+                    cos = (strategy.mb_output * f_t).sum(1)
+                    strategy.add_loss("cosine_kd", self.config.lam * (1 - cos).mean())
+    '''))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", "--no-index",
+                    str(pkg)], check=True, capture_output=True, timeout=300)
+    try:
+        out = subprocess.run([sys.executable, "-m", "benchmarks", "list", "strategies",
+                              "--json"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        rows = {r["name"]: r for r in json.loads(out.stdout)}
+        assert rows["cosine_kd"]["source"].startswith("entry point")
+        assert rows["cosine_kd"]["summary"].startswith("Cosine distillation")
+        kit = subprocess.run([sys.executable, "-c", (
+            "from strategies.testing import check_strategy;"
+            "r = check_strategy('cosine_kd'); print(r.checks)")],
+            capture_output=True, text=True, timeout=600)
+        assert kit.returncode == 0, kit.stderr[-2000:]
+        assert "regulariser active (cosine_kd)" in kit.stdout
+    finally:
+        subprocess.run([*pip, "uninstall", "-y", "lrbench-extra-strategy"],
+                       capture_output=True, timeout=300)
+    assert "cosine_kd" not in available_strategies()
+
+
+def test_builtins_are_registered_with_their_files():
+    for name in BASELINES:
+        module = get_strategy(name).cls.__module__
+        assert module == f"strategies.{name}", (name, module)

@@ -1,0 +1,14 @@
+"""Every registered strategy passes the contract kit (`pytest -k contract`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from strategies import available_strategies
+from strategies.testing import check_strategy
+
+
+@pytest.mark.parametrize("name", sorted(available_strategies()))
+def test_contract(name, tmp_path):
+    report = check_strategy(name, tmp_path=tmp_path)
+    assert "checkpoint + resume identical" in report.checks
