@@ -12,7 +12,7 @@ from strategies.teacher import TeacherPlugin
 
 @register_strategy("l2_kd")
 class L2KD(TeacherPlugin):
-    """L2 feature distillation: ``lam * mean_i ||f_s(x_i) - f_t(x_i)||^2`` on new images."""
+    """L2 feature distillation: lam * mean_i ||f_s(x_i) - f_t(x_i)||^2 on new images."""
 
     regularizer = True
 

@@ -27,12 +27,11 @@ KNOWN_WEIGHTS = {"mobilenet_v2": ("mobilenet_v2-b0353104.pth", "b03531047ffacf1e
 
 
 class SmallCNN(nn.Module):
-    """Four conv-BN-ReLU stages with pooling: a trunk that trains in seconds on a CPU."""
+    """Four conv-BN-ReLU stages (16-32-64-128 channels) with pooling: trains in seconds on a CPU."""
 
-    out_channels = 128
-
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 16) -> None:
         super().__init__()
+        self.out_channels = width * 8
         chans = [3, width, width * 2, width * 4, self.out_channels]
         layers: list[nn.Module] = []
         for i in range(4):

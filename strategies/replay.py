@@ -13,7 +13,7 @@ from strategies.registry import StrategyConfig, StrategyPlugin, register_strateg
 
 @register_strategy("replay")
 class Replay(StrategyPlugin, SupervisedPlugin):
-    """Replay: a class-balanced exemplar memory of ``mem_size`` images (rehearsal reference).
+    """Replay: a class-balanced exemplar memory of mem_size images (rehearsal reference).
 
     After each experience every seen class keeps ``mem_size // #seen classes`` exemplars
     (old classes shrink to the new quota, new ones are drawn at random, seeded). While

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,9 @@ class RetrievalTemplate(SupervisedTemplate):
             raise ValueError(f"P x K batches need P >= 2 classes and K >= 2 images, got {p} x {k}")
         self.p, self.k, self.iterations, self.epochs, self.seed = p, k, iterations, epochs, seed
         self.metrics = metrics or RetrievalMetrics()
-        evaluator = EvaluationPlugin(self.metrics, loggers=list(loggers))
+        with warnings.catch_warnings():  # no loggers is a choice here, not a mistake
+            warnings.filterwarnings("ignore", message="No loggers specified")
+            evaluator = EvaluationPlugin(self.metrics, loggers=list(loggers))
         self.loss_terms: dict[str, float] = {}
         self.loss_history: list[dict[str, float]] = []
         self.experiences_done = 0

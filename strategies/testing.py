@@ -66,7 +66,7 @@ def build_template(name: str, hparams: dict[str, Any] | None = None, seed: int =
     plugin = make_plugin(name, hparams)
     model = EmbeddingNet("small_cnn", dim=32, pool="avg", classifier=plugin.needs_classifier)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    return RetrievalTemplate(model, optimizer, p=4, k=3, iterations=iterations,
+    return RetrievalTemplate(model=model, optimizer=optimizer, p=4, k=3, iterations=iterations,
                              plugins=[plugin], metrics=RetrievalMetrics(ks=(1, 2)),
                              eval_mb_size=64, seed=seed)
 

@@ -67,6 +67,7 @@ class SynthFG(Dataset):
         test_per_class: int = 20,
         image_size: int = 32,
         seed: int = 0,
+        cache: bool = True,
     ) -> None:
         if domain not in DOMAINS:
             raise LrbenchError(f"synth-fg: unknown domain {domain!r}; use one of {DOMAINS}")
@@ -104,6 +105,9 @@ class SynthFG(Dataset):
             for s, c, i in self._keys
         ]
         self._species = self._make_species()
+        # rendered images, kept after the first draw (3 KB each at 32 px); a stream's
+        # strategies and epochs then share one drawing
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
         lin = (np.arange(self.image_size, dtype=np.float32) + 0.5) / self.image_size * 2 - 1
         self._yy, self._xx = np.meshgrid(lin, lin, indexing="ij")
 
@@ -145,6 +149,14 @@ class SynthFG(Dataset):
 
     def render(self, index: int) -> np.ndarray:
         """The ``index``-th image as an HxWx3 uint8 array (deterministic)."""
+        if self._cache is not None:
+            img = self._cache.get(index)
+            if img is None:
+                img = self._cache[index] = self._render(index)
+            return img
+        return self._render(index)
+
+    def _render(self, index: int) -> np.ndarray:
         split_id, cls, i = self._keys[index]
         rng = np.random.default_rng([self.seed, DOMAINS.index(self.domain), split_id, cls, i])
         sp = self._species[cls]
