@@ -5,7 +5,9 @@ come from the ``lrbench.strategies`` entry point group. See :mod:`strategies.reg
 """
 
 # built-in strategies: importing a module registers it
-from strategies import ewc, finetune, joint, l2_kd, lwf, mas, replay  # noqa: E402, F401, I001
+from strategies import (  # noqa: E402, F401, I001
+    dkd, ewc, fecd, finetune, joint, l2_kd, lwf, mas, mmd_kd, replay,
+)
 from strategies.registry import (
     ENTRY_POINT_GROUP,
     StrategyConfig,

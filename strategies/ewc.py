@@ -52,8 +52,7 @@ class EWC(StrategyPlugin, EWCPlugin):
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         before = float(strategy.loss.detach())
         super().before_backward(strategy, **kwargs)
-        if strategy.clock.train_exp_counter > 0:
-            strategy.loss_terms["ewc"] = float(strategy.loss.detach()) - before
+        self.log_added_loss(strategy, "ewc", before)
 
     def state_dict(self) -> dict[str, Any]:
         return {"saved_params": params_to_state(self.saved_params),

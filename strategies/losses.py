@@ -86,3 +86,74 @@ def make_metric_loss(name: str = "hard_mining", margin: float = 0.1,
     if name == "normalized_softmax":
         return _PMLWithMiner(losses.NormalizedSoftmaxLoss(num_classes, embedding_size))
     raise ValueError(f"unknown metric loss {name!r}; use one of {', '.join(METRIC_LOSSES)}")
+
+
+# -- distillation losses (the thesis methods) ----------------------------------------------
+def correlation_distillation(f_s: torch.Tensor, f_t: torch.Tensor, temperature: float = 4.0,
+                             direction: str = "teacher_to_student") -> torch.Tensor:
+    """Correlation distillation between two batches of embeddings (B x d each).
+
+    With S = F F^T (B x B, diagonal included) on L2-normalised F:
+    ``(T^2 / B) sum_i KL(softmax(S_t[i] / T) || softmax(S_s[i] / T))``. With
+    ``direction="student_to_teacher"`` the two distributions swap places (the reference
+    implementation's effective form). Gradients reach only ``f_s``.
+    """
+    if direction not in ("teacher_to_student", "student_to_teacher"):
+        raise ValueError("direction must be 'teacher_to_student' or 'student_to_teacher'")
+    t = temperature
+    fs, ft = F.normalize(f_s, dim=1), F.normalize(f_t.detach(), dim=1)
+    log_p_s = F.log_softmax(fs @ fs.T / t, dim=1)
+    log_p_t = F.log_softmax(ft @ ft.T / t, dim=1)
+    if direction == "teacher_to_student":
+        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+    else:
+        kl = (log_p_s.exp() * (log_p_s - log_p_t)).sum(dim=1)
+    return kl.mean() * t * t
+
+
+def mmd(f_s: torch.Tensor, f_t: torch.Tensor, sigmas: tuple[float, ...] = (1.0,)) -> torch.Tensor:
+    """Squared MMD between two samples with a Gaussian kernel (sum over ``sigmas``).
+
+    ``k(a, b) = exp(-||a - b||^2 / (2 sigma^2))``; the biased (V-statistic) estimate
+    ``mean k(s, s') + mean k(t, t') - 2 mean k(s, t)``, which is never negative.
+    """
+    x = torch.cat([f_s, f_t.detach()])
+    d2 = torch.cdist(x, x).pow(2)
+    k = sum(torch.exp(-d2 / (2 * s * s)) for s in sigmas)
+    n = f_s.shape[0]
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+
+def bn_statistics_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """How far ``x``'s feature statistics are from ``model``'s BatchNorm running statistics.
+
+    ``sum_l ||mu_l(x) - mu_l^run||_2 + ||var_l(x) - var_l^run||_2`` over every BatchNorm
+    layer l, with the batch mean and (biased) variance of each layer's input. The model's
+    forward runs as it is (call it in eval mode: running statistics normalise, and stay).
+    """
+    terms: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: Any) -> None:
+        a = inputs[0]
+        dims = [0] + list(range(2, a.dim()))
+        mean = a.mean(dim=dims)
+        var = a.var(dim=dims, unbiased=False)
+        terms.append(torch.linalg.vector_norm(mean - module.running_mean)
+                     + torch.linalg.vector_norm(var - module.running_var))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not handles:
+        raise ValueError("the model has no BatchNorm layer with running statistics")
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(terms).sum()
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (an image smoothness prior)."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
+        x[..., :, 1:] - x[..., :, :-1]).abs().mean()

@@ -37,14 +37,22 @@ class LwF(TeacherPlugin):
         ce_weight: float = Field(1.0, ge=0, description="weight of the classifier's CE")
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
-        model = strategy.model
-        z_s = model.logits(strategy.mb_output)
-        if self.config.ce_weight:
-            strategy.add_loss("ce", self.config.ce_weight * F.cross_entropy(z_s, strategy.mb_y))
-        if self.teacher is None:
-            return
-        n_old = self.teacher.classifier.num_classes
-        with torch.no_grad():
-            z_t = self.teacher.logits(self.teacher(strategy.mb_x))[:, :n_old]
-        loss = kd_loss(z_s[:, :n_old], z_t, self.config.temperature)
-        strategy.add_loss("lwf", self.config.lam * loss)
+        cfg = self.config
+        kd = classifier_terms(strategy, self.teacher, cfg.temperature, cfg.ce_weight)
+        if kd is not None:
+            strategy.add_loss("lwf", cfg.lam * kd)
+
+
+def classifier_terms(strategy: Any, teacher: torch.nn.Module | None, temperature: float,
+                     ce_weight: float) -> torch.Tensor | None:
+    """Train the cosine classifier on the current labels (CE, logged as ``ce``) and return
+    the old-class logit distillation to ``teacher`` (None before there is a teacher)."""
+    z_s = strategy.model.logits(strategy.mb_output)
+    if ce_weight:
+        strategy.add_loss("ce", ce_weight * F.cross_entropy(z_s, strategy.mb_y))
+    if teacher is None:
+        return None
+    n_old = teacher.classifier.num_classes
+    with torch.no_grad():
+        z_t = teacher.logits(teacher(strategy.mb_x))[:, :n_old]
+    return kd_loss(z_s[:, :n_old], z_t, temperature)

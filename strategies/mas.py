@@ -57,8 +57,7 @@ class MAS(StrategyPlugin, MASPlugin):
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         before = float(strategy.loss.detach())
         super().before_backward(strategy, **kwargs)
-        if strategy.clock.train_exp_counter > 0:
-            strategy.loss_terms["mas"] = float(strategy.loss.detach()) - before
+        self.log_added_loss(strategy, "mas", before)
 
     def state_dict(self) -> dict[str, Any]:
         def plain(d: dict[str, Any] | None) -> dict[str, torch.Tensor] | None:

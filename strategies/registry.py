@@ -181,5 +181,12 @@ class StrategyPlugin:
         """What this plugin must carry across a checkpoint (tensors and plain values)."""
         return {}
 
+    @staticmethod
+    def log_added_loss(strategy: Any, name: str, before: float) -> None:
+        """Log what a wrapped Avalanche plugin added to ``strategy.loss`` since ``before``
+        (those plugins add to the loss directly, not through ``add_loss``)."""
+        if strategy.clock.train_exp_counter > 0:
+            strategy.loss_terms[name] = float(strategy.loss.detach()) - before
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""

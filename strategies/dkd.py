@@ -1,0 +1,103 @@
+"""``dkd`` (thesis chapter 7, reconstructed): dual distillation with BatchNorm statistics.
+
+The chapter's full text is not public; this follows its summary (DESIGN.md, "Strategies",
+and docs/methods.md lists every choice made here):
+
+1. relation distillation on the new images: ``lambda_rel L_corr(F_s, F_t)``;
+2. at the start of each experience after the first, ``n_synth`` images are synthesised
+   from noise so that the frozen teacher's BatchNorm layers see the statistics they stored
+   (their running means and variances summarise the old data):
+   ``min_X sum_l ||mu_l(X) - mu_l^run|| + ||var_l(X) - var_l^run|| + a_tv TV(X) + a_l2 ||X||^2``;
+3. every iteration a batch of those images is distilled from the teacher into the
+   student: ``lambda_inv (||f_s - f_t||^2 + L_corr(F_s, F_t))`` on the synthetic images.
+
+Old knowledge without stored exemplars. The synthetic set is made once per experience
+(with a progress bar) and kept for that experience; it is re-made, identically, after a
+resume, since the RNG state is part of the checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from strategies.losses import bn_statistics_loss, correlation_distillation, total_variation
+from strategies.registry import StrategyConfig, register_strategy
+from strategies.teacher import TeacherPlugin
+
+#: default synthesis budgets: (images, steps) on CPU and on GPU
+CPU_BUDGET = (64, 50)
+GPU_BUDGET = (256, 200)
+
+
+@register_strategy("dkd")
+class DKD(TeacherPlugin):
+    """DKD (thesis ch. 7, reconstructed): relation KD plus KD on BN-statistics images."""
+
+    regularizer = True
+
+    class Config(StrategyConfig):
+        lambda_rel: float = Field(1.0, ge=0, description="weight of L_corr on new images")
+        lambda_inv: float = Field(1.0, ge=0, description="weight of the synthetic-image term")
+        temperature: float = Field(4.0, gt=0, description="temperature T of L_corr")
+        n_synth: int | None = Field(
+            None, ge=2, description="synthetic images (None: 64 on CPU, 256 on GPU)")
+        synth_steps: int | None = Field(
+            None, ge=1, description="synthesis steps (None: 50 on CPU, 200 on GPU)")
+        synth_lr: float = Field(0.1, gt=0, description="Adam step size of the synthesis")
+        tv_weight: float = Field(1e-3, ge=0, description="a_tv, total-variation prior")
+        l2_weight: float = Field(1e-4, ge=0, description="a_l2, image-norm prior")
+        synth_batch: int = Field(32, ge=2, description="synthetic images per training step")
+
+    def __init__(self, config: StrategyConfig | None = None) -> None:
+        super().__init__(config)
+        self.synthetic: torch.Tensor | None = None
+        self.synthesis_history: list[float] = []
+
+    def budget(self, device: torch.device) -> tuple[int, int]:
+        """(images, steps) of the synthesis on ``device``."""
+        n, steps = GPU_BUDGET if device.type == "cuda" else CPU_BUDGET
+        return self.config.n_synth or n, self.config.synth_steps or steps
+
+    def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        super().before_training_exp(strategy, **kwargs)
+        self.synthetic = None
+        if self.teacher is not None:
+            shape = tuple(strategy.experience.dataset[0][0].shape)
+            self.synthetic = self.synthesize(shape, strategy.device)
+
+    def synthesize(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """Images whose teacher BatchNorm statistics match the running ones."""
+        assert self.teacher is not None
+        n, steps = self.budget(torch.device(device))
+        x = torch.randn(n, *shape, device=device, requires_grad=True)
+        opt = torch.optim.Adam([x], lr=self.config.synth_lr)
+        self.synthesis_history = []
+        for _ in tqdm(range(steps), desc=f"dkd: synthesising {n} images", leave=False,
+                      disable=None):
+            opt.zero_grad()
+            loss = (bn_statistics_loss(self.teacher, x)
+                    + self.config.tv_weight * total_variation(x)
+                    + self.config.l2_weight * x.pow(2).mean())
+            loss.backward()
+            opt.step()
+            self.synthesis_history.append(float(loss.detach()))
+        return x.detach()
+
+    def before_backward(self, strategy: Any, **kwargs: Any) -> None:
+        if self.teacher is None or self.synthetic is None:
+            return
+        cfg = self.config
+        f_t = self.teacher_embed(strategy.mb_x)
+        strategy.add_loss("relation", cfg.lambda_rel * correlation_distillation(
+            strategy.mb_output, f_t, cfg.temperature))
+        pick = torch.randint(len(self.synthetic), (min(cfg.synth_batch, len(self.synthetic)),))
+        x_syn = self.synthetic[pick.to(self.synthetic.device)]
+        f_s = strategy.model(x_syn)
+        f_t_syn = self.teacher_embed(x_syn)
+        inv = (f_s - f_t_syn).pow(2).sum(dim=1).mean() + correlation_distillation(
+            f_s, f_t_syn, cfg.temperature)
+        strategy.add_loss("inversion", cfg.lambda_inv * inv)

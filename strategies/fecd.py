@@ -1,0 +1,66 @@
+"""``fecd`` (TMM 2021): correlation distillation with feature estimation of earlier models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from strategies.losses import correlation_distillation
+from strategies.registry import StrategyConfig, register_strategy
+from strategies.teacher import TeacherPlugin
+
+
+def estimate_features(f_t: torch.Tensor, low: float, high: float, scale: float) -> torch.Tensor:
+    """An earlier model's features, estimated: normalize(F_t + s (U * F_t)), U ~ U(low, high)."""
+    u = torch.rand_like(f_t) * (high - low) + low
+    return F.normalize(f_t + scale * u * f_t, dim=1)
+
+
+@register_strategy("fecd")
+class FECD(TeacherPlugin):
+    """FECD (TMM 2021): correlation distillation to the previous and estimated earlier models.
+
+    From the second experience: ``lam L_corr(F_s, F_t)`` (T = 4, lambda = 10). From the
+    third: plus ``lambda_est mean_m L_corr(F_s, F^_m)`` over the m = 1..(i - 1) models
+    before the teacher, which are not stored but estimated from the teacher's features with
+    fresh uniform noise per batch (defaults from the reference implementation).
+    """
+
+    regularizer = True
+
+    class Config(StrategyConfig):
+        lam: float = Field(10.0, ge=0, description="weight of L_corr to the teacher")
+        temperature: float = Field(4.0, gt=0, description="temperature T of L_corr")
+        lambda_est: float = Field(10.0, ge=0, description="weight of the estimated models' term")
+        est_low: float = Field(-0.0443, description="lower bound a of the noise U")
+        est_high: float = Field(0.2230, description="upper bound b of the noise U")
+        est_scale: float = Field(1.0, ge=0, description="scale s of the estimation noise")
+        direction: Literal["teacher_to_student", "student_to_teacher"] = Field(
+            "teacher_to_student", description="which distribution is the KL's target")
+        freeze_student_bn: bool = Field(
+            False, description="freeze the student's BatchNorm statistics from experience 2")
+
+    def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        super().before_training_exp(strategy, **kwargs)
+        if (self.config.freeze_student_bn and strategy.experience.current_experience >= 1
+                and hasattr(strategy.model, "freeze_bn")):
+            strategy.model.freeze_bn = True
+            strategy.model.train()
+
+    def before_backward(self, strategy: Any, **kwargs: Any) -> None:
+        if self.teacher is None:
+            return
+        cfg = self.config
+        f_s = strategy.mb_output
+        f_t = self.teacher_embed(strategy.mb_x)
+        strategy.add_loss("corr", cfg.lam * correlation_distillation(
+            f_s, f_t, cfg.temperature, cfg.direction))
+        n_estimated = int(strategy.experience.current_experience) - 1
+        if n_estimated > 0 and cfg.lambda_est:
+            est = torch.stack([correlation_distillation(
+                f_s, estimate_features(f_t, cfg.est_low, cfg.est_high, cfg.est_scale),
+                cfg.temperature, cfg.direction) for _ in range(n_estimated)]).mean()
+            strategy.add_loss("estimation", cfg.lambda_est * est)
