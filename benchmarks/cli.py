@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for docs and tests)."""
     parser = _Parser(prog="lrbench", description=(
         "Benchmark suite for continual (incremental and lifelong) fine-grained image "
-        "retrieval. Datasets, streams, protocols and strategies for now; 'run' and "
-        "'report' follow."))
+        "retrieval: list what is registered, inspect data and streams, run a benchmark "
+        "matrix ('report' follows)."))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="list registered datasets, protocols or strategies")
@@ -66,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "info":
             q.add_argument("--download", action="store_true",
                            help="fetch the official files first where possible (checksummed)")
+
+    p = sub.add_parser("run", help="run a benchmark matrix into a results store",
+                       description="Run every (scenario, strategy, seed) cell of a matrix "
+                       "file; finished cells with the same config hash are skipped.")
+    p.add_argument("config", help="matrix file (YAML), e.g. configs/demo.yaml")
+    p.add_argument("--out", help="results store (default: results/<matrix name>)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.iterations=20")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the expanded cells and their config hashes, train nothing")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse a store written by a different matrix (matching cells kept)")
+    p.add_argument("--force", action="store_true", help="recompute every cell")
+    p.add_argument("--checkpoints", action="store_true",
+                   help="keep a checkpoint per cell after each experience (resumable cells)")
 
     p = sub.add_parser("stream", help="show the experiences of a stream", description=(
         "Give a PROTOCOL name, or --dataset/--schedule for a class-incremental stream, or "
@@ -204,7 +220,52 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream}
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.config import expand_cells, load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.jobs < 1:
+        raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
+    cells = expand_cells(config)
+    if args.dry_run:
+        for cell in cells:
+            print(f"{cell['hash']}  {cell['id']}")
+        print(f"{len(cells)} cells")
+        return 0
+    from benchmarks.runner import run_matrix
+
+    out = args.out or os.path.join("results", config.name)
+    counts = run_matrix(config, out, jobs=args.jobs, force=args.force, resume=args.resume,
+                        checkpoints=args.checkpoints, progress=True)
+    _print_summary(out)
+    print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
+          f"done), {counts['failed']} failed")
+    return 1 if counts["failed"] else 0
+
+
+def _print_summary(store: str) -> None:
+    """Mean final Recall@1 and forgetting per scenario and strategy (over seeds)."""
+    import glob
+
+    table: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for path in glob.glob(os.path.join(store, "cells", "*", "result.json")):
+        with open(path) as fh:
+            result = json.load(fh)
+        if result.get("status") != "finished":
+            continue
+        s = result["payload"]["summary"]
+        key = (result["config"]["scenario"]["name"], result["config"]["strategy"])
+        table.setdefault(key, []).append((s["final_mean"], s["forgetting"] or 0.0))
+    if not table:
+        return
+    print(f"{'scenario':<16} {'strategy':<10} {'seeds':>5} {'final R@1':>10} {'forgetting':>10}")
+    for (scenario, strategy), vals in sorted(table.items()):
+        fin = statistics.mean(v[0] for v in vals)
+        fgt = statistics.mean(v[1] for v in vals)
+        print(f"{scenario:<16} {strategy:<10} {len(vals):>5} {fin:>10.3f} {fgt:>10.3f}")
+
+
+COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream, "run": _cmd_run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

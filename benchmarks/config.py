@@ -1,0 +1,248 @@
+"""The matrix file: one YAML naming scenarios x strategies x seeds, validated by pydantic.
+
+```yaml
+name: demo
+seeds: [0, 1]
+data_root: null            # default $LRBENCH_DATA
+scenarios:
+  - synth-ci               # a protocol name (lrbench list protocols)
+  - name: cub-small        # or an inline spec
+    dataset: cub200
+    schedule: 50+5x10
+model: {trunk: small_cnn, dim: 64, pool: avg}
+training: {p: 8, k: 4, iterations: 40, optimizer: adam, lr: 0.002}
+strategies:
+  finetune: {}
+  lwf: {lam: 1.0, training: {lr: 0.001}}    # hyperparameters + per-strategy overrides
+evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
+```
+
+Every cell (scenario, strategy, seed) resolves to a plain dictionary; its hash (SHA-256 of
+the canonical JSON) decides whether a finished result can be reused.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from benchmarks.errors import LrbenchError, closest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScenarioSpec(_Strict):
+    """An inline stream: class-incremental over ``dataset`` or lifelong over ``datasets``."""
+
+    name: str
+    dataset: str | None = None
+    schedule: str | list[int] | None = None
+    datasets: list[str] | None = None
+    order: Literal["sorted"] | int = "sorted"
+    image_size: int = Field(224, ge=16)
+    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScenarioSpec:
+        if (self.dataset is None) == (self.datasets is None):
+            raise ValueError("give either dataset (with schedule) or datasets (lifelong)")
+        if self.dataset is not None and self.schedule is None:
+            raise ValueError("a class-incremental scenario needs a schedule, e.g. 50+5x10")
+        return self
+
+
+class ModelSpec(_Strict):
+    """The embedding network (strategies.model.EmbeddingNet)."""
+
+    trunk: Literal["small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2"] = \
+        "small_cnn"
+    dim: int = Field(512, ge=2)
+    pool: Literal["max", "avg"] = "max"
+    pretrained: bool | str = False
+    freeze_bn: bool = False
+
+
+class TrainingSpec(_Strict):
+    """Batches, budget and optimizer (strategies.template.RetrievalTemplate)."""
+
+    p: int = Field(16, ge=2, description="classes per batch")
+    k: int = Field(5, ge=2, description="images per class in a batch")
+    iterations: int | None = Field(100, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    loss: Literal["hard_mining", "triplet", "multi_similarity", "normalized_softmax"] = \
+        "hard_mining"
+    margin: float = Field(0.1, ge=0)
+    eval_mb_size: int = Field(128, ge=1)
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainingSpec:
+        if self.epochs is not None:
+            self.iterations = None
+        if self.iterations is None and self.epochs is None:
+            raise ValueError("give a budget: iterations or epochs")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    """What is measured after each experience."""
+
+    ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    map_at_r: bool = True
+    cross_model: bool = False
+
+    @model_validator(mode="after")
+    def _positive(self) -> EvaluationSpec:
+        if min(self.ks) <= 0:
+            raise ValueError("every K must be a positive integer")
+        return self
+
+
+class MatrixConfig(_Strict):
+    """A whole matrix file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    seeds: list[int] = Field(min_length=1)
+    data_root: str | None = None
+    scenarios: list[str | ScenarioSpec] = Field(min_length=1)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    strategies: dict[str, dict[str, Any]] = Field(min_length=1)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+
+def _format_error(exc: ValidationError, source: str) -> LrbenchError:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    if err.get("type") == "extra_forbidden":
+        parent = MatrixConfig
+        for part in err["loc"][:-1]:
+            field = parent.model_fields.get(str(part)) if isinstance(part, str) else None
+            ann = getattr(field, "annotation", None)
+            parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else parent
+        key = str(err["loc"][-1])
+        hint = closest(key, parent.model_fields)
+        return LrbenchError(f"{source}: unknown key {where!r}.{hint} Remove or rename it")
+    return LrbenchError(f"{source}: {where}: {err['msg']} (got {err.get('input')!r})")
+
+
+def set_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``--set a.b=c`` (the value parsed as YAML) to a raw config mapping."""
+    if "=" not in assignment:
+        raise LrbenchError(f"--set {assignment!r}: write it as key.path=value")
+    path, _, raw = assignment.partition("=")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    keys = path.strip().split(".")
+    for key in keys[:-1]:
+        if not isinstance(node.get(key, {}), dict):
+            raise LrbenchError(f"--set {assignment!r}: {key!r} is not a section")
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> MatrixConfig:
+    """Read and validate a matrix file; every problem is a one-line ``LrbenchError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise LrbenchError(f"matrix file {str(path)!r} not found; see configs/ for examples")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise LrbenchError(f"{path}:{line}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise LrbenchError(f"{path}: a matrix file is a YAML mapping (name, seeds, ...)")
+    for assignment in overrides or []:
+        set_override(data, assignment)
+    return parse_config(data, str(path))
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> MatrixConfig:
+    """Validate a raw mapping, then check names against the registries."""
+    try:
+        config = MatrixConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _format_error(exc, source) from None
+    from benchmarks.protocols import get_protocol
+    from strategies import make_config
+
+    for sc in config.scenarios:
+        if isinstance(sc, str):
+            get_protocol(sc)
+    for name, params in config.strategies.items():
+        params = dict(params or {})
+        overrides = params.pop("training", None) or {}
+        make_config(name, params)
+        try:
+            TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise _format_error(exc, f"{source}: strategies.{name}.training") from None
+    return config
+
+
+def scenario_dict(sc: str | ScenarioSpec) -> dict[str, Any]:
+    """A scenario as a plain, hashable description."""
+    if isinstance(sc, str):
+        from benchmarks.protocols import get_protocol
+
+        p = get_protocol(sc)
+        return {"name": p.name, "protocol": p.name}
+    return {"name": sc.name, **sc.model_dump(exclude={"name"})}
+
+
+def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
+    """Every (scenario, strategy, seed) cell, fully resolved, with its id and hash."""
+    cells = []
+    for sc in config.scenarios:
+        scenario = scenario_dict(sc)
+        for name, params in config.strategies.items():
+            params = dict(params or {})
+            overrides = params.pop("training", None) or {}
+            training = TrainingSpec.model_validate(
+                {**config.training.model_dump(), **overrides}).model_dump()
+            for seed in config.seeds:
+                cell = {
+                    "scenario": scenario, "strategy": name, "hparams": params, "seed": seed,
+                    "model": config.model.model_dump(), "training": training,
+                    "evaluation": config.evaluation.model_dump(),
+                    "data_root": config.data_root,
+                }
+                cell["id"] = f"{scenario['name']}__{name}__seed{seed}"
+                cell["hash"] = config_hash(cell)
+                cells.append(cell)
+    return cells
+
+
+def config_hash(cell: dict[str, Any]) -> str:
+    """SHA-256 (first 16 hex digits) of a cell's canonical JSON.
+
+    Its id and hash are left out, and so is the data root: the same data at another path
+    gives the same numbers, so moving the data does not invalidate finished cells.
+    """
+    body = {k: v for k, v in cell.items() if k not in ("id", "hash", "data_root")}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resolved_yaml(config: MatrixConfig) -> str:
+    """The matrix as it will run (defaults filled in), for the store."""
+    data = copy.deepcopy(config.model_dump(mode="json"))
+    return yaml.safe_dump(data, sort_keys=False)

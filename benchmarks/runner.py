@@ -1,0 +1,361 @@
+"""The matrix runner: every cell through the retrieval template, into the results store.
+
+Results store (DESIGN.md, "Results store")::
+
+    results/<name>/
+      matrix.yaml                       the resolved matrix
+      results.csv                       tidy long table of every finished cell
+      cells/<scenario>__<strategy>__seed<k>/
+        result.json                     config, status, R matrices, timings, versions, host
+        log.txt                         the cell's log (a failure's traceback too)
+        checkpoint.pt                   only with --checkpoints
+
+Every file is written atomically (temporary file, then rename), so an interrupted run never
+leaves a half-written result; a rerun skips cells whose ``result.json`` is finished with
+the same config hash. A lock file keeps a second runner out of the same store. Cells run
+in this process (``jobs=1``) or in ``jobs`` worker processes, each with its share of the
+torch threads; results come back to this process, the only writer of the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmarks.config import MatrixConfig, expand_cells, resolved_yaml
+from benchmarks.errors import LrbenchError
+
+TIDY_COLUMNS = ["scenario", "strategy", "seed", "train_exp", "eval_exp", "metric", "k", "value"]
+
+
+# -- atomic files and the lock --------------------------------------------------------------
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """Hold ``store/.lock``; a live holder makes this a one-line error (a dead one is cleared)."""
+    lock = store / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = -1
+            if pid > 0 and _pid_alive(pid):
+                raise LrbenchError(
+                    f"results store {str(store)!r} is in use by another lrbench run (pid "
+                    f"{pid}); wait for it to finish or choose another --out") from None
+            lock.unlink(missing_ok=True)  # stale: its runner died
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# -- one cell -------------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    """Versions of what the numbers depend on, and the suite's git commit."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "avalanche-lib", "pytorch-metric-learning", "numpy",
+                "lrbench"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    try:
+        out["lrbench_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        out["lrbench_commit"] = "unknown"
+    return out
+
+
+def build_benchmark(cell: dict[str, Any]) -> Any:
+    """The Avalanche benchmark of a cell's scenario."""
+    from benchmarks.protocols import get_protocol
+    from benchmarks.streams import class_incremental, lifelong
+
+    sc = cell["scenario"]
+    root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
+    if "protocol" in sc:
+        return get_protocol(sc["protocol"]).build(root)
+    if sc.get("dataset"):
+        return class_incremental(sc["dataset"], sc["schedule"], root=root, order=sc["order"],
+                                 image_size=sc["image_size"],
+                                 dataset_kwargs=sc.get("dataset_kwargs") or {})
+    return lifelong(sc["datasets"], root=root, image_size=sc["image_size"],
+                    dataset_kwargs=sc.get("dataset_kwargs") or {})
+
+
+def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and evaluate one cell; return its metric payload (raises on failure)."""
+    import torch
+
+    from metrics import forgetting
+    from metrics.plugins import RetrievalMetrics
+    from strategies import make_plugin
+    from strategies.losses import make_metric_loss
+    from strategies.model import EmbeddingNet
+    from strategies.template import RetrievalTemplate
+    from strategies.testing import seed_everything
+
+    t0 = time.perf_counter()
+    seed = int(cell["seed"])
+    seed_everything(seed)
+    bench = build_benchmark(cell)
+    n_exp = len(bench.train_stream)
+    plugin = make_plugin(cell["strategy"], cell["hparams"])
+    m, tr, ev = cell["model"], cell["training"], cell["evaluation"]
+    model = EmbeddingNet(m["trunk"], dim=m["dim"], pool=m["pool"], pretrained=m["pretrained"],
+                         freeze_bn=m["freeze_bn"], classifier=plugin.needs_classifier)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if tr["optimizer"] == "adam":
+        opt = torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
+    else:
+        opt = torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"],
+                              weight_decay=tr["weight_decay"])
+    n_classes = sum(e.num_classes for e in bench.stream_info.experiences)
+    criterion = make_metric_loss(tr["loss"], tr["margin"], m["dim"], n_classes)
+    metrics = RetrievalMetrics(ks=ev["ks"], map_at_r=ev["map_at_r"],
+                               cross_model=ev["cross_model"])
+    tpl = RetrievalTemplate(model=model, optimizer=opt, criterion=criterion, p=tr["p"],
+                            k=tr["k"], iterations=tr["iterations"], epochs=tr["epochs"],
+                            eval_mb_size=tr["eval_mb_size"], device=tr["device"],
+                            plugins=[plugin], metrics=metrics, seed=seed)
+    if checkpoint is not None and checkpoint.is_file():
+        tpl.load_checkpoint(checkpoint)
+        log(f"resumed from {checkpoint.name} after {tpl.experiences_done}/{n_exp} experiences")
+    timings = []
+    while tpl.experiences_done < n_exp:
+        start = time.perf_counter()
+        tpl.run(bench, checkpoint=checkpoint, stop_after=tpl.experiences_done + 1)
+        timings.append(time.perf_counter() - start)
+        done = tpl.experiences_done
+        last = tpl.loss_history[-1]["total"] if tpl.loss_history else float("nan")
+        if not math.isfinite(last):
+            raise FloatingPointError(f"loss is {last} in experience {done - 1}")
+        eta = (n_exp - done) * sum(timings) / len(timings)
+        log(f"{cell['strategy']} {cell['scenario']['name']} seed {seed}: experience "
+            f"{done}/{n_exp}, R@1 seen {metrics.seen_curve(1)[done - 1]:.3f}, ETA {eta:.0f}s")
+    r = {str(k): metrics.r_matrix(k).tolist() for k in ev["ks"]}
+    payload: dict[str, Any] = {
+        "num_experiences": n_exp,
+        "r_matrix": {"recall": r},
+        "seen": {"recall": {str(k): metrics.seen_curve(k).tolist() for k in ev["ks"]}},
+        "summary": {k: v for k, v in forgetting(metrics.r_matrix(1)).items()},
+        "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings},
+    }
+    if ev["map_at_r"]:
+        payload["r_matrix"]["map_at_r"] = metrics.r_matrix(metric="map_at_r").tolist()
+        payload["seen"]["map_at_r"] = metrics.seen_curve(metric="map_at_r").tolist()
+    if ev["cross_model"]:
+        payload["cross_model"] = {str(k): metrics.cross_model_matrix(k).tolist()
+                                  for k in ev["ks"]}
+    return _json_safe(payload)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _worker(cell: dict[str, Any], checkpoint: str | None, threads: int) -> dict[str, Any]:
+    """Run a cell in a worker process; never raises (a failure is a result)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    lines: list[str] = []
+
+    def log(msg: str) -> None:
+        lines.append(msg)
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        payload = run_cell(cell, Path(checkpoint) if checkpoint else None, log)
+        return {"status": "finished", "payload": payload, "log": lines}
+    except Exception as exc:  # a failed cell is recorded; the matrix goes on
+        lines.append(traceback.format_exc())
+        reason = f"{type(exc).__name__}: {exc}".strip()
+        return {"status": "failed", "reason": reason.splitlines()[0][:500], "log": lines}
+
+
+# -- the matrix -----------------------------------------------------------------------------
+def tidy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The long-table rows of one finished cell."""
+    cell, payload = result["config"], result["payload"]
+    base = {"scenario": cell["scenario"]["name"], "strategy": cell["strategy"],
+            "seed": cell["seed"]}
+    rows = []
+    for metric, by_k in payload["r_matrix"].items():
+        mats = by_k.items() if isinstance(by_k, dict) else [("", by_k)]
+        for k, mat in mats:
+            for i, row in enumerate(mat):
+                for j, v in enumerate(row):
+                    if v is not None:
+                        rows.append({**base, "train_exp": i, "eval_exp": j, "metric": metric,
+                                     "k": k, "value": v})
+    for metric, by_k in payload["seen"].items():
+        curves = by_k.items() if isinstance(by_k, dict) else [("", by_k)]
+        for k, curve in curves:
+            for i, v in enumerate(curve):
+                if v is not None:
+                    rows.append({**base, "train_exp": i, "eval_exp": "seen", "metric": metric,
+                                 "k": k, "value": v})
+    return rows
+
+
+def write_tidy(store: Path) -> int:
+    """Rebuild ``results.csv`` from every finished ``result.json``; return the row count."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted((store / "cells").glob("*/result.json")):
+        result = json.loads(path.read_text())
+        if result.get("status") == "finished":
+            rows += tidy_rows(result)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TIDY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(store / "results.csv", buf.getvalue())
+    return len(rows)
+
+
+def finished(cell_dir: Path, cell: dict[str, Any]) -> bool:
+    """Whether ``cell_dir`` holds a finished result of exactly this cell config."""
+    path = cell_dir / "result.json"
+    if not path.is_file():
+        return False
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return result.get("status") == "finished" and result.get("config_hash") == cell["hash"]
+
+
+def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) -> None:
+    """Refuse a store that holds a different matrix unless told to overwrite or resume."""
+    existing = store / "matrix.yaml"
+    if existing.is_file() and existing.read_text() != resolved_yaml(config) and not (
+            force or resume):
+        raise LrbenchError(
+            f"{str(store)!r} holds a different matrix; use --resume to keep its finished "
+            "cells that still match, --force to start over, or another --out")
+
+
+def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool = False,
+               resume: bool = False, checkpoints: bool = False,
+               progress: bool = True) -> dict[str, Any]:
+    """Run every cell not yet finished; return counts of finished/skipped/failed cells."""
+    from tqdm import tqdm
+
+    store = Path(out)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        probe = store / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LrbenchError(f"cannot write to results folder {str(store)!r} ({exc.strerror}); "
+                           "fix its permissions or choose another --out") from None
+    check_store(store, config, force, resume)
+    cells = expand_cells(config)
+    counts = {"finished": 0, "skipped": 0, "failed": 0}
+    with store_lock(store):
+        write_atomic(store / "matrix.yaml", resolved_yaml(config))
+        todo = []
+        for cell in cells:
+            if not force and finished(store / "cells" / cell["id"], cell):
+                counts["skipped"] += 1
+            else:
+                todo.append(cell)
+        host = {"hostname": socket.gethostname(), "platform": platform.platform(),
+                "cpus": os.cpu_count()}
+        vers = versions()
+        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+        bar = tqdm(total=len(cells), initial=counts["skipped"], desc=config.name, unit="cell",
+                   disable=not progress)
+
+        def record(cell: dict[str, Any], outcome: dict[str, Any], started: float) -> None:
+            cell_dir = store / "cells" / cell["id"]
+            result = {"id": cell["id"], "config_hash": cell["hash"], "config": cell,
+                      "status": outcome["status"], "started": started,
+                      "ended": time.time(), "versions": vers, "host": host}
+            if outcome["status"] == "finished":
+                result["payload"] = outcome["payload"]
+                summary = outcome["payload"]["summary"]
+                bar.write(f"done   {cell['id']}: final R@1 {summary['final_mean']:.3f}, "
+                          f"forgetting {summary['forgetting'] or 0:.3f}")
+            else:
+                result["reason"] = outcome["reason"]
+                bar.write(f"FAILED {cell['id']}: {outcome['reason']}")
+            write_atomic(cell_dir / "log.txt", "\n".join(outcome["log"]) + "\n")
+            write_atomic(cell_dir / "result.json", json.dumps(result, indent=1))
+            counts[outcome["status"]] += 1
+            bar.update(1)
+
+        def ckpt(cell: dict[str, Any]) -> str | None:
+            return str(store / "cells" / cell["id"] / "checkpoint.pt") if checkpoints else None
+
+        if jobs <= 1:
+            for cell in todo:
+                started = time.time()
+                record(cell, _worker(cell, ckpt(cell), threads), started)
+        else:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+                futures = {ex.submit(_worker, c, ckpt(c), threads): (c, time.time())
+                           for c in todo}
+                for fut in as_completed(futures):
+                    cell, started = futures[fut]
+                    record(cell, fut.result(), started)
+        bar.close()
+        counts["rows"] = write_tidy(store)
+    return counts

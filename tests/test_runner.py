@@ -1,0 +1,188 @@
+"""lrbench run: the matrix file, the results store, resumption, locking, parallel cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from benchmarks.config import expand_cells, load_config, parse_config
+from benchmarks.errors import LrbenchError
+from benchmarks.runner import run_matrix, store_lock
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+FAST = ["training.iterations=3"]
+
+
+def cli(*argv: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
+                          text=True, timeout=600, cwd=REPO, **kw)
+
+
+def results(store: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text())
+            for p in (store / "cells").glob("*/result.json")}
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("stores") / "smoke"
+    counts = run_matrix(load_config(SMOKE, FAST), store, progress=False)
+    assert counts["finished"] == 4 and counts["failed"] == 0
+    return store
+
+
+def test_store_layout_and_tidy_table(smoke_store):
+    res = results(smoke_store)
+    assert set(res) == {f"synth-tiny__{s}__seed{k}" for s in ("finetune", "l2_kd") for k in (0, 1)}
+    one = res["synth-tiny__l2_kd__seed1"]
+    assert one["status"] == "finished" and one["config"]["hparams"] == {"lam": 1.0}
+    r1 = one["payload"]["r_matrix"]["recall"]["1"]
+    assert len(r1) == 3 and all(len(row) == 3 and None not in row for row in r1)
+    assert {"torch", "avalanche-lib", "lrbench_commit"} <= set(one["versions"])
+    assert one["host"]["hostname"]
+    lines = (smoke_store / "results.csv").read_text().splitlines()
+    assert lines[0] == "scenario,strategy,seed,train_exp,eval_exp,metric,k,value"
+    # per cell: 3 Ks x 9 entries + mAP 9, plus seen: 3 Ks x 3 + mAP 3
+    assert len(lines) - 1 == 4 * (3 * 9 + 9 + 3 * 3 + 3)
+    assert (smoke_store / "matrix.yaml").is_file() and not (smoke_store / ".lock").exists()
+
+
+def test_rerun_skips_finished_cells_byte_identical(smoke_store):
+    before = {p: p.read_bytes() for p in (smoke_store / "cells").glob("*/result.json")}
+    counts = run_matrix(load_config(SMOKE, FAST), smoke_store, progress=False)
+    assert counts["skipped"] == 4 and counts["finished"] == 0
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_changed_config_hash_reruns_only_that_strategy(smoke_store, tmp_path):
+    cells = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
+    changed = {c["id"]: c["hash"] for c in expand_cells(
+        load_config(SMOKE, [*FAST, "strategies.l2_kd.lam=2.0"]))}
+    assert [k for k in cells if cells[k] != changed[k]] == [
+        "synth-tiny__l2_kd__seed0", "synth-tiny__l2_kd__seed1"]
+    with pytest.raises(LrbenchError, match="holds a different matrix"):
+        run_matrix(load_config(SMOKE, [*FAST, "strategies.l2_kd.lam=2.0"]), smoke_store,
+                   progress=False)
+
+
+def test_dry_run_prints_cells_and_hashes(capsys):
+    assert main(["run", str(SMOKE), "--dry-run", "--set", "training.iterations=3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "4 cells"
+    hashes = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
+    assert lines[0] == f"{hashes['synth-tiny__finetune__seed0']}  synth-tiny__finetune__seed0"
+
+
+def test_jobs_2_gives_the_same_numbers_as_jobs_1(smoke_store, tmp_path):
+    store = tmp_path / "parallel"
+    counts = run_matrix(load_config(SMOKE, [*FAST, "seeds=[1]"]), store, jobs=2,
+                        progress=False)
+    assert counts["finished"] == 2
+    a, b = results(smoke_store), results(store)
+    for cell in b:
+        assert a[cell]["payload"]["r_matrix"] == b[cell]["payload"]["r_matrix"], cell
+        assert a[cell]["payload"]["seen"] == b[cell]["payload"]["seen"], cell
+
+
+def test_second_runner_is_refused(tmp_path, capsys):
+    store = tmp_path / "locked"
+    store.mkdir()
+    with store_lock(store):  # held by this (live) process: another runner must stay out
+        assert main(["run", str(SMOKE), "--out", str(store), "--set", "seeds=[0]"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()]
+    assert "in use by another lrbench run" in err and not list(store.glob("cells/*"))
+    # a lock left by a dead runner is cleared
+    (store / ".lock").write_text("999999999 elsewhere\n")
+    with store_lock(store):
+        assert (store / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_kill_9_then_rerun_keeps_finished_cells(smoke_store, tmp_path):
+    store = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE), "--out",
+                             str(store), "--set", "training.iterations=3"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(store.glob("cells/*/result.json"))) < 1:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
+    assert 1 <= len(done) < 4
+    assert not list(store.glob("cells/*/.*.tmp"))  # no half-written file left behind
+    out = cli("run", str(SMOKE), "--out", str(store), "--set", "training.iterations=3")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{len(done)} skipped" in out.stdout
+    assert {p: p.read_bytes() for p in done} == done
+    final, ref = results(store), results(smoke_store)
+    assert set(final) == set(ref)
+    for cell in final:
+        assert final[cell]["payload"]["r_matrix"] == ref[cell]["payload"]["r_matrix"]
+
+
+def test_failed_cell_is_recorded_and_the_matrix_goes_on(tmp_path, monkeypatch):
+    import benchmarks.runner as runner
+
+    real = runner.run_cell
+
+    def flaky(cell, checkpoint=None, log=print):
+        if cell["strategy"] == "l2_kd" and cell["seed"] == 0:
+            raise FloatingPointError("loss is nan in experience 1")
+        return real(cell, checkpoint, log)
+
+    monkeypatch.setattr(runner, "run_cell", flaky)
+    counts = run_matrix(load_config(SMOKE, [*FAST, "seeds=[0]"]), tmp_path / "s",
+                        progress=False)
+    assert counts == {"finished": 1, "skipped": 0, "failed": 1, "rows": 48}
+    bad = results(tmp_path / "s")["synth-tiny__l2_kd__seed0"]
+    assert bad["status"] == "failed" and bad["reason"].startswith("FloatingPointError: loss")
+    log = (tmp_path / "s" / "cells" / "synth-tiny__l2_kd__seed0" / "log.txt").read_text()
+    assert "Traceback" in log
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("name: x\nseeds: [0]\nscenarios: [synth-ci]\nstrategies: {finetune: {}}\ntraning: {}\n",
+     "unknown key 'traning'. Did you mean 'training'?"),
+    ("name: x\nseeds: []\nscenarios: [synth-ci]\nstrategies: {finetune: {}}\n", "seeds"),
+    ("name: x\nseeds: [0]\nscenarios: [synth-ci]\nstrategies: {finetune: {}}\n"
+     "training: {p: many}\n", "training.p"),
+    ("name: x\nseeds: [0]\nscenarios: [synth-ci]\nstrategies: {finetune: {}}\n"
+     "evaluation: {ks: [0, 1]}\n", "positive"),
+    ("name: x\nseeds: [0]\nscenarios: [synth-cj]\nstrategies: {finetune: {}}\n",
+     "Did you mean 'synth-ci'"),
+    ("name: x\nseeds: [0]\nscenarios: [synth-ci]\nstrategies: {lwf: {lam: -1}}\n", "'lam'"),
+    ("name: x\nseeds: [0\nscenarios: [synth-ci]\n", "line"),
+])
+def test_bad_matrix_files_are_one_line_errors(tmp_path, capsys, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_bad_matrix_file_in_a_subprocess_has_no_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nseeds: [0]\nscenarios: [synth-ci]\nstrategies: {finetun: {}}\n")
+    out = cli("run", str(path), "--dry-run")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("lrbench: error: unknown strategy 'finetun'. Did you mean "
+                                  "'finetune'? Known: " + out.stderr.split("Known: ")[1].strip())
+
+
+def test_per_strategy_training_overrides():
+    config = parse_config({"name": "x", "seeds": [0], "scenarios": ["synth-ci"],
+                           "training": {"lr": 0.01},
+                           "strategies": {"finetune": {}, "lwf": {"training": {"lr": 0.5}}}})
+    lr = {c["strategy"]: c["training"]["lr"] for c in expand_cells(config)}
+    assert lr == {"finetune": 0.01, "lwf": 0.5}
