@@ -258,11 +258,13 @@ def _print_summary(store: str) -> None:
         table.setdefault(key, []).append((s["final_mean"], s["forgetting"] or 0.0))
     if not table:
         return
-    print(f"{'scenario':<16} {'strategy':<10} {'seeds':>5} {'final R@1':>10} {'forgetting':>10}")
+    w = max(len("scenario"), *(len(sc) for sc, _ in table))
+    print(f"{'scenario':<{w}} {'strategy':<10} {'seeds':>5} {'final R@1':>10} "
+          f"{'forgetting':>10}")
     for (scenario, strategy), vals in sorted(table.items()):
         fin = statistics.mean(v[0] for v in vals)
         fgt = statistics.mean(v[1] for v in vals)
-        print(f"{scenario:<16} {strategy:<10} {len(vals):>5} {fin:>10.3f} {fgt:>10.3f}")
+        print(f"{scenario:<{w}} {strategy:<10} {len(vals):>5} {fin:>10.3f} {fgt:>10.3f}")
 
 
 COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream, "run": _cmd_run}

@@ -209,7 +209,13 @@ def _json_safe(obj: Any) -> Any:
 
 def _worker(cell: dict[str, Any], checkpoint: str | None, threads: int) -> dict[str, Any]:
     """Run a cell in a worker process; never raises (a failure is a result)."""
+    import warnings
+
     import torch
+
+    # spawned workers do not inherit the CLI's warning filters (Avalanche's import chatter)
+    warnings.filterwarnings("ignore", message=".*QP solver.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     torch.set_num_threads(max(1, threads))
     lines: list[str] = []

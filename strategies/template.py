@@ -63,10 +63,10 @@ class RetrievalTemplate(SupervisedTemplate):
 
     def __init__(
         self,
+        *,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         criterion: Any = None,
-        *,
         p: int = 16,
         k: int = 5,
         iterations: int | None = 100,
