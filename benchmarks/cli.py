@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a benchmark matrix into a results store",
                        description="Run every (scenario, strategy, seed) cell of a matrix "
-                       "file; finished cells with the same config hash are skipped.")
+                       "file; finished cells with the same config hash are skipped. Exit "
+                       "code 0 when every cell finished, 1 when some failed (recorded in the "
+                       "store), 2 for bad input.")
     p.add_argument("config", help="matrix file (YAML), e.g. configs/demo.yaml")
     p.add_argument("--out", help="results store (default: results/<matrix name>)")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
@@ -134,8 +136,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _dataset_info(name: str, root: Any, download: bool) -> dict[str, Any]:
     from benchmarks.datasets import get_dataset
 
-    ds = get_dataset(name, root, "all", download=download) if download else get_dataset(
-        name, root, "all")
+    ds = get_dataset(name, root, "all", download=download)
     per_class = Counter(ds.targets)
     counts = [per_class.get(i, 0) for i in range(ds.num_classes)]
     return {

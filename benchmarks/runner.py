@@ -68,6 +68,7 @@ def _pid_alive(pid: int) -> bool:
 def store_lock(store: Path) -> Iterator[None]:
     """Hold ``store/.lock``; a live holder makes this a one-line error (a dead one is cleared)."""
     lock = store / ".lock"
+    acquired = False
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -84,7 +85,11 @@ def store_lock(store: Path) -> Iterator[None]:
             continue
         with os.fdopen(fd, "w") as fh:
             fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        acquired = True
         break
+    if not acquired:
+        raise LrbenchError(f"could not lock results store {str(store)!r}: another run keeps "
+                           "taking it; wait for it to finish or choose another --out")
     try:
         yield
     finally:

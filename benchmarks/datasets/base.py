@@ -53,7 +53,31 @@ def _sort_key(class_id: Any) -> tuple[int, Any]:
     return (0, class_id) if isinstance(class_id, int) else (1, str(class_id))
 
 
-class ImageListDataset(Dataset):
+class LabelledImages(Dataset):
+    """``(image, target)`` items: ``load_image(i)`` and ``targets[i]`` through the transforms.
+
+    Shared by the real-image loaders and the generated synth-fg data.
+    """
+
+    transform: Callable[[Any], Any] | None = None
+    target_transform: Callable[[int], Any] | None = None
+    targets: list[int]
+
+    def load_image(self, index: int) -> Any:
+        """The ``index``-th image as a PIL image."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        img = self.load_image(index)
+        target: Any = self.targets[index]
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+
+class ImageListDataset(LabelledImages):
     """Base class of the real-image loaders (see the module docstring)."""
 
     #: name used on the command line and in configs
@@ -187,15 +211,6 @@ class ImageListDataset(Dataset):
                 f"{self.name}: cannot decode image {path!r} ({exc}); check the dataset with "
                 f"'lrbench data check {self.name} --root {self.root}' and replace the file"
             ) from None
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        img = self.load_image(index)
-        target: Any = self.samples[index][1]
-        if self.transform is not None:
-            img = self.transform(img)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return img, target
 
     def __repr__(self) -> str:
         return (

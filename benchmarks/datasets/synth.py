@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 
+from benchmarks.datasets.base import LabelledImages
 from benchmarks.errors import LrbenchError
 
 DOMAINS: tuple[str, ...] = ("birds", "flowers", "glyphs")
@@ -42,7 +42,7 @@ _ATTRS: dict[str, dict[str, int]] = {
 _SPLIT_IDS = {"train": 0, "test": 1}
 
 
-class SynthFG(Dataset):
+class SynthFG(LabelledImages):
     """Generated fine-grained images with the torchvision dataset signature.
 
     ``root`` and ``download`` are accepted for a uniform signature and ignored. Classes are
@@ -259,14 +259,9 @@ class SynthFG(Dataset):
         return np.repeat(grey[..., None], 3, axis=2)
 
     # -- dataset protocol -----------------------------------------------------------------
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        img: Any = Image.fromarray(self.render(index))
-        target: Any = self.targets[index]
-        if self.transform is not None:
-            img = self.transform(img)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return img, target
+    def load_image(self, index: int) -> Image.Image:
+        """The ``index``-th image as a PIL image (see :meth:`render`)."""
+        return Image.fromarray(self.render(index))
 
     def __repr__(self) -> str:
         return (
