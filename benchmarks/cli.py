@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="matrix file (YAML), e.g. configs/demo.yaml")
     p.add_argument("--out", help="results store (default: results/<matrix name>)")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local processes, or one Ray task per cell (pip install lrbench[ray])")
+    p.add_argument("--ray-address", help="address of a running Ray cluster (default: start "
+                   "a local one)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
     p.add_argument("--dry-run", action="store_true",
@@ -237,7 +241,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     out = args.out or os.path.join("results", config.name)
     counts = run_matrix(config, out, jobs=args.jobs, force=args.force, resume=args.resume,
-                        checkpoints=args.checkpoints, progress=True)
+                        checkpoints=args.checkpoints, progress=True, executor=args.executor,
+                        ray_address=args.ray_address)
     _print_summary(out)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")

@@ -4,7 +4,7 @@ Results store (DESIGN.md, "Results store")::
 
     results/<name>/
       matrix.yaml                       the resolved matrix
-      results.csv                       tidy long table of every finished cell
+      results.csv, results.parquet      tidy long table of every finished cell
       cells/<scenario>__<strategy>__seed<k>/
         result.json                     config, status, R matrices, timings, versions, host
         log.txt                         the cell's log (a failure's traceback too)
@@ -264,7 +264,11 @@ def tidy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_tidy(store: Path) -> int:
-    """Rebuild ``results.csv`` from every finished ``result.json``; return the row count."""
+    """Rebuild ``results.csv`` and ``results.parquet`` from every finished ``result.json``.
+
+    Returns the number of rows. ``k`` is text (empty for mAP@R) and ``eval_exp`` too
+    (``seen`` marks the union of seen experiences), in both files.
+    """
     rows: list[dict[str, Any]] = []
     for path in sorted((store / "cells").glob("*/result.json")):
         result = json.loads(path.read_text())
@@ -275,6 +279,13 @@ def write_tidy(store: Path) -> int:
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(store / "results.csv", buf.getvalue())
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=TIDY_COLUMNS).astype(
+        {"k": str, "eval_exp": str, "value": float})
+    tmp = store / f".results.parquet.{os.getpid()}.tmp"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, store / "results.parquet")
     return len(rows)
 
 
@@ -290,6 +301,27 @@ def finished(cell_dir: Path, cell: dict[str, Any]) -> bool:
     return result.get("status") == "finished" and result.get("config_hash") == cell["hash"]
 
 
+def _run_on_ray(cells: list[dict[str, Any]], record: Callable[..., None],
+                address: str | None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise LrbenchError("the ray executor needs Ray: pip install 'lrbench[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(_worker)
+    refs = {}
+    for cell in cells:
+        gpus = 1 if str(cell["training"]["device"]).startswith("cuda") else 0
+        ref = task.options(num_cpus=1, num_gpus=gpus).remote(cell, None, 1)
+        refs[ref] = (cell, time.time())
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        cell, started = refs[done[0]]
+        record(cell, ray.get(done[0]), started)
+
+
 def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) -> None:
     """Refuse a store that holds a different matrix unless told to overwrite or resume."""
     existing = store / "matrix.yaml"
@@ -301,11 +333,22 @@ def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) ->
 
 
 def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool = False,
-               resume: bool = False, checkpoints: bool = False,
-               progress: bool = True) -> dict[str, Any]:
-    """Run every cell not yet finished; return counts of finished/skipped/failed cells."""
+               resume: bool = False, checkpoints: bool = False, progress: bool = True,
+               executor: str = "local", ray_address: str | None = None) -> dict[str, Any]:
+    """Run every cell not yet finished; return counts of finished/skipped/failed cells.
+
+    ``executor="local"`` runs ``jobs`` processes here; ``"ray"`` submits one Ray task per
+    cell (1 CPU, and 1 GPU when the cell trains on CUDA) to the cluster at ``ray_address``
+    (or a local one, or the one already initialised); results travel back to this process,
+    so workers need no shared disk.
+    """
     from tqdm import tqdm
 
+    if executor not in ("local", "ray"):
+        raise LrbenchError(f"unknown executor {executor!r}; use local or ray")
+    if executor == "ray" and checkpoints:
+        raise LrbenchError("--checkpoints needs the local executor (Ray workers share no "
+                           "disk with the store); drop one of the two")
     store = Path(out)
     try:
         store.mkdir(parents=True, exist_ok=True)
@@ -354,7 +397,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         def ckpt(cell: dict[str, Any]) -> str | None:
             return str(store / "cells" / cell["id"] / "checkpoint.pt") if checkpoints else None
 
-        if jobs <= 1:
+        if executor == "ray":
+            _run_on_ray(todo, record, ray_address)
+        elif jobs <= 1:
             for cell in todo:
                 started = time.time()
                 record(cell, _worker(cell, ckpt(cell), threads), started)

@@ -54,6 +54,11 @@ def test_store_layout_and_tidy_table(smoke_store):
     # per cell: 3 Ks x 9 entries + mAP 9, plus seen: 3 Ks x 3 + mAP 3
     assert len(lines) - 1 == 4 * (3 * 9 + 9 + 3 * 3 + 3)
     assert (smoke_store / "matrix.yaml").is_file() and not (smoke_store / ".lock").exists()
+    import pandas as pd
+
+    frame = pd.read_parquet(smoke_store / "results.parquet")
+    assert len(frame) == len(lines) - 1 and list(frame.columns) == lines[0].split(",")
+    assert frame.query("metric == 'recall' and k == '1'")["value"].between(0, 1).all()
 
 
 def test_rerun_skips_finished_cells_byte_identical(smoke_store):
@@ -88,6 +93,21 @@ def test_jobs_2_gives_the_same_numbers_as_jobs_1(smoke_store, tmp_path):
                         progress=False)
     assert counts["finished"] == 2
     a, b = results(smoke_store), results(store)
+    for cell in b:
+        assert a[cell]["payload"]["r_matrix"] == b[cell]["payload"]["r_matrix"], cell
+        assert a[cell]["payload"]["seen"] == b[cell]["payload"]["seen"], cell
+
+
+def test_ray_executor_gives_the_same_numbers(smoke_store, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        counts = run_matrix(load_config(SMOKE, [*FAST, "seeds=[0]"]), tmp_path / "ray",
+                            executor="ray", progress=False)
+    finally:
+        ray.shutdown()
+    assert counts["finished"] == 2
+    a, b = results(smoke_store), results(tmp_path / "ray")
     for cell in b:
         assert a[cell]["payload"]["r_matrix"] == b[cell]["payload"]["r_matrix"], cell
         assert a[cell]["payload"]["seen"] == b[cell]["payload"]["seen"], cell
