@@ -15,6 +15,7 @@ strategies:
   finetune: {}
   lwf: {lam: 1.0, training: {lr: 0.001}}    # hyperparameters + per-strategy overrides
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
+logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
 ```
 
 Every cell (scenario, strategy, seed) resolves to a plain dictionary; its hash (SHA-256 of
@@ -110,6 +111,18 @@ class EvaluationSpec(_Strict):
         return self
 
 
+class LoggingSpec(_Strict):
+    """Avalanche loggers written into each cell's folder (local executor only).
+
+    They do not change any number, so they are not part of a cell's config hash.
+    Avalanche's CSVLogger keeps only Avalanche's own metrics (not Recall@K): the store's
+    result.json and results.csv hold those.
+    """
+
+    tensorboard: bool = False
+    csv: bool = False
+
+
 class MatrixConfig(_Strict):
     """A whole matrix file."""
 
@@ -121,6 +134,7 @@ class MatrixConfig(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     strategies: dict[str, dict[str, Any]] = Field(min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    logging: LoggingSpec = Field(default_factory=LoggingSpec)
 
 
 def _format_error(exc: ValidationError, source: str) -> LrbenchError:

@@ -134,9 +134,29 @@ def build_benchmark(cell: dict[str, Any]) -> Any:
                     dataset_kwargs=sc.get("dataset_kwargs") or {})
 
 
+def make_loggers(logging: dict[str, bool] | None, folder: Path | None) -> list[Any]:
+    """Avalanche's TensorBoard / CSV loggers writing into ``folder``, as asked."""
+    if not logging or folder is None:
+        return []
+    out: list[Any] = []
+    if logging.get("tensorboard"):
+        from avalanche.logging import TensorboardLogger
+
+        out.append(TensorboardLogger(tb_log_dir=str(folder / "tensorboard")))
+    if logging.get("csv"):
+        from avalanche.logging import CSVLogger
+
+        out.append(CSVLogger(log_folder=str(folder / "avalanche_csv")))
+    return out
+
+
 def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train and evaluate one cell; return its metric payload (raises on failure)."""
+             log: Callable[[str], None] = print, logging: dict[str, bool] | None = None,
+             folder: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one cell; return its metric payload (raises on failure).
+
+    ``logging`` asks for Avalanche loggers, written into ``folder`` (the cell's folder).
+    """
     import torch
 
     from metrics import forgetting
@@ -169,7 +189,8 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     tpl = RetrievalTemplate(model=model, optimizer=opt, criterion=criterion, p=tr["p"],
                             k=tr["k"], iterations=tr["iterations"], epochs=tr["epochs"],
                             eval_mb_size=tr["eval_mb_size"], device=tr["device"],
-                            plugins=[plugin], metrics=metrics, seed=seed)
+                            plugins=[plugin], metrics=metrics, seed=seed,
+                            loggers=make_loggers(logging, folder))
     if checkpoint is not None and checkpoint.is_file():
         tpl.load_checkpoint(checkpoint)
         log(f"resumed from {checkpoint.name} after {tpl.experiences_done}/{n_exp} experiences")
@@ -212,7 +233,8 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _worker(cell: dict[str, Any], checkpoint: str | None, threads: int) -> dict[str, Any]:
+def _worker(cell: dict[str, Any], checkpoint: str | None, threads: int,
+            logging: dict[str, bool] | None = None, folder: str | None = None) -> dict[str, Any]:
     """Run a cell in a worker process; never raises (a failure is a result)."""
     import warnings
 
@@ -230,7 +252,8 @@ def _worker(cell: dict[str, Any], checkpoint: str | None, threads: int) -> dict[
         print(msg, file=sys.stderr, flush=True)
 
     try:
-        payload = run_cell(cell, Path(checkpoint) if checkpoint else None, log)
+        payload = run_cell(cell, Path(checkpoint) if checkpoint else None, log, logging,
+                           Path(folder) if folder else None)
         return {"status": "finished", "payload": payload, "log": lines}
     except Exception as exc:  # a failed cell is recorded; the matrix goes on
         lines.append(traceback.format_exc())
@@ -346,9 +369,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
 
     if executor not in ("local", "ray"):
         raise LrbenchError(f"unknown executor {executor!r}; use local or ray")
-    if executor == "ray" and checkpoints:
-        raise LrbenchError("--checkpoints needs the local executor (Ray workers share no "
-                           "disk with the store); drop one of the two")
+    if executor == "ray" and (checkpoints or config.logging.tensorboard or config.logging.csv):
+        raise LrbenchError("--checkpoints and logging need the local executor (Ray workers "
+                           "share no disk with the store); drop one or the other")
     store = Path(out)
     try:
         store.mkdir(parents=True, exist_ok=True)
@@ -397,18 +420,23 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         def ckpt(cell: dict[str, Any]) -> str | None:
             return str(store / "cells" / cell["id"] / "checkpoint.pt") if checkpoints else None
 
+        logging = config.logging.model_dump()
+
+        def folder(cell: dict[str, Any]) -> str:
+            return str(store / "cells" / cell["id"])
+
         if executor == "ray":
             _run_on_ray(todo, record, ray_address)
         elif jobs <= 1:
             for cell in todo:
                 started = time.time()
-                record(cell, _worker(cell, ckpt(cell), threads), started)
+                record(cell, _worker(cell, ckpt(cell), threads, logging, folder(cell)), started)
         else:
             import multiprocessing as mp
 
             with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-                futures = {ex.submit(_worker, c, ckpt(c), threads): (c, time.time())
-                           for c in todo}
+                futures = {ex.submit(_worker, c, ckpt(c), threads, logging, folder(c)):
+                           (c, time.time()) for c in todo}
                 for fut in as_completed(futures):
                     cell, started = futures[fut]
                     record(cell, fut.result(), started)

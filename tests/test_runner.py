@@ -200,6 +200,17 @@ def test_bad_matrix_file_in_a_subprocess_has_no_traceback(tmp_path):
                                   "'finetune'? Known: " + out.stderr.split("Known: ")[1].strip())
 
 
+def test_avalanche_loggers_write_into_the_cell_folder(tmp_path):
+    config = load_config(SMOKE, [*FAST, "seeds=[0]", "strategies={finetune: {}}",
+                                 "logging.tensorboard=true", "logging.csv=true"])
+    base = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
+    assert all(base[c["id"]] == c["hash"] for c in expand_cells(config))  # not in the hash
+    run_matrix(config, tmp_path / "logs", progress=False)
+    cell = tmp_path / "logs" / "cells" / "synth-tiny__finetune__seed0"
+    assert list((cell / "tensorboard").glob("events.out.tfevents.*"))
+    assert (cell / "avalanche_csv").is_dir()
+
+
 def test_per_strategy_training_overrides():
     config = parse_config({"name": "x", "seeds": [0], "scenarios": ["synth-ci"],
                            "training": {"lr": 0.01},
