@@ -254,18 +254,20 @@ def _print_summary(store: str) -> None:
     import glob
 
     table: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    k = 1
     for path in glob.glob(os.path.join(store, "cells", "*", "result.json")):
         with open(path) as fh:
             result = json.load(fh)
         if result.get("status") != "finished":
             continue
         s = result["payload"]["summary"]
+        k = s.get("k", 1)
         key = (result["config"]["scenario"]["name"], result["config"]["strategy"])
         table.setdefault(key, []).append((s["final_mean"], s["forgetting"] or 0.0))
     if not table:
         return
     w = max(len("scenario"), *(len(sc) for sc, _ in table))
-    print(f"{'scenario':<{w}} {'strategy':<10} {'seeds':>5} {'final R@1':>10} "
+    print(f"{'scenario':<{w}} {'strategy':<10} {'seeds':>5} {f'final R@{k}':>10} "
           f"{'forgetting':>10}")
     for (scenario, strategy), vals in sorted(table.items()):
         fin = statistics.mean(v[0] for v in vals)

@@ -194,24 +194,28 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     if checkpoint is not None and checkpoint.is_file():
         tpl.load_checkpoint(checkpoint)
         log(f"resumed from {checkpoint.name} after {tpl.experiences_done}/{n_exp} experiences")
+    k0 = min(ev["ks"])  # the headline K: Recall@1 unless the matrix leaves K = 1 out
     timings = []
     while tpl.experiences_done < n_exp:
         start = time.perf_counter()
+        seen_rows = len(tpl.loss_history)
         tpl.run(bench, checkpoint=checkpoint, stop_after=tpl.experiences_done + 1)
         timings.append(time.perf_counter() - start)
         done = tpl.experiences_done
-        last = tpl.loss_history[-1]["total"] if tpl.loss_history else float("nan")
-        if not math.isfinite(last):
-            raise FloatingPointError(f"loss is {last} in experience {done - 1}")
+        for step, row in enumerate(tpl.loss_history[seen_rows:]):
+            if not math.isfinite(row["total"]):
+                raise FloatingPointError(
+                    f"loss is {row['total']} at iteration {step} of experience {done - 1}")
         eta = (n_exp - done) * sum(timings) / len(timings)
         log(f"{cell['strategy']} {cell['scenario']['name']} seed {seed}: experience "
-            f"{done}/{n_exp}, R@1 seen {metrics.seen_curve(1)[done - 1]:.3f}, ETA {eta:.0f}s")
+            f"{done}/{n_exp}, R@{k0} seen {metrics.seen_curve(k0)[done - 1]:.3f}, "
+            f"ETA {eta:.0f}s")
     r = {str(k): metrics.r_matrix(k).tolist() for k in ev["ks"]}
     payload: dict[str, Any] = {
         "num_experiences": n_exp,
         "r_matrix": {"recall": r},
         "seen": {"recall": {str(k): metrics.seen_curve(k).tolist() for k in ev["ks"]}},
-        "summary": {k: v for k, v in forgetting(metrics.r_matrix(1)).items()},
+        "summary": {"k": k0, **forgetting(metrics.r_matrix(k0))},
         "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings},
     }
     if ev["map_at_r"]:
@@ -407,7 +411,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             if outcome["status"] == "finished":
                 result["payload"] = outcome["payload"]
                 summary = outcome["payload"]["summary"]
-                bar.write(f"done   {cell['id']}: final R@1 {summary['final_mean']:.3f}, "
+                bar.write(f"done   {cell['id']}: final R@{summary['k']} "
+                          f"{summary['final_mean']:.3f}, "
                           f"forgetting {summary['forgetting'] or 0:.3f}")
             else:
                 result["reason"] = outcome["reason"]

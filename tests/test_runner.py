@@ -155,10 +155,10 @@ def test_failed_cell_is_recorded_and_the_matrix_goes_on(tmp_path, monkeypatch):
 
     real = runner.run_cell
 
-    def flaky(cell, checkpoint=None, log=print):
+    def flaky(cell, *args, **kwargs):
         if cell["strategy"] == "l2_kd" and cell["seed"] == 0:
             raise FloatingPointError("loss is nan in experience 1")
-        return real(cell, checkpoint, log)
+        return real(cell, *args, **kwargs)
 
     monkeypatch.setattr(runner, "run_cell", flaky)
     counts = run_matrix(load_config(SMOKE, [*FAST, "seeds=[0]"]), tmp_path / "s",
@@ -217,3 +217,40 @@ def test_per_strategy_training_overrides():
                            "strategies": {"finetune": {}, "lwf": {"training": {"lr": 0.5}}}})
     lr = {c["strategy"]: c["training"]["lr"] for c in expand_cells(config)}
     assert lr == {"finetune": 0.01, "lwf": 0.5}
+
+
+def test_non_finite_loss_fails_the_cell_with_its_step(tmp_path):
+    import torch
+    from avalanche.core import SupervisedPlugin
+
+    from strategies import StrategyConfig, StrategyPlugin, register_strategy
+
+    @register_strategy("nan_at_1_2")
+    class NanAt(StrategyPlugin, SupervisedPlugin):
+        """Test only: a NaN loss term at iteration 2 of experience 1."""
+
+        class Config(StrategyConfig):
+            pass
+
+        def __init__(self, config=None):
+            super().__init__()
+            self.i = 0
+
+        def before_training_exp(self, strategy, **kwargs):
+            self.i = 0
+
+        def before_backward(self, strategy, **kwargs):
+            if strategy.experience.current_experience == 1 and self.i == 2:
+                strategy.add_loss("bomb", torch.tensor(float("nan")))
+            self.i += 1
+
+    from strategies.registry import _REGISTRY
+
+    try:
+        config = load_config(SMOKE, [*FAST, "seeds=[0]", "strategies={nan_at_1_2: {}}"])
+        counts = run_matrix(config, tmp_path / "nan", progress=False)
+    finally:
+        _REGISTRY.pop("nan_at_1_2", None)  # a test-only strategy: keep the registry clean
+    assert counts["failed"] == 1
+    bad = results(tmp_path / "nan")["synth-tiny__nan_at_1_2__seed0"]
+    assert bad["reason"] == "FloatingPointError: loss is nan at iteration 2 of experience 1"
