@@ -139,6 +139,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _dataset_info(name: str, root: Any, download: bool) -> dict[str, Any]:
     from benchmarks.datasets import get_dataset
+    from benchmarks.streams import jsonable
 
     ds = get_dataset(name, root, "all", download=download)
     per_class = Counter(ds.targets)
@@ -148,12 +149,8 @@ def _dataset_info(name: str, root: Any, download: bool) -> dict[str, Any]:
         "classes": ds.num_classes, "images": len(ds), "splits": dict(ds.split_counts),
         "images_per_class": {"min": min(counts), "median": statistics.median(counts),
                              "max": max(counts)},
-        "class_ids": {"first": _plain(ds.class_ids[0]), "last": _plain(ds.class_ids[-1])},
+        "class_ids": {"first": jsonable(ds.class_ids[0]), "last": jsonable(ds.class_ids[-1])},
     }
-
-
-def _plain(v: Any) -> Any:
-    return v if isinstance(v, int | str | float) else str(v)
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

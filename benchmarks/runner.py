@@ -164,8 +164,7 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     from strategies import make_plugin
     from strategies.losses import make_metric_loss
     from strategies.model import EmbeddingNet
-    from strategies.template import RetrievalTemplate
-    from strategies.testing import seed_everything
+    from strategies.template import RetrievalTemplate, seed_everything
 
     t0 = time.perf_counter()
     seed = int(cell["seed"])

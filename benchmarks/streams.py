@@ -193,7 +193,7 @@ def class_incremental(
         tests.append(RelabeledSubset(test, te_idx, label_map))
         exps.append(ExperienceInfo(
             i, name, len(chunk), len(tr_idx), len(te_idx), list(label_map.values()),
-            [_jsonable(train.class_ids[c]) for c in chunk], [train.classes[c] for c in chunk],
+            [jsonable(train.class_ids[c]) for c in chunk], [train.classes[c] for c in chunk],
         ))
         start += count
     return _benchmark(trains, tests, StreamInfo("class_incremental", exps))
@@ -229,11 +229,12 @@ def lifelong(
             raise LrbenchError(f"dataset {name} in the lifelong stream has an empty split")
         exps.append(ExperienceInfo(
             i, name, n, len(train), len(test), list(label_map.values()),
-            [_jsonable(c) for c in train.class_ids], list(train.classes),
+            [jsonable(c) for c in train.class_ids], list(train.classes),
         ))
         offset += n
     return _benchmark(trains, tests, StreamInfo("lifelong", exps))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A class id as JSON can hold it (ints and strings as they are, others as text)."""
     return value if isinstance(value, int | str | float) else str(value)

@@ -41,6 +41,13 @@ from strategies.losses import HardMiningLoss
 from strategies.registry import StrategyPlugin
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU runs are then repeatable)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 class PKSampler(MPerClassSampler):
     """``MPerClassSampler`` with its own seeded random state (not NumPy's global one)."""
 

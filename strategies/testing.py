@@ -23,7 +23,6 @@ Failures raise ``AssertionError`` with what went wrong.
 from __future__ import annotations
 
 import math
-import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from metrics.plugins import RetrievalMetrics
 from strategies.model import EmbeddingNet
 from strategies.registry import get_strategy, make_plugin
-from strategies.template import RetrievalTemplate
+from strategies.template import RetrievalTemplate, seed_everything
 
 _BASE_TERMS = {"experience", "total", "metric", "ce"}
 
@@ -50,13 +49,6 @@ def tiny_stream(seed: int = 0) -> Any:
     train = SynthFG(split="train", transform=retrieval_transforms(32, True, True), **kw)
     test = SynthFG(split="test", transform=retrieval_transforms(32, False, True), **kw)
     return class_incremental((train, test), "4+4+4")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU runs are then repeatable)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def build_template(name: str, hparams: dict[str, Any] | None = None, seed: int = 0,

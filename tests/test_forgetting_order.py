@@ -23,8 +23,7 @@ from metrics import forgetting
 from metrics.plugins import RetrievalMetrics
 from strategies import make_plugin
 from strategies.model import EmbeddingNet
-from strategies.template import RetrievalTemplate
-from strategies.testing import seed_everything
+from strategies.template import RetrievalTemplate, seed_everything
 
 BASELINES = ["finetune", "joint", "lwf", "ewc", "mas", "l2_kd", "replay"]
 #: with its default 500 images, replay's memory would hold all old training images here
