@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lrbench", description=(
         "Benchmark suite for continual (incremental and lifelong) fine-grained image "
         "retrieval: list what is registered, inspect data and streams, run a benchmark "
-        "matrix ('report' follows)."))
+        "matrix, report on its results."))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="list registered datasets, protocols or strategies")
@@ -88,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute every cell")
     p.add_argument("--checkpoints", action="store_true",
                    help="keep a checkpoint per cell after each experience (resumable cells)")
+
+    p = sub.add_parser("report", help="tables, plots and a report page from results stores",
+                       description="Read one or more results stores (merged) and write "
+                       "comparison tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and "
+                       "report.md / report.html into --out. Failed cells are listed, never "
+                       "averaged in.")
+    p.add_argument("stores", nargs="+", metavar="RESULTS_DIR", help="results store(s)")
+    p.add_argument("--out", help="report folder (default: RESULTS_DIR/report of the first)")
+    p.add_argument("--baseline", default="finetune",
+                   help="strategy the paired t-test compares against (default: finetune)")
+    p.add_argument("--metric", default="recall@1",
+                   help="metric of forgetting, BWT, heatmaps and curves: recall@K or "
+                   "map_at_r (default: recall@1)")
+    p.add_argument("--format", default="md,html,tex,csv,png,svg",
+                   help="comma-separated outputs among md, html, tex, csv, png, svg "
+                   "(default: all)")
 
     p = sub.add_parser("stream", help="show the experiences of a stream", description=(
         "Give a PROTOCOL name, or --dataset/--schedule for a class-incremental stream, or "
@@ -246,6 +262,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from reports.page import build_report, parse_formats
+
+    formats = parse_formats(args.format)
+    report = build_report(args.stores, args.out, baseline=args.baseline, metric=args.metric,
+                          formats=formats)
+    pages = [p for p in report.files if p.name in ("report.md", "report.html")]
+    print(f"{report.out}: {len(report.tables)} table(s), "
+          f"{sum(len(v) for v in report.figures.values())} figure file(s)"
+          + (f"; open {pages[-1]}" if pages else ""))
+    return 0
+
+
 def _print_summary(store: str) -> None:
     """Mean final Recall@1 and forgetting per scenario and strategy (over seeds)."""
     import glob
@@ -272,7 +301,8 @@ def _print_summary(store: str) -> None:
         print(f"{scenario:<{w}} {strategy:<10} {len(vals):>5} {fin:>10.3f} {fgt:>10.3f}")
 
 
-COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream, "run": _cmd_run}
+COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream, "run": _cmd_run,
+            "report": _cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,3 +39,16 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     """Cut a file to a fraction of its bytes (a truncated download)."""
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory) -> Path:
+    """configs/smoke.yaml run once (3 iterations per experience): 4 finished cells."""
+    from benchmarks.config import load_config
+    from benchmarks.runner import run_matrix
+
+    store = tmp_path_factory.mktemp("stores") / "smoke"
+    counts = run_matrix(load_config(REPO / "configs" / "smoke.yaml",
+                                    ["training.iterations=3"]), store, progress=False)
+    assert counts["finished"] == 4 and counts["failed"] == 0
+    return store

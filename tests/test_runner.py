@@ -32,14 +32,6 @@ def results(store: Path) -> dict[str, dict]:
             for p in (store / "cells").glob("*/result.json")}
 
 
-@pytest.fixture(scope="module")
-def smoke_store(tmp_path_factory) -> Path:
-    store = tmp_path_factory.mktemp("stores") / "smoke"
-    counts = run_matrix(load_config(SMOKE, FAST), store, progress=False)
-    assert counts["finished"] == 4 and counts["failed"] == 0
-    return store
-
-
 def test_store_layout_and_tidy_table(smoke_store):
     res = results(smoke_store)
     assert set(res) == {f"synth-tiny__{s}__seed{k}" for s in ("finetune", "l2_kd") for k in (0, 1)}

@@ -1,0 +1,227 @@
+"""``lrbench report``: tables, plots and one report page from results stores.
+
+Output folder (default ``<first store>/report``)::
+
+    report.md            tables inline, figures linked (PNG), failures, config, versions
+    report.html          the same, self-contained: figures embedded, no external file
+    tables/<scenario>.{md,csv,tex}
+    figures/<kind>_<scenario>_<metric>.{png,svg}
+
+Every file is written atomically, so an interrupted report never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.errors import LrbenchError
+from reports import plots
+from reports.load import Results, load_results
+from reports.tables import Table, comparison_tables, metric_title
+
+FORMATS = ("md", "html", "tex", "csv", "png", "svg")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def parse_formats(spec: str) -> list[str]:
+    """``"md,html,png"`` -> a list; unknown formats are a one-line error."""
+    formats = [f.strip().lower() for f in spec.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise LrbenchError(f"unknown report format {', '.join(bad) or '(none)'}; use a "
+                           f"comma-separated list of {', '.join(FORMATS)}")
+    return formats
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote."""
+
+    out: Path
+    tables: list[Table]
+    figures: dict[str, list[Path]] = field(default_factory=dict)  # "<kind>/<scenario>" ->
+    files: list[Path] = field(default_factory=list)
+
+
+def build_report(stores: list[str | Path], out: str | Path | None = None,
+                 baseline: str | None = "finetune", metric: str = "recall@1",
+                 formats: list[str] | None = None, alpha: float = 0.05) -> Report:
+    """Load ``stores``, write tables, figures and the report page into ``out``."""
+    formats = formats or ["md", "html", "tex", "csv", "png", "svg"]
+    results = load_results(stores)
+    if results.cells.empty:
+        raise LrbenchError("no finished cell in " + ", ".join(map(str, stores))
+                           + "; the report needs at least one (see each cell's log.txt)")
+    metric = metric.lower()
+    out = Path(out) if out else Path(stores[0]) / "report"
+    tables = comparison_tables(results, metric, baseline, alpha)
+    report = Report(out, tables)
+    for t in tables:
+        for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()), ("tex", t.to_latex())):
+            if fmt in formats or (fmt == "md" and "html" in formats):
+                path = out / "tables" / f"{plots._slug(t.scenario)}.{fmt}"
+                _write(path, text)
+                report.files.append(path)
+    image_formats = [f for f in ("png", "svg") if f in formats]
+    if ("md" in formats or "html" in formats) and "png" not in image_formats:
+        image_formats.append("png")  # the page shows PNGs
+    fig_dir = out / "figures"
+    for sc in results.scenarios:
+        report.figures[f"r_matrix/{sc}"] = plots.r_matrix_heatmaps(
+            results, sc, metric, fig_dir, image_formats)
+        report.figures[f"task_curves/{sc}"] = plots.task_curves(
+            results, sc, metric, fig_dir, image_formats)
+        report.figures[f"tradeoff/{sc}"] = plots.tradeoff_scatter(
+            results, sc, metric, fig_dir, image_formats)
+        report.figures[f"recall_bars/{sc}"] = plots.recall_bars(results, sc, fig_dir,
+                                                               image_formats)
+    for paths in report.figures.values():
+        report.files += paths
+    if "md" in formats:
+        _write(out / "report.md", markdown_page(results, report, metric))
+        report.files.append(out / "report.md")
+    if "html" in formats:
+        _write(out / "report.html", html_page(results, report, metric))
+        report.files.append(out / "report.html")
+    return report
+
+
+FIGURE_TITLES = {
+    "r_matrix": "R matrix: value on each task (column) after each training experience (row)",
+    "task_curves": "Each task across the stream (band: ± std over seeds)",
+    "tradeoff": "Final value against forgetting: up and to the left is better",
+    "recall_bars": "Final mean Recall@K over all tasks",
+}
+
+
+def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, str, object]]:
+    """(kind, heading/text, payload) blocks shared by the Markdown and HTML pages."""
+    blocks: list[tuple[str, str, object]] = []
+    m = metric_title(metric)
+    n_cells = len(results.cells)
+    blocks.append(("p", f"{n_cells} finished cells from {len(results.stores)} store(s): "
+                   + ", ".join(f"`{s}`" for s in results.stores) + ".", None))
+    base = report.tables[0].baseline if report.tables else None
+    blocks.append(("p", (
+        f"Values are mean ± sample std over seeds. Final = mean over all tasks after the "
+        f"last experience. Forgetting, forgetting ratio, BWT and average incremental value "
+        f"are of {m} (definitions: DESIGN.md, \"Metrics\"). **Bold**: best in the column. "
+        + (f"†: differs from `{base}` in a two-sided paired t-test over seeds, "
+           f"p < {report.tables[0].alpha} (p-values in the CSV tables)."
+           if base else "No baseline in these results: no significance test.")), None))
+    if len(results.failed):
+        blocks.append(("h2", "Failed cells (not averaged in)", None))
+        blocks.append(("failed", "", results.failed))
+    for t in report.tables:
+        blocks.append(("h2", t.scenario, None))
+        blocks.append(("table", "", t))
+        for kind, title in FIGURE_TITLES.items():
+            paths = [p for p in report.figures.get(f"{kind}/{t.scenario}", [])
+                     if p.suffix == ".png"]
+            if paths:
+                blocks.append(("figure", title, paths[0]))
+    blocks.append(("h2", "Matrix configuration", None))
+    for store, text in results.configs.items():
+        blocks.append(("code", f"{store}/matrix.yaml", text))
+    if results.versions:
+        blocks.append(("h2", "Versions", None))
+        blocks.append(("code", "", "\n".join(f"{k}: {v}" for k, v in results.versions.items())))
+    return blocks
+
+
+def markdown_page(results: Results, report: Report, metric: str) -> str:
+    """``report.md``: tables inline, figures as relative PNG links."""
+    lines = [f"# lrbench report ({metric_title(metric)})", ""]
+    for kind, text, payload in _sections(results, report, metric):
+        if kind == "p":
+            lines += [text, ""]
+        elif kind == "h2":
+            lines += [f"## {text}", ""]
+        elif kind == "failed":
+            lines += ["| cell | status | reason |", "|---|---|---|"]
+            lines += [f"| {r.cell} | {r.status} | {str(r.reason).replace('|', '/')} |"
+                      for r in payload.itertuples()]
+            lines.append("")
+        elif kind == "table":
+            lines += [payload.to_markdown()]
+        elif kind == "figure":
+            rel = os.path.relpath(payload, report.out)
+            lines += [f"![{text}]({rel})", "", f"*{text}*", ""]
+        elif kind == "code":
+            lines += ([f"`{text}`", ""] if text else []) + ["```yaml", payload.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}
+th,td{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #444}
+figure{margin:1.5em 0}figure img{max-width:100%;height:auto}
+figcaption{font-style:italic;color:#555}pre{background:#f6f6f6;padding:.8em;overflow:auto}
+.failed td{color:#a00}"""
+
+
+def _html_table(t: Table) -> str:
+    md = t.to_markdown().strip().splitlines()
+    head = [c.strip() for c in md[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
+
+    def cell(text: str) -> str:
+        text = html.escape(text)
+        if text.startswith("**"):
+            text = "<b>" + text.replace("**", "", 2).replace("**", "") + "</b>"
+            text = text.replace(" †</b>", "</b> †")
+        return text
+
+    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+           + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows]
+    return "\n".join(out + ["</tbody></table>"])
+
+
+def html_page(results: Results, report: Report, metric: str) -> str:
+    """``report.html``: self-contained (figures embedded as base64 PNG, inline CSS)."""
+    body = [f"<h1>lrbench report ({html.escape(metric_title(metric))})</h1>"]
+    for kind, text, payload in _sections(results, report, metric):
+        if kind == "p":
+            t = html.escape(text)
+            while "**" in t:
+                t = t.replace("**", "<b>", 1).replace("**", "</b>", 1)
+            while t.count("`") >= 2:
+                t = t.replace("`", "<code>", 1).replace("`", "</code>", 1)
+            body.append(f"<p>{t}</p>")
+        elif kind == "h2":
+            body.append(f"<h2>{html.escape(text)}</h2>")
+        elif kind == "failed":
+            body.append("<table class='failed'><thead><tr><th>cell</th><th>status</th>"
+                        "<th>reason</th></tr></thead><tbody>")
+            body += [f"<tr><td>{html.escape(r.cell)}</td><td>{html.escape(r.status)}</td>"
+                     f"<td>{html.escape(str(r.reason))}</td></tr>"
+                     for r in payload.itertuples()]
+            body.append("</tbody></table>")
+        elif kind == "table":
+            body.append(_html_table(payload))
+        elif kind == "figure":
+            data = base64.b64encode(Path(payload).read_bytes()).decode()
+            body.append(f"<figure><img alt='{html.escape(text)}' "
+                        f"src='data:image/png;base64,{data}'>"
+                        f"<figcaption>{html.escape(text)}</figcaption></figure>")
+        elif kind == "code":
+            if text:
+                body.append(f"<p><code>{html.escape(text)}</code></p>")
+            body.append(f"<pre>{html.escape(str(payload))}</pre>")
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>lrbench report</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")

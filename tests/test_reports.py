@@ -1,0 +1,213 @@
+"""lrbench report: tables recomputed from result.json by hand, figures, pages, failures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from reports.page import build_report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def brute_force_rows(store: Path) -> dict[tuple[str, str, str], tuple[float, float | None, int]]:
+    """(scenario, strategy, column) -> (mean, std, n), straight from the result.json files."""
+    per: dict[tuple[str, str, str], list[float]] = {}
+    for path in sorted((store / "cells").glob("*/result.json")):
+        res = json.loads(path.read_text())
+        if res["status"] != "finished":
+            continue
+        sc, st = res["config"]["scenario"]["name"], res["config"]["strategy"]
+        p = res["payload"]
+        for k, mat in p["r_matrix"]["recall"].items():
+            per.setdefault((sc, st, f"final:recall@{k}"), []).append(
+                sum(mat[-1]) / len(mat[-1]))
+        m = p["r_matrix"]["map_at_r"]
+        per.setdefault((sc, st, "final:map_at_r"), []).append(sum(m[-1]) / len(m[-1]))
+        r = p["r_matrix"]["recall"]["1"]
+        t = len(r)
+        drops = [max(r[i][j] for i in range(j, t - 1)) - r[t - 1][j] for j in range(t - 1)]
+        ratios = [(r[j][j] - r[t - 1][j]) / r[j][j] for j in range(t - 1) if r[j][j] > 0]
+        bwt = [r[t - 1][j] - r[j][j] for j in range(t - 1)]
+        inc = [sum(r[i][: i + 1]) / (i + 1) for i in range(t)]
+        for col, vals in (("forgetting", drops), ("forgetting_ratio", ratios), ("bwt", bwt),
+                          ("avg_incremental", inc)):
+            per.setdefault((sc, st, col), []).append(sum(vals) / len(vals))
+    return {key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
+            for key, v in per.items()}
+
+
+def table_rows(report_dir: Path) -> list[dict[str, str]]:
+    rows = []
+    for path in sorted((report_dir / "tables").glob("*.csv")):
+        rows += list(csv.DictReader(io.StringIO(path.read_text())))
+    return rows
+
+
+def check_tables_match(store: Path, report_dir: Path) -> int:
+    expected = brute_force_rows(store)
+    rows = table_rows(report_dir)
+    assert {(r["scenario"], r["strategy"], r["column"]) for r in rows} == set(expected)
+    for r in rows:
+        mean, std, n = expected[(r["scenario"], r["strategy"], r["column"])]
+        assert float(r["mean"]) == pytest.approx(mean, abs=1e-5), r
+        assert int(r["n"]) == n
+        if std is None:
+            assert r["std"] == ""
+        else:
+            assert float(r["std"]) == pytest.approx(std, abs=1e-5), r
+    return len(rows)
+
+
+@pytest.fixture(scope="module")
+def smoke_report(smoke_store, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", str(smoke_store), "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_tables_match_result_json(smoke_store, smoke_report):
+    # 2 strategies x (3 Ks, mAP@R, 4 forgetting columns)
+    assert check_tables_match(smoke_store, smoke_report) == 2 * 8
+
+
+def test_demo_tables_match_result_json(tmp_path):
+    """The store of `make demo` (results/demo), when it has been run here."""
+    store = Path(os.environ.get("LRBENCH_DEMO_STORE", REPO / "results" / "demo"))
+    if not (store / "cells").is_dir():
+        pytest.skip("no demo store: run `make demo` first (or set LRBENCH_DEMO_STORE)")
+    build_report([store], tmp_path, formats=["csv"])
+    assert check_tables_match(store, tmp_path) > 0
+
+
+def test_markdown_marks_best_and_significance(smoke_report):
+    md = (smoke_report / "tables" / "synth-tiny.md").read_text()
+    lines = md.strip().splitlines()
+    assert lines[0].startswith("| strategy | seeds | R@1 | R@2 | R@4 | mAP@R | Forgetting R@1")
+    assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["finetune", "l2_kd"]
+    assert md.count("**") >= 2 * 8  # a best value in every column
+    rows = table_rows(smoke_report)
+    assert all(r["baseline"] == "finetune" for r in rows)
+    base = [r for r in rows if r["strategy"] == "finetune"]
+    assert all(r["p_value"] == "" for r in base)  # nothing to test the baseline against
+    tex = (smoke_report / "tables" / "synth-tiny.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex
+    assert "l2\\_kd" in tex
+
+
+def test_paired_t_test_against_scipy():
+    import pandas as pd
+    from scipy import stats
+
+    from reports.tables import paired_p
+
+    a = pd.Series([0.50, 0.55, 0.61, 0.58], index=[0, 1, 2, 3])
+    b = pd.Series([0.40, 0.52, 0.50, 0.49, 0.9], index=[0, 1, 2, 3, 4])  # seed 4 unpaired
+    assert paired_p(a, b) == pytest.approx(stats.ttest_rel(a, b.iloc[:4]).pvalue)
+    assert paired_p(a, a + 0.1) == 0.0 and paired_p(a, a) == 1.0
+    assert paired_p(a.iloc[:1], b.iloc[:1]) != paired_p(a.iloc[:1], b.iloc[:1])  # NaN
+
+
+def _is_png(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.verify()
+        return img.format == "PNG"
+
+
+def test_every_figure_kind_is_a_valid_png_and_svg(smoke_report):
+    figures = smoke_report / "figures"
+    for kind in ("r_matrix", "task_curves", "tradeoff", "recall_bars"):
+        pngs = list(figures.glob(f"{kind}_*.png"))
+        svgs = list(figures.glob(f"{kind}_*.svg"))
+        assert len(pngs) == 1 and len(svgs) == 1, kind
+        assert _is_png(pngs[0])
+        from PIL import Image
+
+        with Image.open(pngs[0]) as img:
+            assert img.size[0] >= 500  # 200 dpi at paper size: legible when printed
+        assert ET.parse(svgs[0]).getroot().tag.endswith("svg")
+
+
+def test_pages_embed_everything(smoke_report):
+    md = (smoke_report / "report.md").read_text()
+    for kind in ("r_matrix", "task_curves", "tradeoff", "recall_bars"):
+        assert f"(figures/{kind}_" in md
+    assert "## Matrix configuration" in md and "name: smoke" in md and "torch:" in md
+    page = (smoke_report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4
+    assert "src='figures" not in page and "http" not in page.split("<body>")[1]
+
+
+def test_failed_cell_is_listed_not_averaged(smoke_store, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(smoke_store, store)
+    path = store / "cells" / "synth-tiny__l2_kd__seed1" / "result.json"
+    res = json.loads(path.read_text())
+    res.update(status="failed", reason="FloatingPointError: loss is nan at iteration 2")
+    res.pop("payload")
+    path.write_text(json.dumps(res))
+    out = tmp_path / "report"
+    assert main(["report", str(store), "--out", str(out)]) == 0
+    check_tables_match(store, out)
+    assert {r["n"] for r in table_rows(out) if r["strategy"] == "l2_kd"} == {"1"}
+    md = (out / "report.md").read_text()
+    assert "Failed cells" in md and "synth-tiny__l2_kd__seed1" in md and "loss is nan" in md
+    assert "| l2_kd | 1 |" in (out / "tables" / "synth-tiny.md").read_text()
+
+
+def test_stores_merge(smoke_store, smoke_report, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for store, seed in ((a, 0), (b, 1)):
+        shutil.copytree(smoke_store, store)
+        for cell in (store / "cells").glob(f"*seed{1 - seed}"):
+            shutil.rmtree(cell)
+    out = tmp_path / "merged"
+    assert main(["report", str(a), str(b), "--out", str(out), "--format", "csv"]) == 0
+    assert table_rows(out) == table_rows(smoke_report)
+    # the same cell with another config in two stores cannot be merged
+    other = b / "cells" / "synth-tiny__finetune__seed1" / "result.json"
+    res = json.loads(other.read_text())
+    shutil.copytree(other.parent, a / "cells" / other.parent.name)
+    res["config_hash"] = "different"
+    other.write_text(json.dumps(res))
+    assert main(["report", str(a), str(b), "--out", str(out)]) == 2
+
+
+def test_bad_report_input_is_one_line(tmp_path, smoke_store, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert main(["report", str(smoke_store), "--format", "pdf"]) == 2
+    assert main(["report", str(smoke_store), "--metric", "recall@16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("lrbench: error: ") for line in err)
+    assert "results store" in err[0] and "md, html" in err[1] and "recall@1" in err[2]
+
+
+def test_html_opens_in_headless_chromium(smoke_report, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium package is not installed")
+    shot = tmp_path / "report.png"
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+         "--v=0", f"--screenshot={shot}", "--window-size=1200,2400",
+         (smoke_report / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln]
+    assert not console, console
+    assert shot.is_file() and _is_png(shot)
+    from PIL import Image
+
+    with Image.open(shot) as img:  # not a blank page: the tables and figures drew
+        assert len(img.convert("L").getcolors(1 << 16) or []) > 50
