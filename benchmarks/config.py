@@ -16,6 +16,7 @@ strategies:
   lwf: {lam: 1.0, training: {lr: 0.001}}    # hyperparameters + per-strategy overrides
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
 logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
+cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.cache
 ```
 
 Every cell (scenario, strategy, seed) resolves to a plain dictionary; its hash (SHA-256 of
@@ -69,6 +70,7 @@ class ModelSpec(_Strict):
     pool: Literal["max", "avg"] = "max"
     pretrained: bool | str = False
     freeze_bn: bool = False
+    frozen_stages: int = Field(0, ge=0, description="leading trunk stages that never train")
 
 
 class TrainingSpec(_Strict):
@@ -123,6 +125,20 @@ class LoggingSpec(_Strict):
     csv: bool = False
 
 
+class CacheSpec(_Strict):
+    """The caches of ``benchmarks.cache`` (real images; they change augmentation, so
+    ``images``, ``features`` and ``views`` are part of a cell's hash, ``dir`` is not).
+
+    ``features`` applies when ``model.frozen_stages > 0``: the stem's outputs are computed
+    once per image and view, and training sees one of ``views`` fixed crops per image.
+    """
+
+    images: bool = False
+    features: bool = True
+    views: int = Field(2, ge=1, le=16)
+    dir: str | None = None
+
+
 class MatrixConfig(_Strict):
     """A whole matrix file."""
 
@@ -135,6 +151,7 @@ class MatrixConfig(_Strict):
     strategies: dict[str, dict[str, Any]] = Field(min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
 
 
 def _format_error(exc: ValidationError, source: str) -> LrbenchError:
@@ -237,7 +254,8 @@ def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
                     "scenario": scenario, "strategy": name, "hparams": params, "seed": seed,
                     "model": config.model.model_dump(), "training": training,
                     "evaluation": config.evaluation.model_dump(),
-                    "data_root": config.data_root,
+                    "cache": config.cache.model_dump(exclude={"dir"}),
+                    "data_root": config.data_root, "cache_dir": config.cache.dir,
                 }
                 cell["id"] = f"{scenario['name']}__{name}__seed{seed}"
                 cell["hash"] = config_hash(cell)
@@ -248,10 +266,10 @@ def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
 def config_hash(cell: dict[str, Any]) -> str:
     """SHA-256 (first 16 hex digits) of a cell's canonical JSON.
 
-    Its id and hash are left out, and so is the data root: the same data at another path
-    gives the same numbers, so moving the data does not invalidate finished cells.
+    Its id and hash are left out, and so are the data root and the cache folder: the same
+    data at another path gives the same numbers, so moving it invalidates no finished cell.
     """
-    body = {k: v for k, v in cell.items() if k not in ("id", "hash", "data_root")}
+    body = {k: v for k, v in cell.items() if k not in ("id", "hash", "data_root", "cache_dir")}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -26,17 +26,18 @@ class Protocol:
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
-    def build(self, root: Any = None) -> Any:
-        """The Avalanche benchmark of this protocol, reading real data from ``root``."""
+    def build(self, root: Any = None, wrap: Any = None) -> Any:
+        """The Avalanche benchmark of this protocol, reading real data from ``root``
+        (``wrap``: see ``benchmarks.streams.Wrap``)."""
         from benchmarks.streams import class_incremental, lifelong
 
         if self.kind == "class_incremental":
             return class_incremental(
                 self.datasets[0], self.schedule or "", root=root, order=self.order,
-                image_size=self.image_size, dataset_kwargs=self.dataset_kwargs,
+                image_size=self.image_size, dataset_kwargs=self.dataset_kwargs, wrap=wrap,
             )
         return lifelong(list(self.datasets), root=root, image_size=self.image_size,
-                        dataset_kwargs=self.dataset_kwargs)
+                        dataset_kwargs=self.dataset_kwargs, wrap=wrap)
 
 
 def _ci(name: str, dataset: str, schedule: str, description: str, **kw: Any) -> Protocol:

@@ -117,21 +117,30 @@ def versions() -> dict[str, str]:
     return out
 
 
-def build_benchmark(cell: dict[str, Any]) -> Any:
-    """The Avalanche benchmark of a cell's scenario."""
+def build_benchmark(cell: dict[str, Any], model: Any = None) -> Any:
+    """The Avalanche benchmark of a cell's scenario, through the caches the cell asks for
+    (the frozen-stem feature cache needs the cell's ``model``)."""
+    from benchmarks.cache import cached_pair
     from benchmarks.protocols import get_protocol
     from benchmarks.streams import class_incremental, lifelong
 
     sc = cell["scenario"]
     root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
+    cache = cell.get("cache") or {}
+    stem = model if cache.get("features", True) and getattr(model, "frozen_stages", 0) else None
+    wrap = None
+    if stem is not None or cache.get("images"):
+        def wrap(train: Any, test: Any, image_size: int, generated: bool) -> tuple[Any, Any]:
+            return cached_pair(train, test, image_size, generated, images=True, model=stem,
+                               views=cache.get("views", 2), root=cell.get("cache_dir"))
     if "protocol" in sc:
-        return get_protocol(sc["protocol"]).build(root)
+        return get_protocol(sc["protocol"]).build(root, wrap=wrap)
     if sc.get("dataset"):
         return class_incremental(sc["dataset"], sc["schedule"], root=root, order=sc["order"],
                                  image_size=sc["image_size"],
-                                 dataset_kwargs=sc.get("dataset_kwargs") or {})
+                                 dataset_kwargs=sc.get("dataset_kwargs") or {}, wrap=wrap)
     return lifelong(sc["datasets"], root=root, image_size=sc["image_size"],
-                    dataset_kwargs=sc.get("dataset_kwargs") or {})
+                    dataset_kwargs=sc.get("dataset_kwargs") or {}, wrap=wrap)
 
 
 def make_loggers(logging: dict[str, bool] | None, folder: Path | None) -> list[Any]:
@@ -169,12 +178,13 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     t0 = time.perf_counter()
     seed = int(cell["seed"])
     seed_everything(seed)
-    bench = build_benchmark(cell)
-    n_exp = len(bench.train_stream)
     plugin = make_plugin(cell["strategy"], cell["hparams"])
     m, tr, ev = cell["model"], cell["training"], cell["evaluation"]
     model = EmbeddingNet(m["trunk"], dim=m["dim"], pool=m["pool"], pretrained=m["pretrained"],
-                         freeze_bn=m["freeze_bn"], classifier=plugin.needs_classifier)
+                         freeze_bn=m["freeze_bn"], classifier=plugin.needs_classifier,
+                         frozen_stages=m.get("frozen_stages", 0))
+    bench = build_benchmark(cell, model)
+    n_exp = len(bench.train_stream)
     params = [p for p in model.parameters() if p.requires_grad]
     if tr["optimizer"] == "adam":
         opt = torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"])

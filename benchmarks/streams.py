@@ -13,7 +13,7 @@ kept in ``benchmark.stream_info`` (a :class:`StreamInfo`), which the CLI prints.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -129,8 +129,14 @@ def _benchmark(trains: list[Dataset], tests: list[Dataset], info: StreamInfo) ->
     return bench
 
 
+#: ``wrap(train, test, image_size, generated) -> (train, test)``: replaces a named dataset's
+#: two splits before the stream is cut (the caches of ``benchmarks.cache`` use it)
+Wrap = Callable[[Any, Any, int, bool], tuple[Any, Any]]
+
+
 def _pair(dataset: str | tuple[Any, Any], root: Any, image_size: int,
-          dataset_kwargs: dict[str, Any] | None) -> tuple[str, Any, Any]:
+          dataset_kwargs: dict[str, Any] | None, wrap: Wrap | None = None
+          ) -> tuple[str, Any, Any]:
     if isinstance(dataset, str):
         generated = dataset.partition(":")[0] == "synth-fg"
         kw = dict(dataset_kwargs or {})
@@ -138,6 +144,8 @@ def _pair(dataset: str | tuple[Any, Any], root: Any, image_size: int,
                             transform=retrieval_transforms(image_size, True, generated), **kw)
         test = get_dataset(dataset, root, "test",
                            transform=retrieval_transforms(image_size, False, generated), **kw)
+        if wrap is not None:
+            train, test = wrap(train, test, image_size, generated)
         return dataset, train, test
     train, test = dataset
     return getattr(train, "name", type(train).__name__), train, test
@@ -158,6 +166,7 @@ def class_incremental(
     order: str | int | Sequence[int] = "sorted",
     image_size: int = 224,
     dataset_kwargs: dict[str, Any] | None = None,
+    wrap: Wrap | None = None,
 ) -> Any:
     """A class-incremental Avalanche benchmark over one dataset.
 
@@ -165,8 +174,9 @@ def class_incremental(
     ``(train, test)`` pair of datasets with ``targets`` and ``classes``. ``order`` is
     ``"sorted"`` (by class id), an int seed for a permutation, or an explicit label list.
     A schedule may use fewer classes than the dataset has (the first ones in ``order``).
+    ``wrap`` replaces a named dataset's splits (e.g. by cached versions, see :data:`Wrap`).
     """
-    name, train, test = _pair(dataset, root, image_size, dataset_kwargs)
+    name, train, test = _pair(dataset, root, image_size, dataset_kwargs, wrap)
     counts = parse_schedule(schedule)
     n_classes = len(train.classes)
     if sum(counts) > n_classes:
@@ -205,6 +215,7 @@ def lifelong(
     root: Any = None,
     image_size: int = 224,
     dataset_kwargs: dict[str, dict[str, Any]] | None = None,
+    wrap: Wrap | None = None,
 ) -> Any:
     """A lifelong (cross-dataset) Avalanche benchmark: one experience per dataset.
 
@@ -220,7 +231,7 @@ def lifelong(
         kw = (dataset_kwargs or {}).get(spec, {}) if isinstance(spec, str) else {}
         if isinstance(spec, str):
             dataset_class(spec)  # unknown names fail before any loading
-        name, train, test = _pair(spec, root, image_size, kw)
+        name, train, test = _pair(spec, root, image_size, kw, wrap)
         n = len(train.classes)
         label_map = {c: offset + c for c in range(n)}
         trains.append(RelabeledSubset(train, range(len(train)), label_map))

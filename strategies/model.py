@@ -6,11 +6,16 @@
   arrive (methods that need logits: LwF, MMD + KD);
 * optionally frozen BatchNorm statistics (the thesis default for the student): BatchNorm
   layers stay in eval mode during training, their affine parameters still learn;
+* optionally a frozen stem: the first ``frozen_stages`` stages of the trunk (see
+  :func:`trunk_stages`) never train and stay in eval mode. ``forward`` then also accepts
+  the stem's output in place of images, which is what the feature cache
+  (``benchmarks.cache``) feeds it: strategies and teachers see one interface either way;
 * ImageNet weights only from a local file whose SHA-256 is checked (nothing is downloaded).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 from pathlib import Path
@@ -26,32 +31,30 @@ TRUNKS = ("small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2")
 KNOWN_WEIGHTS = {"mobilenet_v2": ("mobilenet_v2-b0353104.pth", "b03531047ffacf1e")}
 
 
-class SmallCNN(nn.Module):
+def small_cnn(width: int = 16) -> nn.Sequential:
     """Four conv-BN-ReLU stages (16-32-64-128 channels) with pooling: trains in seconds on a CPU."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        self.out_channels = width * 8
-        chans = [3, width, width * 2, width * 4, self.out_channels]
-        layers: list[nn.Module] = []
-        for i in range(4):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
-                       nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
-            if i < 3:
-                layers.append(nn.MaxPool2d(2))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    chans = [3, width, width * 2, width * 4, width * 8]
+    stages: list[nn.Module] = []
+    for i in range(4):
+        stage = [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+                 nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
+        if i < 3:
+            stage.append(nn.MaxPool2d(2))
+        stages.append(nn.Sequential(*stage))
+    return nn.Sequential(*stages)
 
 
-def make_trunk(name: str) -> tuple[nn.Module, int]:
-    """A trunk producing a feature map, and its number of channels."""
+def make_trunk(name: str) -> tuple[nn.Sequential, int]:
+    """A trunk producing a feature map, as an ``nn.Sequential`` of stages, and its channels.
+
+    Stages (what ``frozen_stages`` counts): small_cnn's 4 conv blocks; ResNet's stem layers
+    (conv1, bn1, relu, maxpool) then layer1..layer4; GoogLeNet's children; MobileNetV2's 19
+    ``features`` blocks (freezing 18 trains only the last 1x1 conv, 320 -> 1280).
+    """
     from torchvision import models
 
     if name == "small_cnn":
-        trunk = SmallCNN()
-        return trunk, trunk.out_channels
+        return small_cnn(), 128
     if name in ("resnet18", "resnet50"):
         net = getattr(models, name)(weights=None)
         return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
@@ -153,29 +156,65 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, trunk: str = "small_cnn", dim: int = 512, pool: str = "max",
                  classifier: bool = False, freeze_bn: bool = False,
-                 pretrained: bool | str | Path = False, scale: float = 20.0) -> None:
+                 pretrained: bool | str | Path = False, scale: float = 20.0,
+                 frozen_stages: int = 0) -> None:
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         self.trunk_name, self.pool_name, self.freeze_bn = trunk, pool, freeze_bn
-        self.trunk, channels = make_trunk(trunk)
+        full, channels = make_trunk(trunk)
         if pretrained:
-            load_imagenet_weights(trunk, self.trunk,
-                                  None if pretrained is True else pretrained)
+            load_imagenet_weights(trunk, full, None if pretrained is True else pretrained)
+        if not 0 <= frozen_stages < len(full):
+            raise ValueError(f"frozen_stages must be in 0..{len(full) - 1} for {trunk} "
+                             f"({len(full)} stages), got {frozen_stages}")
+        self.frozen_stages = frozen_stages
+        #: the frozen stem (no gradients, always in eval mode) and the trained rest
+        self.stem = nn.Sequential(*list(full.children())[:frozen_stages])
+        self.trunk = nn.Sequential(*list(full.children())[frozen_stages:])
+        for p in self.stem.parameters():
+            p.requires_grad_(False)
+        self.stem.eval()
         self.pool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.embed = nn.Linear(channels, dim)
         self.classifier = CosineClassifier(dim, scale) if classifier else None
 
     def train(self, mode: bool = True) -> EmbeddingNet:
         super().train(mode)
+        self.stem.eval()
         if mode and self.freeze_bn:
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self
 
+    def _stem(self, images: torch.Tensor) -> torch.Tensor:
+        # The stem never trains, so it runs with each BatchNorm folded into its conv
+        # (torch.fx), channels-last: 1.7x faster on CPU (MobileNetV2 stem at 224 px, 2
+        # cores: 38 images/s instead of 22). The output goes back to the default layout,
+        # so the rest sees the same tensor from here as from the feature cache.
+        fused = self.__dict__.get("_fused_stem")
+        if fused is None or next(fused.parameters(), images).device != images.device:
+            import torch.fx.experimental.optimization as fx_opt
+
+            fused = fx_opt.fuse(copy.deepcopy(self.stem).to(
+                images.device, memory_format=torch.contiguous_format)).to(
+                memory_format=torch.channels_last)
+            for p in fused.parameters():
+                p.requires_grad_(False)
+            self.__dict__["_fused_stem"] = fused  # not a submodule: not in the state_dict
+        return fused(images.contiguous(memory_format=torch.channels_last)).contiguous()
+
+    def stem_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen stem's output for ``images`` (what the feature cache stores)."""
+        with torch.inference_mode():
+            return self._stem(images)
+
     def embed_raw(self, x: torch.Tensor) -> torch.Tensor:
-        """``W . pool(trunk(x))`` before normalisation."""
+        """``W . pool(trunk(x))`` before normalisation; ``x`` is images (3 channels) or,
+        with a frozen stem, the stem's output (from the feature cache)."""
+        if x.shape[1] == 3 and len(self.stem):
+            x = self._stem(x)
         return self.embed(self.pool(self.trunk(x)).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,6 +231,7 @@ class EmbeddingNet(nn.Module):
         return self.classifier.grow(num_classes) if self.classifier is not None else False
 
     def load_state_dict(self, state: Any, strict: bool = True, assign: bool = False) -> Any:
+        self.__dict__.pop("_fused_stem", None)  # the stem may change: fold it again
         # A checkpoint's classifier may have more (or fewer) classes than this model's.
         key = "classifier.weight"
         if self.classifier is not None and key in state:
