@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
-# The default matrix on the embedded synth-fg data, into results/demo (the report command
-# lands with its issue; `lrbench run` prints the summary table).
+# The default matrix on the embedded synth-fg data, into results/demo, then its report
+# (results/demo/report/report.html and report.md). A failed cell does not stop the report:
+# it is listed there, and make still fails at the end.
 demo: $(STAMP)
-	$(BIN)/lrbench run configs/demo.yaml --jobs 2
+	$(BIN)/lrbench run configs/demo.yaml --jobs 2; rc=$$?; \
+	  if [ $$rc -le 1 ]; then $(BIN)/lrbench report results/demo || rc=$$?; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -143,6 +143,44 @@ def build_benchmark(cell: dict[str, Any], model: Any = None) -> Any:
                     dataset_kwargs=sc.get("dataset_kwargs") or {}, wrap=wrap)
 
 
+def build_model(cell: dict[str, Any], classifier: bool = False) -> Any:
+    """The cell's ``EmbeddingNet`` (after ``seed_everything``, for its initial weights)."""
+    from strategies.model import EmbeddingNet
+
+    m = cell["model"]
+    return EmbeddingNet(m["trunk"], dim=m["dim"], pool=m["pool"], pretrained=m["pretrained"],
+                        freeze_bn=m["freeze_bn"], classifier=classifier,
+                        frozen_stages=m.get("frozen_stages", 0))
+
+
+def warm_caches(cells: list[dict[str, Any]], log: Callable[[str], None] = print) -> None:
+    """Fill the on-disk caches the cells share, here, with every thread of this process.
+
+    Workers would otherwise fill them in one of them, with its share of the threads, while
+    the others wait on the entry's lock. Only seed-independent entries: decoded images, and
+    the features of a pretrained frozen stem (a random stem differs per seed).
+    """
+    from strategies.template import seed_everything
+
+    done: set[str] = set()
+    for cell in cells:
+        cache, m = cell.get("cache") or {}, cell["model"]
+        stem = cache.get("features", True) and m.get("frozen_stages", 0) and m["pretrained"]
+        if not (cache.get("images") or stem):
+            continue
+        key = json.dumps([cell["scenario"], m if stem else None, cache, cell.get("data_root"),
+                          cell.get("cache_dir")], sort_keys=True, default=str)
+        if key in done:
+            continue
+        done.add(key)
+        log(f"preparing caches for {cell['scenario']['name']} (once, shared by its cells)")
+        seed_everything(int(cell["seed"]))
+        try:
+            build_benchmark(cell, build_model(cell) if stem else None)
+        except Exception as exc:  # the cells themselves fail with the reason, and go on
+            log(f"could not prepare caches for {cell['scenario']['name']}: {exc}")
+
+
 def make_loggers(logging: dict[str, bool] | None, folder: Path | None) -> list[Any]:
     """Avalanche's TensorBoard / CSV loggers writing into ``folder``, as asked."""
     if not logging or folder is None:
@@ -172,7 +210,6 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     from metrics.plugins import RetrievalMetrics
     from strategies import make_plugin
     from strategies.losses import make_metric_loss
-    from strategies.model import EmbeddingNet
     from strategies.template import RetrievalTemplate, seed_everything
 
     t0 = time.perf_counter()
@@ -180,9 +217,7 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     seed_everything(seed)
     plugin = make_plugin(cell["strategy"], cell["hparams"])
     m, tr, ev = cell["model"], cell["training"], cell["evaluation"]
-    model = EmbeddingNet(m["trunk"], dim=m["dim"], pool=m["pool"], pretrained=m["pretrained"],
-                         freeze_bn=m["freeze_bn"], classifier=plugin.needs_classifier,
-                         frozen_stages=m.get("frozen_stages", 0))
+    model = build_model(cell, classifier=plugin.needs_classifier)
     bench = build_benchmark(cell, model)
     n_exp = len(bench.train_stream)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -438,6 +473,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
 
         def folder(cell: dict[str, Any]) -> str:
             return str(store / "cells" / cell["id"])
+
+        if executor == "local" and todo:
+            warm_caches(todo, bar.write)
 
         if executor == "ray":
             _run_on_ray(todo, record, ray_address)

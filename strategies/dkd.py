@@ -14,6 +14,12 @@ and docs/methods.md lists every choice made here):
 Old knowledge without stored exemplars. The synthetic set is made once per experience
 (with a progress bar) and kept for that experience; it is re-made, identically, after a
 resume, since the RNG state is part of the checkpoint.
+
+With a frozen, cached stem (``EmbeddingNet(frozen_stages=k)`` and the feature cache), the
+experience's items are stem outputs, so the synthesis runs in that cached feature space:
+``X`` has the stem output's shape, the teacher's forward skips its stem, and only the
+trainable part's BatchNorm layers are matched (DESIGN.md). The TV prior is for images and
+applies only to 3-channel inputs.
 """
 
 from __future__ import annotations
@@ -79,9 +85,9 @@ class DKD(TeacherPlugin):
         for _ in tqdm(range(steps), desc=f"dkd: synthesising {n} images", leave=False,
                       disable=None):
             opt.zero_grad()
-            loss = (bn_statistics_loss(self.teacher, x)
-                    + self.config.tv_weight * total_variation(x)
-                    + self.config.l2_weight * x.pow(2).mean())
+            loss = bn_statistics_loss(self.teacher, x) + self.config.l2_weight * x.pow(2).mean()
+            if x.shape[1] == 3:  # an image smoothness prior: not for stem feature maps
+                loss = loss + self.config.tv_weight * total_variation(x)
             loss.backward()
             opt.step()
             self.synthesis_history.append(float(loss.detach()))

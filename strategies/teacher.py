@@ -1,8 +1,11 @@
 """Shared machinery of distillation strategies: the frozen teacher.
 
 Teacher = a frozen copy of the model after the previous experience, in eval mode
-(DESIGN.md, "Strategies"). Its forward passes run without gradients. The teacher is part
-of the plugin's checkpoint state.
+(DESIGN.md, "Strategies"). Its forward passes run under ``torch.inference_mode`` (no
+autograd bookkeeping at all), once per batch: :meth:`TeacherPlugin.teacher_embed` keeps the
+last batch's embeddings, so terms that need them (LwF's logits, MMD, ...) share one pass.
+With a frozen stem the teacher's input is the cached stem output, so teacher and student
+share the cached part. The teacher is part of the plugin's checkpoint state.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ class TeacherPlugin(StrategyPlugin, SupervisedPlugin):
         self.config = config if config is not None else self.Config()
         self.teacher: torch.nn.Module | None = None
         self._pending_state: dict[str, Any] | None = None
+        self._memo: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         self.teacher = self._freeze(copy.deepcopy(strategy.model))
+        self._memo = None
 
     def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         if self._pending_state is not None:  # restored from a checkpoint
@@ -42,11 +47,16 @@ class TeacherPlugin(StrategyPlugin, SupervisedPlugin):
             p.requires_grad_(False)
         return model
 
-    @torch.no_grad()
     def teacher_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's (normalised) embeddings of ``x``."""
+        """The teacher's (normalised) embeddings of ``x``; computed once per batch tensor."""
         assert self.teacher is not None
-        return self.teacher(x)
+        if self._memo is not None and self._memo[0] is x:
+            return self._memo[1]
+        with torch.inference_mode():
+            f_t = self.teacher(x)
+        f_t = f_t.clone()  # a normal tensor: autograd may save it for the student's backward
+        self._memo = (x, f_t)
+        return f_t
 
     def state_dict(self) -> dict[str, Any]:
         teacher = self.teacher.state_dict() if self.teacher is not None else self._pending_state

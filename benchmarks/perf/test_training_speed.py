@@ -1,0 +1,207 @@
+"""Training-side costs, each against what it replaces, measured in the same run.
+
+* decoded-image cache: one epoch over the CUB subset's train images (decode + train
+  augmentation) from the memory-mapped cache vs torchvision-style decode-every-epoch
+  (PIL + ``retrieval_transforms``); the cache is built before timing (epoch 2 on);
+* frozen-stem feature cache: training iterations/s of the thesis CPU model (ImageNet-shaped
+  MobileNetV2, 18 of 19 stages frozen, P x K = 8 x 4 at 224 px) from cached stem outputs vs
+  from images, and the embeddings of both paths compared;
+* distillation overhead: the median training step (forward, every plugin's loss, backward,
+  optimizer step; data loading excluded) of each strategy on the same batches of that
+  model, divided by ``finetune``'s, with a teacher in place (second experience).
+
+``make bench`` runs this file with the others; results: benchmarks/perf/results/.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+SHARED = Path(os.environ.get("LRBENCH_SHARED_DATA",
+                             Path(__file__).resolve().parents[3] / "shared" / "data"))
+P, K = 8, 4
+BOUNDS = {"l2_kd": 1.4, "lwf": 1.4, "mmd_kd": 1.4, "fecd": 1.4, "dkd": 2.0}
+
+
+# -- decoded-image cache --------------------------------------------------------------------
+def _cub(split: str, transform: Any = None):
+    from benchmarks.datasets import get_dataset
+
+    if not (SHARED / "CUB_200_2011" / "images.txt").is_file():
+        pytest.skip("the CUB subset of ../shared/data is absent")
+    return get_dataset("cub200", SHARED, split, transform=transform)
+
+
+def _epoch(dataset: Dataset) -> int:
+    torch.manual_seed(0)
+    n = 0
+    for i in range(len(dataset)):
+        x, _ = dataset[i]
+        n += x.shape[0]
+    return n
+
+
+@pytest.mark.parametrize("variant", ["decode_every_epoch", "image_cache"])
+def test_image_cache_epoch(benchmark, perf_table, tmp_path_factory, variant):
+    from benchmarks.cache import CachedImages, ImageCache, tensor_transforms
+    from benchmarks.transforms import retrieval_transforms
+
+    if variant == "decode_every_epoch":
+        ds = _cub("train", retrieval_transforms(224, train=True))
+    else:
+        base = _cub("train")
+        cache = ImageCache(base, 224, root=tmp_path_factory.mktemp("cache"))  # epoch 1
+        ds = CachedImages(base, cache, tensor_transforms(224, train=True))
+    benchmark.group = "epoch over the CUB subset train split (2,903 images, 224 px)"
+    benchmark.pedantic(_epoch, args=(ds,), rounds=2, iterations=1, warmup_rounds=0)
+    perf_table.setdefault("image_epoch", {})[variant] = benchmark.stats.stats.median
+
+
+def test_image_cache_target(perf_table):
+    row = perf_table.get("image_epoch", {})
+    if len(row) < 2:
+        pytest.skip("run the whole file: the comparison needs both variants of this run")
+    speedup = row["decode_every_epoch"] / row["image_cache"]
+    print(f"\nimage cache: {speedup:.1f}x faster per epoch (target >= 3x)")
+    assert speedup >= 3.0
+
+
+# -- frozen-stem feature cache --------------------------------------------------------------
+def thesis_model(classifier: bool = False, seed: int = 0) -> torch.nn.Module:
+    from strategies.model import EmbeddingNet
+
+    torch.manual_seed(seed)
+    return EmbeddingNet("mobilenet_v2", dim=512, pool="max", frozen_stages=18,
+                        classifier=classifier)
+
+
+def _train_steps(model: torch.nn.Module, batches: list[torch.Tensor], labels: torch.Tensor):
+    from strategies.losses import HardMiningLoss
+
+    loss_fn = HardMiningLoss()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    for x in batches:
+        opt.zero_grad()
+        loss_fn(model(x), labels).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("variant", ["images", "feature_cache"])
+def test_feature_cache_iterations(benchmark, perf_table, variant):
+    model = thesis_model()
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randn(P * K, 3, 224, 224, generator=g) for _ in range(3)]
+    labels = torch.arange(P).repeat_interleave(K)
+    batches = images if variant == "images" else [model.stem_features(x) for x in images]
+    benchmark.group = "training iterations, MobileNetV2 18/19 stages frozen, 8 x 4 at 224 px"
+    benchmark.pedantic(_train_steps, args=(model, batches, labels), rounds=2, iterations=1,
+                       warmup_rounds=1)
+    perf_table.setdefault("feature_cache", {})[variant] = (
+        len(batches) / benchmark.stats.stats.median)
+    model.eval()
+    with torch.no_grad():  # same model, same images: the two paths agree exactly
+        assert torch.equal(model(images[0][:4]), model(model.stem_features(images[0][:4])))
+
+
+def test_feature_cache_target(perf_table):
+    row = perf_table.get("feature_cache", {})
+    if len(row) < 2:
+        pytest.skip("run the whole file: the comparison needs both variants of this run")
+    speedup = row["feature_cache"] / row["images"]
+    print(f"\nfeature cache: {row['feature_cache']:.1f} it/s vs {row['images']:.2f} it/s "
+          f"from images ({speedup:.0f}x, target >= 3x)")
+    assert speedup >= 3.0
+
+
+# -- distillation overhead ------------------------------------------------------------------
+class _Features(Dataset):
+    """Random stem outputs (320 x 7 x 7) with labels: stands in for the feature cache."""
+
+    def __init__(self, n_classes: int, per_class: int, offset: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n_classes * per_class, 320, 7, 7, generator=g)
+        self.targets = [offset + i // per_class for i in range(len(self.x))]
+        self.classes = [str(c) for c in sorted(set(self.targets))]
+        self.class_ids = list(range(len(self.classes)))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], self.targets[i]
+
+
+class StepTimer:
+    """An Avalanche plugin timing each training iteration (forward to optimizer step)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def __getattr__(self, name: str) -> Any:  # every other callback: nothing to do
+        if name.startswith(("before_", "after_")):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+    def before_training_iteration(self, strategy: Any, **kw: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def after_training_iteration(self, strategy: Any, **kw: Any) -> None:
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def step_times(name: str, iterations: int = 24) -> tuple[list[float], float]:
+    """Per-step times of ``name`` on the second experience, and its synthesis time (dkd)."""
+    from benchmarks.streams import class_incremental
+    from metrics.plugins import RetrievalMetrics
+    from strategies import make_plugin
+    from strategies.template import RetrievalTemplate, seed_everything
+
+    seed_everything(0)
+    bench = class_incremental((_Features(16, 8, 0, 0), _Features(16, 2, 0, 1)), "8+8")
+    plugin = make_plugin(name, {})
+    model = thesis_model(classifier=plugin.needs_classifier)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    timer = StepTimer()
+    tpl = RetrievalTemplate(model=model, optimizer=opt, p=P, k=K, iterations=iterations,
+                            plugins=[plugin, timer], metrics=RetrievalMetrics(ks=(1,)),
+                            seed=0)
+    tpl.train(bench.train_stream[0])
+    timer.times.clear()
+    t0 = time.perf_counter()
+    tpl.train(bench.train_stream[1])
+    total = time.perf_counter() - t0
+    return timer.times[2:], total - sum(timer.times)  # first steps warm up
+
+
+STRATEGIES = ["finetune", "l2_kd", "lwf", "mmd_kd", "fecd", "dkd"]
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_step(benchmark, perf_table, name):
+    benchmark.group = "training step, MobileNetV2 18/19 frozen, cached features, 8 x 4"
+    times, setup = benchmark.pedantic(step_times, args=(name,), rounds=1, iterations=1)
+    median = statistics.median(times)
+    benchmark.extra_info.update(step_median_s=median, experience_setup_s=setup)
+    perf_table.setdefault("steps", {})[name] = median
+    perf_table.setdefault("setup", {})[name] = setup
+
+
+def test_overhead_bounds(perf_table):
+    steps = perf_table.get("steps", {})
+    if set(steps) != set(STRATEGIES):
+        pytest.skip("run the whole file: the ratios need every strategy of this run")
+    ratios = {n: steps[n] / steps["finetune"] for n in BOUNDS}
+    print("\nstep time / finetune's: " + ", ".join(f"{n} {r:.2f}x" for n, r in ratios.items())
+          + f"; dkd synthesis (once per experience) {perf_table['setup']['dkd']:.2f} s")
+    for n, bound in BOUNDS.items():
+        assert ratios[n] <= bound, f"{n}: {ratios[n]:.2f}x > {bound}x"
