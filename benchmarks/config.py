@@ -214,14 +214,24 @@ def parse_config(data: dict[str, Any], source: str = "config") -> MatrixConfig:
         raise _format_error(exc, source) from None
     from benchmarks.protocols import get_protocol
     from strategies import make_config
+    from strategies.registry import StrategyError
 
     for sc in config.scenarios:
         if isinstance(sc, str):
             get_protocol(sc)
     for name, params in config.strategies.items():
+        if params is not None and not isinstance(params, dict):
+            raise LrbenchError(f"{source}: strategies.{name}: give its hyperparameters as a "
+                               f"mapping (or {{}}), got {params!r}")
         params = dict(params or {})
         overrides = params.pop("training", None) or {}
-        make_config(name, params)
+        if not isinstance(overrides, dict):
+            raise LrbenchError(f"{source}: strategies.{name}.training: give training "
+                               f"overrides as a mapping, got {overrides!r}")
+        try:
+            make_config(name, params)
+        except StrategyError as exc:
+            raise LrbenchError(f"{source}: {exc}") from None
         try:
             TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
         except ValidationError as exc:

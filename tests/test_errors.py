@@ -1,0 +1,148 @@
+"""docs/errors.md, row by row: the real CLI in a subprocess, exit 2, one line, store intact."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import truncate
+from test_datasets import make_cub
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "errors.md"
+SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def matrix(tmp: Path, **changes) -> str:
+    data = yaml.safe_load(yaml.safe_dump(SMOKE))
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is ...:
+            node.pop(last)
+        else:
+            node[last] = value
+    path = tmp / "matrix.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def _cub_without(tmp: Path, name: str) -> str:
+    cub = make_cub(tmp)
+    (cub / name).unlink()
+    return str(cub)
+
+
+def _cub_truncated(tmp: Path) -> str:
+    cub = make_cub(tmp)
+    truncate(cub / "images" / "003.Bird_3" / "Bird_3_0000.jpg")
+    return str(cub)
+
+
+def _cub_no_test_in_second_class(tmp: Path) -> str:
+    cub = make_cub(tmp)
+    split = cub / "train_test_split.txt"
+    rows = split.read_text().split("\n")
+    split.write_text("\n".join(r[:-1] + "1" if r and 5 <= int(r.split()[0]) <= 8 else r
+                               for r in rows))
+    return str(cub)
+
+
+def _yaml_error(tmp: Path) -> str:
+    path = tmp / "matrix.yaml"
+    path.write_text("name: bad\nseeds: [0, 1]\nscenarios: [synth-ci\nmodel: {}\n")
+    return str(path)
+
+
+# case id -> (argv builder (tmp dir, store) -> argv, a fragment the message must contain)
+Case = tuple[Callable[[Path, Path], list[str]], str]
+CASES: dict[str, Case] = {
+    "root-missing": (lambda t, s: ["data", "info", "cub200", "--root", str(t / "nothing")],
+                     "does not exist"),
+    "root-wrong": (lambda t, s: ["data", "info", "cub200", "--root", str(t)],
+                   "images.txt' is missing"),
+    "index-missing": (lambda t, s: ["data", "info", "cub200", "--root",
+                                    _cub_without(t, "image_class_labels.txt")],
+                      "image_class_labels.txt' is missing"),
+    "corrupt-image": (lambda t, s: ["data", "check", "cub200", "--root", _cub_truncated(t)],
+                      "Bird_3_0000.jpg"),
+    "schedule-too-big": (lambda t, s: ["stream", "--dataset", "cub200", "--schedule", "2+5",
+                                       "--root", str(make_cub(t))], "needs 7 classes"),
+    "empty-experience": (lambda t, s: ["stream", "--dataset", "cub200", "--schedule",
+                                       "1+1+1", "--root", _cub_no_test_in_second_class(t)],
+                         "experience 1 of schedule '1+1+1' on cub200 has no test images"),
+    "unknown-strategy": (lambda t, s: ["run", matrix(t, strategies={"finetun": {}}),
+                                       "--out", str(s)], "Did you mean 'finetune'?"),
+    "unknown-dataset": (lambda t, s: ["data", "info", "cub2000"], "Did you mean 'cub200'?"),
+    "unknown-protocol": (lambda t, s: ["stream", "cub-subset-50+5x1"],
+                         "Did you mean 'cub-subset-50+5x10'?"),
+    "unknown-key": (lambda t, s: ["run", matrix(t, trainig={"p": 4}), "--out", str(s)],
+                    "unknown key 'trainig'. Did you mean 'training'?"),
+    "wrong-type": (lambda t, s: ["run", matrix(t, **{"training.p": "many"}), "--out", str(s)],
+                   "training.p"),
+    "k-not-positive": (lambda t, s: ["run", matrix(t, **{"evaluation.ks": [0, 1]}),
+                                     "--out", str(s)], "every K must be a positive integer"),
+    "lambda-negative": (lambda t, s: ["run", matrix(t, **{"strategies.l2_kd.lam": -1}),
+                                      "--out", str(s)], "'lam'"),
+    "batch-too-large": (lambda t, s: ["run", matrix(t, **{"training.p": 8}), "--out", str(s)],
+                        "fewer than P = 8"),
+    "empty-seeds": (lambda t, s: ["run", matrix(t, seeds=[]), "--out", str(s)], "seeds"),
+    "other-matrix": (lambda t, s: ["run", matrix(t, **{"training.lr": 0.5}), "--out", str(s)],
+                     "holds a different matrix"),
+    "out-unusable": (lambda t, s: ["run", matrix(t), "--out", str(s / "matrix.yaml" / "x")],
+                     "cannot write to results folder"),
+    "out-read-only": (lambda t, s: ["run", matrix(t), "--out", _read_only(t)],
+                      "cannot write to results folder"),
+    "yaml-syntax": (lambda t, s: ["run", _yaml_error(t), "--out", str(s)], "line 4"),
+    "matrix-missing": (lambda t, s: ["run", str(t / "nothing.yaml"), "--out", str(s)],
+                       "not found"),
+    "bad-format": (lambda t, s: ["report", str(s), "--format", "pdf"], "unknown report format"),
+    "not-a-store": (lambda t, s: ["report", str(t)], "is not a results store"),
+}
+
+
+def _read_only(tmp: Path) -> str:
+    if os.geteuid() == 0:  # root writes anywhere chmod allows nothing: /proc refuses it
+        return "/proc/lrbench-store"
+    folder = tmp / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return str(folder / "store")
+
+
+def test_every_documented_case_is_tested():
+    documented = re.findall(r"^\| `([a-z-]+)` \|", DOC.read_text(), flags=re.M)
+    assert documented and sorted(documented) == sorted(CASES)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case, smoke_store, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(smoke_store, store)
+    before = snapshot(store)
+    build, fragment = CASES[case]
+    argv = build(tmp_path, store)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "LRBENCH_DATA": str(tmp_path / "no-data")})
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(err) == 1 and err[0].startswith("lrbench: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert fragment in err[0], err[0]
+    assert snapshot(store) == before
