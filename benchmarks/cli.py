@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute every cell")
     p.add_argument("--checkpoints", action="store_true",
                    help="keep a checkpoint per cell after each experience (resumable cells)")
+    p.add_argument("--check-determinism", action="store_true",
+                   help="run the first cell twice here and compare every metric value "
+                   "(exit 0 when identical, 1 otherwise); the store is not touched")
 
     p = sub.add_parser("report", help="tables, plots and a report page from results stores",
                        description="Read one or more results stores (merged) and write "
@@ -250,6 +253,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"{cell['hash']}  {cell['id']}")
         print(f"{len(cells)} cells")
         return 0
+    if args.check_determinism:
+        from benchmarks.runner import check_cells, check_determinism
+
+        check_cells(cells[:1])
+        diffs = check_determinism(cells[0], log=lambda msg: print(msg, file=sys.stderr))
+        for line in diffs:
+            print(f"differs: {line}")
+        print(f"{cells[0]['id']}: two runs gave "
+              + ("identical metric values" if not diffs else f"{len(diffs)} differing sections"))
+        return 1 if diffs else 0
     from benchmarks.runner import run_matrix
 
     out = args.out or os.path.join("results", config.name)

@@ -89,6 +89,8 @@ class TrainingSpec(_Strict):
     margin: float = Field(0.1, ge=0)
     eval_mb_size: int = Field(128, ge=1)
     device: str = "cpu"
+    max_grad_norm: float | None = Field(
+        1e4, gt=0, description="a larger gradient norm fails the cell (exploding gradient)")
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainingSpec:

@@ -26,18 +26,19 @@ class Protocol:
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
-    def build(self, root: Any = None, wrap: Any = None) -> Any:
+    def build(self, root: Any = None, wrap: Any = None, info_only: bool = False) -> Any:
         """The Avalanche benchmark of this protocol, reading real data from ``root``
-        (``wrap``: see ``benchmarks.streams.Wrap``)."""
+        (``wrap``, ``info_only``: see ``benchmarks.streams.class_incremental``)."""
         from benchmarks.streams import class_incremental, lifelong
 
         if self.kind == "class_incremental":
             return class_incremental(
                 self.datasets[0], self.schedule or "", root=root, order=self.order,
                 image_size=self.image_size, dataset_kwargs=self.dataset_kwargs, wrap=wrap,
+                info_only=info_only,
             )
         return lifelong(list(self.datasets), root=root, image_size=self.image_size,
-                        dataset_kwargs=self.dataset_kwargs, wrap=wrap)
+                        dataset_kwargs=self.dataset_kwargs, wrap=wrap, info_only=info_only)
 
 
 def _ci(name: str, dataset: str, schedule: str, description: str, **kw: Any) -> Protocol:

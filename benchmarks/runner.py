@@ -117,9 +117,10 @@ def versions() -> dict[str, str]:
     return out
 
 
-def build_benchmark(cell: dict[str, Any], model: Any = None) -> Any:
+def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = False) -> Any:
     """The Avalanche benchmark of a cell's scenario, through the caches the cell asks for
-    (the frozen-stem feature cache needs the cell's ``model``)."""
+    (the frozen-stem feature cache needs the cell's ``model``); with ``info_only`` only
+    its ``StreamInfo`` (no Avalanche, no cache, nothing decoded)."""
     from benchmarks.cache import cached_pair
     from benchmarks.protocols import get_protocol
     from benchmarks.streams import class_incremental, lifelong
@@ -129,18 +130,41 @@ def build_benchmark(cell: dict[str, Any], model: Any = None) -> Any:
     cache = cell.get("cache") or {}
     stem = model if cache.get("features", True) and getattr(model, "frozen_stages", 0) else None
     wrap = None
-    if stem is not None or cache.get("images"):
+    if info_only:
+        stem = None
+    elif stem is not None or cache.get("images"):
         def wrap(train: Any, test: Any, image_size: int, generated: bool) -> tuple[Any, Any]:
             return cached_pair(train, test, image_size, generated, images=True, model=stem,
                                views=cache.get("views", 2), root=cell.get("cache_dir"))
+    kw = {"wrap": wrap, "info_only": info_only}
     if "protocol" in sc:
-        return get_protocol(sc["protocol"]).build(root, wrap=wrap)
+        return get_protocol(sc["protocol"]).build(root, **kw)
     if sc.get("dataset"):
         return class_incremental(sc["dataset"], sc["schedule"], root=root, order=sc["order"],
                                  image_size=sc["image_size"],
-                                 dataset_kwargs=sc.get("dataset_kwargs") or {}, wrap=wrap)
+                                 dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
     return lifelong(sc["datasets"], root=root, image_size=sc["image_size"],
-                    dataset_kwargs=sc.get("dataset_kwargs") or {}, wrap=wrap)
+                    dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
+
+
+def check_cells(cells: list[dict[str, Any]]) -> None:
+    """Refuse, before any training, cells whose batches cannot be drawn from their stream:
+    P classes per batch need every experience to hold at least P classes (a one-line
+    ``LrbenchError`` naming the experience and the largest P that fits)."""
+    shapes: dict[str, Any] = {}
+    for cell in cells:
+        sc = cell["scenario"]
+        key = json.dumps([sc, cell.get("data_root")], sort_keys=True, default=str)
+        if key not in shapes:
+            shapes[key] = build_benchmark(cell, info_only=True)
+        info = shapes[key]
+        p = cell["training"]["p"]
+        small = min(info.experiences, key=lambda e: e.num_classes)
+        if small.num_classes < p:
+            raise LrbenchError(
+                f"experience {small.index} of scenario {sc['name']!r} has "
+                f"{small.num_classes} classes, fewer than P = {p} classes per batch "
+                f"({cell['strategy']}); lower training.p to at most {small.num_classes}")
 
 
 def build_model(cell: dict[str, Any], classifier: bool = False) -> Any:
@@ -234,7 +258,8 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
                             k=tr["k"], iterations=tr["iterations"], epochs=tr["epochs"],
                             eval_mb_size=tr["eval_mb_size"], device=tr["device"],
                             plugins=[plugin], metrics=metrics, seed=seed,
-                            loggers=make_loggers(logging, folder))
+                            loggers=make_loggers(logging, folder),
+                            max_grad_norm=tr.get("max_grad_norm", 1e4))
     if checkpoint is not None and checkpoint.is_file():
         tpl.load_checkpoint(checkpoint)
         log(f"resumed from {checkpoint.name} after {tpl.experiences_done}/{n_exp} experiences")
@@ -242,14 +267,9 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     timings = []
     while tpl.experiences_done < n_exp:
         start = time.perf_counter()
-        seen_rows = len(tpl.loss_history)
         tpl.run(bench, checkpoint=checkpoint, stop_after=tpl.experiences_done + 1)
         timings.append(time.perf_counter() - start)
         done = tpl.experiences_done
-        for step, row in enumerate(tpl.loss_history[seen_rows:]):
-            if not math.isfinite(row["total"]):
-                raise FloatingPointError(
-                    f"loss is {row['total']} at iteration {step} of experience {done - 1}")
         eta = (n_exp - done) * sum(timings) / len(timings)
         log(f"{cell['strategy']} {cell['scenario']['name']} seed {seed}: experience "
             f"{done}/{n_exp}, R@{k0} seen {metrics.seen_curve(k0)[done - 1]:.3f}, "
@@ -269,6 +289,19 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
         payload["cross_model"] = {str(k): metrics.cross_model_matrix(k).tolist()
                                   for k in ev["ks"]}
     return _json_safe(payload)
+
+
+def check_determinism(cell: dict[str, Any], log: Callable[[str], None] = print
+                      ) -> list[str]:
+    """Run ``cell`` twice in this process; the metric values that differ (empty: none)."""
+    first = run_cell(cell, log=log)
+    second = run_cell(cell, log=log)
+    diffs = []
+    for section in ("r_matrix", "seen", "summary"):
+        a, b = first.get(section), second.get(section)
+        if a != b:
+            diffs.append(f"{section}: {json.dumps(a)[:200]} != {json.dumps(b)[:200]}")
+    return diffs
 
 
 def _json_safe(obj: Any) -> Any:
@@ -431,6 +464,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                            "fix its permissions or choose another --out") from None
     check_store(store, config, force, resume)
     cells = expand_cells(config)
+    check_cells(cells)
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
         write_atomic(store / "matrix.yaml", resolved_yaml(config))
@@ -477,21 +511,52 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         if executor == "local" and todo:
             warm_caches(todo, bar.write)
 
-        if executor == "ray":
-            _run_on_ray(todo, record, ray_address)
-        elif jobs <= 1:
-            for cell in todo:
-                started = time.time()
-                record(cell, _worker(cell, ckpt(cell), threads, logging, folder(cell)), started)
-        else:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-                futures = {ex.submit(_worker, c, ckpt(c), threads, logging, folder(c)):
-                           (c, time.time()) for c in todo}
-                for fut in as_completed(futures):
-                    cell, started = futures[fut]
-                    record(cell, fut.result(), started)
+        try:
+            if executor == "ray":
+                _run_on_ray(todo, record, ray_address)
+            elif jobs <= 1:
+                for cell in todo:
+                    started = time.time()
+                    record(cell, _worker(cell, ckpt(cell), threads, logging, folder(cell)),
+                           started)
+            else:
+                _run_pool(todo, jobs, record, lambda c: (ckpt(c), threads, logging, folder(c)),
+                          bar.write)
+        except KeyboardInterrupt:
+            # first Ctrl-C: running cells stop, finished ones are already on disk; rebuild
+            # the tidy table and release the lock. A second Ctrl-C stops this at once; the
+            # store still resumes (every file is written atomically, a stale lock is cleared)
+            bar.write("interrupted: finished cells are kept; rerun the same command to resume "
+                      "(Ctrl-C again to stop at once)", file=sys.stderr)
+            bar.close()
+            write_tidy(store)
+            raise
         bar.close()
         counts["rows"] = write_tidy(store)
     return counts
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+
+
+def _run_pool(todo: list[dict[str, Any]], jobs: int, record: Callable[..., None],
+              args: Callable[[dict[str, Any]], tuple[Any, ...]],
+              log: Callable[[str], None]) -> None:
+    """Run cells in ``jobs`` spawned processes; on Ctrl-C stop them and re-raise."""
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_ignore_sigint) as ex:
+        futures = {ex.submit(_worker, c, *args(c)): (c, time.time()) for c in todo}
+        try:
+            for fut in as_completed(futures):
+                cell, started = futures[fut]
+                record(cell, fut.result(), started)
+        except KeyboardInterrupt:
+            for proc in list(getattr(ex, "_processes", {}).values()):
+                proc.terminate()
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise

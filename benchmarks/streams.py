@@ -167,6 +167,7 @@ def class_incremental(
     image_size: int = 224,
     dataset_kwargs: dict[str, Any] | None = None,
     wrap: Wrap | None = None,
+    info_only: bool = False,
 ) -> Any:
     """A class-incremental Avalanche benchmark over one dataset.
 
@@ -175,6 +176,7 @@ def class_incremental(
     ``"sorted"`` (by class id), an int seed for a permutation, or an explicit label list.
     A schedule may use fewer classes than the dataset has (the first ones in ``order``).
     ``wrap`` replaces a named dataset's splits (e.g. by cached versions, see :data:`Wrap`).
+    ``info_only`` returns the :class:`StreamInfo` alone (no Avalanche, nothing decoded).
     """
     name, train, test = _pair(dataset, root, image_size, dataset_kwargs, wrap)
     counts = parse_schedule(schedule)
@@ -206,7 +208,8 @@ def class_incremental(
             [jsonable(train.class_ids[c]) for c in chunk], [train.classes[c] for c in chunk],
         ))
         start += count
-    return _benchmark(trains, tests, StreamInfo("class_incremental", exps))
+    info = StreamInfo("class_incremental", exps)
+    return info if info_only else _benchmark(trains, tests, info)
 
 
 def lifelong(
@@ -216,6 +219,7 @@ def lifelong(
     image_size: int = 224,
     dataset_kwargs: dict[str, dict[str, Any]] | None = None,
     wrap: Wrap | None = None,
+    info_only: bool = False,
 ) -> Any:
     """A lifelong (cross-dataset) Avalanche benchmark: one experience per dataset.
 
@@ -243,7 +247,8 @@ def lifelong(
             [jsonable(c) for c in train.class_ids], list(train.classes),
         ))
         offset += n
-    return _benchmark(trains, tests, StreamInfo("lifelong", exps))
+    info = StreamInfo("lifelong", exps)
+    return info if info_only else _benchmark(trains, tests, info)
 
 
 def jsonable(value: Any) -> Any:

@@ -9,6 +9,9 @@ What it changes, and why:
 * the criterion is a metric loss on the embeddings (``hard_mining`` by default); plugins
   add their terms with :meth:`RetrievalTemplate.add_loss`, which also logs them;
 * no loss is computed at evaluation (retrieval metrics need only the embeddings);
+* a non-finite loss, or a gradient whose norm is not finite or above ``max_grad_norm``
+  (an exploding gradient), stops training at that step with a ``FloatingPointError``
+  naming the iteration, the experience and the loss terms that were not finite;
 * the cosine classifier, when the model has one, grows to the classes seen at the start
   of each training experience;
 * the optimizer state is reset at the start of every experience (a new optimizer per
@@ -84,12 +87,14 @@ class RetrievalTemplate(SupervisedTemplate):
         metrics: RetrievalMetrics | None = None,
         loggers: Sequence[Any] = (),
         seed: int = 0,
+        max_grad_norm: float | None = 1e4,
     ) -> None:
         if (iterations is None) == (epochs is None):
             raise ValueError("give exactly one budget: iterations or epochs")
         if p < 2 or k < 2:
             raise ValueError(f"P x K batches need P >= 2 classes and K >= 2 images, got {p} x {k}")
         self.p, self.k, self.iterations, self.epochs, self.seed = p, k, iterations, epochs, seed
+        self.max_grad_norm = max_grad_norm
         self.metrics = metrics or RetrievalMetrics()
         with warnings.catch_warnings():  # no loggers is a choice here, not a mistake
             warnings.filterwarnings("ignore", message="No loggers specified")
@@ -147,6 +152,29 @@ class RetrievalTemplate(SupervisedTemplate):
         """Add a plugin's loss term to this iteration's loss (and log its value)."""
         self.loss = self.loss + value
         self.loss_terms[name] = self.loss_terms.get(name, 0.0) + float(value.detach())
+
+    def _where(self) -> str:
+        return (f"iteration {int(self.clock.train_epoch_iterations)} of experience "
+                f"{int(self.experience.current_experience)}")
+
+    def backward(self) -> None:
+        """Backward pass, refusing a non-finite loss or an exploding gradient (see above)."""
+        value = float(self.loss.detach())
+        if not np.isfinite(value):
+            bad = [k for k, v in self.loss_terms.items() if not np.isfinite(v)]
+            raise FloatingPointError(f"loss is {value} at {self._where()}"
+                                     + (f" (non-finite term: {', '.join(bad)})" if bad else ""))
+        super().backward()
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
+                 if p.grad is not None]
+        if grads:
+            norm = float(torch.nn.utils.get_total_norm(grads))
+            if not np.isfinite(norm) or (self.max_grad_norm is not None
+                                         and norm > self.max_grad_norm):
+                raise FloatingPointError(
+                    f"gradient norm {norm:.3g} at {self._where()} exceeds max_grad_norm = "
+                    f"{self.max_grad_norm:g} (an exploding gradient); lower the learning rate "
+                    "or raise training.max_grad_norm")
 
     def _after_training_iteration(self, **kwargs: Any) -> None:
         self.loss_history.append({"experience": float(self.experience.current_experience),

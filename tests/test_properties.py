@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import yaml
@@ -45,7 +47,8 @@ def test_config_parser_survives_a_yaml_round_trip(data):
         assert str(exc)
 
 
-SMOKE = yaml.safe_load(open(__file__.rsplit("/tests/", 1)[0] + "/configs/smoke.yaml"))
+SMOKE = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+                       .read_text())
 
 
 def _paths(node, prefix=()):
