@@ -21,7 +21,8 @@ from benchmarks.errors import LrbenchError
 from metrics.forgetting import forgetting
 
 #: per-cell summary columns derived from the chosen metric's R matrix
-SUMMARY_COLUMNS = ("final_mean", "forgetting", "forgetting_ratio", "bwt", "avg_incremental")
+SUMMARY_COLUMNS = ("final_mean", "forgetting", "forgetting_ratio", "bwt", "avg_incremental",
+                   "last_task")
 
 
 @dataclass
@@ -139,12 +140,16 @@ def _matrix_order(texts: Any) -> dict[str, dict[str, int]]:
 
 def summaries(results: Results, metric: str = "recall@1") -> pd.DataFrame:
     """Per finished cell: final mean of every metric, and forgetting, forgetting ratio, BWT
-    and average incremental value of ``metric`` (``metrics.forgetting`` on its R matrix)."""
+    and average incremental value of ``metric`` (``metrics.forgetting`` on its R matrix),
+    and ``last_task``: its value on the last task after training it (``R[T-1][T-1]``, how
+    well the final experience was learnt: plasticity)."""
     if metric not in results.metrics:
         raise LrbenchError(f"metric {metric!r} is not in these results; use one of "
                            f"{', '.join(results.metrics) or '(none)'}")
     out = results.cells.copy()
-    for col in SUMMARY_COLUMNS[1:]:
+    for col in SUMMARY_COLUMNS[1:-1]:
         out[col] = [forgetting(results.matrices[(r.scenario, r.strategy, r.seed)][metric])[col]
                     if r.num_experiences > 1 else np.nan for r in out.itertuples()]
+    out["last_task"] = [float(results.matrices[(r.scenario, r.strategy, r.seed)][metric][-1, -1])
+                        for r in out.itertuples()]
     return out

@@ -1,8 +1,9 @@
 """Comparison tables: strategies x metrics, mean ± std over seeds, best marked, paired test.
 
 One table per scenario. Columns: final mean Recall@K over tasks (every K in the store),
-final mAP@R, and for the chosen metric: forgetting, forgetting ratio, BWT and average
-incremental value (DESIGN.md, "Metrics"). Each cell is mean ± sample std over seeds.
+final mAP@R, and for the chosen metric: forgetting, forgetting ratio, BWT, average
+incremental value (DESIGN.md, "Metrics") and the last task's value after learning it
+(plasticity). Each cell is mean ± sample std over seeds.
 
 Significance: a two-sided **paired t-test over seeds** (``scipy.stats.ttest_rel``) of each
 strategy against the baseline, pairing runs with the same seed (same class order and
@@ -23,7 +24,7 @@ from reports.load import Results, summaries
 #: (column id, title, higher is better)
 LABELS = {
     "final_mean": "final", "forgetting": "Forgetting", "forgetting_ratio": "F. ratio",
-    "bwt": "BWT", "avg_incremental": "Avg inc.",
+    "bwt": "BWT", "avg_incremental": "Avg inc.", "last_task": "Last task",
 }
 LOWER_IS_BETTER = {"forgetting", "forgetting_ratio"}
 
@@ -122,7 +123,7 @@ def comparison_tables(results: Results, metric: str = "recall@1", baseline: str 
         ["map_at_r"] if "map_at_r" in results.metrics else [])
     columns = [(f"final:{m}", metric_title(m)) for m in finals] + [
         (c, f"{LABELS[c]} {metric_title(metric)}") for c in
-        ("forgetting", "forgetting_ratio", "bwt", "avg_incremental")]
+        ("forgetting", "forgetting_ratio", "bwt", "avg_incremental", "last_task")]
     tables = []
     for scenario in results.scenarios:
         sc = cells[cells.scenario == scenario]

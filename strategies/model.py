@@ -207,7 +207,7 @@ class EmbeddingNet(nn.Module):
 
     def stem_features(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen stem's output for ``images`` (what the feature cache stores)."""
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the output may feed a trained layer
             return self._stem(images)
 
     def embed_raw(self, x: torch.Tensor) -> torch.Tensor:

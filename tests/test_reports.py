@@ -41,7 +41,7 @@ def brute_force_rows(store: Path) -> dict[tuple[str, str, str], tuple[float, flo
         bwt = [r[t - 1][j] - r[j][j] for j in range(t - 1)]
         inc = [sum(r[i][: i + 1]) / (i + 1) for i in range(t)]
         for col, vals in (("forgetting", drops), ("forgetting_ratio", ratios), ("bwt", bwt),
-                          ("avg_incremental", inc)):
+                          ("avg_incremental", inc), ("last_task", [r[t - 1][t - 1]])):
             per.setdefault((sc, st, col), []).append(sum(vals) / len(vals))
     return {key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
             for key, v in per.items()}
@@ -77,8 +77,8 @@ def smoke_report(smoke_store, tmp_path_factory) -> Path:
 
 
 def test_smoke_tables_match_result_json(smoke_store, smoke_report):
-    # 2 strategies x (3 Ks, mAP@R, 4 forgetting columns)
-    assert check_tables_match(smoke_store, smoke_report) == 2 * 8
+    # 2 strategies x (3 Ks, mAP@R, forgetting, ratio, BWT, avg inc., last task)
+    assert check_tables_match(smoke_store, smoke_report) == 2 * 9
 
 
 def test_demo_tables_match_result_json(tmp_path):
@@ -95,7 +95,7 @@ def test_markdown_marks_best_and_significance(smoke_report):
     lines = md.strip().splitlines()
     assert lines[0].startswith("| strategy | seeds | R@1 | R@2 | R@4 | mAP@R | Forgetting R@1")
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["finetune", "l2_kd"]
-    assert md.count("**") >= 2 * 8  # a best value in every column
+    assert md.count("**") >= 2 * 9  # a best value in every column
     rows = table_rows(smoke_report)
     assert all(r["baseline"] == "finetune" for r in rows)
     base = [r for r in rows if r["strategy"] == "finetune"]
