@@ -242,21 +242,36 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.config import expand_cells, load_config
+    from benchmarks.config import check_names, expand_cells, load_config
 
-    config = load_config(args.config, args.overrides)
+    # the checks that need no strategy come first: importing the strategies (and Avalanche)
+    # takes seconds, which a typo in a file or a wrong --out should not cost
+    config = load_config(args.config, args.overrides, registries=False)
     if args.jobs < 1:
         raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
     cells = expand_cells(config)
+    out = args.out or os.path.join("results", config.name)
+    created = not os.path.exists(out)
+    if not args.dry_run:
+        from benchmarks.runner import check_cells, prepare_store
+
+        check_cells(cells)
+        if not args.check_determinism:
+            prepare_store(out, config, args.force, args.resume)
+    try:
+        check_names(config, args.config)
+    except LrbenchError:
+        if created and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)  # leave no empty folder behind for a refused matrix
+        raise
     if args.dry_run:
         for cell in cells:
             print(f"{cell['hash']}  {cell['id']}")
         print(f"{len(cells)} cells")
         return 0
     if args.check_determinism:
-        from benchmarks.runner import check_cells, check_determinism
+        from benchmarks.runner import check_determinism
 
-        check_cells(cells[:1])
         diffs = check_determinism(cells[0], log=lambda msg: print(msg, file=sys.stderr))
         for line in diffs:
             print(f"differs: {line}")
@@ -265,7 +280,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1 if diffs else 0
     from benchmarks.runner import run_matrix
 
-    out = args.out or os.path.join("results", config.name)
     counts = run_matrix(config, out, jobs=args.jobs, force=args.force, resume=args.resume,
                         checkpoints=args.checkpoints, progress=True, executor=args.executor,
                         ray_address=args.ray_address)

@@ -189,8 +189,12 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> MatrixConfig:
-    """Read and validate a matrix file; every problem is a one-line ``LrbenchError``."""
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                registries: bool = True) -> MatrixConfig:
+    """Read and validate a matrix file; every problem is a one-line ``LrbenchError``.
+
+    ``registries=False`` skips the registry checks (strategy names and hyperparameters,
+    which import every strategy and Avalanche): call :func:`check_names` later."""
     path = Path(path)
     if not path.is_file():
         raise LrbenchError(f"matrix file {str(path)!r} not found; see configs/ for examples")
@@ -205,15 +209,24 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> MatrixC
         raise LrbenchError(f"{path}: a matrix file is a YAML mapping (name, seeds, ...)")
     for assignment in overrides or []:
         set_override(data, assignment)
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), registries)
 
 
-def parse_config(data: dict[str, Any], source: str = "config") -> MatrixConfig:
-    """Validate a raw mapping, then check names against the registries."""
+def parse_config(data: dict[str, Any], source: str = "config",
+                 registries: bool = True) -> MatrixConfig:
+    """Validate a raw mapping, then (unless told not to) check names against the registries."""
     try:
         config = MatrixConfig.model_validate(data)
     except ValidationError as exc:
         raise _format_error(exc, source) from None
+    if registries:
+        check_names(config, source)
+    return config
+
+
+def check_names(config: MatrixConfig, source: str = "config") -> None:
+    """Protocol and strategy names, strategy hyperparameters and per-strategy training
+    overrides, against the registries (a one-line ``LrbenchError`` for the first problem)."""
     from benchmarks.protocols import get_protocol
     from strategies import make_config
     from strategies.registry import StrategyError
@@ -238,7 +251,6 @@ def parse_config(data: dict[str, Any], source: str = "config") -> MatrixConfig:
             TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
         except ValidationError as exc:
             raise _format_error(exc, f"{source}: strategies.{name}.training") from None
-    return config
 
 
 def scenario_dict(sc: str | ScenarioSpec) -> dict[str, Any]:

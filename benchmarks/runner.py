@@ -426,6 +426,23 @@ def _run_on_ray(cells: list[dict[str, Any]], record: Callable[..., None],
         record(cell, ray.get(done[0]), started)
 
 
+def prepare_store(out: str | Path, config: MatrixConfig, force: bool = False,
+                  resume: bool = False) -> Path:
+    """The results folder, created and checked writable, and not holding another matrix
+    (unless ``force`` or ``resume``); a one-line ``LrbenchError`` otherwise."""
+    store = Path(out)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        probe = store / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LrbenchError(f"cannot write to results folder {str(store)!r} ({exc.strerror}); "
+                           "fix its permissions or choose another --out") from None
+    check_store(store, config, force, resume)
+    return store
+
+
 def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) -> None:
     """Refuse a store that holds a different matrix unless told to overwrite or resume."""
     existing = store / "matrix.yaml"
@@ -453,16 +470,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     if executor == "ray" and (checkpoints or config.logging.tensorboard or config.logging.csv):
         raise LrbenchError("--checkpoints and logging need the local executor (Ray workers "
                            "share no disk with the store); drop one or the other")
-    store = Path(out)
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        probe = store / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise LrbenchError(f"cannot write to results folder {str(store)!r} ({exc.strerror}); "
-                           "fix its permissions or choose another --out") from None
-    check_store(store, config, force, resume)
+    store = prepare_store(out, config, force, resume)
     cells = expand_cells(config)
     check_cells(cells)
     counts = {"finished": 0, "skipped": 0, "failed": 0}

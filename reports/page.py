@@ -17,11 +17,13 @@ import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.errors import LrbenchError
-from reports import plots
-from reports.load import Results, load_results
-from reports.tables import Table, comparison_tables, metric_title
+
+if TYPE_CHECKING:  # the heavy imports (pandas, matplotlib) wait until a report is built
+    from reports.load import Results
+    from reports.tables import Table
 
 FORMATS = ("md", "html", "tex", "csv", "png", "svg")
 
@@ -49,7 +51,7 @@ class Report:
 
     out: Path
     tables: list[Table]
-    figures: dict[str, list[Path]] = field(default_factory=dict)  # "<kind>/<scenario>" ->
+    figures: dict[str, list[Path]] = field(default_factory=dict)  # "<kind>/<scenario>": files
     files: list[Path] = field(default_factory=list)
 
 
@@ -57,6 +59,10 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                  baseline: str | None = "finetune", metric: str = "recall@1",
                  formats: list[str] | None = None, alpha: float = 0.05) -> Report:
     """Load ``stores``, write tables, figures and the report page into ``out``."""
+    from reports import plots
+    from reports.load import load_results
+    from reports.tables import comparison_tables
+
     formats = formats or ["md", "html", "tex", "csv", "png", "svg"]
     results = load_results(stores)
     if results.cells.empty:
@@ -69,7 +75,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     for t in tables:
         for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()), ("tex", t.to_latex())):
             if fmt in formats or (fmt == "md" and "html" in formats):
-                path = out / "tables" / f"{plots._slug(t.scenario)}.{fmt}"
+                path = out / "tables" / f"{plots.slug(t.scenario)}.{fmt}"
                 _write(path, text)
                 report.files.append(path)
     image_formats = [f for f in ("png", "svg") if f in formats]
@@ -106,6 +112,8 @@ FIGURE_TITLES = {
 
 def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, str, object]]:
     """(kind, heading/text, payload) blocks shared by the Markdown and HTML pages."""
+    from reports.tables import metric_title
+
     blocks: list[tuple[str, str, object]] = []
     m = metric_title(metric)
     n_cells = len(results.cells)
@@ -141,6 +149,8 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
 
 def markdown_page(results: Results, report: Report, metric: str) -> str:
     """``report.md``: tables inline, figures as relative PNG links."""
+    from reports.tables import metric_title
+
     lines = [f"# lrbench report ({metric_title(metric)})", ""]
     for kind, text, payload in _sections(results, report, metric):
         if kind == "p":
@@ -192,6 +202,8 @@ def _html_table(t: Table) -> str:
 
 def html_page(results: Results, report: Report, metric: str) -> str:
     """``report.html``: self-contained (figures embedded as base64 PNG, inline CSS)."""
+    from reports.tables import metric_title
+
     body = [f"<h1>lrbench report ({html.escape(metric_title(metric))})</h1>"]
     for kind, text, payload in _sections(results, report, metric):
         if kind == "p":

@@ -41,7 +41,8 @@ STYLE = {
 }
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A name safe for a file: letters, digits, '-', '_' and '.' kept, the rest '-'."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
@@ -49,7 +50,7 @@ def _save(fig: plt.Figure, out: Path, stem: str, formats: list[str]) -> list[Pat
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
-        path = out / f"{_slug(stem)}.{fmt}"
+        path = out / f"{slug(stem)}.{fmt}"
         tmp = path.with_name(f".{path.name}.tmp")
         fig.savefig(tmp, format=fmt)
         tmp.replace(path)

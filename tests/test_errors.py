@@ -87,7 +87,7 @@ CASES: dict[str, Case] = {
                                        "1+1+1", "--root", _cub_no_test_in_second_class(t)],
                          "experience 1 of schedule '1+1+1' on cub200 has no test images"),
     "unknown-strategy": (lambda t, s: ["run", matrix(t, strategies={"finetun": {}}),
-                                       "--out", str(s)], "Did you mean 'finetune'?"),
+                                       "--out", str(t / "new")], "Did you mean 'finetune'?"),
     "unknown-dataset": (lambda t, s: ["data", "info", "cub2000"], "Did you mean 'cub200'?"),
     "unknown-protocol": (lambda t, s: ["stream", "cub-subset-50+5x1"],
                          "Did you mean 'cub-subset-50+5x10'?"),
@@ -98,7 +98,7 @@ CASES: dict[str, Case] = {
     "k-not-positive": (lambda t, s: ["run", matrix(t, **{"evaluation.ks": [0, 1]}),
                                      "--out", str(s)], "every K must be a positive integer"),
     "lambda-negative": (lambda t, s: ["run", matrix(t, **{"strategies.l2_kd.lam": -1}),
-                                      "--out", str(s)], "'lam'"),
+                                      "--out", str(t / "new")], "'lam'"),
     "batch-too-large": (lambda t, s: ["run", matrix(t, **{"training.p": 8}), "--out", str(s)],
                         "fewer than P = 8"),
     "empty-seeds": (lambda t, s: ["run", matrix(t, seeds=[]), "--out", str(s)], "seeds"),
@@ -146,3 +146,4 @@ def test_bad_input(case, smoke_store, tmp_path):
     assert "Traceback" not in proc.stderr
     assert fragment in err[0], err[0]
     assert snapshot(store) == before
+    assert not (tmp_path / "new").exists()  # a refused matrix leaves no folder behind
