@@ -130,3 +130,18 @@ def test_frozen_stem_follows_a_loaded_state():
         b(x)  # builds b's folded stem
         b.load_state_dict(a.state_dict())
         assert torch.allclose(a(x), b(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("trunk, stages, shape", [("small_cnn", 2, (3, 32, 32)),
+                                                  ("mobilenet_v2", 18, (320, 7, 7))])
+def test_teacher_fast_forward_matches_the_model(trunk, stages, shape):
+    from strategies.teacher import fast_forward
+
+    torch.manual_seed(0)
+    model = EmbeddingNet(trunk, dim=16, frozen_stages=stages)
+    model.train()
+    model(torch.randn(8, *shape))  # BatchNorm running statistics away from their init
+    model.eval()
+    x = torch.randn(5, *shape)
+    with torch.no_grad():
+        assert torch.allclose(fast_forward(model)(x), model(x), atol=1e-5)
