@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite itself.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	$(BIN)/python -m pytest -q --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 # The default matrix on the embedded synth-fg data, into results/demo, then its report
 # (results/demo/report/report.html and report.md). A failed cell does not stop the report:
