@@ -130,20 +130,38 @@ def test_every_documented_case_is_tested():
     assert documented and sorted(documented) == sorted(CASES)
 
 
+@pytest.fixture(scope="module")
+def outcomes(smoke_store, tmp_path_factory) -> dict[str, tuple]:
+    """Every case's CLI run, three at a time (each pays Python's and torch's start-up, so
+    running them side by side saves most of that wait): case -> (process, store, snapshot
+    of the store before, its temporary folder)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prepared = {}
+    for case, (build, _) in CASES.items():
+        tmp = tmp_path_factory.mktemp(case)
+        store = tmp / "store"
+        shutil.copytree(smoke_store, store)
+        prepared[case] = (build(tmp, store), store, snapshot(store), tmp)
+
+    def run(case: str) -> subprocess.CompletedProcess:
+        argv, _, _, tmp = prepared[case]
+        return subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
+                              text=True, timeout=300, cwd=tmp,
+                              env={**os.environ, "LRBENCH_DATA": str(tmp / "no-data")})
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        procs = dict(zip(prepared, pool.map(run, prepared), strict=True))
+    return {case: (procs[case], *prepared[case][1:]) for case in prepared}
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input(case, smoke_store, tmp_path):
-    store = tmp_path / "store"
-    shutil.copytree(smoke_store, store)
-    before = snapshot(store)
-    build, fragment = CASES[case]
-    argv = build(tmp_path, store)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "LRBENCH_DATA": str(tmp_path / "no-data")})
+def test_bad_input(case, outcomes):
+    proc, store, before, tmp = outcomes[case]
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert len(err) == 1 and err[0].startswith("lrbench: error: "), proc.stderr
     assert "Traceback" not in proc.stderr
-    assert fragment in err[0], err[0]
+    assert CASES[case][1] in err[0], err[0]
     assert snapshot(store) == before
-    assert not (tmp_path / "new").exists()  # a refused matrix leaves no folder behind
+    assert not (tmp / "new").exists()  # a refused matrix leaves no folder behind

@@ -85,18 +85,22 @@ def test_external_package_entry_point(tmp_path):
     subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", "--no-index",
                     str(pkg)], check=True, capture_output=True, timeout=300)
     try:
-        out = subprocess.run([sys.executable, "-m", "benchmarks", "list", "strategies",
-                              "--json"], capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr
-        rows = {r["name"]: r for r in json.loads(out.stdout)}
-        assert rows["cosine_kd"]["source"].startswith("entry point")
-        assert rows["cosine_kd"]["summary"].startswith("Cosine distillation")
-        kit = subprocess.run([sys.executable, "-c", (
+        # both processes at once: each spends most of its time importing
+        listing = subprocess.Popen([sys.executable, "-m", "benchmarks", "list", "strategies",
+                                    "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        kit = subprocess.Popen([sys.executable, "-c", (
             "from strategies.testing import check_strategy;"
             "r = check_strategy('cosine_kd'); print(r.checks)")],
-            capture_output=True, text=True, timeout=600)
-        assert kit.returncode == 0, kit.stderr[-2000:]
-        assert "regulariser active (cosine_kd)" in kit.stdout
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = listing.communicate(timeout=300)
+        assert listing.returncode == 0, err
+        rows = {r["name"]: r for r in json.loads(out)}
+        assert rows["cosine_kd"]["source"].startswith("entry point")
+        assert rows["cosine_kd"]["summary"].startswith("Cosine distillation")
+        kit_out, kit_err = kit.communicate(timeout=600)
+        assert kit.returncode == 0, kit_err[-2000:]
+        assert "regulariser active (cosine_kd)" in kit_out
     finally:
         subprocess.run([*pip, "uninstall", "-y", "lrbench-extra-strategy"],
                        capture_output=True, timeout=300)
