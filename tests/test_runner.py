@@ -22,11 +22,6 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 FAST = ["training.iterations=3"]
 
 
-def cli(*argv: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
-                          text=True, timeout=600, cwd=REPO, **kw)
-
-
 def results(store: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text())
             for p in (store / "cells").glob("*/result.json")}
@@ -132,9 +127,8 @@ def test_kill_9_then_rerun_keeps_finished_cells(smoke_store, tmp_path):
     done = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
     assert 1 <= len(done) < 4
     assert not list(store.glob("cells/*/.*.tmp"))  # no half-written file left behind
-    out = cli("run", str(SMOKE), "--out", str(store), "--set", "training.iterations=3")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert f"{len(done)} skipped" in out.stdout
+    counts = run_matrix(load_config(SMOKE, FAST), store, progress=False)  # the rerun
+    assert counts["skipped"] == len(done) and counts["finished"] == 4 - len(done)
     assert {p: p.read_bytes() for p in done} == done
     final, ref = results(store), results(smoke_store)
     assert set(final) == set(ref)
