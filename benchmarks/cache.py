@@ -190,6 +190,13 @@ def tensor_transforms(image_size: int, train: bool, generated: bool = False) -> 
     return TensorTransform(image_size, train, generated)
 
 
+def _keep_attributes(wrapper: Dataset, base: Any) -> None:
+    """Give a cached view the attributes streams read from its dataset."""
+    for attr in ("targets", "classes", "class_ids", "name"):
+        if hasattr(base, attr):
+            setattr(wrapper, attr, getattr(base, attr))
+
+
 class CachedImages(Dataset):
     """A dataset's items from its :class:`ImageCache`, through tensor transforms.
 
@@ -198,9 +205,7 @@ class CachedImages(Dataset):
 
     def __init__(self, base: Any, cache: ImageCache, transform: Any) -> None:
         self.base, self.cache, self.transform = base, cache, transform
-        for attr in ("targets", "classes", "class_ids", "name"):
-            if hasattr(base, attr):
-                setattr(self, attr, getattr(base, attr))
+        _keep_attributes(self, base)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -276,9 +281,7 @@ class CachedFeatures(Dataset):
 
     def __init__(self, base: Any, features: np.ndarray, train: bool) -> None:
         self.base, self.features, self.train = base, features, train
-        for attr in ("targets", "classes", "class_ids", "name"):
-            if hasattr(base, attr):
-                setattr(self, attr, getattr(base, attr))
+        _keep_attributes(self, base)
 
     def __len__(self) -> int:
         return len(self.features)
