@@ -182,24 +182,6 @@ figcaption{font-style:italic;color:#555}pre{background:#f6f6f6;padding:.8em;over
 .failed td{color:#a00}"""
 
 
-def _html_table(t: Table) -> str:
-    md = t.to_markdown().strip().splitlines()
-    head = [c.strip() for c in md[0].strip("|").split("|")]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
-
-    def cell(text: str) -> str:
-        text = html.escape(text)
-        if text.startswith("**"):
-            text = "<b>" + text.replace("**", "", 2).replace("**", "") + "</b>"
-            text = text.replace(" †</b>", "</b> †")
-        return text
-
-    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-           + "</tr></thead><tbody>"]
-    out += ["<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows]
-    return "\n".join(out + ["</tbody></table>"])
-
-
 def html_page(results: Results, report: Report, metric: str) -> str:
     """``report.html``: self-contained (figures embedded as base64 PNG, inline CSS)."""
     from reports.tables import metric_title
@@ -223,7 +205,7 @@ def html_page(results: Results, report: Report, metric: str) -> str:
                      for r in payload.itertuples()]
             body.append("</tbody></table>")
         elif kind == "table":
-            body.append(_html_table(payload))
+            body.append(payload.to_html())
         elif kind == "figure":
             data = base64.b64encode(Path(payload).read_bytes()).decode()
             body.append(f"<figure><img alt='{html.escape(text)}' "

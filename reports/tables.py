@@ -65,17 +65,34 @@ class Table:
             text = f"{bold[0]}{text}{bold[1]}"
         return text + (dagger if r["significant"] else "")
 
+    def _rows(self, bold: tuple[str, str], dagger: str) -> list[list[str]]:
+        """Header, then one row per strategy: name, seeds, then every column's cell."""
+        n = self.data.groupby("strategy")["n"].max()
+        rows = [["strategy", "seeds", *(t for _, t in self.columns)]]
+        rows += [[s, str(int(n[s])), *(self._cell(s, c, bold, dagger) for c, _ in self.columns)]
+                 for s in self.strategies]
+        return rows
+
     def to_markdown(self) -> str:
         """A GitHub Markdown table; best per column in bold, † = significant vs baseline."""
-        cols = self.columns
-        n = self.data.groupby("strategy")["n"].max()
-        head = "| strategy | seeds | " + " | ".join(t for _, t in cols) + " |"
-        sep = "|---|---:|" + "---:|" * len(cols)
-        lines = [head, sep]
-        for s in self.strategies:
-            cells = [self._cell(s, c, ("**", "**"), " †") for c, _ in cols]
-            lines.append(f"| {s} | {int(n[s])} | " + " | ".join(cells) + " |")
+        head, *body = self._rows(("**", "**"), " †")
+        lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(self.columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        """An HTML table (for report.html); best per column in bold, † significant."""
+        import html
+
+        head, *body = self._rows(("\0b", "\0/b"), " †")  # placeholders survive escaping
+
+        def cell(text: str) -> str:
+            return html.escape(text).replace("\0b", "<b>").replace("\0/b", "</b>")
+
+        out = ["<table><thead><tr>" + "".join(f"<th>{cell(h)}</th>" for h in head)
+               + "</tr></thead><tbody>"]
+        out += ["<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in body]
+        return "\n".join(out + ["</tbody></table>"])
 
     def to_latex(self) -> str:
         """A booktabs table (``\\usepackage{booktabs}``); best in bold, † significant."""
