@@ -7,7 +7,7 @@
 * optionally frozen BatchNorm statistics (the thesis default for the student): BatchNorm
   layers stay in eval mode during training, their affine parameters still learn;
 * optionally a frozen stem: the first ``frozen_stages`` stages of the trunk (see
-  :func:`trunk_stages`) never train and stay in eval mode. ``forward`` then also accepts
+  :func:`make_trunk`) never train and stay in eval mode. ``forward`` then also accepts
   the stem's output in place of images, which is what the feature cache
   (``benchmarks.cache``) feeds it: strategies and teachers see one interface either way;
 * ImageNet weights only from a local file whose SHA-256 is checked (nothing is downloaded).
@@ -121,6 +121,20 @@ def load_imagenet_weights(trunk_name: str, trunk: nn.Module, path: str | Path | 
     return file
 
 
+def fold_batchnorm(module: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+    """An inference-only copy of ``module`` (eval mode) with each BatchNorm folded into the
+    convolution before it (torch.fx), in channels-last layout, without gradients: on CPU a
+    frozen MobileNetV2 part runs about 1.7x faster, with the same outputs up to rounding.
+    Raises when fx cannot trace ``module``."""
+    import torch.fx.experimental.optimization as fx_opt
+
+    src = copy.deepcopy(module).eval().to(device, memory_format=torch.contiguous_format)
+    fused = fx_opt.fuse(src).to(memory_format=torch.channels_last)
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    return fused
+
+
 class CosineClassifier(nn.Module):
     """``z = s . normalize(V) f`` over the classes seen so far; grows, never shrinks."""
 
@@ -195,13 +209,7 @@ class EmbeddingNet(nn.Module):
         # so the rest sees the same tensor from here as from the feature cache.
         fused = self.__dict__.get("_fused_stem")
         if fused is None or next(fused.parameters(), images).device != images.device:
-            import torch.fx.experimental.optimization as fx_opt
-
-            fused = fx_opt.fuse(copy.deepcopy(self.stem).to(
-                images.device, memory_format=torch.contiguous_format)).to(
-                memory_format=torch.channels_last)
-            for p in fused.parameters():
-                p.requires_grad_(False)
+            fused = fold_batchnorm(self.stem, images.device)
             self.__dict__["_fused_stem"] = fused  # not a submodule: not in the state_dict
         return fused(images.contiguous(memory_format=torch.channels_last)).contiguous()
 

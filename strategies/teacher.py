@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
+from strategies.model import EmbeddingNet, fold_batchnorm
 from strategies.registry import StrategyConfig, StrategyPlugin
 
 
@@ -26,13 +27,10 @@ def fast_forward(model: torch.nn.Module) -> Any:
     layers folded into their convolutions (torch.fx) and run channels-last, which takes a
     third off a MobileNetV2 teacher's pass on CPU. Same outputs up to float rounding
     (about 1e-7); any other model, or one fx cannot trace, keeps its own forward."""
-    if not all(hasattr(model, a) for a in ("trunk", "pool", "embed", "embed_raw")):
+    if not isinstance(model, EmbeddingNet):
         return model
     try:
-        import torch.fx.experimental.optimization as fx_opt
-
-        trunk = fx_opt.fuse(copy.deepcopy(model.trunk).eval()).to(
-            memory_format=torch.channels_last)
+        trunk = fold_batchnorm(model.trunk, next(model.parameters()).device)
     except Exception:  # untraceable trunk: the plain forward is as correct
         return model
 
