@@ -38,24 +38,23 @@ class LwF(TeacherPlugin):
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         cfg = self.config
-        f_t = self.teacher_embed(strategy.mb_x) if self.teacher is not None else None
-        kd = classifier_terms(strategy, self.teacher, cfg.temperature, cfg.ce_weight, f_t)
+        kd = classifier_terms(strategy, self, cfg.temperature, cfg.ce_weight)
         if kd is not None:
             strategy.add_loss("lwf", cfg.lam * kd)
 
 
-def classifier_terms(strategy: Any, teacher: torch.nn.Module | None, temperature: float,
-                     ce_weight: float, f_t: torch.Tensor | None = None) -> torch.Tensor | None:
+def classifier_terms(strategy: Any, plugin: TeacherPlugin, temperature: float,
+                     ce_weight: float) -> torch.Tensor | None:
     """Train the cosine classifier on the current labels (CE, logged as ``ce``) and return
-    the old-class logit distillation to ``teacher`` (None before there is a teacher).
-    ``f_t``: the teacher's embeddings of this batch, when already computed."""
+    the old-class logit distillation to ``plugin``'s teacher (None before there is one).
+    The teacher's embeddings come from :meth:`TeacherPlugin.teacher_embed`: one pass per
+    batch, shared with any other term of the plugin."""
     z_s = strategy.model.logits(strategy.mb_output)
     if ce_weight:
         strategy.add_loss("ce", ce_weight * F.cross_entropy(z_s, strategy.mb_y))
-    if teacher is None:
+    if plugin.teacher is None:
         return None
-    n_old = teacher.classifier.num_classes
-    with torch.inference_mode():
-        z_t = teacher.logits(teacher(strategy.mb_x) if f_t is None else f_t)[:, :n_old]
-    z_t = z_t.clone()
+    n_old = plugin.teacher.classifier.num_classes
+    with torch.no_grad():
+        z_t = plugin.teacher.logits(plugin.teacher_embed(strategy.mb_x))[:, :n_old]
     return kd_loss(z_s[:, :n_old], z_t, temperature)

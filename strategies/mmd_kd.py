@@ -33,9 +33,9 @@ class MMDKD(TeacherPlugin):
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         cfg = self.config
-        f_t = self.teacher_embed(strategy.mb_x) if self.teacher is not None else None
-        kd = classifier_terms(strategy, self.teacher, cfg.temperature, cfg.ce_weight, f_t)
+        kd = classifier_terms(strategy, self, cfg.temperature, cfg.ce_weight)
         if kd is None:
             return
         strategy.add_loss("kd", cfg.lambda_kd * kd)
+        f_t = self.teacher_embed(strategy.mb_x)  # the pass classifier_terms made, kept
         strategy.add_loss("mmd", cfg.lambda_mmd * mmd(strategy.mb_output, f_t, (cfg.sigma,)))
