@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmarks.transforms import IMAGENET_MEAN, IMAGENET_STD
+from benchmarks.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
 
 #: bump when the stored layout or the view recipe changes: old entries are then ignored
 CACHE_VERSION = 1
@@ -111,7 +111,7 @@ def _progress(total: int, desc: str) -> Any:
 def stored_side(image_size: int, generated: bool) -> int:
     """Side of the stored square: the eval resize (256/224 of the crop) for real images,
     the native size for generated ones (which are used as they are)."""
-    return image_size if generated else int(round(image_size * 256 / 224))
+    return image_size if generated else eval_resize(image_size)
 
 
 class ImageCache:

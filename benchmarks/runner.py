@@ -128,11 +128,9 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
     sc = cell["scenario"]
     root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
     cache = cell.get("cache") or {}
-    stem = model if cache.get("features", True) and getattr(model, "frozen_stages", 0) else None
+    stem = model if uses_feature_cache(cell) else None
     wrap = None
-    if info_only:
-        stem = None
-    elif stem is not None or cache.get("images"):
+    if not info_only and (stem is not None or cache.get("images")):
         def wrap(train: Any, test: Any, image_size: int, generated: bool) -> tuple[Any, Any]:
             return cached_pair(train, test, image_size, generated, images=True, model=stem,
                                views=cache.get("views", 2), root=cell.get("cache_dir"))
@@ -145,6 +143,12 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
                                  dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
     return lifelong(sc["datasets"], root=root, image_size=sc["image_size"],
                     dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
+
+
+def uses_feature_cache(cell: dict[str, Any]) -> bool:
+    """Whether a cell trains on cached stem features (a frozen stem, the cache not off)."""
+    return bool((cell.get("cache") or {}).get("features", True)
+                and cell["model"].get("frozen_stages", 0))
 
 
 def check_cells(cells: list[dict[str, Any]]) -> None:
@@ -189,7 +193,7 @@ def warm_caches(cells: list[dict[str, Any]], log: Callable[[str], None] = print)
     done: set[str] = set()
     for cell in cells:
         cache, m = cell.get("cache") or {}, cell["model"]
-        stem = cache.get("features", True) and m.get("frozen_stages", 0) and m["pretrained"]
+        stem = uses_feature_cache(cell) and m["pretrained"]
         if not (cache.get("images") or stem):
             continue
         key = json.dumps([cell["scenario"], m if stem else None, cache, cell.get("data_root"),
@@ -531,8 +535,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                     record(cell, _worker(cell, ckpt(cell), threads, logging, folder(cell)),
                            started)
             else:
-                _run_pool(todo, jobs, record, lambda c: (ckpt(c), threads, logging, folder(c)),
-                          bar.write)
+                _run_pool(todo, jobs, record, lambda c: (ckpt(c), threads, logging, folder(c)))
         except KeyboardInterrupt:
             # first Ctrl-C: running cells stop, finished ones are already on disk; rebuild
             # the tidy table and release the lock. A second Ctrl-C stops this at once; the
@@ -554,8 +557,7 @@ def _ignore_sigint() -> None:
 
 
 def _run_pool(todo: list[dict[str, Any]], jobs: int, record: Callable[..., None],
-              args: Callable[[dict[str, Any]], tuple[Any, ...]],
-              log: Callable[[str], None]) -> None:
+              args: Callable[[dict[str, Any]], tuple[Any, ...]]) -> None:
     """Run cells in ``jobs`` spawned processes; on Ctrl-C stop them and re-raise."""
     import multiprocessing as mp
 

@@ -14,6 +14,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def eval_resize(image_size: int) -> int:
+    """The short side images are resized to before the centre crop (256 for 224)."""
+    return int(round(image_size * 256 / 224))
+
+
 def retrieval_transforms(image_size: int = 224, train: bool = True, generated: bool = False) -> Any:
     """The default transform for one side (train or eval) of a stream."""
     from torchvision import transforms as T
@@ -24,5 +29,4 @@ def retrieval_transforms(image_size: int = 224, train: bool = True, generated: b
     if train:
         return T.Compose([T.RandomResizedCrop(image_size, scale=(0.5, 1.0)),
                           T.RandomHorizontalFlip(), *norm])
-    resize = int(round(image_size * 256 / 224))
-    return T.Compose([T.Resize(resize), T.CenterCrop(image_size), *norm])
+    return T.Compose([T.Resize(eval_resize(image_size)), T.CenterCrop(image_size), *norm])
