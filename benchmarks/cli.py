@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-determinism", action="store_true",
                    help="run the first cell twice here and compare every metric value "
                    "(exit 0 when identical, 1 otherwise); the store is not touched")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out images that cannot be decoded instead of refusing the "
+                   "matrix (every image is decoded once before training; the files left out "
+                   "are recorded in each cell's config and in skipped.json)")
 
     p = sub.add_parser("report", help="tables, plots and a report page from results stores",
                        description="Read one or more results stores (merged) and write "
@@ -198,7 +202,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
         shown = "; ".join(p for p, _ in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5
                                                    else "")
         raise LrbenchError(f"{len(bad)} of {len(ds)} images of {ds.name} cannot be decoded: "
-                           f"{shown}. Replace or remove these files")
+                           f"{shown}. Replace or remove these files, or let 'lrbench run "
+                           "--skip-corrupt' leave them out")
     if not args.json:
         print(f"{ds.name}: all {len(ds):,} images decode")
     return 0
@@ -253,9 +258,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("results", config.name)
     created = not os.path.exists(out)
     if not args.dry_run:
-        from benchmarks.runner import check_cells, prepare_store
+        from benchmarks.runner import check_data, prepare_store
 
-        check_cells(cells)
+        check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
         if not args.check_determinism:
             prepare_store(out, config, args.force, args.resume)
     try:
@@ -282,7 +287,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     counts = run_matrix(config, out, jobs=args.jobs, force=args.force, resume=args.resume,
                         checkpoints=args.checkpoints, progress=True, executor=args.executor,
-                        ray_address=args.ray_address)
+                        ray_address=args.ray_address, skip_corrupt=args.skip_corrupt)
     _print_summary(out)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")

@@ -4,6 +4,7 @@ Results store (DESIGN.md, "Results store")::
 
     results/<name>/
       matrix.yaml                       the resolved matrix
+      skipped.json                      broken images left out (only with --skip-corrupt)
       results.csv, results.parquet      tidy long table of every finished cell
       cells/<scenario>__<strategy>__seed<k>/
         result.json                     config, status, R matrices, timings, versions, host
@@ -32,7 +33,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +130,15 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
     root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
     cache = cell.get("cache") or {}
     stem = model if uses_feature_cache(cell) else None
+    skips = cell.get("skip_files") or {}
+    caching = not info_only and (stem is not None or bool(cache.get("images")))
     wrap = None
-    if not info_only and (stem is not None or cache.get("images")):
+    if caching or skips:
         def wrap(train: Any, test: Any, image_size: int, generated: bool) -> tuple[Any, Any]:
+            if getattr(train, "name", None) in skips:  # --skip-corrupt: broken files left out
+                train, test = (d.without(skips[d.name]) for d in (train, test))
+            if not caching:
+                return train, test
             return cached_pair(train, test, image_size, generated, images=True, model=stem,
                                views=cache.get("views", 2), root=cell.get("cache_dir"))
     kw = {"wrap": wrap, "info_only": info_only}
@@ -143,6 +150,121 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
                                  dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
     return lifelong(sc["datasets"], root=root, image_size=sc["image_size"],
                     dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
+
+
+def cell_datasets(cell: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The named datasets a cell's scenario reads, each with its loader keyword arguments."""
+    from benchmarks.protocols import get_protocol
+
+    sc = cell["scenario"]
+    if "protocol" in sc:
+        proto = get_protocol(sc["protocol"])
+        names, kwargs = list(proto.datasets), proto.dataset_kwargs
+        single = proto.kind == "class_incremental"
+    elif sc.get("dataset"):
+        names, kwargs, single = [sc["dataset"]], sc.get("dataset_kwargs") or {}, True
+    else:
+        names, kwargs, single = list(sc["datasets"]), sc.get("dataset_kwargs") or {}, False
+    if single:
+        return [(names[0], dict(kwargs))]
+    return [(n, dict(kwargs.get(n) or {})) for n in names]
+
+
+#: bump when what a decode check finds changes (its entries are then ignored)
+CHECK_VERSION = 1
+
+
+def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
+                 ) -> dict[str, list[tuple[str, str]]]:
+    """Decode every image of every real dataset the cells read, before any training:
+    dataset name -> ``(path relative to its root, reason)`` of each broken file.
+
+    A truncated JPEG is found only by decoding it whole, which costs about a minute per
+    10k images, so a dataset's answer is kept in the cache folder, keyed by its files'
+    paths, sizes and modification times: a rerun or another matrix on the same files
+    checks nothing again, and a replaced file is checked anew.
+    """
+    import hashlib
+
+    from benchmarks.cache import cache_dir
+    from benchmarks.datasets import ImageListDataset, check_images, get_dataset
+
+    broken: dict[str, list[tuple[str, str]]] = {}
+    done: set[str] = set()
+    for cell in cells:
+        root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
+        for name, kwargs in cell_datasets(cell):
+            if name.partition(":")[0] == "synth-fg":
+                continue  # generated in memory: no file to break
+            seen = json.dumps([name, root, kwargs, cell.get("cache_dir")], sort_keys=True,
+                              default=str)
+            if seen in done:
+                continue
+            done.add(seen)
+            ds = get_dataset(name, root, "all", **kwargs)
+            if not isinstance(ds, ImageListDataset):
+                continue
+            files = []
+            for path, _ in ds.samples:
+                st = os.stat(path)
+                files.append((os.path.relpath(path, ds.root), st.st_size, st.st_mtime_ns))
+            key = hashlib.sha256(json.dumps([CHECK_VERSION, str(ds.root), files]).encode()
+                                 ).hexdigest()[:24]
+            entry = cache_dir(cell.get("cache_dir")) / "checks" / f"{ds.name}-{key}.json"
+            try:
+                bad = [tuple(b) for b in json.loads(entry.read_text())]
+            except (OSError, ValueError):
+                bad = [(os.path.relpath(p, ds.root), why)
+                       for p, why in check_images(ds, progress=progress)]
+                with suppress(OSError):  # an unwritable cache costs the check next time
+                    write_atomic(entry, json.dumps(bad))
+            if bad:
+                known = broken.setdefault(ds.name, [])
+                known += [b for b in bad if b not in known]  # type: ignore[misc]
+    return broken
+
+
+def corrupt_error(broken: dict[str, list[tuple[str, str]]]) -> LrbenchError:
+    """The one-line refusal of a matrix whose data holds broken images."""
+    parts = []
+    for name, bad in sorted(broken.items()):
+        shown = ", ".join(p for p, _ in bad[:3]) + (f" and {len(bad) - 3} more"
+                                                     if len(bad) > 3 else "")
+        parts.append(f"{len(bad)} in {name} ({shown})")
+    return LrbenchError(
+        f"images that cannot be decoded: {'; '.join(parts)}; replace or remove them "
+        "('lrbench data check NAME' lists them all), or pass --skip-corrupt to leave them "
+        "out (recorded in the store)")
+
+
+def mark_skipped(cells: list[dict[str, Any]], broken: dict[str, list[tuple[str, str]]]
+                 ) -> None:
+    """Mark ``cells`` to leave the ``broken`` files of their datasets out (their
+    ``skip_files``), and rehash them: a cell run without some images is another cell."""
+    from benchmarks.config import config_hash
+
+    for cell in cells:
+        skips = {name: sorted(p for p, _ in broken[name])
+                 for name in sorted({n for n, _ in cell_datasets(cell)}) if name in broken}
+        if skips:
+            cell["skip_files"] = skips
+            cell["hash"] = config_hash(cell)
+
+
+def check_data(cells: list[dict[str, Any]], skip_corrupt: bool = False,
+               progress: bool = True) -> dict[str, list[tuple[str, str]]]:
+    """Everything about the cells' data that would fail them later, checked before any
+    training: batch shapes (:func:`check_cells`), then broken images
+    (:func:`find_corrupt`), refused, or with ``skip_corrupt`` left out of the cells
+    (:func:`mark_skipped`, then the shapes again without them). Returns the broken files."""
+    check_cells(cells)
+    broken = find_corrupt(cells, progress)
+    if broken and not skip_corrupt:
+        raise corrupt_error(broken)
+    if broken:
+        mark_skipped(cells, broken)
+        check_cells(cells)
+    return broken
 
 
 def uses_feature_cache(cell: dict[str, Any]) -> bool:
@@ -158,7 +280,8 @@ def check_cells(cells: list[dict[str, Any]]) -> None:
     shapes: dict[str, Any] = {}
     for cell in cells:
         sc = cell["scenario"]
-        key = json.dumps([sc, cell.get("data_root")], sort_keys=True, default=str)
+        key = json.dumps([sc, cell.get("data_root"), cell.get("skip_files")], sort_keys=True,
+                         default=str)
         if key not in shapes:
             shapes[key] = build_benchmark(cell, info_only=True)
         info = shapes[key]
@@ -197,7 +320,8 @@ def warm_caches(cells: list[dict[str, Any]], log: Callable[[str], None] = print)
         if not (cache.get("images") or stem):
             continue
         key = json.dumps([cell["scenario"], m if stem else None, cache, cell.get("data_root"),
-                          cell.get("cache_dir")], sort_keys=True, default=str)
+                          cell.get("skip_files"), cell.get("cache_dir")], sort_keys=True,
+                         default=str)
         if key in done:
             continue
         done.add(key)
@@ -462,8 +586,13 @@ def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) ->
 
 def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool = False,
                resume: bool = False, checkpoints: bool = False, progress: bool = True,
-               executor: str = "local", ray_address: str | None = None) -> dict[str, Any]:
+               executor: str = "local", ray_address: str | None = None,
+               skip_corrupt: bool = False) -> dict[str, Any]:
     """Run every cell not yet finished; return counts of finished/skipped/failed cells.
+
+    Every image of the real datasets is decoded once first (:func:`find_corrupt`): a
+    broken one refuses the matrix, or with ``skip_corrupt`` is left out of every cell that
+    reads it (recorded in each cell's config and in ``skipped.json``).
 
     ``executor="local"`` runs ``jobs`` processes here; ``"ray"`` submits one Ray task per
     cell (1 CPU, and 1 GPU when the cell trains on CUDA) to the cluster at ``ray_address``
@@ -477,12 +606,21 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     if executor == "ray" and (checkpoints or config.logging.tensorboard or config.logging.csv):
         raise LrbenchError("--checkpoints and logging need the local executor (Ray workers "
                            "share no disk with the store); drop one or the other")
-    store = prepare_store(out, config, force, resume)
     cells = expand_cells(config)
-    check_cells(cells)
+    broken = check_data(cells, skip_corrupt, progress)
+    store = prepare_store(out, config, force, resume)
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
         write_atomic(store / "matrix.yaml", resolved_yaml(config))
+        if broken:
+            write_atomic(store / "skipped.json", json.dumps(
+                {name: [{"path": p, "reason": why} for p, why in bad]
+                 for name, bad in sorted(broken.items())}, indent=1))
+            n_bad = sum(len(b) for b in broken.values())
+            print(f"--skip-corrupt: leaving out {n_bad} image(s) that cannot be decoded "
+                  f"(listed in {store / 'skipped.json'})", file=sys.stderr)
+        else:
+            (store / "skipped.json").unlink(missing_ok=True)
         todo = []
         for cell in cells:
             if not force and finished(store / "cells" / cell["id"], cell):

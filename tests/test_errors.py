@@ -54,6 +54,12 @@ def _cub_truncated(tmp: Path) -> str:
     return str(cub)
 
 
+def _cub_run_truncated(tmp: Path) -> str:
+    return matrix(tmp, data_root=_cub_truncated(tmp), scenarios=[{
+        "name": "cub-tiny", "dataset": "cub200", "schedule": "3", "image_size": 32}],
+        **{"training.p": 2, "training.k": 2})
+
+
 def _cub_no_test_in_second_class(tmp: Path) -> str:
     cub = make_cub(tmp)
     split = cub / "train_test_split.txt"
@@ -81,6 +87,8 @@ CASES: dict[str, Case] = {
                       "image_class_labels.txt' is missing"),
     "corrupt-image": (lambda t, s: ["data", "check", "cub200", "--root", _cub_truncated(t)],
                       "Bird_3_0000.jpg"),
+    "corrupt-image-run": (lambda t, s: ["run", _cub_run_truncated(t), "--out", str(t / "new")],
+                          "1 in cub200 (images/003.Bird_3/Bird_3_0000.jpg)"),
     "schedule-too-big": (lambda t, s: ["stream", "--dataset", "cub200", "--schedule", "2+5",
                                        "--root", str(make_cub(t))], "needs 7 classes"),
     "empty-experience": (lambda t, s: ["stream", "--dataset", "cub200", "--schedule",

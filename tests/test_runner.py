@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -279,6 +281,44 @@ def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path)
         c: ref[c]["payload"]["r_matrix"] for c in ref}
 
 
+def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
+        smoke_store, tmp_path, monkeypatch):
+    """Ctrl-C while the second cell trains, then Ctrl-C again while the first one's
+    flush rebuilds the tidy table: the run stops there, the lock is released, the finished
+    cell is kept, and a rerun completes with an uninterrupted run's values."""
+    import benchmarks.runner as runner
+
+    real_cell, real_tidy = runner.run_cell, runner.write_tidy
+    started = []
+
+    def second_cell_interrupted(cell, *args, **kwargs):
+        started.append(cell["id"])
+        if len(started) == 2:
+            raise KeyboardInterrupt  # the first Ctrl-C
+        return real_cell(cell, *args, **kwargs)
+
+    def flush_interrupted(store):
+        raise KeyboardInterrupt  # the second Ctrl-C, during the flush
+
+    monkeypatch.setattr(runner, "run_cell", second_cell_interrupted)
+    monkeypatch.setattr(runner, "write_tidy", flush_interrupted)
+    store = tmp_path / "twice"
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(load_config(SMOKE, FAST), store, progress=False)
+    assert not (store / ".lock").exists() and not (store / "results.csv").exists()
+    assert [p.parent.name for p in store.glob("cells/*/result.json")] == started[:1]
+    kept = (store / "cells" / started[0] / "result.json").read_bytes()
+    monkeypatch.setattr(runner, "run_cell", real_cell)
+    monkeypatch.setattr(runner, "write_tidy", real_tidy)
+    counts = run_matrix(load_config(SMOKE, FAST), store, progress=False)
+    assert counts["skipped"] == 1 and counts["finished"] == 3
+    assert (store / "cells" / started[0] / "result.json").read_bytes() == kept
+    final, ref = results(store), results(smoke_store)
+    assert {c: final[c]["payload"]["r_matrix"] for c in final} == {
+        c: ref[c]["payload"]["r_matrix"] for c in ref}
+    assert (store / "results.csv").read_text() == (smoke_store / "results.csv").read_text()
+
+
 @pytest.mark.slow
 def test_kill_9_at_five_random_moments(smoke_store, tmp_path):
     """Five times: start the smoke matrix, kill -9 it at a random moment after it took its
@@ -306,3 +346,68 @@ def test_kill_9_at_five_random_moments(smoke_store, tmp_path):
         for cell in final:
             assert final[cell]["payload"]["r_matrix"] == ref[cell]["payload"]["r_matrix"]
             assert final[cell]["payload"]["seen"] == ref[cell]["payload"]["seen"]
+
+
+def _cub_matrix(tmp: Path) -> tuple[Any, Path]:
+    """A tiny CUB tree (4 classes, 3 train + 3 test images each) whose first train image
+    is truncated, and a one-cell matrix over it."""
+    from conftest import truncate
+    from test_datasets import make_cub
+
+    cub = make_cub(tmp, class_ids=(3, 7, 12, 15), per_class=6)
+    bad = cub / "images" / "003.Bird_3" / "Bird_3_0000.jpg"
+    truncate(bad)
+    config = parse_config({
+        "name": "cub-tiny", "seeds": [0], "data_root": str(cub),
+        "scenarios": [{"name": "cub-tiny", "dataset": "cub200", "schedule": "2+2",
+                       "image_size": 32}],
+        "model": {"trunk": "small_cnn", "dim": 16, "pool": "avg"},
+        "training": {"p": 2, "k": 2, "iterations": 2, "eval_mb_size": 32},
+        "strategies": {"finetune": {}}, "evaluation": {"ks": [1]},
+        "cache": {"dir": str(tmp / "cache")},
+    })
+    return config, bad
+
+
+def test_corrupt_image_refuses_the_matrix_before_anything_is_written(tmp_path):
+    config, _ = _cub_matrix(tmp_path)
+    with pytest.raises(LrbenchError) as err:
+        run_matrix(config, tmp_path / "store", progress=False)
+    msg = str(err.value)
+    assert "1 in cub200 (images/003.Bird_3/Bird_3_0000.jpg)" in msg and "--skip-corrupt" in msg
+    assert "\n" not in msg and not (tmp_path / "store").exists()
+
+
+def test_skip_corrupt_leaves_the_file_out_and_records_it(tmp_path, monkeypatch):
+    import benchmarks.datasets as datasets
+    from benchmarks.runner import build_benchmark, find_corrupt
+
+    config, bad = _cub_matrix(tmp_path)
+    rel = "images/003.Bird_3/Bird_3_0000.jpg"
+    counts = run_matrix(config, tmp_path / "store", progress=False, skip_corrupt=True)
+    assert counts["finished"] == 1 and counts["failed"] == 0
+    assert json.loads((tmp_path / "store" / "skipped.json").read_text())["cub200"][0][
+        "path"] == rel
+    (cell,) = results(tmp_path / "store").values()
+    assert cell["config"]["skip_files"] == {"cub200": [rel]}
+    plain = expand_cells(config)[0]
+    assert cell["config_hash"] != plain["hash"]  # without an image it is another cell
+    trains = [e.train_images for e in build_benchmark(cell["config"], info_only=True).experiences]
+    assert trains == [5, 6] == [t - (i == 0) for i, t in enumerate(
+        e.train_images for e in build_benchmark(plain, info_only=True).experiences)]
+
+    # the decode check is kept per file set: nothing is decoded again ...
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(datasets, "check_images", no_decoding)
+    assert find_corrupt([plain], progress=False) == {"cub200": [(rel, mock.ANY)]}
+    monkeypatch.undo()
+    # ... until a file changes: the repaired image is checked anew and the cell reruns whole
+    from conftest import write_image
+
+    write_image(bad, seed=99)
+    assert find_corrupt([plain], progress=False) == {}
+    counts = run_matrix(config, tmp_path / "store", progress=False, skip_corrupt=True)
+    assert counts["finished"] == 1 and not (tmp_path / "store" / "skipped.json").exists()
+    assert "skip_files" not in next(iter(results(tmp_path / "store").values()))["config"]

@@ -19,9 +19,10 @@ on-disk layout. Parsing never decodes an image: counting a dataset is cheap.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -211,6 +212,15 @@ class ImageListDataset(LabelledImages):
                 f"{self.name}: cannot decode image {path!r} ({exc}); check the dataset with "
                 f"'lrbench data check {self.name} --root {self.root}' and replace the file"
             ) from None
+
+    def without(self, paths: Collection[str]) -> ImageListDataset:
+        """A copy without the images at ``paths`` (relative to the root), labels unchanged:
+        how ``lrbench run --skip-corrupt`` leaves broken files out."""
+        drop = set(paths)
+        out = copy.copy(self)
+        out.samples = [s for s in self.samples if os.path.relpath(s[0], self.root) not in drop]
+        out.targets = [label for _, label in out.samples]
+        return out
 
     def __repr__(self) -> str:
         return (
