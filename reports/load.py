@@ -35,6 +35,8 @@ class Results:
     stores: list[Path]
     configs: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    #: dataset -> images ``lrbench run --skip-corrupt`` left out of some finished cell
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -70,6 +72,7 @@ def load_results(stores: list[str | Path]) -> Results:
     seen: dict[tuple[str, str, int], tuple[str, Path]] = {}
     configs: dict[str, str] = {}
     versions: dict[str, str] = {}
+    skipped: dict[str, set[str]] = {}
     paths = [Path(s) for s in stores]
     for store in paths:
         results = sorted((store / "cells").glob("*/result.json"))
@@ -100,6 +103,8 @@ def load_results(stores: list[str | Path]) -> Results:
                                "reason": result.get("reason", "")})
                 continue
             versions = versions or dict(result.get("versions", {}))
+            for name, files in (cfg.get("skip_files") or {}).items():
+                skipped.setdefault(name, set()).update(files)
             mats = _matrices(result["payload"])
             matrices[key] = mats
             row = {**base, "num_experiences": result["payload"]["num_experiences"],
@@ -117,7 +122,7 @@ def load_results(stores: list[str | Path]) -> Results:
                       ignore_index=True).drop(columns=["_sc", "_st"])
     return Results(cells, matrices, pd.DataFrame(
         failed, columns=["scenario", "strategy", "seed", "store", "cell", "status", "reason"]),
-        paths, configs, versions)
+        paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())})
 
 
 def _matrix_order(texts: Any) -> dict[str, dict[str, int]]:

@@ -127,6 +127,13 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
         + (f"†: differs from `{base}` in a two-sided paired t-test over seeds, "
            f"p < {report.tables[0].alpha} (p-values in the CSV tables)."
            if base else "No baseline in these results: no significance test.")), None))
+    if results.skipped:
+        listed = "; ".join(f"{len(v)} of {name} ({', '.join(f'`{f}`' for f in v[:5])}"
+                           + (f" and {len(v) - 5} more" if len(v) > 5 else "") + ")"
+                           for name, v in results.skipped.items())
+        blocks.append(("p", f"**Images left out** by `lrbench run --skip-corrupt`, as they "
+                       f"cannot be decoded: {listed}. The cells that read them list them "
+                       "in their config (`skip_files`).", None))
     if len(results.failed):
         blocks.append(("h2", "Failed cells (not averaged in)", None))
         blocks.append(("failed", "", results.failed))

@@ -167,6 +167,23 @@ def test_failed_cell_is_listed_not_averaged(smoke_store, tmp_path):
     assert "| l2_kd | 1 |" in (out / "tables" / "synth-tiny.md").read_text()
 
 
+def test_images_left_out_are_named_on_the_page(smoke_store, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(smoke_store, store)
+    path = store / "cells" / "synth-tiny__finetune__seed0" / "result.json"
+    res = json.loads(path.read_text())
+    res["config"]["skip_files"] = {"cub200": ["images/a.jpg", "images/b.jpg"]}
+    path.write_text(json.dumps(res))
+    out = tmp_path / "report"
+    assert main(["report", str(store), "--out", str(out), "--format", "md,html"]) == 0
+    md = (out / "report.md").read_text()
+    assert "2 of cub200 (`images/a.jpg`, `images/b.jpg`)" in md
+    assert "<code>images/b.jpg</code>" in (out / "report.html").read_text()
+    assert main(["report", str(smoke_store), "--out", str(tmp_path / "plain"),
+                 "--format", "md"]) == 0
+    assert "Images left out" not in (tmp_path / "plain" / "report.md").read_text()
+
+
 def test_stores_merge(smoke_store, smoke_report, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for store, seed in ((a, 0), (b, 1)):
