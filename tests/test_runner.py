@@ -158,6 +158,39 @@ def test_failed_cell_is_recorded_and_the_matrix_goes_on(tmp_path, monkeypatch):
     assert "Traceback" in log
 
 
+def test_exception_inside_a_plugin_is_recorded_with_its_traceback(tmp_path, monkeypatch):
+    """A plugin that raises in ``before_backward`` fails its cell (reason and traceback
+    recorded); the other strategy's cells still finish."""
+    from avalanche.core import SupervisedPlugin
+
+    import strategies.registry as registry
+    from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @register_strategy("raises_in_plugin")
+    class RaisesInPlugin(StrategyPlugin, SupervisedPlugin):
+        class Config(StrategyConfig):
+            pass
+
+        def __init__(self, config: StrategyConfig | None = None) -> None:
+            super().__init__()
+            self.config = config or self.Config()
+
+        def before_backward(self, strategy, **kwargs):
+            raise RuntimeError("plugin bug in before_backward")
+
+    config = load_config(SMOKE, [*FAST, "seeds=[0]", "strategies={finetune: {}, "
+                                 "raises_in_plugin: {}}"])
+    counts = run_matrix(config, tmp_path / "s", progress=False)
+    assert counts["finished"] == 1 and counts["failed"] == 1
+    bad = results(tmp_path / "s")["synth-tiny__raises_in_plugin__seed0"]
+    assert bad["status"] == "failed"
+    assert bad["reason"] == "RuntimeError: plugin bug in before_backward"
+    log = (tmp_path / "s" / "cells" / "synth-tiny__raises_in_plugin__seed0" / "log.txt")
+    assert "Traceback" in log.read_text() and "in before_backward" in log.read_text()
+
+
 @pytest.mark.parametrize("text, needle", [
     ("name: x\nseeds: [0]\nscenarios: [synth-ci]\nstrategies: {finetune: {}}\ntraning: {}\n",
      "unknown key 'traning'. Did you mean 'training'?"),
