@@ -56,11 +56,14 @@ class DKD(TeacherPlugin):
         synth_lr: float = Field(0.1, gt=0, description="Adam step size of the synthesis")
         tv_weight: float = Field(1e-3, ge=0, description="a_tv, total-variation prior")
         l2_weight: float = Field(1e-4, ge=0, description="a_l2, image-norm prior")
-        synth_batch: int = Field(32, ge=2, description="synthetic images per training step")
+        synth_batch: int | None = Field(
+            None, ge=2, description="synthetic images per training step (None: half the "
+            "real batch, at least 2)")
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         super().__init__(config)
         self.synthetic: torch.Tensor | None = None
+        self.synthetic_teacher: torch.Tensor | None = None
         self.synthesis_history: list[float] = []
 
     def budget(self, device: torch.device) -> tuple[int, int]:
@@ -70,10 +73,14 @@ class DKD(TeacherPlugin):
 
     def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         super().before_training_exp(strategy, **kwargs)
-        self.synthetic = None
+        self.synthetic = self.synthetic_teacher = None
         if self.teacher is not None:
             shape = tuple(strategy.experience.dataset[0][0].shape)
             self.synthetic = self.synthesize(shape, strategy.device)
+            # the teacher is frozen and in eval mode: its embeddings of the fixed synthetic
+            # set are fixed too, so they are computed once here, not every step
+            self.synthetic_teacher = torch.cat([
+                self.teacher_embed(chunk) for chunk in self.synthetic.split(256)])
 
     def synthesize(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """Images whose teacher BatchNorm statistics match the running ones."""
@@ -100,10 +107,14 @@ class DKD(TeacherPlugin):
         f_t = self.teacher_embed(strategy.mb_x)
         strategy.add_loss("relation", cfg.lambda_rel * correlation_distillation(
             strategy.mb_output, f_t, cfg.temperature))
-        pick = torch.randint(len(self.synthetic), (min(cfg.synth_batch, len(self.synthetic)),))
-        x_syn = self.synthetic[pick.to(self.synthetic.device)]
-        f_s = strategy.model(x_syn)
-        f_t_syn = self.teacher_embed(x_syn)
+        assert self.synthetic_teacher is not None
+        # half the real batch by default: the second student pass then costs half a step,
+        # which keeps a DKD step within 2x fine-tuning's (docs/methods.md)
+        n = cfg.synth_batch or max(2, len(strategy.mb_x) // 2)
+        pick = torch.randint(len(self.synthetic), (min(n, len(self.synthetic)),))
+        pick = pick.to(self.synthetic.device)
+        f_s = strategy.model(self.synthetic[pick])
+        f_t_syn = self.synthetic_teacher[pick]
         inv = (f_s - f_t_syn).pow(2).sum(dim=1).mean() + correlation_distillation(
             f_s, f_t_syn, cfg.temperature)
         strategy.add_loss("inversion", cfg.lambda_inv * inv)
