@@ -161,13 +161,17 @@ class TensorTransform:
     antialiased bilinear resizing, horizontal flip with probability 0.5; eval: centre crop.
     Then ImageNet normalisation. Written out rather than composed from ``transforms.v2``:
     per image, the composition's dispatch cost more than the arithmetic (1.7 ms vs 0.9 ms).
+    The crop is resized as a uint8 view in the cache's HWC layout (torch's channels-last
+    uint8 kernel, no copy), and normalisation is one multiply-subtract; 0.4 ms per image.
     Random draws come from torch's generator, so seeded runs repeat.
     """
 
     def __init__(self, image_size: int, train: bool, generated: bool = False) -> None:
         self.size, self.train, self.generated = image_size, train, generated
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.inv_std = 1.0 / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        # (x / 255 - mean) / std as x * scale - shift
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / std
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         from torchvision.transforms import RandomResizedCrop
@@ -177,12 +181,14 @@ class TensorTransform:
         if not self.generated:
             if self.train:
                 top, left, h, w = RandomResizedCrop.get_params(img, (0.5, 1.0), (3 / 4, 4 / 3))
-                img = TF.resized_crop(img, top, left, h, w, [s, s], antialias=True)
+                img = torch.nn.functional.interpolate(
+                    img[None, :, top:top + h, left:left + w], size=(s, s), mode="bilinear",
+                    align_corners=False, antialias=True)[0]
             else:
                 img = TF.center_crop(img, [s, s])
         if self.train and torch.rand(()) < 0.5:
             img = img.flip(-1)
-        return img.float().div_(255).sub_(self.mean).mul_(self.inv_std)
+        return img.float().mul_(self.scale).sub_(self.shift)
 
 
 def tensor_transforms(image_size: int, train: bool, generated: bool = False) -> TensorTransform:

@@ -14,6 +14,7 @@ training: {p: 8, k: 4, iterations: 40, optimizer: adam, lr: 0.002}
 strategies:
   finetune: {}
   lwf: {lam: 1.0, training: {lr: 0.001}}    # hyperparameters + per-strategy overrides
+  lwf-strong: {strategy: lwf, lam: 10.0}     # a variant: its own label, a registered strategy
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
 logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
 cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.cache
@@ -51,6 +52,9 @@ class ScenarioSpec(_Strict):
     order: Literal["sorted"] | int = "sorted"
     image_size: int = Field(224, ge=16)
     dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+    validation: float | None = Field(
+        None, gt=0, lt=1, description="evaluate on this fraction of each class's train "
+        "images, held out, instead of the test split (for tuning hyperparameters)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScenarioSpec:
@@ -240,13 +244,18 @@ def check_names(config: MatrixConfig, source: str = "config") -> None:
                                f"mapping (or {{}}), got {params!r}")
         params = dict(params or {})
         overrides = params.pop("training", None) or {}
+        base = params.pop("strategy", name)
         if not isinstance(overrides, dict):
             raise LrbenchError(f"{source}: strategies.{name}.training: give training "
                                f"overrides as a mapping, got {overrides!r}")
+        if not isinstance(base, str):
+            raise LrbenchError(f"{source}: strategies.{name}.strategy: give the name of a "
+                               f"registered strategy, got {base!r}")
         try:
-            make_config(name, params)
+            make_config(base, params)
         except StrategyError as exc:
-            raise LrbenchError(f"{source}: {exc}") from None
+            where = f"strategies.{name}: " if base != name else ""
+            raise LrbenchError(f"{source}: {where}{exc}") from None
         try:
             TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
         except ValidationError as exc:
@@ -260,7 +269,10 @@ def scenario_dict(sc: str | ScenarioSpec) -> dict[str, Any]:
 
         p = get_protocol(sc)
         return {"name": p.name, "protocol": p.name}
-    return {"name": sc.name, **sc.model_dump(exclude={"name"})}
+    out = {"name": sc.name, **sc.model_dump(exclude={"name"})}
+    if out["validation"] is None:  # left out when unset: stores from before it keep their hashes
+        del out["validation"]
+    return out
 
 
 def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
@@ -271,6 +283,7 @@ def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
         for name, params in config.strategies.items():
             params = dict(params or {})
             overrides = params.pop("training", None) or {}
+            base = params.pop("strategy", name)
             training = TrainingSpec.model_validate(
                 {**config.training.model_dump(), **overrides}).model_dump()
             for seed in config.seeds:
@@ -281,6 +294,8 @@ def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
                     "cache": config.cache.model_dump(exclude={"dir"}),
                     "data_root": config.data_root, "cache_dir": config.cache.dir,
                 }
+                if base != name:  # a variant: its label names the cell, base the plugin
+                    cell["plugin"] = base
                 cell["id"] = f"{scenario['name']}__{name}__seed{seed}"
                 cell["hash"] = config_hash(cell)
                 cells.append(cell)

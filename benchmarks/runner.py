@@ -141,9 +141,10 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
                 return train, test
             return cached_pair(train, test, image_size, generated, images=True, model=stem,
                                views=cache.get("views", 2), root=cell.get("cache_dir"))
-    kw = {"wrap": wrap, "info_only": info_only}
+    kw: dict[str, Any] = {"wrap": wrap, "info_only": info_only}
     if "protocol" in sc:
         return get_protocol(sc["protocol"]).build(root, **kw)
+    kw["validation"] = sc.get("validation")
     if sc.get("dataset"):
         return class_incremental(sc["dataset"], sc["schedule"], root=root, order=sc["order"],
                                  image_size=sc["image_size"],
@@ -367,7 +368,7 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     t0 = time.perf_counter()
     seed = int(cell["seed"])
     seed_everything(seed)
-    plugin = make_plugin(cell["strategy"], cell["hparams"])
+    plugin = make_plugin(cell.get("plugin", cell["strategy"]), cell["hparams"])
     m, tr, ev = cell["model"], cell["training"], cell["evaluation"]
     model = build_model(cell, classifier=plugin.needs_classifier)
     bench = build_benchmark(cell, model)

@@ -134,9 +134,29 @@ def _benchmark(trains: list[Dataset], tests: list[Dataset], info: StreamInfo) ->
 Wrap = Callable[[Any, Any, int, bool], tuple[Any, Any]]
 
 
+def validation_split(train: Any, test: Any, fraction: float, seed: int = 0
+                     ) -> tuple[Any, Any]:
+    """``(train minus held-out, held-out)``: ``fraction`` of each class's train images
+    (a seeded draw, at least one, never all) become the evaluation side, with ``test``'s
+    transform. Hyperparameters are chosen on this split; the test split stays unseen."""
+    if not 0 < fraction < 1:
+        raise LrbenchError(f"validation fraction {fraction} is not between 0 and 1; use e.g. 0.2")
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    held: list[int] = []
+    for _, idx in sorted(_indices_by_label(train.targets).items()):
+        n = min(max(round(len(idx) * fraction), 1), len(idx) - 1)
+        drawn = rng.permutation(idx)
+        held += [int(i) for i in drawn[:n]]
+        keep += [int(i) for i in drawn[n:]]
+    val = train.select(sorted(held))
+    val.transform = test.transform
+    return train.select(sorted(keep)), val
+
+
 def _pair(dataset: str | tuple[Any, Any], root: Any, image_size: int,
-          dataset_kwargs: dict[str, Any] | None, wrap: Wrap | None = None
-          ) -> tuple[str, Any, Any]:
+          dataset_kwargs: dict[str, Any] | None, wrap: Wrap | None = None,
+          validation: float | None = None) -> tuple[str, Any, Any]:
     if isinstance(dataset, str):
         generated = dataset.partition(":")[0] == "synth-fg"
         kw = dict(dataset_kwargs or {})
@@ -144,10 +164,14 @@ def _pair(dataset: str | tuple[Any, Any], root: Any, image_size: int,
                             transform=retrieval_transforms(image_size, True, generated), **kw)
         test = get_dataset(dataset, root, "test",
                            transform=retrieval_transforms(image_size, False, generated), **kw)
+        if validation:
+            train, test = validation_split(train, test, validation)
         if wrap is not None:
             train, test = wrap(train, test, image_size, generated)
         return dataset, train, test
     train, test = dataset
+    if validation:
+        train, test = validation_split(train, test, validation)
     return getattr(train, "name", type(train).__name__), train, test
 
 
@@ -168,6 +192,7 @@ def class_incremental(
     dataset_kwargs: dict[str, Any] | None = None,
     wrap: Wrap | None = None,
     info_only: bool = False,
+    validation: float | None = None,
 ) -> Any:
     """A class-incremental Avalanche benchmark over one dataset.
 
@@ -177,8 +202,10 @@ def class_incremental(
     A schedule may use fewer classes than the dataset has (the first ones in ``order``).
     ``wrap`` replaces a named dataset's splits (e.g. by cached versions, see :data:`Wrap`).
     ``info_only`` returns the :class:`StreamInfo` alone (no Avalanche, nothing decoded).
+    ``validation`` (a fraction) evaluates on held-out train images instead of the test
+    split (:func:`validation_split`): the stream to tune hyperparameters on.
     """
-    name, train, test = _pair(dataset, root, image_size, dataset_kwargs, wrap)
+    name, train, test = _pair(dataset, root, image_size, dataset_kwargs, wrap, validation)
     counts = parse_schedule(schedule)
     n_classes = len(train.classes)
     if sum(counts) > n_classes:
@@ -220,12 +247,14 @@ def lifelong(
     dataset_kwargs: dict[str, dict[str, Any]] | None = None,
     wrap: Wrap | None = None,
     info_only: bool = False,
+    validation: float | None = None,
 ) -> Any:
     """A lifelong (cross-dataset) Avalanche benchmark: one experience per dataset.
 
     Names are found under ``root`` by their folder names (``CUB_200_2011``, ``flowers102``,
     ``flowers-102``, ``omniglot``, ``omniglot-py``, ...). Labels of dataset k are offset by
     the class counts of datasets 0..k-1, so no label is shared between experiences.
+    ``wrap``, ``info_only`` and ``validation``: as in :func:`class_incremental`.
     """
     if not datasets:
         raise LrbenchError("lifelong stream needs at least one dataset, e.g. flowers102,cub200")
@@ -235,7 +264,7 @@ def lifelong(
         kw = (dataset_kwargs or {}).get(spec, {}) if isinstance(spec, str) else {}
         if isinstance(spec, str):
             dataset_class(spec)  # unknown names fail before any loading
-        name, train, test = _pair(spec, root, image_size, kw, wrap)
+        name, train, test = _pair(spec, root, image_size, kw, wrap, validation)
         n = len(train.classes)
         label_map = {c: offset + c for c in range(n)}
         trains.append(RelabeledSubset(train, range(len(train)), label_map))

@@ -64,7 +64,34 @@ def test_cached_images_give_the_stream_transforms_on_tensors(folder, tmp_path):
     a = tr[0][0]
     torch.manual_seed(0)
     assert torch.equal(a, tr[0][0])  # augmentation follows torch's seed
-    assert tensor_transforms(28, True) is not None
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_tensor_transform_matches_torchvision(train):
+    """The hand-written tensor pipeline equals torchvision's functional ops (same draws)."""
+    from torchvision.transforms import RandomResizedCrop
+    from torchvision.transforms.v2 import functional as TF
+
+    from benchmarks.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    g = torch.Generator().manual_seed(1)
+    hwc = torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8, generator=g)
+    img = hwc.permute(2, 0, 1)  # the cache's layout: an HWC array seen as CHW
+    for seed in range(6):
+        torch.manual_seed(seed)
+        out = tensor_transforms(28, train)(img)
+        torch.manual_seed(seed)
+        ref = img.contiguous()
+        if train:
+            top, left, h, w = RandomResizedCrop.get_params(ref, (0.5, 1.0), (3 / 4, 4 / 3))
+            ref = TF.resized_crop(ref, top, left, h, w, [28, 28], antialias=True)
+            if torch.rand(()) < 0.5:
+                ref = ref.flip(-1)
+        else:
+            ref = TF.center_crop(ref, [28, 28])
+        ref = TF.normalize(ref.float() / 255, IMAGENET_MEAN, IMAGENET_STD)
+        assert out.shape == (3, 28, 28)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
 def synth_pair():

@@ -68,6 +68,12 @@ def test_changed_config_hash_reruns_only_that_strategy(smoke_store, tmp_path):
                    progress=False)
 
 
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_is_valid(config, capsys):
+    assert main(["run", str(REPO / "configs" / config), "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().endswith(" cells")
+
+
 def test_dry_run_prints_cells_and_hashes(capsys):
     assert main(["run", str(SMOKE), "--dry-run", "--set", "training.iterations=3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -444,3 +450,26 @@ def test_skip_corrupt_leaves_the_file_out_and_records_it(tmp_path, monkeypatch):
     counts = run_matrix(config, tmp_path / "store", progress=False, skip_corrupt=True)
     assert counts["finished"] == 1 and not (tmp_path / "store" / "skipped.json").exists()
     assert "skip_files" not in next(iter(results(tmp_path / "store").values()))["config"]
+
+
+def test_strategy_variants_run_under_their_own_label(tmp_path):
+    """``lam10: {strategy: l2_kd, lam: 10}`` is l2_kd with other hyperparameters, a cell of
+    its own beside plain l2_kd; the plain strategy's hash does not change."""
+    base = [*FAST, "seeds=[0]"]
+    plain = {c["id"]: c for c in expand_cells(load_config(SMOKE, base))}
+    config = load_config(SMOKE, [*base, "strategies={l2_kd: {lam: 1.0}, "
+                                         "lam10: {strategy: l2_kd, lam: 10.0}}"])
+    cells = {c["id"]: c for c in expand_cells(config)}
+    var = cells["synth-tiny__lam10__seed0"]
+    assert var["plugin"] == "l2_kd" and var["hparams"] == {"lam": 10.0}
+    assert cells["synth-tiny__l2_kd__seed0"]["hash"] == plain["synth-tiny__l2_kd__seed0"]["hash"]
+    assert "plugin" not in cells["synth-tiny__l2_kd__seed0"]
+    counts = run_matrix(config, tmp_path / "s", progress=False)
+    assert counts["finished"] == 2
+    res = results(tmp_path / "s")
+    a, b = (res[f"synth-tiny__{n}__seed0"]["payload"]["r_matrix"] for n in ("l2_kd", "lam10"))
+    assert a != b  # the variant's weight changed the training
+    with pytest.raises(LrbenchError, match="unknown strategy 'l2kd'"):
+        load_config(SMOKE, [*base, "strategies={v: {strategy: l2kd}}"])
+    with pytest.raises(LrbenchError, match="strategies.v"):
+        load_config(SMOKE, [*base, "strategies={v: {strategy: l2_kd, lamb: 1}}"])

@@ -143,3 +143,64 @@ def test_real_lifelong_stream(shared_data):
                 or label_sets[0] & label_sets[2])
     x, y, _ = bench.test_stream[2].dataset[0]
     assert x.shape[0] == 3 and y >= 202  # Omniglot is binary, loaded as RGB
+
+
+def test_validation_split_holds_out_train_images_per_class():
+    from benchmarks.streams import validation_split
+    from benchmarks.transforms import retrieval_transforms
+
+    train, test = _synth_pair(train_per_class=10)
+    train.transform = retrieval_transforms(32, True, True)
+    test.transform = retrieval_transforms(32, False, True)
+    kept, held = validation_split(train, test, 0.2)
+    assert set(kept.samples).isdisjoint(held.samples)
+    assert sorted(kept.samples + held.samples) == sorted(train.samples)
+    assert all(path.split("/")[3] == "train" for path, _ in held.samples)  # never the test split
+    assert [held.targets.count(c) for c in range(12)] == [2] * 12
+    assert held.transform is test.transform and kept.transform is train.transform
+    assert held.classes == train.classes
+    # the held-out images are the very train images, drawn the same way every time
+    i = held.samples.index(held.samples[5])
+    j = train.samples.index(held.samples[5])
+    assert np.array_equal(np.asarray(held.load_image(i)), np.asarray(train.load_image(j)))
+    assert validation_split(train, test, 0.2)[1].samples == held.samples
+    # a class with two images keeps one for training and holds one out
+    small, _ = _synth_pair(train_per_class=2)
+    kept, held = validation_split(small, small, 0.2)
+    assert [held.targets.count(c) for c in range(12)] == [1] * 12 == [
+        kept.targets.count(c) for c in range(12)]
+    with pytest.raises(LrbenchError, match="between 0 and 1"):
+        validation_split(train, test, 1.5)
+
+
+def test_validation_stream_evaluates_on_held_out_train_images():
+    seen = []
+
+    def record(train, test, image_size, generated):
+        seen.append((train, test))
+        return train, test
+
+    bench = class_incremental(_synth_pair(train_per_class=10), "6+6", validation=0.3)
+    assert [len(e.dataset) for e in bench.test_stream] == [18, 18]
+    info = class_incremental("synth-fg", "6+6", validation=0.3, wrap=record, info_only=True,
+                             dataset_kwargs={"num_classes": 12, "train_per_class": 10,
+                                             "test_per_class": 2})
+    assert [e.train_images for e in info.experiences] == [42, 42]
+    assert [e.test_images for e in info.experiences] == [18, 18]
+    (train, test), = seen
+    assert all("/train/" in p for p, _ in train.samples + test.samples)
+
+
+def test_validation_is_part_of_a_scenario_and_its_hash():
+    from benchmarks.config import expand_cells, parse_config
+
+    raw = {"name": "v", "seeds": [0], "strategies": {"finetune": {}},
+           "scenarios": [{"name": "s", "dataset": "synth-fg", "schedule": "6+6"}]}
+    plain = expand_cells(parse_config(raw, registries=False))[0]
+    assert "validation" not in plain["scenario"]  # unset: hashes of older stores hold
+    raw["scenarios"][0]["validation"] = 0.2
+    val = expand_cells(parse_config(raw, registries=False))[0]
+    assert val["scenario"]["validation"] == 0.2 and val["hash"] != plain["hash"]
+    raw["scenarios"][0]["validation"] = 1.0
+    with pytest.raises(LrbenchError, match="validation"):
+        parse_config(raw, registries=False)

@@ -68,6 +68,11 @@ class LabelledImages(Dataset):
         """The ``index``-th image as a PIL image."""
         raise NotImplementedError
 
+    def select(self, indices: Sequence[int]) -> LabelledImages:
+        """A copy holding only the images at ``indices`` (labels, classes and transforms
+        unchanged): how validation splits and skipped files cut a split."""
+        raise NotImplementedError
+
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         img = self.load_image(index)
         target: Any = self.targets[index]
@@ -213,14 +218,18 @@ class ImageListDataset(LabelledImages):
                 f"'lrbench data check {self.name} --root {self.root}' and replace the file"
             ) from None
 
+    def select(self, indices: Sequence[int]) -> ImageListDataset:
+        out = copy.copy(self)
+        out.samples = [self.samples[i] for i in indices]
+        out.targets = [label for _, label in out.samples]
+        return out
+
     def without(self, paths: Collection[str]) -> ImageListDataset:
         """A copy without the images at ``paths`` (relative to the root), labels unchanged:
         how ``lrbench run --skip-corrupt`` leaves broken files out."""
         drop = set(paths)
-        out = copy.copy(self)
-        out.samples = [s for s in self.samples if os.path.relpath(s[0], self.root) not in drop]
-        out.targets = [label for _, label in out.samples]
-        return out
+        return self.select([i for i, (path, _) in enumerate(self.samples)
+                            if os.path.relpath(path, self.root) not in drop])
 
     def __repr__(self) -> str:
         return (

@@ -22,7 +22,9 @@ second on one core.
 
 from __future__ import annotations
 
+import copy
 import itertools
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -146,6 +148,15 @@ class SynthFG(LabelledImages):
     # -- rendering ------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._keys)
+
+    def select(self, indices: Sequence[int]) -> SynthFG:
+        """A copy holding only the images at ``indices`` (same classes and transforms)."""
+        out = copy.copy(self)
+        out._keys = [self._keys[i] for i in indices]
+        out.targets = [self.targets[i] for i in indices]
+        out.samples = [self.samples[i] for i in indices]
+        out._cache = {} if self._cache is not None else None  # its cache is by index
+        return out
 
     def render(self, index: int) -> np.ndarray:
         """The ``index``-th image as an HxWx3 uint8 array (deterministic)."""
