@@ -94,7 +94,9 @@ def _cached_array(path: Path, shape: tuple[int, ...], dtype: Any,
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
-    arr = np.load(path, mmap_mode="r")
+    # copy-on-write: tensors view the pages without a copy (nothing here writes to them,
+    # and a write would stay in this process, never reach the file)
+    arr = np.load(path, mmap_mode="c")
     if arr.shape != shape:  # a foreign file under our key: recompute rather than trust it
         path.unlink()
         return _cached_array(path, shape, dtype, fill)
@@ -151,7 +153,7 @@ class ImageCache:
 
     def tensor(self, i: int) -> torch.Tensor:
         """Image i as a ``3 x S x S`` uint8 tensor."""
-        return torch.from_numpy(np.array(self.array[i])).permute(2, 0, 1)
+        return torch.from_numpy(self.array[i]).permute(2, 0, 1)
 
 
 class TensorTransform:
@@ -167,6 +169,10 @@ class TensorTransform:
     """
 
     def __init__(self, image_size: int, train: bool, generated: bool = False) -> None:
+        from torchvision.transforms import RandomResizedCrop
+        from torchvision.transforms.v2 import functional as TF
+
+        self._crop_params, self._center_crop = RandomResizedCrop.get_params, TF.center_crop
         self.size, self.train, self.generated = image_size, train, generated
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         # (x / 255 - mean) / std as x * scale - shift
@@ -174,18 +180,15 @@ class TensorTransform:
         self.shift = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / std
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        from torchvision.transforms import RandomResizedCrop
-        from torchvision.transforms.v2 import functional as TF
-
         s = self.size
         if not self.generated:
             if self.train:
-                top, left, h, w = RandomResizedCrop.get_params(img, (0.5, 1.0), (3 / 4, 4 / 3))
+                top, left, h, w = self._crop_params(img, (0.5, 1.0), (3 / 4, 4 / 3))
                 img = torch.nn.functional.interpolate(
                     img[None, :, top:top + h, left:left + w], size=(s, s), mode="bilinear",
                     align_corners=False, antialias=True)[0]
             else:
-                img = TF.center_crop(img, [s, s])
+                img = self._center_crop(img, [s, s])
         if self.train and torch.rand(()) < 0.5:
             img = img.flip(-1)
         return img.float().mul_(self.scale).sub_(self.shift)
