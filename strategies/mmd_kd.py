@@ -29,7 +29,9 @@ class MMDKD(TeacherPlugin):
         lambda_mmd: float = Field(1.0, ge=0, description="weight of the MMD term")
         temperature: float = Field(2.0, gt=0, description="softmax temperature T of the KD")
         sigma: float = Field(1.0, gt=0, description="Gaussian kernel bandwidth of the MMD")
-        ce_weight: float = Field(1.0, ge=0, description="weight of the classifier's CE")
+        ce_weight: float = Field(
+            0.1, ge=0, description="weight of the classifier's CE (chosen on a validation "
+            "split: docs/results/thesis-cub-subset-val.md)")
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         cfg = self.config
