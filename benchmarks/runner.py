@@ -575,10 +575,28 @@ def prepare_store(out: str | Path, config: MatrixConfig, force: bool = False,
     return store
 
 
+def same_matrix(stored: str, config: MatrixConfig) -> bool:
+    """Whether a store's ``matrix.yaml`` is ``config``: compared once both are resolved
+    with today's defaults, so a setting added to lrbench since the store was written does
+    not make it "another matrix" (its cells' hashes still decide what reruns)."""
+    import yaml
+
+    from benchmarks.config import parse_config
+
+    new = resolved_yaml(config)
+    if stored == new:
+        return True
+    try:
+        old = parse_config(yaml.safe_load(stored), "matrix.yaml", registries=False)
+    except (LrbenchError, yaml.YAMLError, TypeError, ValueError):
+        return False
+    return resolved_yaml(old) == new
+
+
 def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) -> None:
     """Refuse a store that holds a different matrix unless told to overwrite or resume."""
     existing = store / "matrix.yaml"
-    if existing.is_file() and existing.read_text() != resolved_yaml(config) and not (
+    if existing.is_file() and not same_matrix(existing.read_text(), config) and not (
             force or resume):
         raise LrbenchError(
             f"{str(store)!r} holds a different matrix; use --resume to keep its finished "

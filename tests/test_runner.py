@@ -57,6 +57,25 @@ def test_rerun_skips_finished_cells_byte_identical(smoke_store):
     assert {p: p.read_bytes() for p in before} == before
 
 
+def test_store_from_before_a_new_setting_is_the_same_matrix(smoke_store, tmp_path):
+    """A matrix.yaml written before a setting existed (here: without
+    training.max_grad_norm and the scenarios' validation) still matches its matrix."""
+    import shutil
+
+    store = tmp_path / "older"
+    shutil.copytree(smoke_store, store)
+    text = (store / "matrix.yaml").read_text()
+    older = "\n".join(line for line in text.splitlines()
+                      if "max_grad_norm" not in line and "validation" not in line) + "\n"
+    assert older != text
+    (store / "matrix.yaml").write_text(older)
+    counts = run_matrix(load_config(SMOKE, FAST), store, progress=False)
+    assert counts["skipped"] == 4 and counts["finished"] == 0
+    (store / "matrix.yaml").write_text(older.replace("lr: 0.002", "lr: 0.5"))
+    with pytest.raises(LrbenchError, match="holds a different matrix"):
+        run_matrix(load_config(SMOKE, FAST), store, progress=False)
+
+
 def test_changed_config_hash_reruns_only_that_strategy(smoke_store, tmp_path):
     cells = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
     changed = {c["id"]: c["hash"] for c in expand_cells(
