@@ -9,9 +9,11 @@
   from images, and the embeddings of both paths compared;
 * distillation overhead: the median training step (forward, every plugin's loss, backward,
   optimizer step; data loading excluded) of each strategy on the same batches of that
-  model, divided by ``finetune``'s in the same round, with a teacher in place (second
-  experience); the strategies take turns over 5 rounds in a rotating order, and the
-  median ratio counts, since this machine's speed drifts by 10-20%.
+  model, with a teacher in place (second experience): the strategies run side by side,
+  taking turns in blocks of 4 steps (:class:`Turns`), and each step is divided by
+  finetune's step of the same index, about a second apart; the median over 3 rounds of
+  24 timed steps counts. This machine's speed drifts by up to 30% over seconds, which
+  made ratios of separately timed runs swing by +-0.15.
 
 ``make bench`` runs this file with the others; results: benchmarks/perf/results/.
 """
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +159,45 @@ class _Features(Dataset):
         return self.x[i], self.targets[i]
 
 
-class StepTimer:
-    """An Avalanche plugin timing each training iteration (forward to optimizer step)."""
+class Turns:
+    """Round-robin turns between threads, a block of training iterations each: strategy A's
+    steps 4k..4k+3, then B's, ... then A's next block. Only the holder of the turn runs, so
+    each step has the whole CPU, and the steps compared are about a second apart: this
+    machine's speed, which drifts by up to 30% over seconds, cancels out. The first step
+    of a block finds the caches full of the other strategies' weights, so it is not timed
+    (one strategy per process, as in a real run, keeps its own in cache)."""
 
-    def __init__(self) -> None:
-        self.times: list[float] = []
+    def __init__(self, n: int, block: int = 4) -> None:
+        self._sems = [threading.Semaphore(0) for _ in range(n)]
+        self._done = [False] * n
+        self._sems[0].release()
+        self.block = block
+
+    def wait(self, i: int) -> None:
+        self._sems[i].acquire()
+
+    def pass_on(self, i: int, finished: bool = False) -> bool:
+        """Hand the turn to the next unfinished thread; False when there is none."""
+        self._done[i] = finished
+        n = len(self._sems)
+        for j in range(1, n):
+            k = (i + j) % n
+            if not self._done[k]:
+                self._sems[k].release()
+                return True
+        return False
+
+
+class StepTimer:
+    """An Avalanche plugin timing each training iteration (forward to optimizer step); with
+    ``turns`` (thread ``index``) it hands the turn on after each block of iterations and
+    leaves each block's first iteration untimed (``None``)."""
+
+    def __init__(self, turns: Turns | None = None, index: int = 0) -> None:
+        self.times: list[float | None] = []
         self._t0 = 0.0
+        self.first_step_at: float | None = None
+        self.turns, self.index = turns, index
 
     def __getattr__(self, name: str) -> Any:  # every other callback: nothing to do
         if name.startswith(("before_", "after_")):
@@ -169,13 +206,24 @@ class StepTimer:
 
     def before_training_iteration(self, strategy: Any, **kw: Any) -> None:
         self._t0 = time.perf_counter()
+        if self.first_step_at is None:
+            self.first_step_at = self._t0
 
     def after_training_iteration(self, strategy: Any, **kw: Any) -> None:
-        self.times.append(time.perf_counter() - self._t0)
+        elapsed = time.perf_counter() - self._t0
+        if self.turns is None:
+            self.times.append(elapsed)
+            return
+        first_of_block = len(self.times) % self.turns.block == 0
+        self.times.append(None if first_of_block else elapsed)
+        if len(self.times) % self.turns.block == 0 and self.turns.pass_on(self.index):
+            self.turns.wait(self.index)
 
 
-def step_times(name: str, iterations: int = 24) -> tuple[list[float], float]:
-    """Per-step times of ``name`` on the second experience, and its synthesis time (dkd)."""
+def _strategy_after_first_experience(name: str, timer: StepTimer, iterations: int
+                                     ) -> tuple[Any, Any]:
+    """``name``'s template on the thesis model, trained on the first experience (so it has
+    a teacher), and the second experience."""
     from benchmarks.streams import class_incremental
     from metrics.plugins import RetrievalMetrics
     from strategies import make_plugin
@@ -187,40 +235,65 @@ def step_times(name: str, iterations: int = 24) -> tuple[list[float], float]:
     model = thesis_model(classifier=plugin.needs_classifier)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4,
                            foreach=True)  # as the runner builds it
-    timer = StepTimer()
     tpl = RetrievalTemplate(model=model, optimizer=opt, p=P, k=K, iterations=iterations,
                             plugins=[plugin, timer], metrics=RetrievalMetrics(ks=(1,)),
                             seed=0)
+    turns, timer.turns = timer.turns, None  # the first experience is set-up: no turns
     tpl.train(bench.train_stream[0])
     timer.times.clear()
-    t0 = time.perf_counter()
-    tpl.train(bench.train_stream[1])
-    total = time.perf_counter() - t0
-    return timer.times[2:], total - sum(timer.times)  # first steps warm up
+    timer.turns, timer.first_step_at = turns, None
+    return tpl, bench.train_stream[1]
 
 
 STRATEGIES = ["finetune", "l2_kd", "lwf", "mmd_kd", "fecd", "dkd"]
-ROUNDS = 5
+ROUNDS = 3
+ITERATIONS = 32
+
+
+def lockstep_round(iterations: int = ITERATIONS) -> tuple[dict[str, list[float]],
+                                                          dict[str, float]]:
+    """Every strategy's second experience, one thread each, taking turns block by block
+    (:class:`Turns`): per strategy its step times (``None`` for the untimed first step of
+    each block) and its set-up time (DKD's synthesis: from the start of its experience to
+    its first step, all while holding the turn)."""
+    turns = Turns(len(STRATEGIES))
+    timers = {n: StepTimer(turns, i) for i, n in enumerate(STRATEGIES)}
+    ready = {n: _strategy_after_first_experience(n, timers[n], iterations)
+             for n in STRATEGIES}
+    setup: dict[str, float] = {}
+
+    def run(i: int, name: str) -> None:
+        turns.wait(i)
+        t0 = time.perf_counter()
+        try:
+            tpl, exp = ready[name]
+            tpl.train(exp)
+        finally:
+            setup[name] = (timers[name].first_step_at or t0) - t0
+            turns.pass_on(i, finished=True)
+
+    with ThreadPoolExecutor(len(STRATEGIES)) as pool:
+        for fut in [pool.submit(run, i, n) for i, n in enumerate(STRATEGIES)]:
+            fut.result()
+    return {n: t.times for n, t in timers.items()}, setup
 
 
 def interleaved_steps() -> dict[str, dict[str, float]]:
-    """``ROUNDS`` rounds over every strategy in turn, the order rotated each round (a slow
-    spell of the machine then hits them all alike): per strategy the median step over all
-    rounds, its setup time, and the median over rounds of its step time / finetune's in
-    the same round (what the bounds check)."""
+    """``ROUNDS`` lockstep rounds (:func:`lockstep_round`): per strategy the median step,
+    its median set-up time, and the median over all steps of its step k / finetune's step
+    k of the same round (what the bounds check)."""
     steps: dict[str, list[float]] = {n: [] for n in STRATEGIES}
-    per_round: dict[str, list[float]] = {n: [] for n in STRATEGIES}
+    ratios: dict[str, list[float]] = {n: [] for n in STRATEGIES}
     setup: dict[str, list[float]] = {n: [] for n in STRATEGIES}
-    for r in range(ROUNDS):
-        order = STRATEGIES[r % len(STRATEGIES):] + STRATEGIES[:r % len(STRATEGIES)]
-        for name in order:
-            times, extra = step_times(name)
-            steps[name] += times
-            per_round[name].append(statistics.median(times))
-            setup[name].append(extra)
+    for _ in range(ROUNDS):
+        times, extra = lockstep_round()
+        for n in STRATEGIES:
+            steps[n] += [t for t in times[n] if t is not None]
+            ratios[n] += [a / b for a, b in zip(times[n], times["finetune"], strict=True)
+                          if a is not None and b is not None]
+            setup[n].append(extra[n])
     return {n: {"step_median_s": statistics.median(steps[n]),
-                "ratio_to_finetune": statistics.median(
-                    a / b for a, b in zip(per_round[n], per_round["finetune"], strict=True)),
+                "ratio_to_finetune": statistics.median(ratios[n]),
                 "experience_setup_s": statistics.median(setup[n]),
                 "steps": len(steps[n])} for n in STRATEGIES}
 
