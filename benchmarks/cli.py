@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from benchmarks.errors import LrbenchError
+from benchmarks.errors import LrbenchError, abridged
 
 EXIT_USAGE = 2
 
@@ -199,8 +199,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(json.dumps({"dataset": ds.name, "checked": len(ds),
                           "broken": [{"path": p, "reason": r} for p, r in bad]}, indent=2))
     if bad:
-        shown = "; ".join(p for p, _ in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5
-                                                   else "")
+        shown = abridged([p for p, _ in bad], 5, "; ")
         raise LrbenchError(f"{len(bad)} of {len(ds)} images of {ds.name} cannot be decoded: "
                            f"{shown}. Replace or remove these files, or let 'lrbench run "
                            "--skip-corrupt' leave them out")

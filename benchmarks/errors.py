@@ -8,7 +8,7 @@ an unknown name); genuine bugs stay ordinary exceptions so their tracebacks are 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class LrbenchError(ValueError):
@@ -30,3 +30,9 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> LrbenchError:
     return LrbenchError(
         f"unknown {kind} {name!r}.{closest(name, choices)} Known: {', '.join(choices)}."
     )
+
+
+def abridged(items: Sequence[str], most: int = 5, sep: str = ", ") -> str:
+    """The first ``most`` items joined, then "and N more": a long list in a one-line message."""
+    rest = len(items) - most
+    return sep.join(items[:most]) + (f" and {rest} more" if rest > 0 else "")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.config import MatrixConfig, expand_cells, resolved_yaml
-from benchmarks.errors import LrbenchError
+from benchmarks.errors import LrbenchError, abridged
 
 TIDY_COLUMNS = ["scenario", "strategy", "seed", "train_exp", "eval_exp", "metric", "k", "value"]
 
@@ -227,11 +227,8 @@ def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
 
 def corrupt_error(broken: dict[str, list[tuple[str, str]]]) -> LrbenchError:
     """The one-line refusal of a matrix whose data holds broken images."""
-    parts = []
-    for name, bad in sorted(broken.items()):
-        shown = ", ".join(p for p, _ in bad[:3]) + (f" and {len(bad) - 3} more"
-                                                     if len(bad) > 3 else "")
-        parts.append(f"{len(bad)} in {name} ({shown})")
+    parts = [f"{len(bad)} in {name} ({abridged([p for p, _ in bad], 3)})"
+             for name, bad in sorted(broken.items())]
     return LrbenchError(
         f"images that cannot be decoded: {'; '.join(parts)}; replace or remove them "
         "('lrbench data check NAME' lists them all), or pass --skip-corrupt to leave them "

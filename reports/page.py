@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.errors import LrbenchError
+from benchmarks.errors import LrbenchError, abridged
 
 if TYPE_CHECKING:  # the heavy imports (pandas, matplotlib) wait until a report is built
     from reports.load import Results
@@ -128,8 +128,7 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
            f"p < {report.tables[0].alpha} (p-values in the CSV tables)."
            if base else "No baseline in these results: no significance test.")), None))
     if results.skipped:
-        listed = "; ".join(f"{len(v)} of {name} ({', '.join(f'`{f}`' for f in v[:5])}"
-                           + (f" and {len(v) - 5} more" if len(v) > 5 else "") + ")"
+        listed = "; ".join(f"{len(v)} of {name} ({abridged([f'`{f}`' for f in v])})"
                            for name, v in results.skipped.items())
         blocks.append(("p", f"**Images left out** by `lrbench run --skip-corrupt`, as they "
                        f"cannot be decoded: {listed}. The cells that read them list them "
