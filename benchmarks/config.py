@@ -228,6 +228,15 @@ def parse_config(data: dict[str, Any], source: str = "config",
     return config
 
 
+def strategy_entry(name: str, params: dict[str, Any] | None
+                   ) -> tuple[str, dict[str, Any], Any]:
+    """A ``strategies`` entry split into (the registered strategy it runs: ``strategy:``, or
+    its own name; its hyperparameters; its ``training:`` overrides)."""
+    params = dict(params or {})
+    overrides = params.pop("training", None) or {}
+    return params.pop("strategy", name), params, overrides
+
+
 def check_names(config: MatrixConfig, source: str = "config") -> None:
     """Protocol and strategy names, strategy hyperparameters and per-strategy training
     overrides, against the registries (a one-line ``LrbenchError`` for the first problem)."""
@@ -242,9 +251,7 @@ def check_names(config: MatrixConfig, source: str = "config") -> None:
         if params is not None and not isinstance(params, dict):
             raise LrbenchError(f"{source}: strategies.{name}: give its hyperparameters as a "
                                f"mapping (or {{}}), got {params!r}")
-        params = dict(params or {})
-        overrides = params.pop("training", None) or {}
-        base = params.pop("strategy", name)
+        base, params, overrides = strategy_entry(name, params)
         if not isinstance(overrides, dict):
             raise LrbenchError(f"{source}: strategies.{name}.training: give training "
                                f"overrides as a mapping, got {overrides!r}")
@@ -281,9 +288,7 @@ def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
     for sc in config.scenarios:
         scenario = scenario_dict(sc)
         for name, params in config.strategies.items():
-            params = dict(params or {})
-            overrides = params.pop("training", None) or {}
-            base = params.pop("strategy", name)
+            base, params, overrides = strategy_entry(name, params)
             training = TrainingSpec.model_validate(
                 {**config.training.model_dump(), **overrides}).model_dump()
             for seed in config.seeds:
