@@ -264,8 +264,10 @@ def stem_feature_cache(images: ImageCache, model: torch.nn.Module, views: int,
     s = images.image_size
     probe = model.stem_features(torch.zeros(1, 3, s, s))
     shape = (len(images.dataset), views, *probe.shape[1:])
+    # the intra-op threads are in the key: features computed with another count may differ
+    # in their last bits, and a cell's numbers must not depend on who filled its cache
     key = _key("stem", fingerprint(images.dataset), images.side, images.generated, s, views,
-               stem_key(model))
+               stem_key(model), torch.get_num_threads())
     path = cache_dir(root) / "features" / f"{key}.npy"
     name = getattr(images.dataset, "name", type(images.dataset).__name__)
 

@@ -93,6 +93,10 @@ class TrainingSpec(_Strict):
     margin: float = Field(0.1, ge=0)
     eval_mb_size: int = Field(128, ge=1)
     device: str = "cpu"
+    threads: int = Field(
+        1, ge=1, le=256, description="intra-op torch threads of a cell: its numbers depend "
+        "on it (a float sum split over threads adds in another order), so it is fixed per "
+        "cell, never derived from the host or --jobs")
     max_grad_norm: float | None = Field(
         1e4, gt=0, description="a larger gradient norm fails the cell (exploding gradient)")
 

@@ -14,8 +14,9 @@ Results store (DESIGN.md, "Results store")::
 Every file is written atomically (temporary file, then rename), so an interrupted run never
 leaves a half-written result; a rerun skips cells whose ``result.json`` is finished with
 the same config hash. A lock file keeps a second runner out of the same store. Cells run
-in this process (``jobs=1``) or in ``jobs`` worker processes, each with its share of the
-torch threads; results come back to this process, the only writer of the store.
+in this process (``jobs=1``) or in ``jobs`` worker processes; each computes with its own
+``training.threads`` (so ``jobs`` changes only how many run at once, never a number), and
+results come back to this process, the only writer of the store.
 """
 
 from __future__ import annotations
@@ -303,13 +304,14 @@ def build_model(cell: dict[str, Any], classifier: bool = False) -> Any:
 
 
 def warm_caches(cells: list[dict[str, Any]], log: Callable[[str], None] = print) -> None:
-    """Fill the on-disk caches the cells share, here, with every thread of this process.
+    """Fill the on-disk caches the cells share, here, before any worker starts.
 
-    Workers would otherwise fill them in one of them, with its share of the threads, while
-    the others wait on the entry's lock. Only seed-independent entries: decoded images, and
-    the features of a pretrained frozen stem (a random stem differs per seed).
+    Workers would otherwise fill them in one of them while the others wait on the entry's
+    lock. Only seed-independent entries: decoded images, and the features of a pretrained
+    frozen stem (a random stem differs per seed), computed with the cell's own
+    ``training.threads`` (the feature cache is keyed by the thread count).
     """
-    from strategies.template import seed_everything
+    from strategies.template import seed_everything, torch_threads
 
     done: set[str] = set()
     for cell in cells:
@@ -318,15 +320,17 @@ def warm_caches(cells: list[dict[str, Any]], log: Callable[[str], None] = print)
         if not (cache.get("images") or stem):
             continue
         key = json.dumps([cell["scenario"], m if stem else None, cache, cell.get("data_root"),
-                          cell.get("skip_files"), cell.get("cache_dir")], sort_keys=True,
-                         default=str)
+                          cell.get("skip_files"), cell.get("cache_dir"),
+                          cell["training"].get("threads", 1) if stem else None],
+                         sort_keys=True, default=str)
         if key in done:
             continue
         done.add(key)
         log(f"preparing caches for {cell['scenario']['name']} (once, shared by its cells)")
         seed_everything(int(cell["seed"]))
-        try:
-            build_benchmark(cell, build_model(cell) if stem else None)
+        try:  # with the cell's own thread count: the stem features are cached per count
+            with torch_threads(cell["training"].get("threads", 1)):
+                build_benchmark(cell, build_model(cell) if stem else None)
         except Exception as exc:  # the cells themselves fail with the reason, and go on
             log(f"could not prepare caches for {cell['scenario']['name']}: {exc}")
 
@@ -353,7 +357,17 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     """Train and evaluate one cell; return its metric payload (raises on failure).
 
     ``logging`` asks for Avalanche loggers, written into ``folder`` (the cell's folder).
+    The cell computes with its own ``training.threads`` intra-op threads, whatever process
+    runs it, so its numbers never depend on ``--jobs``, the executor or the host.
     """
+    from strategies.template import torch_threads
+
+    with torch_threads(cell["training"].get("threads", 1)):
+        return _run_cell(cell, checkpoint, log, logging, folder)
+
+
+def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str], None],
+              logging: dict[str, bool] | None, folder: Path | None) -> dict[str, Any]:
     import torch
 
     from metrics import forgetting
@@ -443,18 +457,15 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _worker(cell: dict[str, Any], checkpoint: str | None, threads: int,
+def _worker(cell: dict[str, Any], checkpoint: str | None = None,
             logging: dict[str, bool] | None = None, folder: str | None = None) -> dict[str, Any]:
     """Run a cell in a worker process; never raises (a failure is a result)."""
     import warnings
-
-    import torch
 
     # spawned workers do not inherit the CLI's warning filters (Avalanche's import chatter)
     warnings.filterwarnings("ignore", message=".*QP solver.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-    torch.set_num_threads(max(1, threads))
     lines: list[str] = []
 
     def log(msg: str) -> None:
@@ -546,7 +557,8 @@ def _run_on_ray(cells: list[dict[str, Any]], record: Callable[..., None],
     refs = {}
     for cell in cells:
         gpus = 1 if str(cell["training"]["device"]).startswith("cuda") else 0
-        ref = task.options(num_cpus=1, num_gpus=gpus).remote(cell, None, 1)
+        cpus = cell["training"].get("threads", 1)
+        ref = task.options(num_cpus=cpus, num_gpus=gpus).remote(cell)
         refs[ref] = (cell, time.time())
     pending = list(refs)
     while pending:
@@ -646,7 +658,6 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         host = {"hostname": socket.gethostname(), "platform": platform.platform(),
                 "cpus": os.cpu_count()}
         vers = versions()
-        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         bar = tqdm(total=len(cells), initial=counts["skipped"], desc=config.name, unit="cell",
                    disable=not progress)
 
@@ -686,10 +697,10 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             elif jobs <= 1:
                 for cell in todo:
                     started = time.time()
-                    record(cell, _worker(cell, ckpt(cell), threads, logging, folder(cell)),
+                    record(cell, _worker(cell, ckpt(cell), logging, folder(cell)),
                            started)
             else:
-                _run_pool(todo, jobs, record, lambda c: (ckpt(c), threads, logging, folder(c)))
+                _run_pool(todo, jobs, record, lambda c: (ckpt(c), logging, folder(c)))
         except KeyboardInterrupt:
             # first Ctrl-C: running cells stop, finished ones are already on disk; rebuild
             # the tidy table and release the lock. A second Ctrl-C stops this at once; the

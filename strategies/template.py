@@ -27,7 +27,8 @@ import os
 import random
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Compute with exactly ``n`` intra-op torch threads inside the block.
+
+    A CPU float sum split over more threads adds in another order: the last bits change,
+    and a near-tie in a ranking can flip. Fixing the count per cell makes its numbers a
+    function of its config and seed, whatever the host's cores, ``--jobs`` or executor.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class PKSampler(MPerClassSampler):

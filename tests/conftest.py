@@ -12,6 +12,10 @@ import pytest
 warnings.filterwarnings("ignore", message=".*QP solver.*")
 
 REPO = Path(__file__).resolve().parents[1]
+#: a subprocess still running after this long has hung: the limit guards against a hang
+#: stopping CI, and no test relies on anything finishing faster (the machine may be loaded)
+HANG_S = 1800
+
 SHARED_DATA = Path(os.environ.get("LRBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

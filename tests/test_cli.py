@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HANG_S
 from test_datasets import make_cub
 
 from benchmarks.cli import main
@@ -76,7 +77,7 @@ def test_real_data_info_and_stream(capsys, shared_data):
 # -- bad input: the real CLI in a subprocess ----------------------------------------------
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=HANG_S)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +149,20 @@ def test_cub_non_contiguous_ids_and_splits(tmp_path):
     assert CUB200(root, "all").split_counts == {"train": 6, "test": 6}
     # parent folder of several datasets works too, and so does a class subset
     assert len(CUB200(tmp_path, "train", class_subset=[7])) == 2
-    # the inverted-flag reading swaps the splits
-    assert [p for p, _ in CUB200(root, "train", train_flag=0).samples] == [
-        p for p, _ in test.samples]
+
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda t: t.replace(" 0\n", " 7\n", 1), "flag '7'; the official flags are 1"),
+    (lambda t: t + t.splitlines()[0] + "\n", "lists image id 1 twice"),
+])
+def test_cub_split_flags_are_checked(tmp_path, damage, needle):
+    """Only 1 (training image) and 0 (test image) are flags; a duplicate id is an error."""
+    root = make_cub(tmp_path)
+    split = root / "train_test_split.txt"
+    split.write_text(damage(split.read_text()))
+    with pytest.raises(LrbenchError, match=needle.replace("(", r"\(")):
+        CUB200(root)
 
 
 def test_cub_missing_index_file_names_it(tmp_path):
@@ -329,9 +341,10 @@ def test_every_registered_loader_has_the_uniform_signature():
 def test_real_cub_subset(shared_data):
     ds = CUB200(shared_data / "CUB_200_2011", "all")
     assert ds.num_classes == 100 and len(ds) == 5902
-    # Official semantics (1 = train) on this subset's file; see the CUB200 docstring.
-    assert ds.split_counts == {"train": 2903, "test": 2999}
-    assert CUB200(shared_data, "train", train_flag=0).split_counts["train"] == 2999
+    # the official split (1 = training image): 30 training images for 99 of the 100 classes
+    assert ds.split_counts == {"train": 2999, "test": 2903}
+    per_class = Counter(CUB200(shared_data, "train").targets)
+    assert sorted(Counter(per_class.values()).items()) == [(29, 1), (30, 99)]
     img, label = CUB200(shared_data, "test")[0]
     assert img.size == (227, 227) and label == 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import truncate
+from conftest import HANG_S, truncate
 from test_datasets import make_cub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def outcomes(smoke_store, tmp_path_factory) -> dict[str, tuple]:
     def run(case: str) -> subprocess.CompletedProcess:
         argv, _, _, tmp = prepared[case]
         return subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
-                              text=True, timeout=300, cwd=tmp,
+                              text=True, timeout=HANG_S, cwd=tmp,
                               env={**os.environ, "LRBENCH_DATA": str(tmp / "no-data")})
 
     with ThreadPoolExecutor(max_workers=3) as pool:

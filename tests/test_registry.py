@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import HANG_S
 
 from benchmarks.cli import main
 from strategies import StrategyError, available_strategies, get_strategy, make_config
@@ -83,7 +84,7 @@ def test_external_package_entry_point(tmp_path):
     '''))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", "--no-index",
-                    str(pkg)], check=True, capture_output=True, timeout=300)
+                    str(pkg)], check=True, capture_output=True, timeout=HANG_S)
     try:
         # both processes at once: each spends most of its time importing
         listing = subprocess.Popen([sys.executable, "-m", "benchmarks", "list", "strategies",
@@ -93,17 +94,17 @@ def test_external_package_entry_point(tmp_path):
             "from strategies.testing import check_strategy;"
             "r = check_strategy('cosine_kd'); print(r.checks)")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, err = listing.communicate(timeout=300)
+        out, err = listing.communicate(timeout=HANG_S)
         assert listing.returncode == 0, err
         rows = {r["name"]: r for r in json.loads(out)}
         assert rows["cosine_kd"]["source"].startswith("entry point")
         assert rows["cosine_kd"]["summary"].startswith("Cosine distillation")
-        kit_out, kit_err = kit.communicate(timeout=600)
+        kit_out, kit_err = kit.communicate(timeout=HANG_S)
         assert kit.returncode == 0, kit_err[-2000:]
         assert "regulariser active (cosine_kd)" in kit_out
     finally:
         subprocess.run([*pip, "uninstall", "-y", "lrbench-extra-strategy"],
-                       capture_output=True, timeout=300)
+                       capture_output=True, timeout=HANG_S)
     assert "cosine_kd" not in available_strategies()
 
 

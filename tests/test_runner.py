@@ -101,30 +101,65 @@ def test_dry_run_prints_cells_and_hashes(capsys):
     assert lines[0] == f"{hashes['synth-tiny__finetune__seed0']}  synth-tiny__finetune__seed0"
 
 
+def payload_values(result: dict) -> str:
+    """Every value a cell computed (its payload less the wall-clock timings), as
+    canonical JSON: equal strings are byte-identical numbers."""
+    payload = {k: v for k, v in result["payload"].items() if k != "timings"}
+    return json.dumps(payload, sort_keys=True)
+
+
 def test_jobs_2_gives_the_same_numbers_as_jobs_1(smoke_store, tmp_path):
+    """The whole smoke matrix with --jobs 2 (two cells at once, each in its own worker)
+    equals the --jobs 1 store in every value: every K, mAP@R, seen curves, summaries."""
     store = tmp_path / "parallel"
-    counts = run_matrix(load_config(SMOKE, [*FAST, "seeds=[1]"]), store, jobs=2,
-                        progress=False)
-    assert counts["finished"] == 2
+    counts = run_matrix(load_config(SMOKE, FAST), store, jobs=2, progress=False)
+    assert counts["finished"] == 4
     a, b = results(smoke_store), results(store)
+    assert set(a) == set(b)
     for cell in b:
-        assert a[cell]["payload"]["r_matrix"] == b[cell]["payload"]["r_matrix"], cell
-        assert a[cell]["payload"]["seen"] == b[cell]["payload"]["seen"], cell
+        assert b[cell]["config"]["training"]["threads"] == 1
+        assert payload_values(a[cell]) == payload_values(b[cell]), cell
+
+
+def test_threads_are_a_setting_of_the_cell(tmp_path):
+    """training.threads is the cell's (hashed, recorded), never the host's or --jobs':
+    the torch thread count inside a cell is exactly the setting."""
+    import torch
+
+    import benchmarks.runner as runner
+
+    assert all(c["training"]["threads"] == 1 for c in expand_cells(load_config(SMOKE, FAST)))
+    two = {c["id"]: c["hash"] for c in expand_cells(load_config(
+        SMOKE, [*FAST, "training.threads=2"]))}
+    one = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
+    assert all(two[c] != one[c] for c in one)
+    seen = []
+    real = runner._run_cell
+
+    def spy(cell, *args):
+        seen.append(torch.get_num_threads())
+        return real(cell, *args)
+
+    before = torch.get_num_threads()
+    with mock.patch.object(runner, "_run_cell", spy):
+        runner.run_cell(expand_cells(load_config(
+            SMOKE, ["training.iterations=1", "training.threads=3", "seeds=[0]"]))[0])
+    assert seen == [3] and torch.get_num_threads() == before
 
 
 def test_ray_executor_gives_the_same_numbers(smoke_store, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        counts = run_matrix(load_config(SMOKE, [*FAST, "seeds=[0]"]), tmp_path / "ray",
-                            executor="ray", progress=False)
+        counts = run_matrix(load_config(SMOKE, FAST), tmp_path / "ray", executor="ray",
+                            progress=False)
     finally:
         ray.shutdown()
-    assert counts["finished"] == 2
+    assert counts["finished"] == 4
     a, b = results(smoke_store), results(tmp_path / "ray")
+    assert set(a) == set(b)
     for cell in b:
-        assert a[cell]["payload"]["r_matrix"] == b[cell]["payload"]["r_matrix"], cell
-        assert a[cell]["payload"]["seen"] == b[cell]["payload"]["seen"], cell
+        assert payload_values(a[cell]) == payload_values(b[cell]), cell
 
 
 def test_second_runner_is_refused(tmp_path, capsys):
@@ -141,26 +176,74 @@ def test_second_runner_is_refused(tmp_path, capsys):
         assert (store / ".lock").read_text().split()[0] == str(os.getpid())
 
 
-def test_kill_9_then_rerun_keeps_finished_cells(smoke_store, tmp_path):
-    store = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE), "--out",
-                             str(store), "--set", "training.iterations=3"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(store.glob("cells/*/result.json"))) < 1:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
-    assert 1 <= len(done) < 4
-    assert not list(store.glob("cells/*/.*.tmp"))  # no half-written file left behind
-    counts = run_matrix(load_config(SMOKE, FAST), store, progress=False)  # the rerun
-    assert counts["skipped"] == len(done) and counts["finished"] == 4 - len(done)
-    assert {p: p.read_bytes() for p in done} == done
+@pytest.fixture
+def gate(tmp_path, monkeypatch):
+    """The test-only ``gate`` strategy (tests/gate_plugin.py): registered here, and an
+    entry point for subprocesses through ``env``. Returns ``(gate folder, env)``."""
+    import strategies.registry as registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    import gate_plugin
+
+    register = registry.register_strategy("gate")
+    register(gate_plugin.Gate)
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    site = gate_plugin.install_gate(tmp_path / "gate-site")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return folder, env
+
+
+def gated_matrix(folder: Path) -> list[str]:
+    """--set flags: finetune and ``gate`` (which stops at experience 1 of its cell until
+    released), seed 0, 3 iterations."""
+    return ["--set", "training.iterations=3", "--set", "seeds=[0]", "--set",
+            f"strategies={{finetune: {{}}, gate: {{dir: {str(folder)!r}}}}}"]
+
+
+def check_resumed(store: Path, folder: Path, smoke_store: Path, kept: dict) -> None:
+    """Release the gate, rerun in this process: the kept cells are skipped byte for byte,
+    the gated one finishes, and every value equals an uninterrupted run's (``gate`` trains
+    like ``finetune``)."""
+    (folder / "release").touch()
+    config = load_config(SMOKE, [*FAST, "seeds=[0]", "strategies={finetune: {}, gate: "
+                                 f"{{dir: {str(folder)!r}}}}}"])
+    counts = run_matrix(config, store, progress=False)
+    assert counts["skipped"] == len(kept) and counts["finished"] == 2 - len(kept)
+    assert {p: p.read_bytes() for p in kept} == kept
     final, ref = results(store), results(smoke_store)
-    assert set(final) == set(ref)
+    assert set(final) == {"synth-tiny__finetune__seed0", "synth-tiny__gate__seed0"}
     for cell in final:
-        assert final[cell]["payload"]["r_matrix"] == ref[cell]["payload"]["r_matrix"]
+        assert final[cell]["status"] == "finished"
+        assert same_values(final[cell], ref["synth-tiny__finetune__seed0"]), cell
+
+
+def same_values(a: dict, b: dict) -> bool:
+    """Every metric value of two results (R matrices, seen curves, summaries) equal."""
+    return all(a["payload"][s] == b["payload"][s] for s in ("r_matrix", "seen", "summary"))
+
+
+def test_kill_9_then_rerun_keeps_finished_cells(smoke_store, tmp_path, gate):
+    """kill -9 while the second cell is provably mid-run (held at its gate): the first
+    cell's result is kept, nothing half-written is left, and a rerun completes."""
+    folder, env = gate
+    from gate_plugin import wait_for
+
+    store, log = tmp_path / "killed", tmp_path / "killed.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE),
+                                 "--out", str(store), *gated_matrix(folder)], cwd=REPO,
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(folder / "started-seed0", proc, log)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    done = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
+    assert [p.parent.name for p in done] == ["synth-tiny__finetune__seed0"]
+    assert not list(store.glob("cells/*/.*.tmp")) and not list(store.glob(".*.tmp"))
+    check_resumed(store, folder, smoke_store, done)
 
 
 def test_failed_cell_is_recorded_and_the_matrix_goes_on(tmp_path, monkeypatch):
@@ -316,27 +399,32 @@ def test_check_determinism_runs_one_cell_twice(tmp_path, capsys):
     assert not (tmp_path / "untouched").exists()
 
 
-def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path):
-    store = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE), "--out",
-                             str(store), "--jobs", "2", "--set", "training.iterations=3"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(store.glob("cells/*/result.json")):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert "interrupted: finished cells are kept" in err and "Traceback" not in err
+def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path, gate):
+    """Ctrl-C with --jobs 2 while one cell has finished and the other is provably mid-run
+    (held at its gate): exit 130, the finished cell kept, the lock released, the tidy
+    table written, and the store resumes to an uninterrupted run's values."""
+    folder, env = gate
+    from gate_plugin import wait_for
+
+    store, log = tmp_path / "interrupted", tmp_path / "interrupted.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE),
+                                 "--out", str(store), "--jobs", "2", *gated_matrix(folder)],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(folder / "started-seed0", proc, log)
+            wait_for(store / "cells" / "synth-tiny__finetune__seed0" / "result.json", proc,
+                     log)
+            proc.send_signal(signal.SIGINT)
+        finally:
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 130, text[-2000:]
+    assert "interrupted: finished cells are kept" in text and "Traceback" not in text
     assert not (store / ".lock").exists() and (store / "results.csv").is_file()
     kept = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
-    counts = run_matrix(load_config(SMOKE, FAST), store, progress=False)
-    assert counts["skipped"] == len(kept) and counts["finished"] == 4 - len(kept)
-    assert {p: p.read_bytes() for p in kept} == kept
-    final, ref = results(store), results(smoke_store)
-    assert {c: final[c]["payload"]["r_matrix"] for c in final} == {
-        c: ref[c]["payload"]["r_matrix"] for c in ref}
+    assert [p.parent.name for p in kept] == ["synth-tiny__finetune__seed0"]
+    check_resumed(store, folder, smoke_store, kept)
 
 
 def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(

@@ -17,9 +17,8 @@ class CUB200(ImageListDataset):
     works); ``class_subset`` keeps only the given CUB ids (e.g. ``range(1, 101)``).
 
     ``train_test_split.txt`` is read as the official README defines it: ``<image_id>
-    <is_training_image>``, 1 = train. ``train_flag=0`` reads a file whose flags are inverted
-    (the 100-class subset in ../shared/data is one: there the 30-images-per-class pattern of
-    the official train split sits on the 0 flags).
+    <is_training_image>``, 1 = training image, 0 = test image; any other flag, or an image
+    id listed twice in an index file, is a one-line error naming the file and line.
     """
 
     name = "cub200"
@@ -40,9 +39,7 @@ class CUB200(ImageListDataset):
         download: bool = False,
         target_transform: Any = None,
         class_subset: Iterable[int] | None = None,
-        train_flag: int = 1,
     ) -> None:
-        self.train_flag = str(int(train_flag))
         self.class_subset = None if class_subset is None else {int(c) for c in class_subset}
         super().__init__(root, split, transform, download, target_transform)
 
@@ -54,9 +51,14 @@ class CUB200(ImageListDataset):
 
     def build_index(self) -> DatasetIndex:
         root: Path = self.root
-        images = dict(read_table(root / "images.txt", self, 2))
-        labels = dict(read_table(root / "image_class_labels.txt", self, 2))
-        is_train = dict(read_table(root / "train_test_split.txt", self, 2))
+        images = self._by_id(root / "images.txt")
+        labels = self._by_id(root / "image_class_labels.txt")
+        is_train = self._by_id(root / "train_test_split.txt")
+        for image_id, flag in is_train.items():
+            if flag.strip() not in ("0", "1"):
+                raise self.missing(
+                    f"train_test_split.txt gives image id {image_id} the flag {flag.strip()!r}; "
+                    "the official flags are 1 (training image) and 0 (test image)")
         names = {int(k): v.strip() for k, v in read_table(root / "classes.txt", self, 2)}
         records = []
         for image_id, rel in images.items():
@@ -68,6 +70,17 @@ class CUB200(ImageListDataset):
             class_id = int(labels[image_id])
             if self.class_subset is not None and class_id not in self.class_subset:
                 continue
-            split = "train" if is_train[image_id].strip() == self.train_flag else "test"
+            split = "train" if is_train[image_id].strip() == "1" else "test"
             records.append(Record(str(root / "images" / rel.strip()), class_id, split))
         return DatasetIndex(records, names)
+
+    def _by_id(self, path: Path) -> dict[str, str]:
+        """An index file as ``image id -> value``; an id listed twice is an error (a
+        dictionary would silently keep the last one and drop an image)."""
+        out: dict[str, str] = {}
+        for image_id, value in read_table(path, self, 2):
+            if image_id in out:
+                raise self.missing(f"{path.name} lists image id {image_id} twice; each id "
+                                   "must appear once")
+            out[image_id] = value
+        return out
