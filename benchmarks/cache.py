@@ -18,7 +18,6 @@ folder is ``$LRBENCH_CACHE``, else ``~/.cache/lrbench``; deleting it is always s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import Dataset
 
 from benchmarks.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
@@ -72,12 +72,9 @@ def _key(*parts: Any) -> str:
 @contextmanager
 def _entry_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, even on a crash
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    # an OS lock (filelock: fcntl here, msvcrt on Windows), released even on a crash
+    with FileLock(path.with_name(path.name + ".lock")):
+        yield
 
 
 def _cached_array(path: Path, shape: tuple[int, ...], dtype: Any,

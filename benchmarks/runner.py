@@ -32,70 +32,17 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from benchmarks.config import MatrixConfig, expand_cells, resolved_yaml
 from benchmarks.errors import LrbenchError, abridged
+from benchmarks.store import atomic_write, store_lock
 
 TIDY_COLUMNS = ["scenario", "strategy", "seed", "train_exp", "eval_exp", "metric", "k", "value"]
-
-
-# -- atomic files and the lock --------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def store_lock(store: Path) -> Iterator[None]:
-    """Hold ``store/.lock``; a live holder makes this a one-line error (a dead one is cleared)."""
-    lock = store / ".lock"
-    acquired = False
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = -1
-            if pid > 0 and _pid_alive(pid):
-                raise LrbenchError(
-                    f"results store {str(store)!r} is in use by another lrbench run (pid "
-                    f"{pid}); wait for it to finish or choose another --out") from None
-            lock.unlink(missing_ok=True)  # stale: its runner died
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {socket.gethostname()}\n")
-        acquired = True
-        break
-    if not acquired:
-        raise LrbenchError(f"could not lock results store {str(store)!r}: another run keeps "
-                           "taking it; wait for it to finish or choose another --out")
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 # -- one cell -------------------------------------------------------------------------------
@@ -219,7 +166,7 @@ def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
                 bad = [(os.path.relpath(p, ds.root), why)
                        for p, why in check_images(ds, progress=progress)]
                 with suppress(OSError):  # an unwritable cache costs the check next time
-                    write_atomic(entry, json.dumps(bad))
+                    atomic_write(entry, json.dumps(bad))
             if bad:
                 known = broken.setdefault(ds.name, [])
                 known += [b for b in bad if b not in known]  # type: ignore[misc]
@@ -522,7 +469,7 @@ def write_tidy(store: Path) -> int:
     writer = csv.DictWriter(buf, fieldnames=TIDY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(store / "results.csv", buf.getvalue())
+    atomic_write(store / "results.csv", buf.getvalue())
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=TIDY_COLUMNS).astype(
@@ -639,9 +586,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     store = prepare_store(out, config, force, resume)
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
-        write_atomic(store / "matrix.yaml", resolved_yaml(config))
+        atomic_write(store / "matrix.yaml", resolved_yaml(config))
         if broken:
-            write_atomic(store / "skipped.json", json.dumps(
+            atomic_write(store / "skipped.json", json.dumps(
                 {name: [{"path": p, "reason": why} for p, why in bad]
                  for name, bad in sorted(broken.items())}, indent=1))
             n_bad = sum(len(b) for b in broken.values())
@@ -675,8 +622,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             else:
                 result["reason"] = outcome["reason"]
                 bar.write(f"FAILED {cell['id']}: {outcome['reason']}")
-            write_atomic(cell_dir / "log.txt", "\n".join(outcome["log"]) + "\n")
-            write_atomic(cell_dir / "result.json", json.dumps(result, indent=1))
+            atomic_write(cell_dir / "log.txt", "\n".join(outcome["log"]) + "\n")
+            atomic_write(cell_dir / "result.json", json.dumps(result, indent=1))
             counts[outcome["status"]] += 1
             bar.update(1)
 

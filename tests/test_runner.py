@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,11 +14,13 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from conftest import HANG_S
 
 from benchmarks.cli import main
 from benchmarks.config import expand_cells, load_config, parse_config
 from benchmarks.errors import LrbenchError
-from benchmarks.runner import run_matrix, store_lock
+from benchmarks.runner import run_matrix
+from benchmarks.store import lock_free, store_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -42,7 +45,7 @@ def test_store_layout_and_tidy_table(smoke_store):
     assert lines[0] == "scenario,strategy,seed,train_exp,eval_exp,metric,k,value"
     # per cell: 3 Ks x 9 entries + mAP 9, plus seen: 3 Ks x 3 + mAP 3
     assert len(lines) - 1 == 4 * (3 * 9 + 9 + 3 * 3 + 3)
-    assert (smoke_store / "matrix.yaml").is_file() and not (smoke_store / ".lock").exists()
+    assert (smoke_store / "matrix.yaml").is_file() and lock_free(smoke_store)
     import pandas as pd
 
     frame = pd.read_parquet(smoke_store / "results.parquet")
@@ -170,10 +173,75 @@ def test_second_runner_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [err.strip()]
     assert "in use by another lrbench run" in err and not list(store.glob("cells/*"))
-    # a lock left by a dead runner is cleared
-    (store / ".lock").write_text("999999999 elsewhere\n")
+    assert lock_free(store)
+    # a holder recorded by a dead runner of this host is cleared
+    (store / ".lock.owner").write_text(f"999999999 {socket.gethostname()}\n")
     with store_lock(store):
-        assert (store / ".lock").read_text().split()[0] == str(os.getpid())
+        assert (store / ".lock.owner").read_text().split() == [str(os.getpid()),
+                                                               socket.gethostname()]
+    assert lock_free(store)
+
+
+def test_a_holder_on_another_host_is_never_taken_for_stale(tmp_path):
+    """On a shared disk whose file locks do not reach another host, the owner record keeps
+    that host's runner out: its pid cannot be checked from here, so the lock is refused
+    (naming the host and the file to delete), never stolen."""
+    store = tmp_path / "shared"
+    store.mkdir()
+    record = f"{os.getpid()} other-host.example\n"
+    (store / ".lock.owner").write_text(record)
+    with pytest.raises(LrbenchError, match="held by an lrbench run on host 'other-host"
+                                           r".example' \(pid \d+\); .* delete"), store_lock(store):
+        pass
+    assert (store / ".lock.owner").read_text() == record  # not removed: not ours
+    # a runner under another host name while this one holds the store: the OS lock
+    # refuses it first (where file locks reach across hosts, they do that job)
+    (store / ".lock.owner").unlink()
+    with store_lock(store), mock.patch("benchmarks.store.hostname", return_value="b-host"), \
+            pytest.raises(LrbenchError, match="in use by another lrbench run"), \
+            store_lock(store):
+        pass
+    assert lock_free(store)
+    (store / ".lock").unlink()
+    (store / ".lock").mkdir()
+    with pytest.raises(LrbenchError, match="is a folder, not lrbench's lock file"), \
+            store_lock(store):
+        pass
+
+
+def _race_for_the_lock(store: str, start: Any, release: Any, outcomes: Any) -> None:
+    """One contender: wait at the barrier, try the lock, report, hold it until released."""
+    start.wait()
+    try:
+        with store_lock(Path(store)):
+            outcomes.put("held")
+            release.wait()
+    except LrbenchError:
+        outcomes.put("refused")
+
+
+def test_two_runners_released_by_a_barrier_never_both_hold_the_lock(tmp_path):
+    """Two processes released together by a barrier, 50 rounds: exactly one holds the
+    store each time. The holder keeps it until both have reported, so the other's try
+    provably happens while it is held (no clock involved)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for round_ in range(50):
+        store = tmp_path / f"round{round_}"
+        store.mkdir()
+        start, release, outcomes = ctx.Barrier(2), ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_race_for_the_lock,
+                             args=(str(store), start, release, outcomes)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        got = sorted(outcomes.get(timeout=HANG_S) for _ in procs)
+        release.set()
+        for p in procs:
+            p.join(HANG_S)
+            assert p.exitcode == 0
+        assert got == ["held", "refused"], (round_, got)
+        assert lock_free(store)
 
 
 @pytest.fixture
@@ -421,7 +489,7 @@ def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path,
     text = log.read_text()
     assert proc.returncode == 130, text[-2000:]
     assert "interrupted: finished cells are kept" in text and "Traceback" not in text
-    assert not (store / ".lock").exists() and (store / "results.csv").is_file()
+    assert lock_free(store) and (store / "results.csv").is_file()
     kept = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
     assert [p.parent.name for p in kept] == ["synth-tiny__finetune__seed0"]
     check_resumed(store, folder, smoke_store, kept)
@@ -452,7 +520,7 @@ def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
     one_seed = [*FAST, "seeds=[0]"]
     with pytest.raises(KeyboardInterrupt):
         run_matrix(load_config(SMOKE, one_seed), store, progress=False)
-    assert not (store / ".lock").exists() and not (store / "results.csv").exists()
+    assert lock_free(store) and not (store / "results.csv").exists()
     assert [p.parent.name for p in store.glob("cells/*/result.json")] == started[:1]
     kept = (store / "cells" / started[0] / "result.json").read_bytes()
     monkeypatch.setattr(runner, "run_cell", real_cell)
@@ -483,7 +551,7 @@ def test_kill_9_at_five_random_moments(smoke_store, tmp_path):
                                  "--out", str(store), "--set", "training.iterations=3"],
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300
-        while time.time() < deadline and not (store / ".lock").exists():
+        while time.time() < deadline and not (store / ".lock.owner").exists():
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 6.0))
         proc.send_signal(signal.SIGKILL)
