@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -320,16 +321,24 @@ def _print_summary(store: str) -> None:
         s = result["payload"]["summary"]
         k = s.get("k", 1)
         key = (result["config"]["scenario"]["name"], result["config"]["strategy"])
-        table.setdefault(key, []).append((s["final_mean"], s["forgetting"] or 0.0))
+        table.setdefault(key, []).append(
+            (s.get("final_seen", math.nan), s["final_mean"],
+             math.nan if s["forgetting"] is None else s["forgetting"]))
     if not table:
         return
+
+    def mean(vals: list[float]) -> str:  # undefined (one experience, an old store): "–"
+        ok = [v for v in vals if math.isfinite(v)]
+        return f"{statistics.mean(ok):.3f}" if len(ok) == len(vals) else "–"
+
     w = max(len("scenario"), *(len(sc) for sc, _ in table))
-    print(f"{'scenario':<{w}} {'strategy':<10} {'seeds':>5} {f'final R@{k}':>10} "
-          f"{'forgetting':>10}")
+    print("mean over seeds; seen = gallery of every class seen, per-task = mean over "
+          "each task's own gallery")
+    print(f"{'scenario':<{w}} {'strategy':<10} {'seeds':>5} {f'R@{k} seen':>10} "
+          f"{f'R@{k} per-task':>14} {'forgetting':>10}")
     for (scenario, strategy), vals in sorted(table.items()):
-        fin = statistics.mean(v[0] for v in vals)
-        fgt = statistics.mean(v[1] for v in vals)
-        print(f"{scenario:<{w}} {strategy:<10} {len(vals):>5} {fin:>10.3f} {fgt:>10.3f}")
+        seen, fin, fgt = (mean([v[i] for v in vals]) for i in range(3))
+        print(f"{scenario:<{w}} {strategy:<10} {len(vals):>5} {seen:>10} {fin:>14} {fgt:>10}")
 
 
 COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream, "run": _cmd_run,

@@ -29,11 +29,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from benchmarks.errors import LrbenchError, closest
 
@@ -42,19 +43,65 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ScenarioSpec(_Strict):
-    """An inline stream: class-incremental over ``dataset`` or lifelong over ``datasets``."""
+#: names that become folder names (store, cell ids): no separator, no dot-only name, no
+#: "__" (the cell id's separator, so ids cannot collide), bounded length
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+SAFE_NAME_HELP = ("letters, digits and . _ + - only, starting with a letter or digit, at most "
+                  "64 characters, no '__'")
 
-    name: str
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` may become a folder name of the store (see :data:`SAFE_NAME`)."""
+    return bool(re.match(SAFE_NAME, name)) and "__" not in name
+
+
+def _safe_name(name: str) -> str:
+    if not is_safe_name(name):
+        raise ValueError(f"{name[:80]!r} cannot name a folder: use {SAFE_NAME_HELP}")
+    return name
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+
+class ScenarioSpec(_Strict):
+    """A stream: class-incremental over ``dataset`` or lifelong over ``datasets``.
+
+    A named protocol (``lrbench list protocols``) is the same thing with preset fields: the
+    matrix may name it (``- cub-subset-50+5x10``) or start from it and change any field
+    (``- {protocol: cub-subset-50+5x10, validation: 0.2}``); either way it resolves here,
+    when the matrix is loaded, into this one type.
+
+    ``order``: ``seed`` (the default) draws the class order from each cell's seed, so the
+    spread over seeds includes the order's; ``sorted`` keeps class-id order (thesis-faithful
+    runs: sorted CUB ids are taxonomic blocks); an integer fixes one seeded permutation.
+    """
+
+    name: SafeName
     dataset: str | None = None
     schedule: str | list[int] | None = None
     datasets: list[str] | None = None
-    order: Literal["sorted"] | int = "sorted"
+    order: Literal["sorted", "seed"] | int = "seed"
     image_size: int = Field(224, ge=16)
     dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
     validation: float | None = Field(
         None, gt=0, lt=1, description="evaluate on this fraction of each class's train "
         "images, held out, instead of the test split (for tuning hyperparameters)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_protocol(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"protocol": data}
+        if not isinstance(data, dict) or "protocol" not in data:
+            return data
+        from benchmarks.protocols import get_protocol
+
+        given = dict(data)
+        name = given.pop("protocol")
+        if not isinstance(name, str):
+            raise ValueError(f"protocol: give a protocol name, got {name!r}")
+        return {**get_protocol(name).spec(), **given}
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScenarioSpec:
@@ -152,10 +199,10 @@ class CacheSpec(_Strict):
 class MatrixConfig(_Strict):
     """A whole matrix file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    name: SafeName
     seeds: list[int] = Field(min_length=1)
     data_root: str | None = None
-    scenarios: list[str | ScenarioSpec] = Field(min_length=1)
+    scenarios: list[ScenarioSpec] = Field(min_length=1)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     strategies: dict[str, dict[str, Any]] = Field(min_length=1)
@@ -244,13 +291,9 @@ def strategy_entry(name: str, params: dict[str, Any] | None
 def check_names(config: MatrixConfig, source: str = "config") -> None:
     """Protocol and strategy names, strategy hyperparameters and per-strategy training
     overrides, against the registries (a one-line ``LrbenchError`` for the first problem)."""
-    from benchmarks.protocols import get_protocol
     from strategies import make_config
     from strategies.registry import StrategyError
 
-    for sc in config.scenarios:
-        if isinstance(sc, str):
-            get_protocol(sc)
     for name, params in config.strategies.items():
         if params is not None and not isinstance(params, dict):
             raise LrbenchError(f"{source}: strategies.{name}: give its hyperparameters as a "
@@ -273,26 +316,47 @@ def check_names(config: MatrixConfig, source: str = "config") -> None:
             raise _format_error(exc, f"{source}: strategies.{name}.training") from None
 
 
-def scenario_dict(sc: str | ScenarioSpec) -> dict[str, Any]:
+def scenario_dict(sc: ScenarioSpec) -> dict[str, Any]:
     """A scenario as a plain, hashable description."""
-    if isinstance(sc, str):
-        from benchmarks.protocols import get_protocol
-
-        p = get_protocol(sc)
-        return {"name": p.name, "protocol": p.name}
     out = {"name": sc.name, **sc.model_dump(exclude={"name"})}
-    if out["validation"] is None:  # left out when unset: stores from before it keep their hashes
+    if out["validation"] is None:  # left out when unset
         del out["validation"]
     return out
 
 
+def resolved_hparams(strategy: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A strategy's hyperparameters with its defaults filled in (``fecd: {}`` and ``fecd:
+    {lam: 10.0}`` are the same run, so the same cell), as plain JSON values."""
+    from strategies import make_config
+    from strategies.registry import StrategyError
+
+    try:
+        return make_config(strategy, params).model_dump(mode="json")
+    except StrategyError as exc:
+        raise LrbenchError(str(exc)) from None
+
+
 def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
-    """Every (scenario, strategy, seed) cell, fully resolved, with its id and hash."""
+    """Every (scenario, strategy, seed) cell, fully resolved (training settings and the
+    strategy's hyperparameters with their defaults), with its id and hash. Ids are unique
+    by construction (names cannot hold ``__``); a repeated scenario name or seed is a
+    one-line error."""
+    for what, names in (("scenario name", [sc.name for sc in config.scenarios]),
+                        ("seed", config.seeds)):
+        twice = sorted({str(n) for n in names if names.count(n) > 1})
+        if twice:
+            raise LrbenchError(f"{what} {', '.join(twice)} appears twice in the matrix; each "
+                               f"{what} must be unique (its cells would be the same cells)")
+    for name in config.strategies:
+        if not is_safe_name(name):
+            raise LrbenchError(f"strategy label {name!r} cannot name a cell folder: use "
+                               f"{SAFE_NAME_HELP}")
     cells = []
     for sc in config.scenarios:
         scenario = scenario_dict(sc)
         for name, params in config.strategies.items():
             base, params, overrides = strategy_entry(name, params)
+            params = resolved_hparams(base, params)
             training = TrainingSpec.model_validate(
                 {**config.training.model_dump(), **overrides}).model_dump()
             for seed in config.seeds:
@@ -311,13 +375,20 @@ def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
     return cells
 
 
+#: the version of what a cell's hash covers; bump it when the same config would compute
+#: other numbers (2: hyperparameters resolved with their defaults, training.threads, class
+#: order drawn per seed, protocols resolved into their fields, per-experience loss terms)
+HASH_VERSION = 2
+
+
 def config_hash(cell: dict[str, Any]) -> str:
-    """SHA-256 (first 16 hex digits) of a cell's canonical JSON.
+    """SHA-256 (first 16 hex digits) of a cell's canonical JSON and :data:`HASH_VERSION`.
 
     Its id and hash are left out, and so are the data root and the cache folder: the same
     data at another path gives the same numbers, so moving it invalidates no finished cell.
     """
     body = {k: v for k, v in cell.items() if k not in ("id", "hash", "data_root", "cache_dir")}
+    body["hash_version"] = HASH_VERSION
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -22,18 +22,31 @@ class Protocol:
     datasets: tuple[str, ...]
     schedule: str | None = None
     image_size: int = 224
-    order: str | int = "sorted"
+    order: str | int = "seed"
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
-    def build(self, root: Any = None, wrap: Any = None, info_only: bool = False) -> Any:
+    def spec(self) -> dict[str, Any]:
+        """The fields of the matrix's scenario this protocol presets (``ScenarioSpec``)."""
+        out: dict[str, Any] = {"name": self.name, "image_size": self.image_size,
+                               "dataset_kwargs": dict(self.dataset_kwargs)}
+        if self.kind == "class_incremental":
+            out.update(dataset=self.datasets[0], schedule=self.schedule, order=self.order)
+        else:
+            out["datasets"] = list(self.datasets)
+        return out
+
+    def build(self, root: Any = None, wrap: Any = None, info_only: bool = False,
+              seed: int = 0) -> Any:
         """The Avalanche benchmark of this protocol, reading real data from ``root``
-        (``wrap``, ``info_only``: see ``benchmarks.streams.class_incremental``)."""
+        (``wrap``, ``info_only``: see ``benchmarks.streams.class_incremental``); an
+        ``order`` of ``seed`` draws the class order from ``seed``."""
         from benchmarks.streams import class_incremental, lifelong
 
         if self.kind == "class_incremental":
             return class_incremental(
-                self.datasets[0], self.schedule or "", root=root, order=self.order,
+                self.datasets[0], self.schedule or "", root=root,
+                order=seed if self.order == "seed" else self.order,
                 image_size=self.image_size, dataset_kwargs=self.dataset_kwargs, wrap=wrap,
                 info_only=info_only,
             )

@@ -71,7 +71,6 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
     (the frozen-stem feature cache needs the cell's ``model``); with ``info_only`` only
     its ``StreamInfo`` (no Avalanche, no cache, nothing decoded)."""
     from benchmarks.cache import cached_pair
-    from benchmarks.protocols import get_protocol
     from benchmarks.streams import class_incremental, lifelong
 
     sc = cell["scenario"]
@@ -89,12 +88,11 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
                 return train, test
             return cached_pair(train, test, image_size, generated, images=True, model=stem,
                                views=cache.get("views", 2), root=cell.get("cache_dir"))
-    kw: dict[str, Any] = {"wrap": wrap, "info_only": info_only}
-    if "protocol" in sc:
-        return get_protocol(sc["protocol"]).build(root, **kw)
-    kw["validation"] = sc.get("validation")
+    kw: dict[str, Any] = {"wrap": wrap, "info_only": info_only,
+                          "validation": sc.get("validation")}
     if sc.get("dataset"):
-        return class_incremental(sc["dataset"], sc["schedule"], root=root, order=sc["order"],
+        order = cell["seed"] if sc["order"] == "seed" else sc["order"]
+        return class_incremental(sc["dataset"], sc["schedule"], root=root, order=order,
                                  image_size=sc["image_size"],
                                  dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
     return lifelong(sc["datasets"], root=root, image_size=sc["image_size"],
@@ -103,14 +101,8 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
 
 def cell_datasets(cell: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The named datasets a cell's scenario reads, each with its loader keyword arguments."""
-    from benchmarks.protocols import get_protocol
-
     sc = cell["scenario"]
-    if "protocol" in sc:
-        proto = get_protocol(sc["protocol"])
-        names, kwargs = list(proto.datasets), proto.dataset_kwargs
-        single = proto.kind == "class_incremental"
-    elif sc.get("dataset"):
+    if sc.get("dataset"):
         names, kwargs, single = [sc["dataset"]], sc.get("dataset_kwargs") or {}, True
     else:
         names, kwargs, single = list(sc["datasets"]), sc.get("dataset_kwargs") or {}, False
@@ -362,14 +354,23 @@ def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str]
         done = tpl.experiences_done
         eta = (n_exp - done) * sum(timings) / len(timings)
         log(f"{cell['strategy']} {cell['scenario']['name']} seed {seed}: experience "
-            f"{done}/{n_exp}, R@{k0} seen {metrics.seen_curve(k0)[done - 1]:.3f}, "
-            f"ETA {eta:.0f}s")
+            f"{done - 1} of 0-{n_exp - 1} trained, R@{k0} on the seen-classes gallery "
+            f"{metrics.seen_curve(k0)[done - 1]:.3f}, ETA {eta:.0f}s")
     r = {str(k): metrics.r_matrix(k).tolist() for k in ev["ks"]}
+    seen = metrics.seen_curve(k0)
+    losses = tpl.loss_summary()
+    warnings = quiet_terms(losses, plugin.regularizer)
+    for line in warnings:
+        log(f"warning: {line}")
     payload: dict[str, Any] = {
         "num_experiences": n_exp,
         "r_matrix": {"recall": r},
         "seen": {"recall": {str(k): metrics.seen_curve(k).tolist() for k in ev["ks"]}},
-        "summary": {"k": k0, **forgetting(metrics.r_matrix(k0))},
+        "summary": {"k": k0, "final_seen": float(seen[-1]),
+                    "avg_incremental_seen": float(seen.mean()),
+                    **forgetting(metrics.r_matrix(k0))},
+        "losses": losses,
+        "warnings": warnings,
         "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings},
     }
     if ev["map_at_r"]:
@@ -379,6 +380,24 @@ def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str]
         payload["cross_model"] = {str(k): metrics.cross_model_matrix(k).tolist()
                                   for k in ev["ks"]}
     return _json_safe(payload)
+
+
+def quiet_terms(losses: dict[str, list[float | None]], regularizer: bool) -> list[str]:
+    """Warnings for regularisers that did nothing: a plugin term that is exactly zero in
+    every experience from the second on, or (for a strategy declared a regulariser) no
+    term added at all after the first experience."""
+    out = []
+    terms = [t for t in losses if t not in ("steps", "metric", "total")]
+    for term in terms:
+        later = [v for v in losses[term][1:] if v is not None]
+        if later and all(v == 0.0 for v in later):
+            out.append(f"loss term {term!r} stayed exactly 0 in every experience after the "
+                       "first: the regulariser is inactive (check its data and weights)")
+    if regularizer and len(losses.get("steps", [])) > 1 and not any(
+            v is not None for t in terms for v in losses[t][1:]):
+        out.append("the strategy is a regulariser but added no loss term after the first "
+                   "experience")
+    return out
 
 
 def check_determinism(cell: dict[str, Any], log: Callable[[str], None] = print
@@ -444,6 +463,12 @@ def tidy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                     if v is not None:
                         rows.append({**base, "train_exp": i, "eval_exp": j, "metric": metric,
                                      "k": k, "value": v})
+    for name, values in payload.get("losses", {}).items():
+        for i, v in enumerate(values):
+            if v is not None:
+                rows.append({**base, "train_exp": i, "eval_exp": "train",
+                             "metric": "steps" if name == "steps" else f"loss:{name}",
+                             "k": "", "value": v})
     for metric, by_k in payload["seen"].items():
         curves = by_k.items() if isinstance(by_k, dict) else [("", by_k)]
         for k, curve in curves:
@@ -490,6 +515,19 @@ def finished(cell_dir: Path, cell: dict[str, Any]) -> bool:
     except (OSError, ValueError):
         return False
     return result.get("status") == "finished" and result.get("config_hash") == cell["hash"]
+
+
+def final_line(summary: dict[str, Any]) -> str:
+    """One cell's headline, each number named for its gallery."""
+    k = summary["k"]
+
+    def num(v: float | None) -> str:
+        return "–" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+    seen = (f"final R@{k} seen-classes gallery {num(summary['final_seen'])}, "
+            if "final_seen" in summary else "")
+    return (f"{seen}final R@{k} per-task mean {num(summary['final_mean'])}, "
+            f"forgetting {num(summary['forgetting'])}")
 
 
 def _run_on_ray(cells: list[dict[str, Any]], record: Callable[..., None],
@@ -616,9 +654,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             if outcome["status"] == "finished":
                 result["payload"] = outcome["payload"]
                 summary = outcome["payload"]["summary"]
-                bar.write(f"done   {cell['id']}: final R@{summary['k']} "
-                          f"{summary['final_mean']:.3f}, "
-                          f"forgetting {summary['forgetting'] or 0:.3f}")
+                bar.write(f"done   {cell['id']}: {final_line(summary)}")
             else:
                 result["reason"] = outcome["reason"]
                 bar.write(f"FAILED {cell['id']}: {outcome['reason']}")

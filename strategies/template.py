@@ -5,7 +5,9 @@ What it changes, and why:
 * batches are P classes x K images (pytorch-metric-learning's ``MPerClassSampler``, seeded
   per experience so a run is reproducible and resumable);
 * the budget per experience is ``iterations`` P x K batches, or ``epochs`` passes over the
-  experience's train images (not the reference code's "epoch" of #classes x K images);
+  experience's own train images (not the reference code's "epoch" of #classes x K images,
+  and not the grown dataset that joint training or replay draw from: every strategy gets
+  fine-tuning's number of steps);
 * the criterion is a metric loss on the embeddings (``hard_mining`` by default); plugins
   add their terms with :meth:`RetrievalTemplate.add_loss`, which also logs them;
 * no loss is computed at evaluation (retrieval metrics need only the embeddings);
@@ -136,15 +138,39 @@ class RetrievalTemplate(SupervisedTemplate):
                 f"fewer than P = {self.p} classes per batch; lower P"
             )
         batch = self.p * self.k
-        if self.iterations is not None:
-            length = self.iterations * batch
-        else:
-            length = int(np.ceil(self.epochs * len(dataset) / batch)) * batch
+        length = self.steps_for(len(self.experience.dataset)) * batch
         exp = int(self.experience.current_experience)
         sampler = PKSampler(targets, self.p, self.k, length, seed=self.seed * 100_003 + exp)
         self.dataloader = DataLoader(dataset, batch_size=batch, sampler=sampler,
                                      num_workers=num_workers, drop_last=True,
                                      collate_fn=dataset.collate_fn)
+
+    def steps_for(self, train_images: int) -> int:
+        """Optimisation steps for an experience of ``train_images`` images of its own.
+
+        An ``epochs`` budget counts passes over the experience's OWN train images, not over
+        the dataset a plugin trains on (joint's union of everything seen, replay's memory
+        added): every strategy gets fine-tuning's number of steps per experience unless the
+        matrix gives it another budget.
+        """
+        if self.iterations is not None:
+            return int(self.iterations)
+        return int(np.ceil(self.epochs * train_images / (self.p * self.k)))
+
+    def loss_summary(self) -> dict[str, list[float | None]]:
+        """Per experience trained: ``steps`` and the mean of every loss term over its steps
+        (``metric``, each plugin term, ``total``); None where a term was not added."""
+        by_exp: dict[int, list[dict[str, float]]] = {}
+        for row in self.loss_history:
+            by_exp.setdefault(int(row["experience"]), []).append(row)
+        names = list(dict.fromkeys(k for r in self.loss_history for k in r if k != "experience"))
+        exps = range(max(by_exp) + 1) if by_exp else range(0)
+        out: dict[str, list[float | None]] = {
+            "steps": [float(len(by_exp.get(e, []))) for e in exps]}
+        for name in names:
+            out[name] = [float(np.mean([r[name] for r in by_exp[e] if name in r]))
+                         if any(name in r for r in by_exp.get(e, [])) else None for e in exps]
+        return out
 
     # -- model ------------------------------------------------------------------------------
     def model_adaptation(self, model: torch.nn.Module | None = None) -> torch.nn.Module:

@@ -43,8 +43,16 @@ def test_store_layout_and_tidy_table(smoke_store):
     assert one["host"]["hostname"]
     lines = (smoke_store / "results.csv").read_text().splitlines()
     assert lines[0] == "scenario,strategy,seed,train_exp,eval_exp,metric,k,value"
-    # per cell: 3 Ks x 9 entries + mAP 9, plus seen: 3 Ks x 3 + mAP 3
-    assert len(lines) - 1 == 4 * (3 * 9 + 9 + 3 * 3 + 3)
+    # per cell: 3 Ks x 9 entries + mAP 9, plus seen: 3 Ks x 3 + mAP 3, plus per experience
+    # the steps, the metric loss and the total (3 x 3), and l2_kd's term after the first (2)
+    assert len(lines) - 1 == 4 * (3 * 9 + 9 + 3 * 3 + 3 + 3 * 3) + 2 * 2
+    losses = one["payload"]["losses"]
+    assert losses["steps"] == [3.0, 3.0, 3.0]
+    assert losses["l2_kd"][0] is None and all(v > 0 for v in losses["l2_kd"][1:])
+    assert all(v > 0 for v in losses["metric"]) and one["payload"]["warnings"] == []
+    summary, seen = one["payload"]["summary"], one["payload"]["seen"]["recall"]["1"]
+    assert summary["final_seen"] == seen[-1]
+    assert summary["avg_incremental_seen"] == pytest.approx(sum(seen) / len(seen))
     assert (smoke_store / "matrix.yaml").is_file() and lock_free(smoke_store)
     import pandas as pd
 
@@ -327,7 +335,7 @@ def test_failed_cell_is_recorded_and_the_matrix_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_cell", flaky)
     counts = run_matrix(load_config(SMOKE, [*FAST, "seeds=[0]"]), tmp_path / "s",
                         progress=False)
-    assert counts == {"finished": 1, "skipped": 0, "failed": 1, "rows": 48}
+    assert counts == {"finished": 1, "skipped": 0, "failed": 1, "rows": 48 + 9}  # + losses
     bad = results(tmp_path / "s")["synth-tiny__l2_kd__seed0"]
     assert bad["status"] == "failed" and bad["reason"].startswith("FloatingPointError: loss")
     log = (tmp_path / "s" / "cells" / "synth-tiny__l2_kd__seed0" / "log.txt").read_text()
