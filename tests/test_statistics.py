@@ -235,6 +235,7 @@ def test_one_experience_forgetting_is_undefined_not_zero(noisy_store, tmp_path):
     assert line.split(" | ")[4:7] == ["–", "–", "–"]  # Forgetting, F. ratio, BWT
     page = (tmp_path / "r" / "report.md").read_text()
     assert "docs/metrics.md" in page and "DESIGN.md" not in page
+    assert (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").is_file()
 
 
 def test_first_paragraph_says_what_the_seeds_can_show(noisy_store, tmp_path):
