@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md,html,tex,csv,png,svg",
                    help="comma-separated outputs among md, html, tex, csv, png, svg "
                    "(default: all)")
+    p.add_argument("--split-by", default="", metavar="SETTING[,SETTING]",
+                   help="one table per value of these cell settings (e.g. training.iterations) "
+                   "instead of refusing stores whose cells differ in them")
 
     p = sub.add_parser("stream", help="show the experiences of a stream", description=(
         "Give a PROTOCOL name, or --dataset/--schedule for a class-incremental stream, or "
@@ -299,7 +302,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     formats = parse_formats(args.format)
     report = build_report(args.stores, args.out, baseline=args.baseline, metric=args.metric,
-                          formats=formats)
+                          formats=formats,
+                          split_by=[k.strip() for k in args.split_by.split(",") if k.strip()])
     pages = [p for p in report.files if p.name in ("report.md", "report.html")]
     print(f"{report.out}: {len(report.tables)} table(s), "
           f"{sum(len(v) for v in report.figures.values())} figure file(s)"

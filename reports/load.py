@@ -2,7 +2,12 @@
 
 Reports read only the store: each ``cells/*/result.json`` and ``matrix.yaml``, never
 training code. Several stores merge into one set of results; a cell present in two of them
-must be the same run (same config hash), otherwise it is an error.
+must be the same run (same config hash), and the cells of one scenario must share every
+setting but strategy, strategy hyperparameters and seed (:func:`load_results`), otherwise
+it is an error.
+
+Forgetting, ratio and BWT are recomputed here from each cell's R matrix, never read from
+the ``summary`` the runner writes: with one experience they are NaN (undefined), not 0.
 
 Metric names: ``recall@K`` (one per K the matrix evaluated) and ``map_at_r``.
 """
@@ -23,6 +28,8 @@ from metrics.forgetting import forgetting
 #: per-cell summary columns derived from the chosen metric's R matrix
 SUMMARY_COLUMNS = ("final_mean", "forgetting", "forgetting_ratio", "bwt", "avg_incremental",
                    "last_task")
+#: undefined (NaN, shown as "–") for a cell with a single experience: nothing to forget
+UNDEFINED_WITH_ONE = ("forgetting", "forgetting_ratio", "bwt")
 
 
 @dataclass
@@ -64,15 +71,96 @@ def _matrices(payload: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def load_results(stores: list[str | Path]) -> Results:
-    """Load and merge results stores; a missing or empty store is a one-line error."""
-    rows: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    matrices: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
-    seen: dict[tuple[str, str, int], tuple[str, Path]] = {}
+#: config keys that name a cell or may differ between the cells of one table: where the
+#: data and caches are and what runs the cell do not change what is measured, and
+#: ``skip_files`` (images left out as undecodable) is listed on the report page
+CELL_KEYS = ("id", "hash", "strategy", "seed", "data_root", "cache_dir", "skip_files",
+             "training.device", "training.eval_mb_size")
+#: settings of a strategy: may differ between strategies of one table, not between seeds
+STRATEGY_KEYS = ("hparams", "plugin")
+
+
+def settings(config: dict[str, Any], overrides: dict[str, Any] | None = None
+             ) -> dict[str, str]:
+    """A cell config as flat ``dotted.key -> JSON value`` settings, without :data:`CELL_KEYS`.
+
+    ``overrides`` are the strategy's own ``training:`` overrides in its matrix file: those
+    training keys become strategy settings (``strategy.training.<key>``).
+    """
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = json.dumps(value, sort_keys=True, default=str)
+
+    walk("", config)
+    for key in CELL_KEYS:
+        flat.pop(key, None)
+    for key in overrides or {}:
+        for name in [n for n in flat if n == f"training.{key}"
+                     or n.startswith(f"training.{key}.")]:
+            flat[f"strategy.{name}"] = flat.pop(name)
+    return flat
+
+
+def _overrides(matrix_text: str | None) -> dict[str, dict[str, Any]]:
+    """strategy name -> its ``training:`` overrides in a store's matrix file."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(matrix_text or "") or {}
+    except yaml.YAMLError:
+        return {}
+    out = {}
+    for name, params in (data.get("strategies") or {}).items():
+        if isinstance(params, dict) and isinstance(params.get("training"), dict):
+            out[str(name)] = params["training"]
+    return out
+
+
+def _differing(cells: list[tuple[dict[str, str], Path]], shared: bool
+               ) -> tuple[str, list[tuple[str, Path]]] | None:
+    """The first setting on which ``cells`` disagree, with one (value, store) per value.
+
+    ``shared``: only settings every strategy must share (not :data:`STRATEGY_KEYS` nor the
+    ``strategy.`` ones). A setting missing in some cells (written by an older version) is
+    compared among the cells that have it.
+    """
+    names = dict.fromkeys(n for flat, _ in cells for n in flat)
+    for name in names:
+        if shared and (name.startswith("strategy.")
+                       or name.split(".")[0] in STRATEGY_KEYS):
+            continue
+        seen: dict[str, Path] = {}
+        for flat, store in cells:
+            if name in flat:
+                seen.setdefault(flat[name], store)
+        if len(seen) > 1:
+            return name, list(seen.items())
+    return None
+
+
+def _split_label(scenario: str, flat: dict[str, str], split_by: list[str]) -> str:
+    parts = [f"{k}={json.loads(flat[k]) if k in flat else '-'}" for k in split_by]
+    return f"{scenario} [{', '.join(parts)}]" if parts else scenario
+
+
+def load_results(stores: list[str | Path], split_by: list[str] | None = None) -> Results:
+    """Load and merge results stores; a missing or empty store is a one-line error.
+
+    The finished cells of one scenario must agree on every setting (model, training budget,
+    scenario definition, evaluation, ...) but their strategy, its hyperparameters and
+    training overrides, and the seed; otherwise merging would average unlike runs, and it is
+    a one-line error naming the setting. ``split_by`` (dotted settings, e.g.
+    ``["training.iterations"]``) instead reports each value as its own scenario, named
+    ``"<scenario> [training.iterations=100]"``, where the cells of a scenario differ in it.
+    """
+    split_by = list(split_by or [])
+    loaded: list[tuple[dict[str, Any], Path, Path, dict[str, str]]] = []
     configs: dict[str, str] = {}
-    versions: dict[str, str] = {}
-    skipped: dict[str, set[str]] = {}
     paths = [Path(s) for s in stores]
     for store in paths:
         results = sorted((store / "cells").glob("*/result.json"))
@@ -81,48 +169,111 @@ def load_results(stores: list[str | Path]) -> Results:
                                "give the --out folder of an lrbench run")
         if (store / "matrix.yaml").is_file():
             configs[str(store)] = (store / "matrix.yaml").read_text()
+        overrides = _overrides(configs.get(str(store)))
         for path in results:
             try:
                 result = json.loads(path.read_text())
                 cfg = result["config"]
-                key = (cfg["scenario"]["name"], cfg["strategy"], int(cfg["seed"]))
+                scenario, strategy = cfg["scenario"]["name"], cfg["strategy"]
+                int(cfg["seed"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise LrbenchError(f"{path}: unreadable result ({exc}); rerun that cell with "
                                    "lrbench run --resume") from None
-            if key in seen:
-                if seen[key][0] != result.get("config_hash"):
-                    raise LrbenchError(
-                        f"cell {path.parent.name} is in {str(seen[key][1])!r} and "
-                        f"{str(store)!r} with different configs; report those stores separately")
-                continue
-            seen[key] = (result.get("config_hash"), store)
-            base = {"scenario": key[0], "strategy": key[1], "seed": key[2],
-                    "store": str(store), "cell": path.parent.name}
-            if result.get("status") != "finished":
-                failed.append({**base, "status": result.get("status", "unknown"),
-                               "reason": result.get("reason", "")})
-                continue
-            versions = versions or dict(result.get("versions", {}))
-            for name, files in (cfg.get("skip_files") or {}).items():
-                skipped.setdefault(name, set()).update(files)
-            mats = _matrices(result["payload"])
-            matrices[key] = mats
-            row = {**base, "num_experiences": result["payload"]["num_experiences"],
-                   "train_s": result["payload"].get("timings", {}).get("total_s")}
-            for metric, mat in mats.items():
-                row[f"final:{metric}"] = float(mat[-1].mean())
-            rows.append(row)
+            loaded.append((result, store, path, settings(cfg, overrides.get(strategy))))
+    known = {n for *_, flat in loaded for n in flat}
+    unknown = [k for k in split_by if k not in known]
+    if unknown:
+        raise LrbenchError(f"cannot split by {', '.join(unknown)}: not a setting of these "
+                           f"cells; use dotted names such as training.iterations or model.dim")
+    values: dict[str, set[tuple[str | None, ...]]] = {}  # scenario -> split values seen
+    for result, *_, flat in loaded:
+        values.setdefault(result["config"]["scenario"]["name"], set()).add(
+            tuple(flat.get(k) for k in split_by))
+    splitting = {sc for sc, v in values.items() if len(v) > 1}
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    matrices: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+    seen: dict[tuple[str, str, int], tuple[str, Path, dict[str, str]]] = {}
+    groups: dict[str, list[tuple[dict[str, str], Path]]] = {}
+    by_strategy: dict[tuple[str, str], list[tuple[dict[str, str], Path]]] = {}
+    versions: dict[str, str] = {}
+    skipped: dict[str, set[str]] = {}
+    finished: list[str] = []  # the scenario of each row
+    for result, store, path, flat in loaded:
+        cfg = result["config"]
+        scenario = cfg["scenario"]["name"]
+        label = _split_label(scenario, flat, split_by) if scenario in splitting else scenario
+        key = (label, cfg["strategy"], int(cfg["seed"]))
+        cell = path.parent
+        if key in seen:
+            if seen[key][0] != result.get("config_hash"):
+                diff = _differing([(seen[key][2], seen[key][1]), (flat, store)], shared=False)
+                what = (f" ({diff[0]}: {diff[1][0][0]} vs {diff[1][1][0]})" if diff else "")
+                raise LrbenchError(
+                    f"cell {cell.name} is in {str(seen[key][1])!r} and {str(store)!r} with "
+                    f"different configs{what}; report those stores separately")
+            continue
+        seen[key] = (result.get("config_hash"), store, flat)
+        base = {"scenario": key[0], "strategy": key[1], "seed": key[2],
+                "store": str(store), "cell": cell.name}
+        if result.get("status") != "finished":
+            failed.append({**base, "status": result.get("status", "unknown"),
+                           "reason": result.get("reason", "")})
+            continue
+        finished.append(scenario)
+        groups.setdefault(label, []).append((flat, store))
+        by_strategy.setdefault((label, key[1]), []).append((flat, store))
+        versions = versions or dict(result.get("versions", {}))
+        for name, files in (cfg.get("skip_files") or {}).items():
+            skipped.setdefault(name, set()).update(files)
+        mats = _matrices(result["payload"])
+        matrices[key] = mats
+        row = {**base, "num_experiences": result["payload"]["num_experiences"],
+               "train_s": result["payload"].get("timings", {}).get("total_s")}
+        for metric, mat in mats.items():
+            row[f"final:{metric}"] = float(mat[-1].mean())
+        rows.append(row)
+    _refuse_unlike(groups, by_strategy, split_by)
     cells = pd.DataFrame(rows)
     if len(cells):  # rows in the order the matrix files list scenarios and strategies
         rank = _matrix_order(configs.values())
+        name = {row["scenario"]: sc for row, sc in zip(rows, finished, strict=True)}
+        split = {label: i for i, label in enumerate(dict.fromkeys(cells.scenario))}
         cells = cells.assign(
-            _sc=[rank["scenarios"].get(v, len(rank["scenarios"])) for v in cells.scenario],
+            _sc=[rank["scenarios"].get(name[v], len(rank["scenarios"])) for v in cells.scenario],
+            _name=[name[v] for v in cells.scenario],
+            _split=[split[v] for v in cells.scenario],  # split tables as the stores list them
             _st=[rank["strategies"].get(v, len(rank["strategies"])) for v in cells.strategy],
-        ).sort_values(["_sc", "scenario", "_st", "strategy", "seed"], kind="stable",
-                      ignore_index=True).drop(columns=["_sc", "_st"])
+        ).sort_values(["_sc", "_name", "_split", "_st", "strategy", "seed"], kind="stable",
+                      ignore_index=True).drop(columns=["_sc", "_name", "_split", "_st"])
     return Results(cells, matrices, pd.DataFrame(
         failed, columns=["scenario", "strategy", "seed", "store", "cell", "status", "reason"]),
         paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())})
+
+
+def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],
+                   by_strategy: dict[tuple[str, str], list[tuple[dict[str, str], Path]]],
+                   split_by: list[str]) -> None:
+    """A one-line error for the first table whose cells differ in a shared setting, or
+    for a strategy whose seeds ran with different settings of its own."""
+    for label, cells in groups.items():
+        diff = _differing(cells, shared=True)
+        if diff:
+            name, values = diff
+            shown = ", ".join(f"{v} in {str(s)!r}" for v, s in values[:3])
+            raise LrbenchError(
+                f"cannot merge the cells of scenario {label!r}: they differ in {name} "
+                f"({shown}); report those stores separately, or split them into one table "
+                f"per value with --split-by {','.join([*split_by, name])}")
+    for (label, strategy), cells in by_strategy.items():
+        diff = _differing(cells, shared=False)
+        if diff:
+            name, values = diff
+            shown = ", ".join(f"{v} in {str(s)!r}" for v, s in values[:3])
+            raise LrbenchError(
+                f"cannot merge the seeds of {strategy!r} in scenario {label!r}: they differ "
+                f"in {name} ({shown}); give one of them another strategy name in its "
+                f"matrix file, or split them with --split-by {','.join([*split_by, name])}")
 
 
 def _matrix_order(texts: Any) -> dict[str, dict[str, int]]:
@@ -145,16 +296,21 @@ def _matrix_order(texts: Any) -> dict[str, dict[str, int]]:
 
 def summaries(results: Results, metric: str = "recall@1") -> pd.DataFrame:
     """Per finished cell: final mean of every metric, and forgetting, forgetting ratio, BWT
-    and average incremental value of ``metric`` (``metrics.forgetting`` on its R matrix),
-    and ``last_task``: its value on the last task after training it (``R[T-1][T-1]``, how
-    well the final experience was learnt: plasticity)."""
+    (NaN with one experience) and the mean of per-task values over the stream
+    (``avg_incremental``: ``mean_i mean_{j<=i} R[i][j]``, not Rebuffi's average incremental
+    Recall@K, see ``docs/metrics.md``) of ``metric``, all recomputed from its R matrix by
+    ``metrics.forgetting``, and ``last_task``: its value on the last task after training
+    it (``R[T-1][T-1]``, how well the final experience was learnt: plasticity)."""
     if metric not in results.metrics:
         raise LrbenchError(f"metric {metric!r} is not in these results; use one of "
                            f"{', '.join(results.metrics) or '(none)'}")
     out = results.cells.copy()
-    for col in SUMMARY_COLUMNS[1:-1]:
-        out[col] = [forgetting(results.matrices[(r.scenario, r.strategy, r.seed)][metric])[col]
-                    if r.num_experiences > 1 else np.nan for r in out.itertuples()]
+    summary = [forgetting(results.matrices[(r.scenario, r.strategy, r.seed)][metric])
+               for r in out.itertuples()]
+    for col in UNDEFINED_WITH_ONE:
+        out[col] = [s[col] if r.num_experiences > 1 else np.nan
+                    for s, r in zip(summary, out.itertuples(), strict=True)]
+    out["avg_incremental"] = [s["avg_incremental"] for s in summary]
     out["last_task"] = [float(results.matrices[(r.scenario, r.strategy, r.seed)][metric][-1, -1])
                         for r in out.itertuples()]
     return out

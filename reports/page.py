@@ -57,14 +57,18 @@ class Report:
 
 def build_report(stores: list[str | Path], out: str | Path | None = None,
                  baseline: str | None = "finetune", metric: str = "recall@1",
-                 formats: list[str] | None = None, alpha: float = 0.05) -> Report:
-    """Load ``stores``, write tables, figures and the report page into ``out``."""
+                 formats: list[str] | None = None, alpha: float = 0.05,
+                 split_by: list[str] | None = None) -> Report:
+    """Load ``stores``, write tables, figures and the report page into ``out``.
+
+    ``split_by``: settings whose values become separate tables (see
+    :func:`reports.load.load_results`); without it, unlike cells are refused."""
     from reports import plots
     from reports.load import load_results
     from reports.tables import comparison_tables
 
     formats = formats or ["md", "html", "tex", "csv", "png", "svg"]
-    results = load_results(stores)
+    results = load_results(stores, split_by)
     if results.cells.empty:
         raise LrbenchError("no finished cell in " + ", ".join(map(str, stores))
                            + "; the report needs at least one (see each cell's log.txt)")
@@ -104,9 +108,9 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
 
 FIGURE_TITLES = {
     "r_matrix": "R matrix: value on each task (column) after each training experience (row)",
-    "task_curves": "Each task across the stream (band: ± std over seeds)",
+    "task_curves": "Each task across the stream (band: 95% bootstrap CI over seeds)",
     "tradeoff": "Final value against forgetting: up and to the left is better",
-    "recall_bars": "Final mean Recall@K over all tasks",
+    "recall_bars": "Final mean Recall@K over all tasks (bars: 95% bootstrap CI over seeds)",
 }
 
 
@@ -117,16 +121,16 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
     blocks: list[tuple[str, str, object]] = []
     m = metric_title(metric)
     n_cells = len(results.cells)
+    blocks.append(("p", statistics_paragraph(report.tables), None))  # first, see its doc
     blocks.append(("p", f"{n_cells} finished cells from {len(results.stores)} store(s): "
                    + ", ".join(f"`{s}`" for s in results.stores) + ".", None))
-    base = report.tables[0].baseline if report.tables else None
     blocks.append(("p", (
-        f"Values are mean ± sample std over seeds. Final = mean over all tasks after the "
-        f"last experience. Forgetting, forgetting ratio, BWT and average incremental value "
-        f"are of {m} (definitions: DESIGN.md, \"Metrics\"). **Bold**: best in the column. "
-        + (f"†: differs from `{base}` in a two-sided paired t-test over seeds, "
-           f"p < {report.tables[0].alpha} (p-values in the CSV tables)."
-           if base else "No baseline in these results: no significance test.")), None))
+        f"Values are mean ± sample std over seeds (95% bootstrap CIs in the CSV tables). "
+        f"Final = mean over all tasks after the last experience. Forgetting, forgetting "
+        f"ratio, BWT and the mean of per-task values over the stream (\"Per-task inc.\", "
+        f"not Rebuffi et al.'s average incremental Recall@K) are of {m}; \"–\" marks a "
+        "value that is undefined (forgetting, ratio and BWT with a single experience). "
+        "Definitions: `docs/metrics.md` in the lrbench repository."), None))
     if results.skipped:
         listed = "; ".join(f"{len(v)} of {name} ({abridged([f'`{f}`' for f in v])})"
                            for name, v in results.skipped.items())
@@ -139,6 +143,7 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
     for t in report.tables:
         blocks.append(("h2", t.scenario, None))
         blocks.append(("table", "", t))
+        blocks.append(("p", t.legend(), None))
         for kind, title in FIGURE_TITLES.items():
             paths = [p for p in report.figures.get(f"{kind}/{t.scenario}", [])
                      if p.suffix == ".png"]
@@ -151,6 +156,32 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
         blocks.append(("h2", "Versions", None))
         blocks.append(("code", "", "\n".join(f"{k}: {v}" for k, v in results.versions.items())))
     return blocks
+
+
+def statistics_paragraph(tables: list[Table]) -> str:
+    """The report's first paragraph: which tests were run, and what they can and cannot
+    show with the number of seeds these results have (numbers computed, not assumed)."""
+    from reports.tables import power_note
+
+    if not tables:
+        return "No table: nothing to test."
+    alpha = tables[0].alpha
+    bases = sorted({t.baseline for t in tables if t.baseline})
+    text = ("**Statistics.** Bold marks the best mean of a column and every strategy not "
+            "distinguishable from it: its two-sided paired t-test over seeds against the "
+            f"best strategy (runs with the same seed paired) is undefined or has a "
+            f"Holm-adjusted p ≥ {alpha:g} (all such tests of a table form one family). ")
+    if not bases:
+        return text + "No baseline in these results: no † test. " + power_note(
+            min(int(t.data["n"].max()) for t in tables), alpha)
+    text += (f"† marks a difference from {', '.join(f'`{b}`' for b in bases)} in the same "
+             f"test, Holm-Bonferroni adjusted over all strategy x column tests of the table, "
+             f"adjusted p < {alpha:g} (raw and adjusted p-values in the CSV tables). A test "
+             "is undefined, marked (n/a) and left out of the correction, with fewer than 2 "
+             "paired seeds or when the per-seed differences do not vary. ")
+    pairs = sorted({n for t in tables for n in t.paired_seeds})
+    m = max(t.family_size for t in tables)
+    return text + " ".join(power_note(n, alpha, m) for n in pairs)
 
 
 def markdown_page(results: Results, report: Report, metric: str) -> str:

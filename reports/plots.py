@@ -6,9 +6,13 @@ paths. Every figure of a scenario shares one colour per strategy.
 * :func:`r_matrix_heatmaps`: the mean R matrix of each strategy, annotated, one colour
   scale shared by all strategies of a scenario;
 * :func:`task_curves`: each task's value across the stream, a line per strategy, band =
-  ± std over seeds;
-* :func:`tradeoff_scatter`: final value against forgetting (plasticity vs stability);
-* :func:`recall_bars`: final mean Recall@K per strategy, grouped by K.
+  95% bootstrap CI over seeds (:func:`reports.tables.bootstrap_ci`, as in the CSV tables);
+* :func:`tradeoff_scatter`: final value against forgetting (plasticity vs stability),
+  error bars = 95% bootstrap CIs;
+* :func:`recall_bars`: final mean Recall@K per strategy, grouped by K, 95% bootstrap CIs.
+
+With one seed, or seeds that all gave the same value, there is no band or bar (the CI is
+undefined or degenerate).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reports.load import Results, summaries  # noqa: E402
-from reports.tables import metric_title  # noqa: E402
+from reports.tables import bootstrap_ci, metric_title  # noqa: E402
 
 #: one paper column (inches), and the font size that stays legible at that width
 COLUMN_WIDTH = 3.5
@@ -136,7 +140,7 @@ def task_curves(results: Results, scenario: str, metric: str, out: Path,
                 continue
             sns.lineplot(data=data[data.task == j], x="after", y="value", hue="strategy",
                          hue_order=strategies, palette=colours(strategies),
-                         errorbar="sd", marker="o", markersize=3, linewidth=1.2, ax=ax,
+                         errorbar=bootstrap_ci, marker="o", markersize=3, linewidth=1.2, ax=ax,
                          legend=j == 0)
             ax.set_title(f"task {j}")
             ax.set_xlabel("after training exp.")
@@ -151,9 +155,18 @@ def task_curves(results: Results, scenario: str, metric: str, out: Path,
         return _save(fig, out, f"task_curves_{scenario}_{metric}", formats)
 
 
+def _ci_err(values: pd.Series) -> np.ndarray | None:
+    """Asymmetric error bar (2 x 1) of the bootstrap CI around the mean; None if undefined."""
+    low, high = bootstrap_ci(values)
+    if not np.isfinite(low):
+        return None
+    mean = float(values.mean())
+    return np.array([[max(mean - low, 0.0)], [max(high - mean, 0.0)]])
+
+
 def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
                      formats: list[str]) -> list[Path]:
-    """Final mean value against forgetting, mean ± std over seeds per strategy."""
+    """Final mean value against forgetting, mean and 95% CI over seeds per strategy."""
     cells = summaries(results, metric)
     sc = cells[cells.scenario == scenario]
     strategies = list(dict.fromkeys(sc.strategy))
@@ -163,8 +176,7 @@ def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
         for s in strategies:
             g = sc[sc.strategy == s]
             x, y = g["forgetting"].astype(float), g[f"final:{metric}"].astype(float)
-            ax.errorbar(x.mean(), y.mean(), xerr=x.std(ddof=1) if len(g) > 1 else None,
-                        yerr=y.std(ddof=1) if len(g) > 1 else None, fmt="o", ms=5,
+            ax.errorbar(x.mean(), y.mean(), xerr=_ci_err(x), yerr=_ci_err(y), fmt="o", ms=5,
                         color=pal[s], capsize=2, elinewidth=0.8, label=s)
             ax.annotate(s, (x.mean(), y.mean()), xytext=(4, 3), textcoords="offset points",
                         fontsize=FONT_SIZE - 1)
@@ -176,7 +188,7 @@ def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
 
 
 def recall_bars(results: Results, scenario: str, out: Path, formats: list[str]) -> list[Path]:
-    """Final mean Recall@K of each strategy, bars grouped by K, error bars = std."""
+    """Final mean Recall@K of each strategy, bars grouped by K, error bars = 95% CI."""
     recalls = [m for m in results.metrics if m.startswith("recall@")]
     cells = results.cells[results.cells.scenario == scenario]
     data = cells.melt(id_vars=["strategy", "seed"], value_vars=[f"final:{m}" for m in recalls],
@@ -187,7 +199,7 @@ def recall_bars(results: Results, scenario: str, out: Path, formats: list[str]) 
         fig, ax = plt.subplots(figsize=(max(COLUMN_WIDTH, 0.45 * len(strategies) * len(recalls)
                                             / 2), 2.4))
         sns.barplot(data=data, x="K", y="value", hue="strategy", hue_order=strategies,
-                    palette=colours(strategies), errorbar="sd", err_kws={"linewidth": 0.8},
+                    palette=colours(strategies), errorbar=bootstrap_ci, err_kws={"linewidth": 0.8},
                     capsize=0.1, ax=ax)
         ax.set_xlabel("")
         ax.set_ylabel("final mean Recall@K")

@@ -1,32 +1,51 @@
-"""Comparison tables: strategies x metrics, mean ± std over seeds, best marked, paired test.
+"""Comparison tables: strategies x metrics, mean ± std and 95% CI over seeds, paired tests.
 
-One table per scenario. Columns: final mean Recall@K over tasks (every K in the store),
-final mAP@R, and for the chosen metric: forgetting, forgetting ratio, BWT, average
-incremental value (DESIGN.md, "Metrics") and the last task's value after learning it
-(plasticity). Each cell is mean ± sample std over seeds.
+One table per scenario (or per ``split_by`` group, see :func:`reports.load.load_results`).
+Columns: final mean Recall@K over tasks (every K in the store), final mAP@R, and for the
+chosen metric: forgetting, forgetting ratio, BWT, the mean of per-task values over the
+stream, and the last task's value after learning it (plasticity). Definitions:
+``docs/metrics.md``. A value that is undefined for a cell (forgetting, ratio and BWT with a
+single experience) is NaN, never 0: it is left out of the mean and shown as "–".
 
-Significance: a two-sided **paired t-test over seeds** (``scipy.stats.ttest_rel``) of each
-strategy against the baseline, pairing runs with the same seed (same class order and
-initialisation). Needs at least 2 common seeds; p < ``alpha`` is marked with a dagger. With
-3 seeds the test has little power: read it as "consistent across seeds", not as proof.
+Statistics, each documented in ``docs/metrics.md``:
+
+* **CI**: a 95% percentile bootstrap CI of the mean over seeds (``scipy.stats.bootstrap``,
+  fixed seed, so a report is deterministic); NaN (undefined) with one seed, ``low == high``
+  (degenerate) when every seed gave the same value. In the CSV (``ci_low``, ``ci_high``).
+* **†**: a two-sided **paired t-test over seeds** (``scipy.stats.ttest_rel``) of each
+  strategy against the baseline, pairing runs with the same seed (same class order and
+  initialisation). The p-values of all strategy x column tests of one table form one
+  family and are **Holm-Bonferroni adjusted** (:func:`holm`); † marks adjusted p < alpha.
+  A test is **undefined** with fewer than 2 paired seeds or when the paired differences
+  have zero variance (t = d / 0): its p-value is NaN, it gets no †, it is shown as "n/a"
+  and it is left out of the Holm family (it does not count towards m).
+* **Bold**: the best mean of a column and every strategy *not distinguishable* from it:
+  the paired t-test of its values against the best strategy's (same seeds) is undefined or
+  not significant at alpha after Holm adjustment over all such tests of the table. Bold
+  therefore means "not shown to be worse than the best", not "as good as the best": with
+  few seeds many strategies are bold. A column with no defined value has no bold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from reports.load import Results, summaries
 
-#: (column id, title, higher is better)
+#: column id -> title
 LABELS = {
     "final_mean": "final", "forgetting": "Forgetting", "forgetting_ratio": "F. ratio",
-    "bwt": "BWT", "avg_incremental": "Avg inc.", "last_task": "Last task",
+    "bwt": "BWT", "avg_incremental": "Per-task inc.", "last_task": "Last task",
 }
 LOWER_IS_BETTER = {"forgetting", "forgetting_ratio"}
+#: how many bootstrap resamples a CI draws, and the seed that makes reports deterministic
+N_RESAMPLES = 9999
+CI_SEED = 0
 
 
 def metric_title(metric: str) -> str:
@@ -35,15 +54,115 @@ def metric_title(metric: str) -> str:
         "mAP@R" if metric == "map_at_r" else metric)
 
 
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values, in the input order.
+
+    NaN entries are undefined tests: they stay NaN and are not part of the family (m counts
+    only the finite p-values). Adjusted p of the i-th smallest (0-based) of m is
+    ``max_{r <= i} min(1, (m - r) p_(r))``, so adjusted p < alpha exactly where Holm's
+    step-down procedure rejects at level alpha.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
+    running = 0.0
+    for rank, idx in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[idx]))
+        out[idx] = running
+    return out
+
+
+def paired_p(a: pd.Series, b: pd.Series) -> float:
+    """Two-sided paired t-test p-value of two per-seed series (indexed by seed).
+
+    NaN (undefined) with fewer than 2 seeds present in both, or when the paired
+    differences have zero variance (also a constant non-zero difference: t would be
+    infinite on a sample that shows no spread at all, so no p-value is claimed).
+    """
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    if len(both) < 2:
+        return float("nan")
+    diff = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy(dtype=float)
+    if np.ptp(diff) <= 1e-12 * max(1.0, float(np.abs(diff).max())):
+        return float("nan")
+    return float(stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
+                 seed: int = CI_SEED) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (NaNs dropped), deterministic.
+
+    (NaN, NaN) with fewer than 2 values (undefined); (v, v) when all values are equal
+    (degenerate: the seeds show no spread, which is not evidence of none). A percentile
+    bootstrap CI never leaves [min, max] of the values, so with few seeds it is too narrow.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    if np.ptp(v) == 0:
+        return float(v[0]), float(v[0])
+    res = stats.bootstrap((v,), np.mean, n_resamples=N_RESAMPLES, confidence_level=confidence,
+                          method="percentile", rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def effect_for_power(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """True mean paired difference, in standard deviations of the differences, that a
+    two-sided paired t-test over ``n`` seeds detects with probability ``power``."""
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def gap(d: float) -> float:  # the lower tail vanishes (and turns NaN) for large d
+        nc = d * np.sqrt(n)
+        return float(stats.nct.sf(crit, df, nc)
+                     + np.nan_to_num(stats.nct.cdf(-crit, df, nc))) - power
+
+    high = 1.0
+    while gap(high) < 0:
+        high *= 2
+    return float(optimize.brentq(gap, 1e-9, high))
+
+
+def power_note(n: int, alpha: float = 0.05, m: int = 1) -> str:
+    """What a paired t-test over ``n`` paired seeds can and cannot show (one sentence or
+    two, the numbers computed here), with Holm over ``m`` tests."""
+    if n < 2:
+        return (f"With {n} paired seed(s) no paired test is defined: no †, and no strategy "
+                "can be told apart from the best (all are bold).")
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    text = (f"With {n} paired seeds the paired t-test has {df} degree(s) of freedom: "
+            f"p < {alpha:g} needs |t| > {crit:.2f}, i.e. a mean difference above "
+            f"{crit / np.sqrt(n):.2f} standard deviations of the per-seed differences")
+    if m > 1:
+        crit_m = stats.t.ppf(1 - alpha / (2 * m), df)
+        text += (f"; with Holm over {m} tests the smallest p must be below {alpha / m:.2g} "
+                 f"(|t| > {crit_m:.2f})")
+    text += (f". Even a true difference of {effect_for_power(n, alpha):.1f} such standard "
+             f"deviations is detected only 80% of the time (before correction). A test that "
+             f"does not assume normal differences (sign-flip permutation) cannot go below "
+             f"p = {2 / 2 ** n:.3g} with {n} seeds, so smaller p-values rest on that "
+             "assumption. A missing † and a bold value mean \"not shown to differ\", not "
+             "\"equal\".")
+    return text
+
+
 @dataclass
 class Table:
-    """One scenario's comparison: long form (``data``), rendered by the ``to_*`` methods."""
+    """One scenario's comparison: long form (``data``), rendered by the ``to_*`` methods.
+
+    ``data`` columns: strategy, column, title, mean, std, n, ci_low, ci_high, n_pairs,
+    p_value, p_adjusted, significant (vs baseline), p_vs_best, p_vs_best_adjusted, best
+    (the best mean of the column), bold (best or not distinguishable from it).
+    """
 
     scenario: str
     metric: str
     baseline: str | None
     alpha: float
-    data: pd.DataFrame  # strategy, column, title, mean, std, n, p_value, significant, best
+    data: pd.DataFrame
 
     @property
     def strategies(self) -> list[str]:
@@ -55,38 +174,65 @@ class Table:
         """(column id, title) in display order."""
         return list(dict.fromkeys(zip(self.data["column"], self.data["title"], strict=True)))
 
-    def _cell(self, strategy: str, column: str, bold: tuple[str, str], dagger: str) -> str:
+    @property
+    def family_size(self) -> int:
+        """m of the Holm family: the defined tests against the baseline in this table."""
+        return int(np.isfinite(self.data["p_value"].astype(float)).sum())
+
+    @property
+    def paired_seeds(self) -> list[int]:
+        """The distinct numbers of paired seeds of this table's tests against the baseline."""
+        tested = self.data[self.data["n_pairs"] > 0] if self.baseline else self.data.iloc[:0]
+        return sorted({int(n) for n in tested["n_pairs"]})
+
+    def _cell(self, strategy: str, column: str, bold: tuple[str, str], dagger: str,
+              undefined: str) -> str:
         row = self.data[(self.data.strategy == strategy) & (self.data.column == column)]
         if row.empty or not np.isfinite(row["mean"].iloc[0]):
             return "–"
         r = row.iloc[0]
         text = f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if np.isfinite(r["std"]) else "")
-        if r["best"]:
+        if r["bold"]:
             text = f"{bold[0]}{text}{bold[1]}"
-        return text + (dagger if r["significant"] else "")
+        if r["significant"]:
+            return text + dagger
+        tested = self.baseline is not None and strategy != self.baseline
+        return text + (undefined if tested and not np.isfinite(r["p_value"]) else "")
 
-    def _rows(self, bold: tuple[str, str], dagger: str) -> list[list[str]]:
+    def _rows(self, bold: tuple[str, str], dagger: str, undefined: str) -> list[list[str]]:
         """Header, then one row per strategy: name, seeds, then every column's cell."""
         n = self.data.groupby("strategy")["n"].max()
         rows = [["strategy", "seeds", *(t for _, t in self.columns)]]
-        rows += [[s, str(int(n[s])), *(self._cell(s, c, bold, dagger) for c, _ in self.columns)]
+        rows += [[s, str(int(n[s])), *(self._cell(s, c, bold, dagger, undefined)
+                                        for c, _ in self.columns)]
                  for s in self.strategies]
         return rows
 
+    def legend(self) -> str:
+        """One sentence under the table: what bold, † and "(n/a)" mean here."""
+        text = ("Bold: best mean, or not distinguishable from it (paired t-test vs the best, "
+                f"Holm-adjusted within the table, p ≥ {self.alpha:g} or undefined).")
+        if self.baseline:
+            text += (f" †: differs from `{self.baseline}`, paired t-test, Holm-adjusted "
+                     f"p < {self.alpha:g} over {self.family_size} defined test(s); "
+                     "(n/a): the test is undefined (fewer than 2 paired seeds or no spread "
+                     "in the differences), no p-value.")
+        return text
+
     def to_markdown(self) -> str:
-        """A GitHub Markdown table; best per column in bold, † = significant vs baseline."""
-        head, *body = self._rows(("**", "**"), " †")
+        """A GitHub Markdown table; bold and † as in :meth:`legend`, "–" = undefined."""
+        head, *body = self._rows(("**", "**"), " †", " (n/a)")
         lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(self.columns)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
-        """An HTML table (for report.html); best per column in bold, † significant."""
+        """An HTML table (for report.html); bold and † as in :meth:`legend`."""
         import html
 
-        head, *body = self._rows(("\0b", "\0/b"), " †")  # placeholders survive escaping
+        head, *body = self._rows(("\0b", "\0/b"), " †", " (n/a)")
 
-        def cell(text: str) -> str:
+        def cell(text: str) -> str:  # the placeholders survive escaping
             return html.escape(text).replace("\0b", "<b>").replace("\0/b", "</b>")
 
         out = ["<table><thead><tr>" + "".join(f"<th>{cell(h)}</th>" for h in head)
@@ -95,7 +241,7 @@ class Table:
         return "\n".join(out + ["</tbody></table>"])
 
     def to_latex(self) -> str:
-        """A booktabs table (``\\usepackage{booktabs}``); best in bold, † significant."""
+        """A booktabs table (``\\usepackage{booktabs}``); bold and † as in :meth:`legend`."""
         cols = self.columns
 
         def esc(text: str) -> str:
@@ -104,32 +250,60 @@ class Table:
         lines = [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule",
                  "Strategy & " + " & ".join(esc(t) for _, t in cols) + r" \\", r"\midrule"]
         for s in self.strategies:
-            cells = [self._cell(s, c, (r"\textbf{", "}"), r"$^\dagger$").replace("±", r"$\pm$")
-                     .replace("–", "--") for c, _ in cols]
+            cells = [self._cell(s, c, (r"\textbf{", "}"), r"$^\dagger$", " (n/a)")
+                     .replace("±", r"$\pm$").replace("–", "--") for c, _ in cols]
             lines.append(esc(s) + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
-        caption = (f"% {esc(self.scenario)}: mean $\\pm$ std over seeds; bold = best; "
-                   f"$^\\dagger$ = paired t-test vs {esc(self.baseline or '-')}, "
-                   f"p < {self.alpha}")
+        caption = (f"% {esc(self.scenario)}: mean $\\pm$ std over seeds; bold = best or not "
+                   f"distinguishable from it (Holm-adjusted paired t-test, p >= {self.alpha}); "
+                   f"$^\\dagger$ = paired t-test vs {esc(self.baseline or '-')}, Holm-adjusted "
+                   f"p < {self.alpha}; n/a = undefined test; -- = undefined value; "
+                   "definitions: docs/metrics.md")
         return caption + "\n" + "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
-        """Long form: one row per strategy and column, with mean, std, n and p-value."""
+        """Long form: one row per strategy and column, with mean, std, n, CI and p-values
+        (raw and Holm-adjusted; empty = undefined)."""
         out = self.data.assign(scenario=self.scenario, baseline=self.baseline or "")
-        cols = ["scenario", "strategy", "column", "title", "mean", "std", "n", "baseline",
-                "p_value", "significant", "best"]
+        cols = ["scenario", "strategy", "column", "title", "mean", "std", "n", "ci_low",
+                "ci_high", "baseline", "n_pairs", "p_value", "p_adjusted", "significant",
+                "p_vs_best", "p_vs_best_adjusted", "best", "bold"]
         return out[cols].to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
-def paired_p(a: pd.Series, b: pd.Series) -> float:
-    """Two-sided paired t-test p-value of two per-seed series (NaN with < 2 pairs)."""
-    both = pd.concat([a, b], axis=1, join="inner").dropna()
-    if len(both) < 2:
-        return float("nan")
-    diff = both.iloc[:, 0] - both.iloc[:, 1]
-    if np.allclose(diff, diff.iloc[0]):  # constant difference: t is undefined
-        return 1.0 if np.isclose(diff.iloc[0], 0) else 0.0
-    return float(stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
+def _per_seed(sc: pd.DataFrame, strategy: str, col: str) -> pd.Series:
+    return sc[sc.strategy == strategy].set_index("seed")[col].astype(float)
+
+
+def _n_pairs(a: pd.Series, b: pd.Series) -> int:
+    return int(len(pd.concat([a, b], axis=1, join="inner").dropna()))
+
+
+def mark_bold(data: pd.DataFrame, values: dict[tuple[str, str], pd.Series],
+              alpha: float) -> pd.DataFrame:
+    """Fill ``best``, ``bold``, ``p_vs_best`` and ``p_vs_best_adjusted`` of a table's long
+    form (see the module docstring); ``values[(strategy, column)]`` are per-seed values."""
+    data = data.copy()
+    data["best"] = False
+    data["p_vs_best"] = np.nan
+    for col in dict.fromkeys(data.column):
+        sel = data.column == col
+        means = data.loc[sel, "mean"].astype(float)
+        if not np.isfinite(means).any():
+            continue
+        target = means.min() if col in LOWER_IS_BETTER else means.max()
+        top = sel & np.isclose(data["mean"].astype(float), target, rtol=0, atol=1e-12)
+        data.loc[top, "best"] = True
+        ref = data.loc[top, "strategy"].iloc[0]
+        for i in data.index[sel & ~top & np.isfinite(data["mean"].astype(float))]:
+            data.loc[i, "p_vs_best"] = paired_p(values[(data.loc[i, "strategy"], col)],
+                                                values[(ref, col)])
+    data["p_vs_best_adjusted"] = holm(data["p_vs_best"])
+    distinct = np.isfinite(data["p_vs_best_adjusted"]) & (data["p_vs_best_adjusted"] < alpha)
+    data["bold"] = data["best"] | (np.isfinite(data["mean"].astype(float))
+                                   & data["column"].isin(data.loc[data.best, "column"])
+                                   & ~distinct)
+    return data
 
 
 def comparison_tables(results: Results, metric: str = "recall@1", baseline: str | None =
@@ -146,23 +320,20 @@ def comparison_tables(results: Results, metric: str = "recall@1", baseline: str 
         sc = cells[cells.scenario == scenario]
         strategies = list(dict.fromkeys(sc.strategy))
         base = baseline if baseline in strategies else None
-        rows = []
+        rows, values = [], {}
         for col, title in columns:
             for s in strategies:
-                v = sc[sc.strategy == s].set_index("seed")[col].astype(float)
-                p = (paired_p(v, sc[sc.strategy == base].set_index("seed")[col].astype(float))
-                     if base is not None and s != base else float("nan"))
-                rows.append({"strategy": s, "column": col, "title": title,
-                             "mean": v.mean(), "std": v.std(ddof=1) if len(v) > 1 else np.nan,
-                             "n": int(v.notna().sum()), "p_value": p,
-                             "significant": bool(np.isfinite(p) and p < alpha)})
+                v = values[(s, col)] = _per_seed(sc, s, col)
+                tested = base is not None and s != base
+                b = _per_seed(sc, base, col) if tested else None
+                low, high = bootstrap_ci(v)
+                rows.append({"strategy": s, "column": col, "title": title, "mean": v.mean(),
+                             "std": v.std(ddof=1) if v.notna().sum() > 1 else np.nan,
+                             "n": int(v.notna().sum()), "ci_low": low, "ci_high": high,
+                             "n_pairs": _n_pairs(v, b) if tested else 0,
+                             "p_value": paired_p(v, b) if tested else np.nan})
         data = pd.DataFrame(rows)
-        data["best"] = False
-        for col, _ in columns:
-            sel = data.column == col
-            means = data.loc[sel, "mean"]
-            if means.notna().any():
-                target = means.min() if col in LOWER_IS_BETTER else means.max()
-                data.loc[sel & np.isclose(data["mean"], target), "best"] = True
-        tables.append(Table(scenario, metric, base, alpha, data))
+        data["p_adjusted"] = holm(data["p_value"])
+        data["significant"] = np.isfinite(data["p_adjusted"]) & (data["p_adjusted"] < alpha)
+        tables.append(Table(scenario, metric, base, alpha, mark_bold(data, values, alpha)))
     return tables

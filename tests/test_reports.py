@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -19,20 +20,20 @@ from reports.page import build_report
 REPO = Path(__file__).resolve().parents[1]
 
 
-def brute_force_rows(store: Path) -> dict[tuple[str, str, str], tuple[float, float | None, int]]:
-    """(scenario, strategy, column) -> (mean, std, n), straight from the result.json files."""
-    per: dict[tuple[str, str, str], list[float]] = {}
+def per_seed_values(store: Path) -> dict[tuple[str, str, str], dict[int, float]]:
+    """(scenario, strategy, column) -> {seed: value}, straight from the result.json files."""
+    per: dict[tuple[str, str, str], dict[int, float]] = {}
     for path in sorted((store / "cells").glob("*/result.json")):
         res = json.loads(path.read_text())
         if res["status"] != "finished":
             continue
         sc, st = res["config"]["scenario"]["name"], res["config"]["strategy"]
+        seed = res["config"]["seed"]
         p = res["payload"]
         for k, mat in p["r_matrix"]["recall"].items():
-            per.setdefault((sc, st, f"final:recall@{k}"), []).append(
-                sum(mat[-1]) / len(mat[-1]))
+            per.setdefault((sc, st, f"final:recall@{k}"), {})[seed] = sum(mat[-1]) / len(mat[-1])
         m = p["r_matrix"]["map_at_r"]
-        per.setdefault((sc, st, "final:map_at_r"), []).append(sum(m[-1]) / len(m[-1]))
+        per.setdefault((sc, st, "final:map_at_r"), {})[seed] = sum(m[-1]) / len(m[-1])
         r = p["r_matrix"]["recall"]["1"]
         t = len(r)
         drops = [max(r[i][j] for i in range(j, t - 1)) - r[t - 1][j] for j in range(t - 1)]
@@ -41,9 +42,56 @@ def brute_force_rows(store: Path) -> dict[tuple[str, str, str], tuple[float, flo
         inc = [sum(r[i][: i + 1]) / (i + 1) for i in range(t)]
         for col, vals in (("forgetting", drops), ("forgetting_ratio", ratios), ("bwt", bwt),
                           ("avg_incremental", inc), ("last_task", [r[t - 1][t - 1]])):
-            per.setdefault((sc, st, col), []).append(sum(vals) / len(vals))
+            per.setdefault((sc, st, col), {})[seed] = sum(vals) / len(vals)
+    return per
+
+
+def brute_force_rows(store: Path) -> dict[tuple[str, str, str], tuple[float, float | None, int]]:
+    """(scenario, strategy, column) -> (mean, std, n), straight from the result.json files."""
     return {key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
-            for key, v in per.items()}
+            for key, by_seed in per_seed_values(store).items() for v in [list(by_seed.values())]}
+
+
+def check_statistics_match(store: Path, report_dir: Path, baseline: str = "finetune",
+                           alpha: float = 0.05) -> None:
+    """CI, raw and Holm-adjusted p-values and the dagger of every CSV row, recomputed from
+    the result.json files with scipy and the brute-force Holm of test_statistics."""
+    import numpy as np
+    from scipy import stats
+    from test_statistics import brute_force_holm
+
+    per = per_seed_values(store)
+    rows = table_rows(report_dir)
+    for r in rows:
+        v = per[(r["scenario"], r["strategy"], r["column"])]
+        if len(v) < 2:
+            assert r["ci_low"] == r["ci_high"] == "", r
+        else:
+            ci = stats.bootstrap((np.array(list(v.values())),), np.mean, method="percentile",
+                                 rng=np.random.default_rng(0)).confidence_interval
+            assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx(
+                (ci.low, ci.high), abs=1e-5), r
+        base = per.get((r["scenario"], baseline, r["column"]))
+        seeds = sorted(set(v) & set(base or {}))
+        if r["strategy"] == baseline or base is None or len(seeds) < 2:
+            expected = None
+        else:
+            diff = [v[s] - base[s] for s in seeds]
+            expected = None if max(diff) - min(diff) < 1e-12 else stats.ttest_rel(
+                [v[s] for s in seeds], [base[s] for s in seeds]).pvalue
+        if expected is None:
+            assert r["p_value"] == "" and r["significant"] == "False", r
+        else:
+            assert float(r["p_value"]) == pytest.approx(expected, rel=1e-4), r
+    for scenario in {r["scenario"] for r in rows}:
+        table = [r for r in rows if r["scenario"] == scenario]
+        raw = [float(r["p_value"]) if r["p_value"] else float("nan") for r in table]
+        for r, adj in zip(table, brute_force_holm(raw), strict=True):
+            if adj != adj:
+                assert r["p_adjusted"] == "", r
+            else:
+                assert float(r["p_adjusted"]) == pytest.approx(adj, rel=1e-4), r
+                assert (r["significant"] == "True") == (adj < alpha), r
 
 
 def table_rows(report_dir: Path) -> list[dict[str, str]]:
@@ -78,6 +126,7 @@ def smoke_report(smoke_store, tmp_path_factory) -> Path:
 def test_smoke_tables_match_result_json(smoke_store, smoke_report):
     # 2 strategies x (3 Ks, mAP@R, forgetting, ratio, BWT, avg inc., last task)
     assert check_tables_match(smoke_store, smoke_report) == 2 * 9
+    check_statistics_match(smoke_store, smoke_report)
 
 
 def test_demo_tables_match_result_json(tmp_path):
@@ -87,6 +136,7 @@ def test_demo_tables_match_result_json(tmp_path):
         pytest.skip("no demo store: run `make demo` first (or set LRBENCH_DEMO_STORE)")
     build_report([store], tmp_path, formats=["csv"])
     assert check_tables_match(store, tmp_path) > 0
+    check_statistics_match(store, tmp_path)
 
 
 def test_markdown_marks_best_and_significance(smoke_report):
@@ -99,6 +149,15 @@ def test_markdown_marks_best_and_significance(smoke_report):
     assert all(r["baseline"] == "finetune" for r in rows)
     base = [r for r in rows if r["strategy"] == "finetune"]
     assert all(r["p_value"] == "" for r in base)  # nothing to test the baseline against
+    for r in rows:  # the best is bold; bold elsewhere only where not told apart from it
+        assert r["best"] == "False" or r["bold"] == "True", r
+        if r["bold"] == "True" and r["best"] == "False":
+            adj = r["p_vs_best_adjusted"]
+            assert adj == "" or float(adj) >= 0.05, r
+    # with 2 seeds a paired test is defined only when the differences vary, and † needs
+    # Holm-adjusted p < 0.05; the cells with no defined test say so
+    l2 = [r for r in rows if r["strategy"] == "l2_kd" and r["mean"]]
+    assert ("(n/a)" in lines[3]) == any(not r["p_value"] for r in l2)
     tex = (smoke_report / "tables" / "synth-tiny.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex
     assert "l2\\_kd" in tex
@@ -113,8 +172,9 @@ def test_paired_t_test_against_scipy():
     a = pd.Series([0.50, 0.55, 0.61, 0.58], index=[0, 1, 2, 3])
     b = pd.Series([0.40, 0.52, 0.50, 0.49, 0.9], index=[0, 1, 2, 3, 4])  # seed 4 unpaired
     assert paired_p(a, b) == pytest.approx(stats.ttest_rel(a, b.iloc[:4]).pvalue)
-    assert paired_p(a, a + 0.1) == 0.0 and paired_p(a, a) == 1.0
-    assert paired_p(a.iloc[:1], b.iloc[:1]) != paired_p(a.iloc[:1], b.iloc[:1])  # NaN
+    # undefined, not p = 0 / p = 1: no spread in the differences, or one pair
+    assert math.isnan(paired_p(a, a + 0.1)) and math.isnan(paired_p(a, a))
+    assert math.isnan(paired_p(a.iloc[:1], b.iloc[:1]))
 
 
 def _is_png(path: Path) -> bool:
