@@ -68,6 +68,25 @@ class PKSampler(MPerClassSampler):
             pml_common.NUMPY_RANDOM = saved
 
 
+def pk_order(targets: Sequence[int], p: int, k: int, seed: int,
+             length: int | None = None) -> list[int]:
+    """Indices drawn by the P x K sampler (:class:`PKSampler`), batch after batch.
+
+    An unshuffled pass in batches of ``p * k`` over the items in this order sees P x K
+    batches: what a pass outside the training loop (an importance estimate) needs when the
+    dataset is stored class by class and a plain pass would give one-class batches.
+    ``length`` (items) defaults to one pass over ``targets``, rounded up to whole batches;
+    P is lowered to the number of classes when there are fewer. ``seed`` seeds the
+    sampler's own random state (NumPy's global one is not touched).
+    """
+    labels = [int(t) for t in targets]
+    p = max(1, min(p, len(set(labels))))
+    batch = p * k
+    length = len(labels) if length is None else length
+    length = max(batch, -(-length // batch) * batch)
+    return [int(i) for i in PKSampler(labels, p, k, length, seed)]
+
+
 class RetrievalTemplate(SupervisedTemplate):
     """Metric-learning training on an Avalanche stream (see the module docstring)."""
 
