@@ -312,7 +312,7 @@ def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str]
     from metrics import forgetting
     from metrics.plugins import RetrievalMetrics
     from strategies import make_plugin
-    from strategies.losses import make_metric_loss
+    from strategies.losses import make_metric_loss, trainable_parameters
     from strategies.template import RetrievalTemplate, seed_everything
 
     t0 = time.perf_counter()
@@ -323,7 +323,9 @@ def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str]
     model = build_model(cell, classifier=plugin.needs_classifier)
     bench = build_benchmark(cell, model)
     n_exp = len(bench.train_stream)
-    params = [p for p in model.parameters() if p.requires_grad]
+    n_classes = sum(e.num_classes for e in bench.stream_info.experiences)
+    criterion = make_metric_loss(tr["loss"], tr["margin"], m["dim"], n_classes)
+    params = trainable_parameters(model, criterion)  # a loss's proxies train too
     # foreach: one kernel per operation over all parameters (the default only on CUDA);
     # the same update, a third off a CPU training step of the thesis model
     if tr["optimizer"] == "adam":
@@ -332,8 +334,6 @@ def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str]
     else:
         opt = torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"],
                               weight_decay=tr["weight_decay"], foreach=True)
-    n_classes = sum(e.num_classes for e in bench.stream_info.experiences)
-    criterion = make_metric_loss(tr["loss"], tr["margin"], m["dim"], n_classes)
     metrics = RetrievalMetrics(ks=ev["ks"], map_at_r=ev["map_at_r"],
                                cross_model=ev["cross_model"])
     tpl = RetrievalTemplate(model=model, optimizer=opt, criterion=criterion, p=tr["p"],

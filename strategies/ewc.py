@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData
 from pydantic import Field
 
 from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+from strategies.template import pk_order
+
+#: mixed into the importance pass's sampler seed, so it draws other batches than training
+_IMPORTANCE_STREAM = 0xE3C
 
 
 def params_to_state(params: dict[int, dict[str, ParamData]]) -> dict[int, dict[str, Any]]:
@@ -27,9 +32,16 @@ def state_to_params(state: dict[int, dict[str, Any]]) -> dict[int, dict[str, Par
 class EWC(StrategyPlugin, EWCPlugin):
     """EWC: a quadratic penalty on parameter change, weighted by Fisher information.
 
-    Avalanche's ``EWCPlugin`` as it is; the Fisher information comes from the gradients of
-    the strategy's criterion, which here is the metric loss on embeddings (not a
+    Avalanche's ``EWCPlugin``; the Fisher information comes from the gradients of the
+    strategy's criterion, which here is the metric loss on embeddings (not a
     classification loss), computed over the experience's training images.
+
+    One change: Avalanche's importance pass reads the experience unshuffled, and datasets
+    stored class by class (CUB's lists) then give one-class batches, on which a metric loss
+    has no negatives: zero loss, zero gradients, zero importance, and EWC would be
+    fine-tuning. The pass here reads P x K batches (the template's ``p``, ``k``), one
+    pass's worth of images, drawn by the training sampler with its own seed (from the run's
+    seed and the experience; the global RNGs are not consumed by the drawing).
     """
 
     regularizer = True
@@ -48,6 +60,38 @@ class EWC(StrategyPlugin, EWCPlugin):
         EWCPlugin.__init__(self, ewc_lambda=config.ewc_lambda, mode=config.mode,
                            decay_factor=config.decay_factor)
         self.config = config
+        #: (P, K, sampler seed) of the importance pass under way, None outside it
+        self._pk: tuple[int, int, int] | None = None
+
+    def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        p, k = getattr(strategy, "p", None), getattr(strategy, "k", None)
+        if p is not None and k is not None:  # a template drawing P x K batches
+            exp = int(strategy.experience.current_experience)
+            seed = np.random.SeedSequence([int(getattr(strategy, "seed", 0)), exp,
+                                           _IMPORTANCE_STREAM]).generate_state(1)[0]
+            self._pk = (int(p), int(k), int(seed))
+        try:
+            super().after_training_exp(strategy, **kwargs)
+        finally:
+            self._pk = None
+
+    def compute_importances(self, model: Any, criterion: Any, optimizer: Any, dataset: Any,
+                            device: Any, batch_size: int, num_workers: int = 0
+                            ) -> dict[str, ParamData]:
+        """Avalanche's importance pass, over P x K batches (see the class docstring), with
+        the model's train/eval mode restored afterwards."""
+        if self._pk is not None:
+            p, k, seed = self._pk
+            targets = [int(t) for t in dataset.targets]
+            p = min(p, len(set(targets)))
+            dataset = dataset.subset(pk_order(targets, p, k, seed))
+            batch_size = p * k
+        was_training = model.training
+        try:
+            return super().compute_importances(model, criterion, optimizer, dataset, device,
+                                               batch_size, num_workers=num_workers)
+        finally:
+            model.train(was_training)
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         before = float(strategy.loss.detach())

@@ -88,6 +88,23 @@ def make_metric_loss(name: str = "hard_mining", margin: float = 0.1,
     raise ValueError(f"unknown metric loss {name!r}; use one of {', '.join(METRIC_LOSSES)}")
 
 
+def trainable_parameters(model: nn.Module, criterion: Any = None) -> list[nn.Parameter]:
+    """What the optimizer must update: the model's trainable parameters, then the loss's.
+
+    Some metric losses own parameters (``normalized_softmax``'s proxies, learnable
+    temperatures): built from the model alone, an optimizer would never train them. Each
+    parameter appears once; those with ``requires_grad`` off are left out.
+    """
+    owned = criterion.parameters() if isinstance(criterion, nn.Module) else ()
+    seen: set[int] = set()
+    out: list[nn.Parameter] = []
+    for param in (*model.parameters(), *owned):
+        if param.requires_grad and id(param) not in seen:
+            seen.add(id(param))
+            out.append(param)
+    return out
+
+
 # -- distillation losses (the thesis methods) ----------------------------------------------
 def correlation_distillation(f_s: torch.Tensor, f_t: torch.Tensor, temperature: float = 4.0,
                              direction: str = "teacher_to_student") -> torch.Tensor:

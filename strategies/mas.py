@@ -21,6 +21,12 @@ class MAS(StrategyPlugin, MASPlugin):
     output; our output is L2-normalised (norm 1, gradient 0), so the importance is taken
     from the embedding *before* normalisation (``model.embed_raw``); the rest is
     Avalanche's (accumulation with ``alpha``, penalty from the second experience).
+
+    The importance pass runs with the model in eval mode (Avalanche's runs it in train
+    mode): BatchNorm then normalises with its running statistics and leaves them as they
+    were, so measuring importance does not change the model; gradients still flow. It
+    reads every training image once, unshuffled: the output norm needs no labels, and in
+    eval mode a batch's composition changes nothing.
     """
 
     regularizer = True
@@ -40,16 +46,20 @@ class MAS(StrategyPlugin, MASPlugin):
         dataset = strategy.experience.dataset
         loader = DataLoader(dataset, batch_size=strategy.train_mb_size,
                             collate_fn=getattr(dataset, "collate_fn", None))
-        model.train()
-        for batch in loader:
+        was_training = model.training
+        model.eval()  # BatchNorm: running statistics used, not updated
+        try:
+            for batch in loader:
+                strategy.optimizer.zero_grad()
+                x = batch[0].to(strategy.device)
+                out = model.embed_raw(x) if hasattr(model, "embed_raw") else model(x)
+                out.norm(p=2, dim=1).pow(2).mean().backward()
+                for name, param in model.named_parameters():
+                    if param.requires_grad and param.grad is not None:
+                        importance[name].data += param.grad.abs()
+        finally:
+            model.train(was_training)
             strategy.optimizer.zero_grad()
-            x = batch[0].to(strategy.device)
-            out = model.embed_raw(x) if hasattr(model, "embed_raw") else model(x)
-            out.norm(p=2, dim=1).pow(2).mean().backward()
-            for name, param in model.named_parameters():
-                if param.requires_grad and param.grad is not None:
-                    importance[name].data += param.grad.abs()
-        strategy.optimizer.zero_grad()
         for value in importance.values():
             value.data /= float(max(len(loader), 1))
         return importance

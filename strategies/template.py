@@ -19,8 +19,12 @@ What it changes, and why:
 * the optimizer state is reset at the start of every experience (a new optimizer per
   task, as in the reference implementations), which makes a checkpoint taken between
   experiences complete;
+* a criterion with parameters of its own (``normalized_softmax``'s proxies) must have
+  them in the optimizer (build it over :func:`strategies.losses.trainable_parameters`);
+  the template refuses one that leaves them out, as they would silently never train;
 * checkpoints are ``state_dict`` based (Avalanche's dill checkpointing fails on torch 2.14):
-  model, optimizer, every plugin's state, metric history, RNG states and stream position.
+  model, criterion (its parameters, when it has any), optimizer, every plugin's state,
+  metric history, RNG states and stream position.
 """
 
 from __future__ import annotations
@@ -87,6 +91,39 @@ class PKSampler(MPerClassSampler):
             pml_common.NUMPY_RANDOM = saved
 
 
+def pk_order(targets: Sequence[int], p: int, k: int, seed: int,
+             length: int | None = None) -> list[int]:
+    """Indices drawn by the P x K sampler (:class:`PKSampler`), batch after batch.
+
+    An unshuffled pass in batches of ``p * k`` over the items in this order sees P x K
+    batches: what a pass outside the training loop (an importance estimate) needs when the
+    dataset is stored class by class and a plain pass would give one-class batches.
+    ``length`` (items) defaults to one pass over ``targets``, rounded up to whole batches;
+    P is lowered to the number of classes when there are fewer. ``seed`` seeds the
+    sampler's own random state (NumPy's global one is not touched).
+    """
+    labels = [int(t) for t in targets]
+    p = max(1, min(p, len(set(labels))))
+    batch = p * k
+    length = len(labels) if length is None else length
+    length = max(batch, -(-length // batch) * batch)
+    return [int(i) for i in PKSampler(labels, p, k, length, seed)]
+
+
+def _check_criterion_optimized(criterion: Any, optimizer: torch.optim.Optimizer) -> None:
+    """Refuse a criterion whose trainable parameters the optimizer does not update."""
+    if not isinstance(criterion, torch.nn.Module):
+        return
+    optimized = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    missing = [n for n, p in criterion.named_parameters()
+               if p.requires_grad and id(p) not in optimized]
+    if missing:
+        raise ValueError(
+            f"the criterion's parameters {', '.join(missing)} are not in the optimizer, so "
+            "they would never train; build the optimizer over "
+            "strategies.losses.trainable_parameters(model, criterion)")
+
+
 class RetrievalTemplate(SupervisedTemplate):
     """Metric-learning training on an Avalanche stream (see the module docstring)."""
 
@@ -121,8 +158,10 @@ class RetrievalTemplate(SupervisedTemplate):
         self.loss_terms: dict[str, float] = {}
         self.loss_history: list[dict[str, float]] = []
         self.experiences_done = 0
+        criterion = criterion or HardMiningLoss()
+        _check_criterion_optimized(criterion, optimizer)
         super().__init__(
-            model=model, optimizer=optimizer, criterion=criterion or HardMiningLoss(),
+            model=model, optimizer=optimizer, criterion=criterion,
             train_mb_size=p * k, train_epochs=1, eval_mb_size=eval_mb_size, device=device,
             plugins=list(plugins or []), evaluator=evaluator, eval_every=-1,
         )
@@ -244,10 +283,16 @@ class RetrievalTemplate(SupervisedTemplate):
     def _strategy_plugins(self) -> list[Any]:
         return [p for p in self.plugins if isinstance(p, StrategyPlugin)]
 
+    def _criterion_state(self) -> dict[str, Any]:
+        """The criterion's ``state_dict`` (empty for a loss without parameters or buffers)."""
+        crit = self._criterion
+        return crit.state_dict() if isinstance(crit, torch.nn.Module) else {}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly, at an experience boundary."""
         return {
             "model": self.model.state_dict(),
+            "criterion": self._criterion_state(),
             "optimizer": self.optimizer.state_dict(),
             "plugins": [p.state_dict() for p in self._strategy_plugins()],
             "metrics": self.metrics.state_dict(),
@@ -262,6 +307,8 @@ class RetrievalTemplate(SupervisedTemplate):
         """Restore :meth:`state_dict` into a template built with the same configuration."""
         self.model.load_state_dict(state["model"])
         self.model.to(self.device)
+        if state.get("criterion"):  # absent from checkpoints older than the field
+            self._criterion.load_state_dict(state["criterion"])
         plugins = self._strategy_plugins()
         if len(plugins) != len(state["plugins"]):
             raise ValueError("checkpoint was written with a different set of strategy plugins")
