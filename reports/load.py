@@ -25,9 +25,9 @@ import pandas as pd
 from benchmarks.errors import LrbenchError
 from metrics.forgetting import forgetting
 
-#: per-cell summary columns derived from the chosen metric's R matrix
-SUMMARY_COLUMNS = ("final_mean", "forgetting", "forgetting_ratio", "bwt", "avg_incremental",
-                   "last_task")
+#: per-cell summary columns derived from the chosen metric's seen curve and R matrix
+SUMMARY_COLUMNS = ("final_seen", "avg_incremental_seen", "final_mean", "forgetting",
+                   "forgetting_ratio", "bwt", "avg_incremental", "last_task")
 #: undefined (NaN, shown as "–") for a cell with a single experience: nothing to forget
 UNDEFINED_WITH_ONE = ("forgetting", "forgetting_ratio", "bwt")
 
@@ -44,6 +44,16 @@ class Results:
     versions: dict[str, str] = field(default_factory=dict)
     #: dataset -> images ``lrbench run --skip-corrupt`` left out of some finished cell
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    #: per cell: metric -> value on the union of seen experiences' test sets after each
+    #: experience (the "seen" gallery); absent for stores written before it was recorded
+    seen: dict[tuple[str, str, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    #: per cell: ``steps`` and each loss term's mean per experience (None: not added)
+    losses: dict[tuple[str, str, int], dict[str, list[float | None]]] = field(
+        default_factory=dict)
+    #: per cell: the warnings its run recorded (an inactive regulariser, ...)
+    warnings: dict[tuple[str, str, int], list[str]] = field(default_factory=dict)
+    #: per cell: the lrbench commit that computed it
+    commits: dict[tuple[str, str, int], str] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -58,6 +68,18 @@ class Results:
     def scenarios(self) -> list[str]:
         """Scenario names in the order they first appear."""
         return list(dict.fromkeys(self.cells["scenario"])) if len(self.cells) else []
+
+
+def _curves(payload: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The seen-gallery curves of a payload, by metric name (``recall@K``, ``map_at_r``)."""
+    out = {}
+    for metric, by_k in (payload.get("seen") or {}).items():
+        if isinstance(by_k, dict):
+            for k, curve in by_k.items():
+                out[f"{metric}@{k}"] = np.array(curve, dtype=float)
+        else:
+            out[metric] = np.array(by_k, dtype=float)
+    return out
 
 
 def _matrices(payload: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -199,6 +221,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
     versions: dict[str, str] = {}
     skipped: dict[str, set[str]] = {}
     finished: list[str] = []  # the scenario of each row
+    seen_curves: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+    losses: dict[tuple[str, str, int], dict[str, list[float | None]]] = {}
+    warnings: dict[tuple[str, str, int], list[str]] = {}
+    commits: dict[tuple[str, str, int], str] = {}
     for result, store, path, flat in loaded:
         cfg = result["config"]
         scenario = cfg["scenario"]["name"]
@@ -228,6 +254,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
             skipped.setdefault(name, set()).update(files)
         mats = _matrices(result["payload"])
         matrices[key] = mats
+        seen_curves[key] = _curves(result["payload"])
+        losses[key] = dict(result["payload"].get("losses") or {})
+        warnings[key] = list(result["payload"].get("warnings") or [])
+        commits[key] = str((result.get("versions") or {}).get("lrbench_commit", "unknown"))
         row = {**base, "num_experiences": result["payload"]["num_experiences"],
                "train_s": result["payload"].get("timings", {}).get("total_s")}
         for metric, mat in mats.items():
@@ -248,7 +278,8 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
                       ignore_index=True).drop(columns=["_sc", "_name", "_split", "_st"])
     return Results(cells, matrices, pd.DataFrame(
         failed, columns=["scenario", "strategy", "seed", "store", "cell", "status", "reason"]),
-        paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())})
+        paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())},
+        seen_curves, losses, warnings, commits)
 
 
 def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],
@@ -295,7 +326,10 @@ def _matrix_order(texts: Any) -> dict[str, dict[str, int]]:
 
 
 def summaries(results: Results, metric: str = "recall@1") -> pd.DataFrame:
-    """Per finished cell: final mean of every metric, and forgetting, forgetting ratio, BWT
+    """Per finished cell: ``final_seen`` and ``avg_incremental_seen``, ``metric`` on the
+    gallery of every class seen so far after the last experience and its mean over the
+    stream (Rebuffi et al.'s average incremental value; NaN for a store written before the
+    seen curves were recorded), final mean of every metric, and forgetting, forgetting ratio, BWT
     (NaN with one experience) and the mean of per-task values over the stream
     (``avg_incremental``: ``mean_i mean_{j<=i} R[i][j]``, not Rebuffi's average incremental
     Recall@K, see ``docs/metrics.md``) of ``metric``, all recomputed from its R matrix by
@@ -311,6 +345,11 @@ def summaries(results: Results, metric: str = "recall@1") -> pd.DataFrame:
         out[col] = [s[col] if r.num_experiences > 1 else np.nan
                     for s, r in zip(summary, out.itertuples(), strict=True)]
     out["avg_incremental"] = [s["avg_incremental"] for s in summary]
+    curves = [results.seen.get((r.scenario, r.strategy, r.seed), {}).get(metric)
+              for r in out.itertuples()]
+    out["final_seen"] = [float(c[-1]) if c is not None and len(c) else np.nan for c in curves]
+    out["avg_incremental_seen"] = [float(np.mean(c)) if c is not None and len(c) else np.nan
+                                   for c in curves]
     out["last_task"] = [float(results.matrices[(r.scenario, r.strategy, r.seed)][metric][-1, -1])
                         for r in out.itertuples()]
     return out

@@ -87,6 +87,8 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
         image_formats.append("png")  # the page shows PNGs
     fig_dir = out / "figures"
     for sc in results.scenarios:
+        report.figures[f"seen_curves/{sc}"] = plots.seen_curves(
+            results, sc, metric, fig_dir, image_formats)
         report.figures[f"r_matrix/{sc}"] = plots.r_matrix_heatmaps(
             results, sc, metric, fig_dir, image_formats)
         report.figures[f"task_curves/{sc}"] = plots.task_curves(
@@ -107,6 +109,8 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
 
 
 FIGURE_TITLES = {
+    "seen_curves": "The headline over the stream: the seen-classes gallery after each "
+                   "experience (band: 95% bootstrap CI over seeds)",
     "r_matrix": "R matrix: value on each task (column) after each training experience (row)",
     "task_curves": "Each task across the stream (band: 95% bootstrap CI over seeds)",
     "tradeoff": "Final value against forgetting: up and to the left is better",
@@ -116,7 +120,7 @@ FIGURE_TITLES = {
 
 def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, str, object]]:
     """(kind, heading/text, payload) blocks shared by the Markdown and HTML pages."""
-    from reports.tables import metric_title
+    from reports.tables import loss_table, metric_title
 
     blocks: list[tuple[str, str, object]] = []
     m = metric_title(metric)
@@ -126,11 +130,32 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                    + ", ".join(f"`{s}`" for s in results.stores) + ".", None))
     blocks.append(("p", (
         f"Values are mean ± sample std over seeds (95% bootstrap CIs in the CSV tables). "
-        f"Final = mean over all tasks after the last experience. Forgetting, forgetting "
-        f"ratio, BWT and the mean of per-task values over the stream (\"Per-task inc.\", "
-        f"not Rebuffi et al.'s average incremental Recall@K) are of {m}; \"–\" marks a "
+        f"Each number is named for its gallery. **Seen**: the test images of every class "
+        f"learnt so far searched as one gallery, as a deployed retrieval system would; it "
+        f"leads, because drift between old and new features only shows there. \"Final {m} "
+        f"seen\" is its value after the last experience, \"Avg inc. {m} seen\" its mean "
+        f"over the experiences (Rebuffi et al.'s average incremental value). **Per-task**: "
+        f"each task's own test images as the gallery; \"per-task\" finals are the mean over "
+        f"tasks after the last experience; forgetting, forgetting ratio, BWT and the mean of "
+        f"per-task values over the stream (\"Per-task inc.\") are of {m}. \"–\" marks a "
         "value that is undefined (forgetting, ratio and BWT with a single experience). "
         "Definitions: `docs/metrics.md` in the lrbench repository."), None))
+    commits = sorted(set(results.commits.values()))
+    if len(commits) > 1:
+        blocks.append(("p", f"**Warning: these tables mix cells computed by "
+                       f"{len(commits)} lrbench commits** ({', '.join(c[:10] for c in commits)});"
+                       " rerun the older ones (`lrbench run ... --rerun-before COMMIT`) for "
+                       "numbers from one code version.", None))
+    elif commits:
+        blocks.append(("p", f"Every cell was computed by lrbench commit `{commits[0][:10]}`.",
+                       None))
+    warned = {f"{sc}/{st}/seed {seed}": w for (sc, st, seed), w in results.warnings.items()
+              if w}
+    if warned:
+        listed = "; ".join(f"{cell}: {w[0]}" for cell, w in list(warned.items())[:5])
+        more = f" (and {len(warned) - 5} more cells)" if len(warned) > 5 else ""
+        blocks.append(("p", f"**Warnings from the runs** ({len(warned)} cells): "
+                       f"{listed}{more}.", None))
     if results.skipped:
         listed = "; ".join(f"{len(v)} of {name} ({abridged([f'`{f}`' for f in v])})"
                            for name, v in results.skipped.items())
@@ -144,6 +169,13 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
         blocks.append(("h2", t.scenario, None))
         blocks.append(("table", "", t))
         blocks.append(("p", t.legend(), None))
+        losses = loss_table(results, t.scenario)
+        if not losses.empty:
+            blocks.append(("p", "Loss terms per experience (mean over seeds and steps): the "
+                           "metric loss, each term a strategy adds (its regulariser's size, "
+                           "to compare with the metric loss), their total, and the steps "
+                           "taken.", None))
+            blocks.append(("losses", "", losses))
         for kind, title in FIGURE_TITLES.items():
             paths = [p for p in report.figures.get(f"{kind}/{t.scenario}", [])
                      if p.suffix == ".png"]
@@ -186,7 +218,7 @@ def statistics_paragraph(tables: list[Table]) -> str:
 
 def markdown_page(results: Results, report: Report, metric: str) -> str:
     """``report.md``: tables inline, figures as relative PNG links."""
-    from reports.tables import metric_title
+    from reports.tables import loss_markdown, metric_title
 
     lines = [f"# lrbench report ({metric_title(metric)})", ""]
     for kind, text, payload in _sections(results, report, metric):
@@ -201,6 +233,8 @@ def markdown_page(results: Results, report: Report, metric: str) -> str:
             lines.append("")
         elif kind == "table":
             lines += [payload.to_markdown()]
+        elif kind == "losses":
+            lines += [loss_markdown(payload)]
         elif kind == "figure":
             rel = os.path.relpath(payload, report.out)
             lines += [f"![{text}]({rel})", "", f"*{text}*", ""]
@@ -217,6 +251,17 @@ th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto}
 figcaption{font-style:italic;color:#555}pre{background:#f6f6f6;padding:.8em;overflow:auto}
 .failed td{color:#a00}"""
+
+
+def loss_html(table: object) -> str:
+    """The loss-terms table (:func:`reports.tables.loss_table`) as HTML."""
+    from reports.tables import loss_cells
+
+    head, rows = loss_cells(table)
+    out = ["<table class='losses'><thead><tr>"
+           + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+    return "".join(out) + "</tbody></table>"
 
 
 def html_page(results: Results, report: Report, metric: str) -> str:
@@ -243,6 +288,8 @@ def html_page(results: Results, report: Report, metric: str) -> str:
             body.append("</tbody></table>")
         elif kind == "table":
             body.append(payload.to_html())
+        elif kind == "losses":
+            body.append(loss_html(payload))
         elif kind == "figure":
             data = base64.b64encode(Path(payload).read_bytes()).decode()
             body.append(f"<figure><img alt='{html.escape(text)}' "

@@ -5,8 +5,10 @@ paths. Every figure of a scenario shares one colour per strategy.
 
 * :func:`r_matrix_heatmaps`: the mean R matrix of each strategy, annotated, one colour
   scale shared by all strategies of a scenario;
-* :func:`task_curves`: each task's value across the stream, a line per strategy, band =
-  95% bootstrap CI over seeds (:func:`reports.tables.bootstrap_ci`, as in the CSV tables);
+* :func:`seen_curves`: the headline over the stream, the seen-gallery value after each
+  experience, a line per strategy labelled at its end, band = 95% bootstrap CI over seeds
+  (:func:`reports.tables.bootstrap_ci`, as in the CSV tables);
+* :func:`task_curves`: a panel per strategy, each task's value across the stream;
 * :func:`tradeoff_scatter`: final value against forgetting (plasticity vs stability),
   error bars = 95% bootstrap CIs;
 * :func:`recall_bars`: final mean Recall@K per strategy, grouped by K, 95% bootstrap CIs.
@@ -113,9 +115,66 @@ def r_matrix_heatmaps(results: Results, scenario: str, metric: str, out: Path,
         return _save(fig, out, f"r_matrix_{scenario}_{metric}", formats)
 
 
+def seen_curves(results: Results, scenario: str, metric: str, out: Path,
+                formats: list[str]) -> list[Path]:
+    """The headline over the stream: ``metric`` on the seen gallery (every class learnt so
+    far, searched together) after each experience, a line per strategy, band = 95%
+    bootstrap CI over seeds, each line labelled at its end (labels spread, never on top of
+    each other). Nothing is drawn for stores without seen curves."""
+    rows = [{"strategy": st, "seed": seed, "after": i, "value": v}
+            for (sc, st, seed), curves in results.seen.items() if sc == scenario
+            and metric in curves for i, v in enumerate(curves[metric])]
+    if not rows:
+        return []
+    data = pd.DataFrame(rows)
+    strategies = [s for s in dict.fromkeys(results.cells.strategy) if s in set(data.strategy)]
+    t = int(data.after.max()) + 1
+    pal = colours(strategies)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.35, 2.6))
+        sns.lineplot(data=data, x="after", y="value", hue="strategy", hue_order=strategies,
+                     palette=pal, errorbar=bootstrap_ci, marker="o", markersize=3,
+                     linewidth=1.2, ax=ax, legend=False, err_kws={"alpha": 0.08})
+        ends = data[data.after == t - 1].groupby("strategy")["value"].mean()
+        _direct_labels(ax, {s: float(ends[s]) for s in strategies if s in ends}, t - 1, pal)
+        ax.set_xticks(range(t))
+        ax.set_xlim(-0.2, t - 1 + 0.2)
+        ax.set_xlabel("after training experience")
+        ax.set_ylabel(f"{metric_title(metric)}, seen-classes gallery")
+        ax.set_title(f"{scenario}: {metric_title(metric)} on every class seen so far")
+        ax.grid(alpha=0.3)
+        return _save(fig, out, f"seen_curves_{scenario}_{metric}", formats)
+
+
+def _direct_labels(ax: plt.Axes, ends: dict[str, float], x: float,
+                   pal: dict[str, tuple[float, float, float]]) -> None:
+    """Label each line at its right end; labels closer than a line of text are pushed
+    apart (in order of their values), with a thin leader to the line's end."""
+    if not ends:
+        return
+    lo, hi = ax.get_ylim()
+    height = ax.get_window_extent().height or 1.0
+    gap = (FONT_SIZE + 1.5) * (hi - lo) / height * (ax.figure.dpi / 72)
+    names = sorted(ends, key=ends.get)
+    ys = [ends[n] for n in names]
+    placed: list[float] = []
+    for y in ys:
+        placed.append(max(y, placed[-1] + gap) if placed else y)
+    shift = max(0.0, placed[-1] - hi) if placed else 0.0  # keep the top label inside
+    for name, y, y_text in zip(names, ys, placed, strict=True):
+        ax.annotate(name, (x, y), xytext=(x + 0.35, y_text - shift), textcoords="data",
+                    fontsize=FONT_SIZE - 1, color=pal[name], va="center",
+                    annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": pal[name], "lw": 0.5,
+                                "shrinkA": 0, "shrinkB": 2})
+
+
 def task_curves(results: Results, scenario: str, metric: str, out: Path,
                 formats: list[str]) -> list[Path]:
-    """One panel per task: its value after each training experience, per strategy."""
+    """One panel per strategy: each task's value after each training experience (a line
+    per task, a sequential colour from the first task to the last), band = 95% bootstrap
+    CI over seeds, and the seen-gallery curve dashed. Faceting by strategy keeps every
+    strategy readable with ten of them; panels share their axes for comparison."""
     rows = []
     for (sc, strategy, seed), mats in results.matrices.items():
         if sc != scenario:
@@ -128,30 +187,46 @@ def task_curves(results: Results, scenario: str, metric: str, out: Path,
     data = pd.DataFrame(rows)
     strategies = [s for s in dict.fromkeys(results.cells.strategy) if s in set(data.strategy)]
     t = int(data.task.max()) + 1
-    cols = min(t, 3)
-    nrows = int(np.ceil(t / cols))
+    cols = min(len(strategies), 4)
+    nrows = int(np.ceil(len(strategies) / cols))
+    tasks = sns.color_palette("viridis", n_colors=t)
+    seen = [{"strategy": st, "seed": seed, "after": i, "value": v}
+            for (sc, st, seed), curves in results.seen.items() if sc == scenario
+            and metric in curves for i, v in enumerate(curves[metric])]
+    seen_data = pd.DataFrame(seen)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, cols, figsize=(COLUMN_WIDTH * cols / 1.6,
-                                                       1.9 * nrows + 0.4),
-                                 squeeze=False, sharey=True)
-        for j, ax in enumerate(axes.flat):
-            if j >= t:
+        fig, axes = plt.subplots(nrows, cols, figsize=(1.9 * cols + 0.6, 1.7 * nrows + 0.7),
+                                 squeeze=False, sharex=True, sharey=True)
+        for k, ax in enumerate(axes.flat):
+            if k >= len(strategies):
                 ax.axis("off")
                 continue
-            sns.lineplot(data=data[data.task == j], x="after", y="value", hue="strategy",
-                         hue_order=strategies, palette=colours(strategies),
-                         errorbar=bootstrap_ci, marker="o", markersize=3, linewidth=1.2, ax=ax,
-                         legend=j == 0)
-            ax.set_title(f"task {j}")
-            ax.set_xlabel("after training exp.")
-            ax.set_ylabel(metric_title(metric))
-            ax.set_xticks(range(j, t))
-        if axes.flat[0].get_legend() is not None:
-            handles, labels = axes.flat[0].get_legend_handles_labels()
-            axes.flat[0].get_legend().remove()
-            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5),
-                       bbox_to_anchor=(0.5, 1.0), frameon=False)
-        fig.tight_layout()
+            st = strategies[k]
+            sns.lineplot(data=data[data.strategy == st], x="after", y="value", hue="task",
+                         palette=tasks, errorbar=bootstrap_ci, marker="o", markersize=2.5,
+                         linewidth=1.0, ax=ax, legend=False, err_kws={"alpha": 0.15})
+            if len(seen_data):
+                sns.lineplot(data=seen_data[seen_data.strategy == st], x="after", y="value",
+                             color="black", linestyle="--", linewidth=1.0, errorbar=None,
+                             ax=ax, legend=False)
+            ax.set_title(st)
+            ax.set_xticks(range(t))
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("after training exp." if k // cols == nrows - 1 else "")
+            ax.set_ylabel(metric_title(metric) if k % cols == 0 else "")
+            ax.grid(alpha=0.3)
+        handles = [plt.Line2D([], [], color=tasks[j], marker="o", ms=3, lw=1)
+                   for j in range(t)]
+        labels = [f"task {j}" for j in range(t)]
+        if len(seen_data):
+            handles.append(plt.Line2D([], [], color="black", ls="--", lw=1))
+            labels.append("seen gallery")
+        top = 1 - 0.55 / fig.get_figheight()  # room for the title and the legend
+        fig.tight_layout(rect=(0, 0, 1, top))
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7),
+                   bbox_to_anchor=(0.5, top), frameon=False)
+        fig.suptitle(f"{scenario}: each task's {metric_title(metric)} (own gallery) across "
+                     "the stream", y=1.0, va="top", fontsize=FONT_SIZE + 1)
         return _save(fig, out, f"task_curves_{scenario}_{metric}", formats)
 
 
@@ -178,10 +253,10 @@ def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
             x, y = g["forgetting"].astype(float), g[f"final:{metric}"].astype(float)
             ax.errorbar(x.mean(), y.mean(), xerr=_ci_err(x), yerr=_ci_err(y), fmt="o", ms=5,
                         color=pal[s], capsize=2, elinewidth=0.8, label=s)
-            ax.annotate(s, (x.mean(), y.mean()), xytext=(4, 3), textcoords="offset points",
-                        fontsize=FONT_SIZE - 1)
+        # a legend, not labels at the points: points close together would overprint them
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         ax.set_xlabel(f"forgetting ({metric_title(metric)}, lower is better)")
-        ax.set_ylabel(f"final mean {metric_title(metric)}")
+        ax.set_ylabel(f"final {metric_title(metric)}, per-task galleries")
         ax.set_title(f"{scenario}: plasticity vs stability")
         ax.grid(alpha=0.3)
         return _save(fig, out, f"tradeoff_{scenario}_{metric}", formats)

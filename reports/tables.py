@@ -1,9 +1,13 @@
 """Comparison tables: strategies x metrics, mean ± std and 95% CI over seeds, paired tests.
 
 One table per scenario (or per ``split_by`` group, see :func:`reports.load.load_results`).
-Columns: final mean Recall@K over tasks (every K in the store), final mAP@R, and for the
-chosen metric: forgetting, forgetting ratio, BWT, the mean of per-task values over the
-stream, and the last task's value after learning it (plasticity). Definitions:
+Columns, each named for its gallery: first the chosen metric on the **seen** gallery (the
+test images of every class learnt so far, searched together, as a deployed system would):
+its final value and its average incremental value over the stream (Rebuffi et al. 2017);
+then **per-task** values (each task's own test images as the gallery): final mean Recall@K
+over tasks (every K in the store), final mAP@R, and for the chosen metric forgetting,
+forgetting ratio, BWT, the mean of per-task values over the stream ("Per-task inc."), and
+the last task's value after learning it (plasticity). Definitions:
 ``docs/metrics.md``. A value that is undefined for a cell (forgetting, ratio and BWT with a
 single experience) is NaN, never 0: it is left out of the mean and shown as "–".
 
@@ -39,6 +43,7 @@ from reports.load import Results, summaries
 
 #: column id -> title
 LABELS = {
+    "final_seen": "Final", "avg_incremental_seen": "Avg inc.",
     "final_mean": "final", "forgetting": "Forgetting", "forgetting_ratio": "F. ratio",
     "bwt": "BWT", "avg_incremental": "Per-task inc.", "last_task": "Last task",
 }
@@ -312,8 +317,12 @@ def comparison_tables(results: Results, metric: str = "recall@1", baseline: str 
     cells = summaries(results, metric)
     finals = [m for m in results.metrics if m.startswith("recall@")] + (
         ["map_at_r"] if "map_at_r" in results.metrics else [])
-    columns = [(f"final:{m}", metric_title(m)) for m in finals] + [
-        (c, f"{LABELS[c]} {metric_title(metric)}") for c in
+    m = metric_title(metric)
+    lead = [("final_seen", f"Final {m} seen"), ("avg_incremental_seen", f"Avg inc. {m} seen")]
+    if cells[[c for c, _ in lead]].isna().all().all():
+        lead = []  # a store from before the seen curves were recorded
+    columns = lead + [(f"final:{m}", f"{metric_title(m)} per-task") for m in finals] + [
+        (c, f"{LABELS[c]} {m}") for c in
         ("forgetting", "forgetting_ratio", "bwt", "avg_incremental", "last_task")]
     tables = []
     for scenario in results.scenarios:
@@ -337,3 +346,53 @@ def comparison_tables(results: Results, metric: str = "recall@1", baseline: str 
         data["significant"] = np.isfinite(data["p_adjusted"]) & (data["p_adjusted"] < alpha)
         tables.append(Table(scenario, metric, base, alpha, mark_bold(data, values, alpha)))
     return tables
+
+
+def loss_table(results: Results, scenario: str) -> pd.DataFrame:
+    """Each strategy's loss terms per experience, mean over seeds: rows (strategy, term),
+    columns ``exp 0 .. exp T-1``. ``steps`` is the number of optimisation steps; ``metric``
+    the metric loss; every other term is what the strategy adds (its regulariser's size,
+    next to the metric loss); ``total`` is their sum. Empty for stores from before the
+    terms were recorded."""
+    rows: dict[tuple[str, str], list[list[float]]] = {}
+    for (sc, strategy, _seed), terms in results.losses.items():
+        if sc != scenario:
+            continue
+        for term, values in terms.items():
+            per = rows.setdefault((strategy, term), [])
+            for i, v in enumerate(values):
+                while len(per) <= i:
+                    per.append([])
+                if v is not None and np.isfinite(v):
+                    per[i].append(float(v))
+    if not rows:
+        return pd.DataFrame()
+    order = list(dict.fromkeys(results.cells.strategy))
+    rank = {"steps": 0, "metric": 1, "total": 3}
+    keys = sorted(rows, key=lambda k: (order.index(k[0]) if k[0] in order else len(order),
+                                       rank.get(k[1], 2), k[1]))
+    t = max(len(v) for v in rows.values())
+    data = [[float(np.mean(rows[k][i])) if i < len(rows[k]) and rows[k][i] else np.nan
+             for i in range(t)] for k in keys]
+    return pd.DataFrame(data, index=pd.MultiIndex.from_tuples(keys, names=["strategy", "term"]),
+                        columns=[f"exp {i}" for i in range(t)])
+
+
+def loss_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """:func:`loss_table` as text cells (header, rows): steps as integers, losses to 4
+    significant digits, "–" where a term was not added in an experience."""
+    head = ["strategy", "term", *table.columns]
+    rows = [[str(strategy), str(term), *("–" if not np.isfinite(v) else (
+        f"{v:.0f}" if term == "steps" else f"{v:.4g}") for v in row)]
+        for (strategy, term), row in table.iterrows()]
+    return head, rows
+
+
+def loss_markdown(table: pd.DataFrame) -> str:
+    """:func:`loss_table` as a Markdown table (empty text for an empty table)."""
+    if table.empty:
+        return ""
+    head, rows = loss_cells(table)
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
