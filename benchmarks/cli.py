@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="reuse a store written by a different matrix (matching cells kept)")
     p.add_argument("--force", action="store_true", help="recompute every cell")
+    p.add_argument("--rerun-before", metavar="COMMIT",
+                   help="recompute finished cells computed by an lrbench commit older than "
+                   "COMMIT (an ancestor of it in this repository's history, or unknown): "
+                   "numbers from one code version")
     p.add_argument("--checkpoints", action="store_true",
                    help="keep a checkpoint per cell after each experience (resumable cells)")
     p.add_argument("--check-determinism", action="store_true",
@@ -290,7 +294,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     counts = run_matrix(config, out, jobs=args.jobs, force=args.force, resume=args.resume,
                         checkpoints=args.checkpoints, progress=True, executor=args.executor,
-                        ray_address=args.ray_address, skip_corrupt=args.skip_corrupt)
+                        ray_address=args.ray_address, skip_corrupt=args.skip_corrupt,
+                        rerun_before=args.rerun_before)
     _print_summary(out)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")

@@ -38,7 +38,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import MatrixConfig, expand_cells, resolved_yaml
+from benchmarks.config import HASH_VERSION, MatrixConfig, expand_cells, resolved_yaml
 from benchmarks.errors import LrbenchError, abridged
 from benchmarks.store import atomic_write, store_lock
 
@@ -505,8 +505,10 @@ def write_tidy(store: Path) -> int:
     return len(rows)
 
 
-def finished(cell_dir: Path, cell: dict[str, Any]) -> bool:
-    """Whether ``cell_dir`` holds a finished result of exactly this cell config."""
+def finished(cell_dir: Path, cell: dict[str, Any],
+             older: Callable[[str], bool] | None = None) -> bool:
+    """Whether ``cell_dir`` holds a finished result of exactly this cell config (and, with
+    ``older``, one whose lrbench commit ``older`` does not call too old)."""
     path = cell_dir / "result.json"
     if not path.is_file():
         return False
@@ -514,7 +516,41 @@ def finished(cell_dir: Path, cell: dict[str, Any]) -> bool:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return result.get("status") == "finished" and result.get("config_hash") == cell["hash"]
+    if not isinstance(result, dict):
+        return False
+    ok = result.get("status") == "finished" and result.get("config_hash") == cell["hash"]
+    if ok and older is not None:
+        commit = (result.get("versions") or {}).get("lrbench_commit", "unknown")
+        ok = not older(str(commit))
+    return ok
+
+
+def older_than(commit: str) -> Callable[[str], bool]:
+    """A test for "computed by an lrbench commit older than ``commit``": an ancestor of
+    it in this repository's history, or a commit git cannot place (unknown, another
+    history). A one-line error when ``commit`` itself is not a commit here."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+    try:
+        found = git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    except OSError:
+        raise LrbenchError("--rerun-before needs git and lrbench's git checkout") from None
+    if found.returncode != 0:
+        raise LrbenchError(f"--rerun-before: {commit!r} is not a commit of lrbench's "
+                           f"repository ({repo}); give a commit id or tag from git log")
+    target = found.stdout.strip()
+
+    def older(cell_commit: str) -> bool:
+        if cell_commit == target:
+            return False
+        if git("cat-file", "-e", f"{cell_commit}^{{commit}}").returncode != 0:
+            return True  # unknown here: its age cannot be told, so it is recomputed
+        return git("merge-base", "--is-ancestor", cell_commit, target).returncode == 0
+
+    return older
 
 
 def final_line(summary: dict[str, Any]) -> str:
@@ -600,12 +636,16 @@ def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) ->
 def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool = False,
                resume: bool = False, checkpoints: bool = False, progress: bool = True,
                executor: str = "local", ray_address: str | None = None,
-               skip_corrupt: bool = False) -> dict[str, Any]:
+               skip_corrupt: bool = False, rerun_before: str | None = None
+               ) -> dict[str, Any]:
     """Run every cell not yet finished; return counts of finished/skipped/failed cells.
 
     Every image of the real datasets is decoded once first (:func:`find_corrupt`): a
     broken one refuses the matrix, or with ``skip_corrupt`` is left out of every cell that
     reads it (recorded in each cell's config and in ``skipped.json``).
+
+    ``rerun_before`` (a git commit) recomputes finished cells that an older lrbench
+    commit computed (see :func:`older_than`).
 
     ``executor="local"`` runs ``jobs`` processes here; ``"ray"`` submits one Ray task per
     cell (1 CPU, and 1 GPU when the cell trains on CUDA) to the cluster at ``ray_address``
@@ -619,6 +659,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     if executor == "ray" and (checkpoints or config.logging.tensorboard or config.logging.csv):
         raise LrbenchError("--checkpoints and logging need the local executor (Ray workers "
                            "share no disk with the store); drop one or the other")
+    older = older_than(rerun_before) if rerun_before else None
     cells = expand_cells(config)
     broken = check_data(cells, skip_corrupt, progress)
     store = prepare_store(out, config, force, resume)
@@ -636,7 +677,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             (store / "skipped.json").unlink(missing_ok=True)
         todo = []
         for cell in cells:
-            if not force and finished(store / "cells" / cell["id"], cell):
+            if not force and finished(store / "cells" / cell["id"], cell, older):
                 counts["skipped"] += 1
             else:
                 todo.append(cell)
@@ -648,7 +689,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
 
         def record(cell: dict[str, Any], outcome: dict[str, Any], started: float) -> None:
             cell_dir = store / "cells" / cell["id"]
-            result = {"id": cell["id"], "config_hash": cell["hash"], "config": cell,
+            result = {"id": cell["id"], "config_hash": cell["hash"],
+                      "hash_version": HASH_VERSION, "config": cell,
                       "status": outcome["status"], "started": started,
                       "ended": time.time(), "versions": vers, "host": host}
             if outcome["status"] == "finished":

@@ -484,16 +484,22 @@ def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path,
 
     store, log = tmp_path / "interrupted", tmp_path / "interrupted.log"
     with open(log, "w") as err:
+        # a command started in the background of a script inherits SIGINT ignored (as CI
+        # may start this suite): the run gets the default disposition, as in a terminal
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE),
                                  "--out", str(store), "--jobs", "2", *gated_matrix(folder)],
-                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             wait_for(folder / "started-seed0", proc, log)
             wait_for(store / "cells" / "synth-tiny__finetune__seed0" / "result.json", proc,
                      log)
             proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=HANG_S)
         finally:
-            proc.wait()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     text = log.read_text()
     assert proc.returncode == 130, text[-2000:]
     assert "interrupted: finished cells are kept" in text and "Traceback" not in text
@@ -660,3 +666,31 @@ def test_strategy_variants_run_under_their_own_label(tmp_path):
         load_config(SMOKE, [*base, "strategies={v: {strategy: l2kd}}"])
     with pytest.raises(LrbenchError, match="strategies.v"):
         load_config(SMOKE, [*base, "strategies={v: {strategy: l2_kd, lamb: 1}}"])
+
+
+def test_rerun_before_recomputes_cells_of_older_commits(smoke_store, tmp_path):
+    """--rerun-before COMMIT recomputes the cells an older commit (an ancestor of COMMIT,
+    or one git cannot place) computed, and keeps the others byte for byte."""
+    import shutil
+
+    store = tmp_path / "mixed"
+    shutil.copytree(smoke_store, store)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    parent = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    cells = sorted((store / "cells").glob("*/result.json"))
+    for path, commit in zip(cells, [parent, "0" * 40, head, head], strict=True):
+        res = json.loads(path.read_text())
+        res["versions"]["lrbench_commit"] = commit
+        path.write_text(json.dumps(res))
+    kept = {p: p.read_bytes() for p in cells[2:]}
+    counts = run_matrix(load_config(SMOKE, FAST), store, progress=False, rerun_before=head)
+    assert counts["finished"] == 2 and counts["skipped"] == 2
+    assert {p: p.read_bytes() for p in kept} == kept
+    for path in cells[:2]:  # recomputed: the same numbers, today's commit
+        new, ref = json.loads(path.read_text()), results(smoke_store)[path.parent.name]
+        assert same_values(new, ref) and new["versions"]["lrbench_commit"] != "0" * 40
+    with pytest.raises(LrbenchError, match="--rerun-before: 'no-such-commit' is not a commit"):
+        run_matrix(load_config(SMOKE, FAST), store, progress=False,
+                   rerun_before="no-such-commit")
