@@ -120,8 +120,37 @@ CASES: dict[str, Case] = {
     "matrix-missing": (lambda t, s: ["run", str(t / "nothing.yaml"), "--out", str(s)],
                        "not found"),
     "bad-format": (lambda t, s: ["report", str(s), "--format", "pdf"], "unknown report format"),
+    "name-traversal": (lambda t, s: ["run", matrix(t, **{"scenarios": [{
+        **SMOKE["scenarios"][0], "name": "../../victim"}]}), "--out", str(s)],
+        "cannot name a folder"),
+    "name-dot": (lambda t, s: ["run", matrix(t, name=".."), "--dry-run"],
+                 "'..' cannot name a folder"),
+    "label-collides": (lambda t, s: ["run", matrix(t, strategies={"finetune__x": {
+        "strategy": "finetune"}}), "--out", str(s)], "strategy label 'finetune__x'"),
+    "scenario-twice": (lambda t, s: ["run", matrix(t, scenarios=[SMOKE["scenarios"][0]] * 2),
+                                     "--out", str(s)], "scenario name synth-tiny appears twice"),
+    "seed-twice": (lambda t, s: ["run", matrix(t, seeds=[0, 0]), "--out", str(s)],
+                   "seed 0 appears twice"),
+    "rerun-before-unknown": (lambda t, s: ["run", matrix(t), "--out", str(s), "--rerun-before",
+                                           "no-such-commit"], "is not a commit of lrbench"),
+    "merge-unlike": (lambda t, s: ["report", str(s), _other_budget(t, s)],
+                     "differ in training.iterations"),
     "not-a-store": (lambda t, s: ["report", str(t)], "is not a results store"),
 }
+
+
+def _other_budget(tmp: Path, store: Path) -> str:
+    """A copy of ``store`` whose cells claim another training budget, for a merge."""
+    import json
+
+    other = tmp / "other"
+    shutil.copytree(store, other)
+    for path in other.glob("cells/*/result.json"):
+        res = json.loads(path.read_text())
+        res["config"]["training"]["iterations"] += 1
+        res["config"]["strategy"] += "-b"
+        path.write_text(json.dumps(res))
+    return str(other)
 
 
 def _read_only(tmp: Path) -> str:

@@ -40,6 +40,10 @@ def per_seed_values(store: Path) -> dict[tuple[str, str, str], dict[int, float]]
         ratios = [(r[j][j] - r[t - 1][j]) / r[j][j] for j in range(t - 1) if r[j][j] > 0]
         bwt = [r[t - 1][j] - r[j][j] for j in range(t - 1)]
         inc = [sum(r[i][: i + 1]) / (i + 1) for i in range(t)]
+        if "seen" in p:  # the seen-classes gallery: its last value and its mean (Rebuffi)
+            curve = p["seen"]["recall"]["1"]
+            per.setdefault((sc, st, "final_seen"), {})[seed] = curve[-1]
+            per.setdefault((sc, st, "avg_incremental_seen"), {})[seed] = sum(curve) / len(curve)
         for col, vals in (("forgetting", drops), ("forgetting_ratio", ratios), ("bwt", bwt),
                           ("avg_incremental", inc), ("last_task", [r[t - 1][t - 1]])):
             per.setdefault((sc, st, col), {})[seed] = sum(vals) / len(vals)
@@ -124,8 +128,9 @@ def smoke_report(smoke_store, tmp_path_factory) -> Path:
 
 
 def test_smoke_tables_match_result_json(smoke_store, smoke_report):
-    # 2 strategies x (3 Ks, mAP@R, forgetting, ratio, BWT, avg inc., last task)
-    assert check_tables_match(smoke_store, smoke_report) == 2 * 9
+    # 2 strategies x (seen final and avg inc., 3 Ks, mAP@R, forgetting, ratio, BWT,
+    # per-task inc., last task)
+    assert check_tables_match(smoke_store, smoke_report) == 2 * 11
     check_statistics_match(smoke_store, smoke_report)
 
 
@@ -142,9 +147,12 @@ def test_demo_tables_match_result_json(tmp_path):
 def test_markdown_marks_best_and_significance(smoke_report):
     md = (smoke_report / "tables" / "synth-tiny.md").read_text()
     lines = md.strip().splitlines()
-    assert lines[0].startswith("| strategy | seeds | R@1 | R@2 | R@4 | mAP@R | Forgetting R@1")
+    # the seen-classes gallery leads, every column is named for its gallery
+    assert lines[0].startswith("| strategy | seeds | Final R@1 seen | Avg inc. R@1 seen | "
+                               "R@1 per-task | R@2 per-task | R@4 per-task | mAP@R per-task | "
+                               "Forgetting R@1")
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["finetune", "l2_kd"]
-    assert md.count("**") >= 2 * 9  # a best value in every column
+    assert md.count("**") >= 2 * 11  # a best value in every column
     rows = table_rows(smoke_report)
     assert all(r["baseline"] == "finetune" for r in rows)
     base = [r for r in rows if r["strategy"] == "finetune"]
@@ -187,7 +195,7 @@ def _is_png(path: Path) -> bool:
 
 def test_every_figure_kind_is_a_valid_png_and_svg(smoke_report):
     figures = smoke_report / "figures"
-    for kind in ("r_matrix", "task_curves", "tradeoff", "recall_bars"):
+    for kind in ("seen_curves", "r_matrix", "task_curves", "tradeoff", "recall_bars"):
         pngs = list(figures.glob(f"{kind}_*.png"))
         svgs = list(figures.glob(f"{kind}_*.svg"))
         assert len(pngs) == 1 and len(svgs) == 1, kind
@@ -201,11 +209,11 @@ def test_every_figure_kind_is_a_valid_png_and_svg(smoke_report):
 
 def test_pages_embed_everything(smoke_report):
     md = (smoke_report / "report.md").read_text()
-    for kind in ("r_matrix", "task_curves", "tradeoff", "recall_bars"):
+    for kind in ("seen_curves", "r_matrix", "task_curves", "tradeoff", "recall_bars"):
         assert f"(figures/{kind}_" in md
     assert "## Matrix configuration" in md and "name: smoke" in md and "torch:" in md
     page = (smoke_report / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
     assert "src='figures" not in page and "http" not in page.split("<body>")[1]
 
 
@@ -268,3 +276,33 @@ def test_bad_report_input_is_one_line(tmp_path, smoke_store, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("lrbench: error: ") for line in err)
     assert "results store" in err[0] and "md, html" in err[1] and "recall@1" in err[2]
+
+
+def test_loss_terms_per_experience_match_result_json(smoke_store, smoke_report):
+    """The report's loss table: each strategy's steps and terms per experience, the mean
+    over seeds of result.json's ``losses``, recomputed here by hand; l2_kd's term is
+    absent ("–") in the first experience and its size shows next to the metric loss."""
+    from reports.load import load_results
+    from reports.tables import loss_table
+
+    by: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for path in (smoke_store / "cells").glob("*/result.json"):
+        res = json.loads(path.read_text())
+        for term, values in res["payload"]["losses"].items():
+            for i, v in enumerate(values):
+                if v is not None:
+                    by.setdefault((res["config"]["strategy"], term), {}).setdefault(
+                        i, []).append(v)
+    table = loss_table(load_results([smoke_store]), "synth-tiny")
+    assert set(table.index) == set(by)
+    for key, per_exp in by.items():
+        for i in range(3):
+            got = table.loc[key, f"exp {i}"]
+            if i in per_exp:
+                assert got == pytest.approx(statistics.mean(per_exp[i]), rel=1e-12), key
+            else:
+                assert got != got, key  # NaN: not added in that experience
+    assert table.loc[("finetune", "steps")].tolist() == [3.0, 3.0, 3.0]
+    md = (smoke_report / "report.md").read_text()
+    assert "| l2_kd | l2_kd | – |" in md and "| finetune | steps | 3 | 3 | 3 |" in md
+    assert "Every cell was computed by lrbench commit" in md

@@ -694,3 +694,33 @@ def test_rerun_before_recomputes_cells_of_older_commits(smoke_store, tmp_path):
     with pytest.raises(LrbenchError, match="--rerun-before: 'no-such-commit' is not a commit"):
         run_matrix(load_config(SMOKE, FAST), store, progress=False,
                    rerun_before="no-such-commit")
+
+
+@pytest.mark.parametrize("name", ["../../victim/cells/synth-tiny", "../../../escaped",
+                                  "/tmp/absolute", "a/b", ".", "..", "x" * 300, "a__finetune",
+                                  "", "-flag", "name with space"])
+@pytest.mark.parametrize("where", ["scenario", "matrix"])
+def test_no_name_can_make_a_path_outside_its_folder(name, where, tmp_path):
+    """Scenario and matrix names become folders: traversal, absolute, nested, dot,
+    overlong and separator-holding names are refused when the matrix is read."""
+    data = {"name": "ok", "seeds": [0], "strategies": {"finetune": {}},
+            "scenarios": [{"name": "fine", "dataset": "synth-fg", "schedule": "4+4"}]}
+    if where == "scenario":
+        data["scenarios"][0]["name"] = name
+    else:
+        data["name"] = name
+    with pytest.raises(LrbenchError, match="cannot name a folder|should match|at least"):
+        parse_config(data)
+
+
+def test_cell_ids_are_unique_by_construction():
+    """``a__finetune`` x ``finetune`` and ``a`` x ``finetune__finetune`` would both be
+    ``a__finetune__finetune__seed0``: neither name is accepted."""
+    base = {"name": "ok", "seeds": [0],
+            "scenarios": [{"name": "a", "dataset": "synth-fg", "schedule": "4+4"}]}
+    with pytest.raises(LrbenchError, match="strategy label 'finetune__finetune'"):
+        expand_cells(parse_config({**base, "strategies": {
+            "finetune__finetune": {"strategy": "finetune"}}}))
+    ids = [c["id"] for c in expand_cells(parse_config({**base, "seeds": [0, 1], "strategies": {
+        "finetune": {}, "ft-b": {"strategy": "finetune"}}}))]
+    assert len(ids) == len(set(ids)) == 4

@@ -186,8 +186,9 @@ def test_bold_marks_the_best_and_what_is_within_noise_of_it(noisy_store):
     md = table.to_markdown()
     assert "| finetune | 5 | 0.400 ± 0.019 |" in md
     assert "| b | 5 | **0.598 ± 0.028** † |" in md
-    # the dagger uses the adjusted p: 3 strategies x 4 defined columns form the family
-    assert table.family_size == 12
+    # the dagger uses the adjusted p: 3 strategies x 6 defined columns (seen final and avg
+    # inc., R@1 and mAP@R per task, per-task inc., last task) form the family
+    assert table.family_size == 18
     np.testing.assert_allclose(table.data["p_adjusted"],
                                brute_force_holm(table.data["p_value"].tolist()), rtol=1e-12)
 
@@ -232,7 +233,7 @@ def test_one_experience_forgetting_is_undefined_not_zero(noisy_store, tmp_path):
             assert rows[(s, col)]["mean"] == "" and rows[(s, col)]["n"] == "0"
         assert float(rows[(s, "avg_incremental")]["mean"]) == pytest.approx(np.mean(NOISY[s]))
     line = next(ln for ln in report.tables[0].to_markdown().splitlines() if "| a |" in ln)
-    assert line.split(" | ")[4:7] == ["–", "–", "–"]  # Forgetting, F. ratio, BWT
+    assert line.split(" | ")[6:9] == ["–", "–", "–"]  # Forgetting, F. ratio, BWT
     page = (tmp_path / "r" / "report.md").read_text()
     assert "docs/metrics.md" in page and "DESIGN.md" not in page
     assert (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").is_file()
@@ -244,7 +245,7 @@ def test_first_paragraph_says_what_the_seeds_can_show(noisy_store, tmp_path):
     first = page.split("\n\n")[1]
     assert first.startswith("**Statistics.**")
     assert "With 5 paired seeds" in first and "|t| > 2.78" in first
-    assert "Holm over 12 tests" in first and "p = 0.0625" in first
+    assert "Holm over 18 tests" in first and "p = 0.0625" in first
 
 
 # -- merging stores -----------------------------------------------------------------------
