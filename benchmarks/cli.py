@@ -257,25 +257,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.config import check_names, expand_cells, load_config
 
     # the checks that need no strategy come first: importing the strategies (and Avalanche)
-    # takes seconds, which a typo in a file or a wrong --out should not cost
+    # takes seconds, which a typo in the file or a wrong flag should not cost; a cell's
+    # hash covers its resolved hyperparameters, so the strategies are checked next
     config = load_config(args.config, args.overrides, registries=False)
     if args.jobs < 1:
         raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.rerun_before:
+        from benchmarks.runner import older_than
+
+        older_than(args.rerun_before)
+    check_names(config, args.config)
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
-    created = not os.path.exists(out)
     if not args.dry_run:
         from benchmarks.runner import check_data, prepare_store
 
         check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
         if not args.check_determinism:
             prepare_store(out, config, args.force, args.resume)
-    try:
-        check_names(config, args.config)
-    except LrbenchError:
-        if created and os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)  # leave no empty folder behind for a refused matrix
-        raise
     if args.dry_run:
         for cell in cells:
             print(f"{cell['hash']}  {cell['id']}")

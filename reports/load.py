@@ -54,6 +54,9 @@ class Results:
     warnings: dict[tuple[str, str, int], list[str]] = field(default_factory=dict)
     #: per cell: the lrbench commit that computed it
     commits: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    #: per cell (when ``evaluation.cross_model`` was measured): ``recall@K`` -> C, where
+    #: C[i][m] is model i's queries against the seen gallery embedded by model m (m < i)
+    cross: dict[tuple[str, str, int], dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -225,6 +228,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
     losses: dict[tuple[str, str, int], dict[str, list[float | None]]] = {}
     warnings: dict[tuple[str, str, int], list[str]] = {}
     commits: dict[tuple[str, str, int], str] = {}
+    cross: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
     for result, store, path, flat in loaded:
         cfg = result["config"]
         scenario = cfg["scenario"]["name"]
@@ -258,6 +262,9 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         losses[key] = dict(result["payload"].get("losses") or {})
         warnings[key] = list(result["payload"].get("warnings") or [])
         commits[key] = str((result.get("versions") or {}).get("lrbench_commit", "unknown"))
+        if result["payload"].get("cross_model"):
+            cross[key] = {f"recall@{k}": np.array(m, dtype=float)
+                          for k, m in result["payload"]["cross_model"].items()}
         row = {**base, "num_experiences": result["payload"]["num_experiences"],
                "train_s": result["payload"].get("timings", {}).get("total_s")}
         for metric, mat in mats.items():
@@ -279,7 +286,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
     return Results(cells, matrices, pd.DataFrame(
         failed, columns=["scenario", "strategy", "seed", "store", "cell", "status", "reason"]),
         paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())},
-        seen_curves, losses, warnings, commits)
+        seen_curves, losses, warnings, commits, cross)
 
 
 def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],

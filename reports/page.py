@@ -120,7 +120,7 @@ FIGURE_TITLES = {
 
 def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, str, object]]:
     """(kind, heading/text, payload) blocks shared by the Markdown and HTML pages."""
-    from reports.tables import loss_table, metric_title
+    from reports.tables import cross_model_table, loss_table, metric_title
 
     blocks: list[tuple[str, str, object]] = []
     m = metric_title(metric)
@@ -176,6 +176,14 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                            "to compare with the metric loss), their total, and the steps "
                            "taken.", None))
             blocks.append(("losses", "", losses))
+        cross = cross_model_table(results, t.scenario, metric)
+        if not cross.empty:
+            blocks.append(("p", f"Cross-model (backfill-free) {m}: the final model's queries "
+                           "against the seen gallery as embedded by the model after an "
+                           "earlier experience (is the index usable without re-embedding "
+                           "it?), beside `rebuilt` (re-embedded by the final model). Mean "
+                           "over seeds.", None))
+            blocks.append(("cross", "", cross))
         for kind, title in FIGURE_TITLES.items():
             paths = [p for p in report.figures.get(f"{kind}/{t.scenario}", [])
                      if p.suffix == ".png"]
@@ -235,6 +243,8 @@ def markdown_page(results: Results, report: Report, metric: str) -> str:
             lines += [payload.to_markdown()]
         elif kind == "losses":
             lines += [loss_markdown(payload)]
+        elif kind == "cross":
+            lines += [frame_markdown(payload)]
         elif kind == "figure":
             rel = os.path.relpath(payload, report.out)
             lines += [f"![{text}]({rel})", "", f"*{text}*", ""]
@@ -251,6 +261,16 @@ th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #
 figure{margin:1.5em 0}figure img{max-width:100%;height:auto}
 figcaption{font-style:italic;color:#555}pre{background:#f6f6f6;padding:.8em;overflow:auto}
 .failed td{color:#a00}"""
+
+
+def frame_markdown(frame: object) -> str:
+    """A small numeric table (index = strategy) as Markdown, 3 decimals, "–" for NaN."""
+    head = [str(frame.index.name or ""), *map(str, frame.columns)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(frame.columns)]
+    for name, row in frame.iterrows():
+        lines.append(f"| {name} | " + " | ".join(
+            "–" if v != v else f"{v:.3f}" for v in row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def loss_html(table: object) -> str:
@@ -290,6 +310,8 @@ def html_page(results: Results, report: Report, metric: str) -> str:
             body.append(payload.to_html())
         elif kind == "losses":
             body.append(loss_html(payload))
+        elif kind == "cross":
+            body.append(payload.to_html(float_format="{:.3f}".format, na_rep="–"))
         elif kind == "figure":
             data = base64.b64encode(Path(payload).read_bytes()).decode()
             body.append(f"<figure><img alt='{html.escape(text)}' "

@@ -396,3 +396,28 @@ def loss_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def cross_model_table(results: Results, scenario: str, metric: str) -> pd.DataFrame:
+    """Backfill-free retrieval, when measured: per strategy (mean over seeds), ``metric`` of
+    the final model's queries on the seen gallery embedded by the model after experience m
+    (columns ``index of exp m``), beside ``rebuilt`` (the index re-embedded by the final
+    model: the seen-gallery value). Empty when not measured or ``metric`` is not Recall@K."""
+    per: dict[str, list[np.ndarray]] = {}
+    rebuilt: dict[str, list[float]] = {}
+    for key, by_metric in results.cross.items():
+        if key[0] != scenario or metric not in by_metric:
+            continue
+        c = by_metric[metric]
+        per.setdefault(key[1], []).append(c[-1, :-1])
+        curve = results.seen.get(key, {}).get(metric)
+        rebuilt.setdefault(key[1], []).append(float(curve[-1]) if curve is not None
+                                              else np.nan)
+    if not per:
+        return pd.DataFrame()
+    order = [s for s in dict.fromkeys(results.cells.strategy) if s in per]
+    t = len(next(iter(per.values()))[0])
+    data = {f"index of exp {m}": [float(np.mean([r[m] for r in per[s]])) for s in order]
+            for m in range(t)}
+    data["rebuilt"] = [float(np.mean(rebuilt[s])) for s in order]
+    return pd.DataFrame(data, index=pd.Index(order, name="strategy"))

@@ -92,3 +92,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 
 def test_unknown_command_is_one_line():
     assert_one_line_error(run_cli("strem"), "invalid choice")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``lrbench list strategies | head``: the reader closes the pipe before the output
+    ends; the command ends quietly (exit 0), as Unix tools do."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "list", "strategies"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # closed before anything was written: every write hits EPIPE
+    err = proc.stderr.read()
+    assert proc.wait(timeout=HANG_S) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

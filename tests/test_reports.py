@@ -306,3 +306,24 @@ def test_loss_terms_per_experience_match_result_json(smoke_store, smoke_report):
     md = (smoke_report / "report.md").read_text()
     assert "| l2_kd | l2_kd | – |" in md and "| finetune | steps | 3 | 3 | 3 |" in md
     assert "Every cell was computed by lrbench commit" in md
+
+
+def test_cross_model_is_reported_when_measured(tmp_path):
+    """With evaluation.cross_model the report shows the final model's queries against
+    every earlier model's index, equal to result.json's matrix by hand."""
+    from benchmarks.config import load_config
+    from benchmarks.runner import run_matrix
+
+    store = tmp_path / "cross"
+    run_matrix(load_config(REPO / "configs" / "smoke.yaml", [
+        "training.iterations=2", "seeds=[0]", "strategies={finetune: {}}",
+        "evaluation.cross_model=true"]), store, progress=False)
+    build_report([store], tmp_path / "r", formats=["md"])
+    (res,) = [json.loads(p.read_text()) for p in store.glob("cells/*/result.json")]
+    c = res["payload"]["cross_model"]["1"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Cross-model (backfill-free) R@1" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| finetune | ")
+               and ln.count("|") == 5)
+    assert row == (f"| finetune | {c[-1][0]:.3f} | {c[-1][1]:.3f} | "
+                   f"{res['payload']['seen']['recall']['1'][-1]:.3f} |")
