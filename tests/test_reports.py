@@ -142,6 +142,12 @@ def test_demo_tables_match_result_json(tmp_path):
     build_report([store], tmp_path, formats=["csv"])
     assert check_tables_match(store, tmp_path) > 0
     check_statistics_match(store, tmp_path)
+    for path in store.glob("cells/*__[em][wa][cs]__seed*/result.json"):  # ewc and mas
+        res = json.loads(path.read_text())
+        term = res["config"]["strategy"]
+        assert term in ("ewc", "mas"), path
+        values = res["payload"]["losses"][term]
+        assert values[0] is None and all(v > 0 for v in values[1:]), (path, values)
 
 
 def test_markdown_marks_best_and_significance(smoke_report):
