@@ -8,6 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# Tests compute with one intra-op thread, as every cell does (training.threads). On a busy
+# machine a parallel region waits for every thread it spans, and a thread the scheduler has
+# parked turns milliseconds into seconds: measured under a CPU hog, a 21 s test took 600 s
+# with torch's default of one thread per core. Subprocesses inherit the setting.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 warnings.filterwarnings("ignore", message=".*QP solver.*")
 
