@@ -40,7 +40,7 @@ from typing import Any
 
 from benchmarks.config import HASH_VERSION, MatrixConfig, expand_cells, resolved_yaml
 from benchmarks.errors import LrbenchError, abridged
-from benchmarks.store import atomic_write, store_lock
+from benchmarks.run.store import atomic_write, store_lock
 
 TIDY_COLUMNS = ["scenario", "strategy", "seed", "train_exp", "eval_exp", "metric", "k", "value"]
 

@@ -20,7 +20,7 @@ from benchmarks.cli import main
 from benchmarks.config import expand_cells, load_config, parse_config
 from benchmarks.errors import LrbenchError
 from benchmarks.runner import run_matrix
-from benchmarks.store import lock_free, store_lock
+from benchmarks.run.store import lock_free, store_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -205,7 +205,7 @@ def test_a_holder_on_another_host_is_never_taken_for_stale(tmp_path):
     # a runner under another host name while this one holds the store: the OS lock
     # refuses it first (where file locks reach across hosts, they do that job)
     (store / ".lock.owner").unlink()
-    with store_lock(store), mock.patch("benchmarks.store.hostname", return_value="b-host"), \
+    with store_lock(store), mock.patch("benchmarks.run.store.hostname", return_value="b-host"), \
             pytest.raises(LrbenchError, match="in use by another lrbench run"), \
             store_lock(store):
         pass
