@@ -263,14 +263,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
     if args.rerun_before:
-        from benchmarks.runner import older_than
+        from benchmarks.run.store import older_than
 
         older_than(args.rerun_before)
     check_names(config, args.config)
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
     if not args.dry_run:
-        from benchmarks.runner import check_data, prepare_store
+        from benchmarks.run.preflight import check_data
+        from benchmarks.run.store import prepare_store
 
         check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
         if not args.check_determinism:
@@ -281,7 +282,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(cells)} cells")
         return 0
     if args.check_determinism:
-        from benchmarks.runner import check_determinism
+        from benchmarks.run.cell import check_determinism
 
         diffs = check_determinism(cells[0], log=lambda msg: print(msg, file=sys.stderr))
         for line in diffs:
@@ -319,12 +320,13 @@ def _print_summary(store: str) -> None:
     """Mean final Recall@1 and forgetting per scenario and strategy (over seeds)."""
     import glob
 
+    from benchmarks.run.store import read_result
+
     table: dict[tuple[str, str], list[tuple[float, float]]] = {}
     k = 1
     for path in glob.glob(os.path.join(store, "cells", "*", "result.json")):
-        with open(path) as fh:
-            result = json.load(fh)
-        if result.get("status") != "finished":
+        result = read_result(path)
+        if result is None or result.get("status") != "finished":
             continue
         s = result["payload"]["summary"]
         k = s.get("k", 1)
