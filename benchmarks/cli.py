@@ -262,10 +262,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides, registries=False)
     if args.jobs < 1:
         raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
+    older = None
     if args.rerun_before:
         from benchmarks.run.store import older_than
 
-        older_than(args.rerun_before)
+        older = older_than(args.rerun_before)
     check_names(config, args.config)
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
@@ -273,9 +274,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from benchmarks.run.preflight import check_data
         from benchmarks.run.store import prepare_store
 
-        check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
+        broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
         if not args.check_determinism:
-            prepare_store(out, config, args.force, args.resume)
+            store = prepare_store(out, config, args.force, args.resume)
     if args.dry_run:
         for cell in cells:
             print(f"{cell['hash']}  {cell['id']}")
@@ -290,12 +291,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{cells[0]['id']}: two runs gave "
               + ("identical metric values" if not diffs else f"{len(diffs)} differing sections"))
         return 1 if diffs else 0
-    from benchmarks.runner import run_matrix
+    from benchmarks.runner import Plan, run_matrix
 
+    # checked above: the runner takes the checked cells and store instead of again
     counts = run_matrix(config, out, jobs=args.jobs, force=args.force, resume=args.resume,
                         checkpoints=args.checkpoints, progress=True, executor=args.executor,
                         ray_address=args.ray_address, skip_corrupt=args.skip_corrupt,
-                        rerun_before=args.rerun_before)
+                        rerun_before=args.rerun_before,
+                        plan=Plan(cells, broken, store, older))
     _print_summary(out)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")

@@ -4,12 +4,12 @@ results store.
 This module only orchestrates; each concern has its own module in :mod:`benchmarks.run`:
 ``store`` (the results folder, ``result.json``, the lock), ``preflight`` (the checks
 before any training), ``cell`` (one cell built and run) and ``executors`` (where cells run).
-:func:`run_matrix` checks the matrix, takes the store, skips the cells already finished,
-runs the rest on an executor and writes each outcome as it arrives, then rebuilds the tidy
-table. Cells run in this process
-(``jobs=1``) or in ``jobs`` worker processes, or on Ray; each computes with its own
-``training.threads`` (so ``jobs`` changes only how many run at once, never a number), and
-results come back to this process, the only writer of the store.
+:func:`run_matrix` checks the matrix (:func:`make_plan`, unless given the :class:`Plan` the
+CLI already made), takes the store, skips the cells already finished, runs the rest on an
+executor and writes each outcome as it arrives, then rebuilds the tidy table. Cells run in
+this process (``jobs=1``) or in ``jobs`` worker processes, or on Ray; each computes with
+its own ``training.threads`` (so ``jobs`` changes only how many run at once, never a
+number), and results come back to this process, the only writer of the store.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +41,37 @@ from benchmarks.run.store import (
 )
 
 
+@dataclass
+class Plan:
+    """A matrix already checked, as the CLI checks it before :func:`run_matrix`: its
+    ``cells`` (expanded and through :func:`~benchmarks.run.preflight.check_data`, broken
+    files marked), the ``broken`` files found, the prepared ``store``
+    (:func:`~benchmarks.run.store.prepare_store`) and the ``older`` test of
+    ``--rerun-before`` (:func:`~benchmarks.run.store.older_than`), or None."""
+
+    cells: list[dict[str, Any]]
+    broken: dict[str, list[tuple[str, str]]]
+    store: Path
+    older: Callable[[str], bool] | None = None
+
+
+def make_plan(config: MatrixConfig, out: str | Path, force: bool = False, resume: bool = False,
+         progress: bool = True, skip_corrupt: bool = False, rerun_before: str | None = None
+         ) -> Plan:
+    """Check a matrix before any training: ``rerun_before`` a commit, the cells' data
+    (broken images refused, or with ``skip_corrupt`` left out), the store writable and
+    not holding another matrix."""
+    older = older_than(rerun_before) if rerun_before else None
+    cells = expand_cells(config)
+    broken = check_data(cells, skip_corrupt, progress)
+    return Plan(cells, broken, prepare_store(out, config, force, resume), older)
+
+
 def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool = False,
                resume: bool = False, checkpoints: bool = False, progress: bool = True,
                executor: str = "local", ray_address: str | None = None,
-               skip_corrupt: bool = False, rerun_before: str | None = None) -> dict[str, Any]:
+               skip_corrupt: bool = False, rerun_before: str | None = None,
+               plan: Plan | None = None) -> dict[str, Any]:
     """Run every cell not yet finished; return counts of finished/skipped/failed cells.
 
     Every image of the real datasets is decoded once first
@@ -52,6 +81,10 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
 
     ``rerun_before`` (a git commit) recomputes finished cells that an older lrbench
     commit computed (see :func:`~benchmarks.run.store.older_than`).
+
+    ``plan``, the :func:`make_plan` of this matrix already made (by the CLI, with the same
+    ``out``, ``force``, ``resume``, ``skip_corrupt`` and ``rerun_before``), saves checking
+    it again; without it, this checks everything itself.
 
     ``executor="local"`` runs ``jobs`` processes here; ``"ray"`` submits one Ray task per
     cell (1 CPU, and 1 GPU when the cell trains on CUDA) to the cluster at ``ray_address``
@@ -65,10 +98,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                                or config.logging.csv):
         raise LrbenchError("--checkpoints and logging need the local executor (Ray workers "
                            "share no disk with the store); drop one or the other")
-    older = older_than(rerun_before) if rerun_before else None
-    cells = expand_cells(config)
-    broken = check_data(cells, skip_corrupt, progress)
-    store = prepare_store(out, config, force, resume)
+    if plan is None:
+        plan = make_plan(config, out, force, resume, progress, skip_corrupt, rerun_before)
+    cells, broken, store = plan.cells, plan.broken, plan.store
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
         write_matrix(store, config)
@@ -79,7 +111,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                   f"(listed in {store / 'skipped.json'})", file=sys.stderr)
         todo = []
         for cell in cells:
-            if not force and finished(cell_dir(store, cell), cell, older):
+            if not force and finished(cell_dir(store, cell), cell, plan.older):
                 counts["skipped"] += 1
             else:
                 todo.append(cell)

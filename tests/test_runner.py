@@ -726,3 +726,31 @@ def test_cell_ids_are_unique_by_construction():
     ids = [c["id"] for c in expand_cells(parse_config({**base, "seeds": [0, 1], "strategies": {
         "finetune": {}, "ft-b": {"strategy": "finetune"}}}))]
     assert len(ids) == len(set(ids)) == 4
+
+
+def test_the_cli_checks_a_matrix_once(tmp_path, monkeypatch, capsys):
+    """lrbench run checks the data, the store and --rerun-before once, before the runner
+    (which takes what was checked), not a second time inside it."""
+    import benchmarks.config as config
+    import benchmarks.run.preflight as preflight
+    import benchmarks.run.store as store
+    import benchmarks.runner as runner
+
+    calls: dict[str, int] = {}
+    for module, name in [(config, "expand_cells"), (preflight, "check_data"),
+                         (preflight, "find_corrupt"), (store, "prepare_store"),
+                         (store, "older_than")]:
+        real = getattr(module, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+        if hasattr(runner, name):  # the runner's own name for it, if it has one
+            monkeypatch.setattr(runner, name, spy)
+    assert main(["run", str(SMOKE), "--out", str(tmp_path / "s"), "--rerun-before", "HEAD",
+                 "--set", "training.iterations=1", "--set", "seeds=[0]"]) == 0
+    assert "2 finished" in capsys.readouterr().out
+    assert calls == {"expand_cells": 1, "check_data": 1, "find_corrupt": 1,
+                     "prepare_store": 1, "older_than": 1}
