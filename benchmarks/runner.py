@@ -55,9 +55,9 @@ class Plan:
     older: Callable[[str], bool] | None = None
 
 
-def make_plan(config: MatrixConfig, out: str | Path, force: bool = False, resume: bool = False,
-         progress: bool = True, skip_corrupt: bool = False, rerun_before: str | None = None
-         ) -> Plan:
+def make_plan(config: MatrixConfig, out: str | Path, force: bool = False,
+              resume: bool = False, progress: bool = True, skip_corrupt: bool = False,
+              rerun_before: str | None = None) -> Plan:
     """Check a matrix before any training: ``rerun_before`` a commit, the cells' data
     (broken images refused, or with ``skip_corrupt`` left out), the store writable and
     not holding another matrix."""
