@@ -262,26 +262,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides, registries=False)
     if args.jobs < 1:
         raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
+    older = None
     if args.rerun_before:
-        from benchmarks.runner import older_than
+        from benchmarks.run.store import older_than
 
-        older_than(args.rerun_before)
+        older = older_than(args.rerun_before)
     check_names(config, args.config)
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
     if not args.dry_run:
-        from benchmarks.runner import check_data, prepare_store
+        from benchmarks.run.preflight import check_data
+        from benchmarks.run.store import prepare_store
 
-        check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
+        broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
         if not args.check_determinism:
-            prepare_store(out, config, args.force, args.resume)
+            store = prepare_store(out, config, args.force, args.resume)
     if args.dry_run:
         for cell in cells:
             print(f"{cell['hash']}  {cell['id']}")
         print(f"{len(cells)} cells")
         return 0
     if args.check_determinism:
-        from benchmarks.runner import check_determinism
+        from benchmarks.run.cell import check_determinism
 
         diffs = check_determinism(cells[0], log=lambda msg: print(msg, file=sys.stderr))
         for line in diffs:
@@ -289,12 +291,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{cells[0]['id']}: two runs gave "
               + ("identical metric values" if not diffs else f"{len(diffs)} differing sections"))
         return 1 if diffs else 0
-    from benchmarks.runner import run_matrix
+    from benchmarks.runner import Plan, run_matrix
 
+    # checked above: the runner takes the checked cells and store instead of again
     counts = run_matrix(config, out, jobs=args.jobs, force=args.force, resume=args.resume,
                         checkpoints=args.checkpoints, progress=True, executor=args.executor,
                         ray_address=args.ray_address, skip_corrupt=args.skip_corrupt,
-                        rerun_before=args.rerun_before)
+                        rerun_before=args.rerun_before,
+                        plan=Plan(cells, broken, store, older))
     _print_summary(out)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")
@@ -319,12 +323,13 @@ def _print_summary(store: str) -> None:
     """Mean final Recall@1 and forgetting per scenario and strategy (over seeds)."""
     import glob
 
+    from benchmarks.run.store import read_result
+
     table: dict[tuple[str, str], list[tuple[float, float]]] = {}
     k = 1
     for path in glob.glob(os.path.join(store, "cells", "*", "result.json")):
-        with open(path) as fh:
-            result = json.load(fh)
-        if result.get("status") != "finished":
+        result = read_result(path)
+        if result is None or result.get("status") != "finished":
             continue
         s = result["payload"]["summary"]
         k = s.get("k", 1)

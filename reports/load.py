@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.errors import LrbenchError
+from benchmarks.run.store import read_result
 from metrics.forgetting import forgetting
 
 #: per-cell summary columns derived from the chosen metric's seen curve and R matrix
@@ -197,7 +198,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         overrides = _overrides(configs.get(str(store)))
         for path in results:
             try:
-                result = json.loads(path.read_text())
+                result = read_result(path)
                 cfg = result["config"]
                 scenario, strategy = cfg["scenario"]["name"], cfg["strategy"]
                 int(cfg["seed"])

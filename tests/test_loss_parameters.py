@@ -13,7 +13,7 @@ from torch import nn
 
 import strategies.losses
 from benchmarks.config import expand_cells, load_config
-from benchmarks.runner import run_cell
+from benchmarks.run.cell import run_cell
 from metrics.plugins import RetrievalMetrics
 from strategies import make_plugin
 from strategies.losses import METRIC_LOSSES, make_metric_loss, trainable_parameters

@@ -19,8 +19,8 @@ from conftest import HANG_S
 from benchmarks.cli import main
 from benchmarks.config import expand_cells, load_config, parse_config
 from benchmarks.errors import LrbenchError
+from benchmarks.run.store import lock_free, store_lock
 from benchmarks.runner import run_matrix
-from benchmarks.store import lock_free, store_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -137,7 +137,7 @@ def test_threads_are_a_setting_of_the_cell(tmp_path):
     the torch thread count inside a cell is exactly the setting."""
     import torch
 
-    import benchmarks.runner as runner
+    import benchmarks.run.cell as cell_mod
 
     assert all(c["training"]["threads"] == 1 for c in expand_cells(load_config(SMOKE, FAST)))
     two = {c["id"]: c["hash"] for c in expand_cells(load_config(
@@ -145,15 +145,15 @@ def test_threads_are_a_setting_of_the_cell(tmp_path):
     one = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
     assert all(two[c] != one[c] for c in one)
     seen = []
-    real = runner._run_cell
+    real = cell_mod._run_cell
 
     def spy(cell, *args):
         seen.append(torch.get_num_threads())
         return real(cell, *args)
 
     before = torch.get_num_threads()
-    with mock.patch.object(runner, "_run_cell", spy):
-        runner.run_cell(expand_cells(load_config(
+    with mock.patch.object(cell_mod, "_run_cell", spy):
+        cell_mod.run_cell(expand_cells(load_config(
             SMOKE, ["training.iterations=1", "training.threads=3", "seeds=[0]"]))[0])
     assert seen == [3] and torch.get_num_threads() == before
 
@@ -205,7 +205,7 @@ def test_a_holder_on_another_host_is_never_taken_for_stale(tmp_path):
     # a runner under another host name while this one holds the store: the OS lock
     # refuses it first (where file locks reach across hosts, they do that job)
     (store / ".lock.owner").unlink()
-    with store_lock(store), mock.patch("benchmarks.store.hostname", return_value="b-host"), \
+    with store_lock(store), mock.patch("benchmarks.run.store.hostname", return_value="b-host"), \
             pytest.raises(LrbenchError, match="in use by another lrbench run"), \
             store_lock(store):
         pass
@@ -323,16 +323,16 @@ def test_kill_9_then_rerun_keeps_finished_cells(smoke_store, tmp_path, gate):
 
 
 def test_failed_cell_is_recorded_and_the_matrix_goes_on(tmp_path, monkeypatch):
-    import benchmarks.runner as runner
+    import benchmarks.run.cell as cell_mod
 
-    real = runner.run_cell
+    real = cell_mod.run_cell
 
     def flaky(cell, *args, **kwargs):
         if cell["strategy"] == "l2_kd" and cell["seed"] == 0:
             raise FloatingPointError("loss is nan in experience 1")
         return real(cell, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", flaky)
+    monkeypatch.setattr(cell_mod, "run_cell", flaky)
     counts = run_matrix(load_config(SMOKE, [*FAST, "seeds=[0]"]), tmp_path / "s",
                         progress=False)
     assert counts == {"finished": 1, "skipped": 0, "failed": 1, "rows": 48 + 9}  # + losses
@@ -514,9 +514,10 @@ def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
     """Ctrl-C while the second cell trains, then Ctrl-C again while the first one's
     flush rebuilds the tidy table: the run stops there, the lock is released, the finished
     cell is kept, and a rerun completes with an uninterrupted run's values."""
+    import benchmarks.run.cell as cell_mod
     import benchmarks.runner as runner
 
-    real_cell, real_tidy = runner.run_cell, runner.write_tidy
+    real_cell, real_tidy = cell_mod.run_cell, runner.write_tidy
     started = []
 
     def second_cell_interrupted(cell, *args, **kwargs):
@@ -528,7 +529,7 @@ def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
     def flush_interrupted(store):
         raise KeyboardInterrupt  # the second Ctrl-C, during the flush
 
-    monkeypatch.setattr(runner, "run_cell", second_cell_interrupted)
+    monkeypatch.setattr(cell_mod, "run_cell", second_cell_interrupted)
     monkeypatch.setattr(runner, "write_tidy", flush_interrupted)
     store = tmp_path / "twice"
     one_seed = [*FAST, "seeds=[0]"]
@@ -537,7 +538,7 @@ def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
     assert lock_free(store) and not (store / "results.csv").exists()
     assert [p.parent.name for p in store.glob("cells/*/result.json")] == started[:1]
     kept = (store / "cells" / started[0] / "result.json").read_bytes()
-    monkeypatch.setattr(runner, "run_cell", real_cell)
+    monkeypatch.setattr(cell_mod, "run_cell", real_cell)
     monkeypatch.setattr(runner, "write_tidy", real_tidy)
     counts = run_matrix(load_config(SMOKE, one_seed), store, progress=False)
     assert counts["skipped"] == 1 and counts["finished"] == 1
@@ -612,7 +613,8 @@ def test_corrupt_image_refuses_the_matrix_before_anything_is_written(tmp_path):
 
 def test_skip_corrupt_leaves_the_file_out_and_records_it(tmp_path, monkeypatch):
     import benchmarks.datasets as datasets
-    from benchmarks.runner import build_benchmark, find_corrupt
+    from benchmarks.run.cell import build_benchmark
+    from benchmarks.run.preflight import find_corrupt
 
     config, bad = _cub_matrix(tmp_path)
     rel = "images/003.Bird_3/Bird_3_0000.jpg"
@@ -724,3 +726,31 @@ def test_cell_ids_are_unique_by_construction():
     ids = [c["id"] for c in expand_cells(parse_config({**base, "seeds": [0, 1], "strategies": {
         "finetune": {}, "ft-b": {"strategy": "finetune"}}}))]
     assert len(ids) == len(set(ids)) == 4
+
+
+def test_the_cli_checks_a_matrix_once(tmp_path, monkeypatch, capsys):
+    """lrbench run checks the data, the store and --rerun-before once, before the runner
+    (which takes what was checked), not a second time inside it."""
+    import benchmarks.config as config
+    import benchmarks.run.preflight as preflight
+    import benchmarks.run.store as store
+    import benchmarks.runner as runner
+
+    calls: dict[str, int] = {}
+    for module, name in [(config, "expand_cells"), (preflight, "check_data"),
+                         (preflight, "find_corrupt"), (store, "prepare_store"),
+                         (store, "older_than")]:
+        real = getattr(module, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+        if hasattr(runner, name):  # the runner's own name for it, if it has one
+            monkeypatch.setattr(runner, name, spy)
+    assert main(["run", str(SMOKE), "--out", str(tmp_path / "s"), "--rerun-before", "HEAD",
+                 "--set", "training.iterations=1", "--set", "seeds=[0]"]) == 0
+    assert "2 finished" in capsys.readouterr().out
+    assert calls == {"expand_cells": 1, "check_data": 1, "find_corrupt": 1,
+                     "prepare_store": 1, "older_than": 1}

@@ -1,0 +1,312 @@
+"""One cell: its model and benchmark built, trained and evaluated, its outcome returned.
+
+Everything that happens inside a cell, wherever it runs: the versions its numbers depend
+on, the model and the benchmark (through the caches the cell asks for), the shared caches
+warmed before workers start, the training and evaluation themselves (:func:`run_cell`), and
+:func:`_worker`, the function every executor calls, which turns a cell into an outcome
+that never raises. A cell computes with its own ``training.threads``, so its numbers never
+depend on the executor, ``--jobs`` or the host. Nothing here touches the results store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def versions() -> dict[str, str]:
+    """Versions of what the numbers depend on, and the suite's git commit."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "avalanche-lib", "pytorch-metric-learning", "numpy",
+                "lrbench"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    try:
+        out["lrbench_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parents[2]).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        out["lrbench_commit"] = "unknown"
+    return out
+
+
+def uses_feature_cache(cell: dict[str, Any]) -> bool:
+    """Whether a cell trains on cached stem features (a frozen stem, the cache not off)."""
+    return bool((cell.get("cache") or {}).get("features", True)
+                and cell["model"].get("frozen_stages", 0))
+
+
+def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = False) -> Any:
+    """The Avalanche benchmark of a cell's scenario, through the caches the cell asks for
+    (the frozen-stem feature cache needs the cell's ``model``); with ``info_only`` only
+    its ``StreamInfo`` (no Avalanche, no cache, nothing decoded)."""
+    from benchmarks.cache import cached_pair
+    from benchmarks.streams import class_incremental, lifelong
+
+    sc = cell["scenario"]
+    root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
+    cache = cell.get("cache") or {}
+    stem = model if uses_feature_cache(cell) else None
+    skips = cell.get("skip_files") or {}
+    caching = not info_only and (stem is not None or bool(cache.get("images")))
+    wrap = None
+    if caching or skips:
+        def wrap(train: Any, test: Any, image_size: int, generated: bool) -> tuple[Any, Any]:
+            if getattr(train, "name", None) in skips:  # --skip-corrupt: broken files left out
+                train, test = (d.without(skips[d.name]) for d in (train, test))
+            if not caching:
+                return train, test
+            return cached_pair(train, test, image_size, generated, images=True, model=stem,
+                               views=cache.get("views", 2), root=cell.get("cache_dir"))
+    kw: dict[str, Any] = {"wrap": wrap, "info_only": info_only,
+                          "validation": sc.get("validation")}
+    if sc.get("dataset"):
+        order = cell["seed"] if sc["order"] == "seed" else sc["order"]
+        return class_incremental(sc["dataset"], sc["schedule"], root=root, order=order,
+                                 image_size=sc["image_size"],
+                                 dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
+    return lifelong(sc["datasets"], root=root, image_size=sc["image_size"],
+                    dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
+
+
+def build_model(cell: dict[str, Any], classifier: bool = False) -> Any:
+    """The cell's ``EmbeddingNet`` (after ``seed_everything``, for its initial weights)."""
+    from strategies.model import EmbeddingNet
+
+    m = cell["model"]
+    return EmbeddingNet(m["trunk"], dim=m["dim"], pool=m["pool"], pretrained=m["pretrained"],
+                        freeze_bn=m["freeze_bn"], classifier=classifier,
+                        frozen_stages=m.get("frozen_stages", 0))
+
+
+def warm_caches(cells: list[dict[str, Any]], log: Callable[[str], None] = print) -> None:
+    """Fill the on-disk caches the cells share, here, before any worker starts.
+
+    Workers would otherwise fill them in one of them while the others wait on the entry's
+    lock. Only seed-independent entries: decoded images, and the features of a pretrained
+    frozen stem (a random stem differs per seed), computed with the cell's own
+    ``training.threads`` (the feature cache is keyed by the thread count).
+    """
+    from strategies.template import seed_everything, torch_threads
+
+    done: set[str] = set()
+    for cell in cells:
+        cache, m = cell.get("cache") or {}, cell["model"]
+        stem = uses_feature_cache(cell) and m["pretrained"]
+        if not (cache.get("images") or stem):
+            continue
+        key = json.dumps([cell["scenario"], m if stem else None, cache, cell.get("data_root"),
+                          cell.get("skip_files"), cell.get("cache_dir"),
+                          cell["training"].get("threads", 1) if stem else None],
+                         sort_keys=True, default=str)
+        if key in done:
+            continue
+        done.add(key)
+        log(f"preparing caches for {cell['scenario']['name']} (once, shared by its cells)")
+        seed_everything(int(cell["seed"]))
+        try:  # with the cell's own thread count: the stem features are cached per count
+            with torch_threads(cell["training"].get("threads", 1)):
+                build_benchmark(cell, build_model(cell) if stem else None)
+        except Exception as exc:  # the cells themselves fail with the reason, and go on
+            log(f"could not prepare caches for {cell['scenario']['name']}: {exc}")
+
+
+def make_loggers(logging: dict[str, bool] | None, folder: Path | None) -> list[Any]:
+    """Avalanche's TensorBoard / CSV loggers writing into ``folder``, as asked."""
+    if not logging or folder is None:
+        return []
+    out: list[Any] = []
+    if logging.get("tensorboard"):
+        from avalanche.logging import TensorboardLogger
+
+        out.append(TensorboardLogger(tb_log_dir=str(folder / "tensorboard")))
+    if logging.get("csv"):
+        from avalanche.logging import CSVLogger
+
+        out.append(CSVLogger(log_folder=str(folder / "avalanche_csv")))
+    return out
+
+
+def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
+             log: Callable[[str], None] = print, logging: dict[str, bool] | None = None,
+             folder: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one cell; return its metric payload (raises on failure).
+
+    ``logging`` asks for Avalanche loggers, written into ``folder`` (the cell's folder).
+    The cell computes with its own ``training.threads`` intra-op threads, whatever process
+    runs it, so its numbers never depend on ``--jobs``, the executor or the host.
+    """
+    from strategies.template import torch_threads
+
+    with torch_threads(cell["training"].get("threads", 1)):
+        return _run_cell(cell, checkpoint, log, logging, folder)
+
+
+def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str], None],
+              logging: dict[str, bool] | None, folder: Path | None) -> dict[str, Any]:
+    import torch
+
+    from metrics import forgetting
+    from metrics.plugins import RetrievalMetrics
+    from strategies import make_plugin
+    from strategies.losses import make_metric_loss, trainable_parameters
+    from strategies.template import RetrievalTemplate, seed_everything
+
+    t0 = time.perf_counter()
+    seed = int(cell["seed"])
+    seed_everything(seed)
+    plugin = make_plugin(cell.get("plugin", cell["strategy"]), cell["hparams"])
+    m, tr, ev = cell["model"], cell["training"], cell["evaluation"]
+    model = build_model(cell, classifier=plugin.needs_classifier)
+    bench = build_benchmark(cell, model)
+    n_exp = len(bench.train_stream)
+    n_classes = sum(e.num_classes for e in bench.stream_info.experiences)
+    criterion = make_metric_loss(tr["loss"], tr["margin"], m["dim"], n_classes)
+    params = trainable_parameters(model, criterion)  # a loss's proxies train too
+    # foreach: one kernel per operation over all parameters (the default only on CUDA);
+    # the same update, a third off a CPU training step of the thesis model
+    if tr["optimizer"] == "adam":
+        opt = torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"],
+                               foreach=True)
+    else:
+        opt = torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"],
+                              weight_decay=tr["weight_decay"], foreach=True)
+    metrics = RetrievalMetrics(ks=ev["ks"], map_at_r=ev["map_at_r"],
+                               cross_model=ev["cross_model"])
+    tpl = RetrievalTemplate(model=model, optimizer=opt, criterion=criterion, p=tr["p"],
+                            k=tr["k"], iterations=tr["iterations"], epochs=tr["epochs"],
+                            eval_mb_size=tr["eval_mb_size"], device=tr["device"],
+                            plugins=[plugin], metrics=metrics, seed=seed,
+                            loggers=make_loggers(logging, folder),
+                            max_grad_norm=tr.get("max_grad_norm", 1e4))
+    if checkpoint is not None and checkpoint.is_file():
+        tpl.load_checkpoint(checkpoint)
+        log(f"resumed from {checkpoint.name} after {tpl.experiences_done}/{n_exp} experiences")
+    k0 = min(ev["ks"])  # the headline K: Recall@1 unless the matrix leaves K = 1 out
+    timings = []
+    while tpl.experiences_done < n_exp:
+        start = time.perf_counter()
+        tpl.run(bench, checkpoint=checkpoint, stop_after=tpl.experiences_done + 1)
+        timings.append(time.perf_counter() - start)
+        done = tpl.experiences_done
+        eta = (n_exp - done) * sum(timings) / len(timings)
+        log(f"{cell['strategy']} {cell['scenario']['name']} seed {seed}: experience "
+            f"{done - 1} of 0-{n_exp - 1} trained, R@{k0} on the seen-classes gallery "
+            f"{metrics.seen_curve(k0)[done - 1]:.3f}, ETA {eta:.0f}s")
+    r = {str(k): metrics.r_matrix(k).tolist() for k in ev["ks"]}
+    seen = metrics.seen_curve(k0)
+    losses = tpl.loss_summary()
+    warnings = quiet_terms(losses, plugin.regularizer)
+    for line in warnings:
+        log(f"warning: {line}")
+    payload: dict[str, Any] = {
+        "num_experiences": n_exp,
+        "r_matrix": {"recall": r},
+        "seen": {"recall": {str(k): metrics.seen_curve(k).tolist() for k in ev["ks"]}},
+        "summary": {"k": k0, "final_seen": float(seen[-1]),
+                    "avg_incremental_seen": float(seen.mean()),
+                    **forgetting(metrics.r_matrix(k0))},
+        "losses": losses,
+        "warnings": warnings,
+        "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings},
+    }
+    if ev["map_at_r"]:
+        payload["r_matrix"]["map_at_r"] = metrics.r_matrix(metric="map_at_r").tolist()
+        payload["seen"]["map_at_r"] = metrics.seen_curve(metric="map_at_r").tolist()
+    if ev["cross_model"]:
+        payload["cross_model"] = {str(k): metrics.cross_model_matrix(k).tolist()
+                                  for k in ev["ks"]}
+    return _json_safe(payload)
+
+
+def quiet_terms(losses: dict[str, list[float | None]], regularizer: bool) -> list[str]:
+    """Warnings for regularisers that did nothing: a plugin term that is exactly zero in
+    every experience from the second on, or (for a strategy declared a regulariser) no
+    term added at all after the first experience."""
+    out = []
+    terms = [t for t in losses if t not in ("steps", "metric", "total")]
+    for term in terms:
+        later = [v for v in losses[term][1:] if v is not None]
+        if later and all(v == 0.0 for v in later):
+            out.append(f"loss term {term!r} stayed exactly 0 in every experience after the "
+                       "first: the regulariser is inactive (check its data and weights)")
+    if regularizer and len(losses.get("steps", [])) > 1 and not any(
+            v is not None for t in terms for v in losses[t][1:]):
+        out.append("the strategy is a regulariser but added no loss term after the first "
+                   "experience")
+    return out
+
+
+def check_determinism(cell: dict[str, Any], log: Callable[[str], None] = print
+                      ) -> list[str]:
+    """Run ``cell`` twice in this process; the metric values that differ (empty: none)."""
+    first = run_cell(cell, log=log)
+    second = run_cell(cell, log=log)
+    diffs = []
+    for section in ("r_matrix", "seen", "summary"):
+        a, b = first.get(section), second.get(section)
+        if a != b:
+            diffs.append(f"{section}: {json.dumps(a)[:200]} != {json.dumps(b)[:200]}")
+    return diffs
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def final_line(summary: dict[str, Any]) -> str:
+    """One cell's headline, each number named for its gallery."""
+    k = summary["k"]
+
+    def num(v: float | None) -> str:
+        return "–" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+    seen = (f"final R@{k} seen-classes gallery {num(summary['final_seen'])}, "
+            if "final_seen" in summary else "")
+    return (f"{seen}final R@{k} per-task mean {num(summary['final_mean'])}, "
+            f"forgetting {num(summary['forgetting'])}")
+
+
+def _worker(cell: dict[str, Any], checkpoint: str | None = None,
+            logging: dict[str, bool] | None = None, folder: str | None = None) -> dict[str, Any]:
+    """Run a cell in a worker process; never raises (a failure is a result)."""
+    import warnings
+
+    # spawned workers do not inherit the CLI's warning filters (Avalanche's import chatter)
+    warnings.filterwarnings("ignore", message=".*QP solver.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+    lines: list[str] = []
+
+    def log(msg: str) -> None:
+        lines.append(msg)
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        payload = run_cell(cell, Path(checkpoint) if checkpoint else None, log, logging,
+                           Path(folder) if folder else None)
+        return {"status": "finished", "payload": payload, "log": lines}
+    except Exception as exc:  # a failed cell is recorded; the matrix goes on
+        lines.append(traceback.format_exc())
+        reason = f"{type(exc).__name__}: {exc}".strip()
+        return {"status": "failed", "reason": reason.splitlines()[0][:500], "log": lines}
+

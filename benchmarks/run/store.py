@@ -1,0 +1,352 @@
+"""The results store: its folder layout and the ``result.json`` format, read and written.
+
+Every file of a store is read and written here, and only here (DESIGN.md, "Results store";
+``reports`` reads stores through :func:`read_result` alone)::
+
+    results/<name>/
+      matrix.yaml                       the resolved matrix
+      skipped.json                      broken images left out (only with --skip-corrupt)
+      results.csv, results.parquet      tidy long table of every finished cell
+      cells/<scenario>__<strategy>__seed<k>/
+        result.json                     config, status, R matrices, timings, versions, host
+        log.txt                         the cell's log (a failure's traceback too)
+        checkpoint.pt                   only with --checkpoints
+
+Every file is written through :func:`atomic_write` (a temporary file in the same folder,
+flushed to disk, then renamed over the target), so an interrupted run never leaves half a
+file; a rerun skips cells whose ``result.json`` is finished with the same config hash
+(:func:`finished`). :func:`store_lock` holds the store for one runner:
+
+* an operating-system lock (``filelock``) on ``<store>/.lock`` excludes every other process
+  of this host at once, even under a race, and is released by the kernel if the holder
+  dies (``kill -9``): a stale lock cannot exist on one host;
+* the holder is recorded in ``<store>/.lock.owner`` (``pid host``, written atomically
+  while the OS lock is held, so nobody reads it half-written). On a shared disk whose
+  file locks do not reach across hosts, that record still keeps a runner of another host
+  out: a holder on another host is never taken for stale, since its pid cannot be checked
+  from here; the message names the host and the file to delete if that run is dead;
+* release removes the owner record only when it is this process's own.
+
+The process that holds the lock is the only writer of the store: cells' results come back
+to it from wherever they ran. Nothing here imports torch, Avalanche or the strategies.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock, Timeout
+
+from benchmarks.errors import LrbenchError
+
+if TYPE_CHECKING:
+    from benchmarks.config import MatrixConfig
+
+#: the columns of ``results.csv`` and ``results.parquet``
+TIDY_COLUMNS = ["scenario", "strategy", "seed", "train_exp", "eval_exp", "metric", "k", "value"]
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a flushed temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def hostname() -> str:
+    """This host's name, as the lock records it."""
+    return socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner(path: Path) -> tuple[int, str] | None:
+    """``(pid, host)`` of the recorded holder, or None (no record, or not ours to read)."""
+    try:
+        pid, host = path.read_text().split(maxsplit=1)
+        return int(pid), host.strip()
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """Hold ``store`` for this runner; a live holder is a one-line ``LrbenchError``."""
+    store = Path(store)
+    owner_file = store / ".lock.owner"
+    if (store / ".lock").is_dir():
+        raise LrbenchError(f"{str(store / '.lock')!r} is a folder, not lrbench's lock file; "
+                           "remove it and run again")
+    lock = FileLock(store / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        held = _owner(owner_file)
+        who = f" (pid {held[0]} on {held[1]})" if held else ""
+        raise LrbenchError(f"results store {str(store)!r} is in use by another lrbench run"
+                           f"{who}; wait for it to finish or choose another --out") from None
+    me = f"{os.getpid()} {hostname()}"
+    try:
+        held = _owner(owner_file)
+        if held is not None:
+            pid, host = held
+            if host != hostname():
+                raise LrbenchError(
+                    f"results store {str(store)!r} is held by an lrbench run on host {host!r} "
+                    f"(pid {pid}); wait for it to finish, or if that run is dead delete "
+                    f"{str(owner_file)!r}, or choose another --out")
+            if pid != os.getpid() and _pid_alive(pid):
+                raise LrbenchError(
+                    f"results store {str(store)!r} is in use by another lrbench run (pid "
+                    f"{pid}); wait for it to finish or choose another --out")
+        atomic_write(owner_file, me + "\n")  # a dead holder's record on this host: replaced
+        try:
+            yield
+        finally:
+            if _owner(owner_file) == (os.getpid(), hostname()):
+                with suppress(OSError):
+                    owner_file.unlink()
+    finally:
+        lock.release()
+
+
+def lock_free(store: Path) -> bool:
+    """Whether no runner holds ``store`` (its OS lock can be taken and no owner record)."""
+    lock = FileLock(Path(store) / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    lock.release()
+    return not (Path(store) / ".lock.owner").exists()
+
+
+# -- the store's folder ---------------------------------------------------------------------
+def prepare_store(out: str | Path, config: MatrixConfig, force: bool = False,
+                  resume: bool = False) -> Path:
+    """The results folder, created and checked writable, and not holding another matrix
+    (unless ``force`` or ``resume``); a one-line ``LrbenchError`` otherwise."""
+    store = Path(out)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        probe = store / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LrbenchError(f"cannot write to results folder {str(store)!r} ({exc.strerror}); "
+                           "fix its permissions or choose another --out") from None
+    check_store(store, config, force, resume)
+    return store
+
+
+def same_matrix(stored: str, config: MatrixConfig) -> bool:
+    """Whether a store's ``matrix.yaml`` is ``config``: compared once both are resolved
+    with today's defaults, so a setting added to lrbench since the store was written does
+    not make it "another matrix" (its cells' hashes still decide what reruns)."""
+    import yaml
+
+    from benchmarks.config import parse_config, resolved_yaml
+
+    new = resolved_yaml(config)
+    if stored == new:
+        return True
+    try:
+        old = parse_config(yaml.safe_load(stored), "matrix.yaml", registries=False)
+    except (LrbenchError, yaml.YAMLError, TypeError, ValueError):
+        return False
+    return resolved_yaml(old) == new
+
+
+def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) -> None:
+    """Refuse a store that holds a different matrix unless told to overwrite or resume."""
+    existing = store / "matrix.yaml"
+    if existing.is_file() and not same_matrix(existing.read_text(), config) and not (
+            force or resume):
+        raise LrbenchError(
+            f"{str(store)!r} holds a different matrix; use --resume to keep its finished "
+            "cells that still match, --force to start over, or another --out")
+
+
+def write_matrix(store: Path, config: MatrixConfig) -> None:
+    """Record the resolved matrix in ``matrix.yaml``."""
+    from benchmarks.config import resolved_yaml
+
+    atomic_write(store / "matrix.yaml", resolved_yaml(config))
+
+
+def write_skipped(store: Path, broken: dict[str, list[tuple[str, str]]]) -> None:
+    """Record the ``broken`` files left out in ``skipped.json`` (removed when none)."""
+    if broken:
+        atomic_write(store / "skipped.json", json.dumps(
+            {name: [{"path": p, "reason": why} for p, why in bad]
+             for name, bad in sorted(broken.items())}, indent=1))
+    else:
+        (store / "skipped.json").unlink(missing_ok=True)
+
+
+def cell_dir(store: Path, cell: dict[str, Any]) -> Path:
+    """The folder of one cell in ``store``."""
+    return store / "cells" / cell["id"]
+
+
+# -- result.json ----------------------------------------------------------------------------
+def read_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A cell's ``result.json`` as parsed; None when there is no such file.
+
+    An unreadable file raises (``OSError``, or ``ValueError`` when it is not JSON). lrbench
+    writes a JSON object; whether a file edited by hand still holds one, and the fields
+    the caller needs, is the caller's to check.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def write_result(store: Path, cell: dict[str, Any], outcome: dict[str, Any], started: float,
+                 versions: dict[str, str], host: dict[str, Any]) -> None:
+    """Write one cell's ``log.txt`` and ``result.json`` from its worker's ``outcome``
+    (``status`` finished with a ``payload``, or failed with a ``reason``; its ``log``)."""
+    from benchmarks.config import HASH_VERSION
+
+    folder = cell_dir(store, cell)
+    result = {"id": cell["id"], "config_hash": cell["hash"],
+              "hash_version": HASH_VERSION, "config": cell,
+              "status": outcome["status"], "started": started,
+              "ended": time.time(), "versions": versions, "host": host}
+    if outcome["status"] == "finished":
+        result["payload"] = outcome["payload"]
+    else:
+        result["reason"] = outcome["reason"]
+    atomic_write(folder / "log.txt", "\n".join(outcome["log"]) + "\n")
+    atomic_write(folder / "result.json", json.dumps(result, indent=1))
+
+
+def finished(cell_dir: Path, cell: dict[str, Any],
+             older: Callable[[str], bool] | None = None) -> bool:
+    """Whether ``cell_dir`` holds a finished result of exactly this cell config (and, with
+    ``older``, one whose lrbench commit ``older`` does not call too old)."""
+    try:
+        result = read_result(cell_dir / "result.json")
+    except (OSError, ValueError):
+        return False
+    if not isinstance(result, dict):
+        return False
+    ok = result.get("status") == "finished" and result.get("config_hash") == cell["hash"]
+    if ok and older is not None:
+        commit = (result.get("versions") or {}).get("lrbench_commit", "unknown")
+        ok = not older(str(commit))
+    return ok
+
+
+def older_than(commit: str) -> Callable[[str], bool]:
+    """A test for "computed by an lrbench commit older than ``commit``": an ancestor of
+    it in this repository's history, or a commit git cannot place (unknown, another
+    history). A one-line error when ``commit`` itself is not a commit here."""
+    repo = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+    try:
+        found = git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    except OSError:
+        raise LrbenchError("--rerun-before needs git and lrbench's git checkout") from None
+    if found.returncode != 0:
+        raise LrbenchError(f"--rerun-before: {commit!r} is not a commit of lrbench's "
+                           f"repository ({repo}); give a commit id or tag from git log")
+    target = found.stdout.strip()
+
+    def older(cell_commit: str) -> bool:
+        if cell_commit == target:
+            return False
+        if git("cat-file", "-e", f"{cell_commit}^{{commit}}").returncode != 0:
+            return True  # unknown here: its age cannot be told, so it is recomputed
+        return git("merge-base", "--is-ancestor", cell_commit, target).returncode == 0
+
+    return older
+
+
+# -- the tidy table -------------------------------------------------------------------------
+def tidy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The long-table rows of one finished cell."""
+    cell, payload = result["config"], result["payload"]
+    base = {"scenario": cell["scenario"]["name"], "strategy": cell["strategy"],
+            "seed": cell["seed"]}
+    rows = []
+    for metric, by_k in payload["r_matrix"].items():
+        mats = by_k.items() if isinstance(by_k, dict) else [("", by_k)]
+        for k, mat in mats:
+            for i, row in enumerate(mat):
+                for j, v in enumerate(row):
+                    if v is not None:
+                        rows.append({**base, "train_exp": i, "eval_exp": j, "metric": metric,
+                                     "k": k, "value": v})
+    for name, values in payload.get("losses", {}).items():
+        for i, v in enumerate(values):
+            if v is not None:
+                rows.append({**base, "train_exp": i, "eval_exp": "train",
+                             "metric": "steps" if name == "steps" else f"loss:{name}",
+                             "k": "", "value": v})
+    for metric, by_k in payload["seen"].items():
+        curves = by_k.items() if isinstance(by_k, dict) else [("", by_k)]
+        for k, curve in curves:
+            for i, v in enumerate(curve):
+                if v is not None:
+                    rows.append({**base, "train_exp": i, "eval_exp": "seen", "metric": metric,
+                                 "k": k, "value": v})
+    return rows
+
+
+def write_tidy(store: Path) -> int:
+    """Rebuild ``results.csv`` and ``results.parquet`` from every finished ``result.json``.
+
+    Returns the number of rows. ``k`` is text (empty for mAP@R) and ``eval_exp`` too
+    (``seen`` marks the union of seen experiences), in both files.
+    """
+    rows: list[dict[str, Any]] = []
+    for path in sorted((store / "cells").glob("*/result.json")):
+        result = read_result(path)
+        if result is not None and result.get("status") == "finished":
+            rows += tidy_rows(result)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TIDY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(store / "results.csv", buf.getvalue())
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=TIDY_COLUMNS).astype(
+        {"k": str, "eval_exp": str, "value": float})
+    tmp = store / f".results.parquet.{os.getpid()}.tmp"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, store / "results.parquet")
+    return len(rows)
