@@ -165,8 +165,9 @@ def make_plugin(name: str, hparams: dict[str, Any] | None = None) -> Any:
 class StrategyPlugin:
     """Mixin of registered strategies: ``Config``, flags the template reads, state.
 
-    Subclasses also derive from Avalanche's ``SupervisedPlugin`` (or one of its plugins)
-    and add behaviour through callbacks (``before_backward``, ``after_training_exp``...).
+    Subclasses also derive from Avalanche's ``SupervisedPlugin`` (or one of its plugins),
+    listed after this class so that ``super().__init__`` reaches it, and add behaviour
+    through callbacks (``before_backward``, ``after_training_exp``...).
     Loss terms are added with ``strategy.add_loss(name, value)`` so they are logged.
     """
 
@@ -176,6 +177,13 @@ class StrategyPlugin:
     needs_classifier: ClassVar[bool] = False
     #: the strategy adds a loss term from the second experience on (checked by the kit)
     regularizer: ClassVar[bool] = False
+
+    def __init__(self, config: StrategyConfig | None = None, **plugin_kwargs: Any) -> None:
+        """Keep ``config`` (the class's defaults when None) as ``self.config``, then
+        initialise the Avalanche plugin next in the MRO with ``plugin_kwargs`` (e.g.
+        ``EWCPlugin``'s ``ewc_lambda``): one place for what every strategy did itself."""
+        self.config = config if config is not None else self.Config()
+        super().__init__(**plugin_kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         """What this plugin must carry across a checkpoint (tensors and plain values)."""

@@ -11,7 +11,7 @@ import pytest
 from conftest import HANG_S
 
 from benchmarks.cli import main
-from strategies import StrategyError, available_strategies, get_strategy, make_config
+from strategies import StrategyError, available_strategies, get_strategy, make_config, make_plugin
 
 BASELINES = {"finetune", "joint", "lwf", "ewc", "mas", "l2_kd", "replay"}
 
@@ -112,3 +112,18 @@ def test_builtins_are_registered_with_their_files():
     for name in BASELINES | {"mmd_kd", "fecd", "dkd"}:
         module = get_strategy(name).cls.__module__
         assert module == f"strategies.{name}", (name, module)
+
+
+def test_strategy_plugin_owns_config():
+    """StrategyPlugin.__init__ keeps the config and reaches the Avalanche plugin's own
+    __init__ through the MRO, for every registered strategy."""
+    for name, spec in available_strategies().items():
+        assert spec.cls().config == spec.config_cls(), name
+        given = make_config(name)
+        assert spec.cls(given).config is given, name
+    ewc = make_plugin("ewc", {"mode": "online", "ewc_lambda": 3})
+    assert (ewc.ewc_lambda, ewc.mode, ewc.decay_factor) == (3, "online", 1.0)
+    assert ewc.config.decay_factor == 1.0
+    mas = make_plugin("mas", {"alpha": 0.25, "lambda_reg": 2})
+    assert (mas.alpha, mas._lambda) == (0.25, 2)
+    assert make_plugin("l2_kd", {"lam": 2}).teacher is None  # TeacherPlugin's state
