@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
-from conftest import HANG_S
+from conftest import HANG_S, REPO
 
 from benchmarks.cli import main
-from strategies import StrategyError, available_strategies, get_strategy, make_config, make_plugin
+from strategies import (
+    StrategyError,
+    available_strategies,
+    get_strategy,
+    make_config,
+    make_plugin,
+)
 
 BASELINES = {"finetune", "joint", "lwf", "ewc", "mas", "l2_kd", "replay"}
 
@@ -127,3 +135,23 @@ def test_strategy_plugin_owns_config():
     mas = make_plugin("mas", {"alpha": 0.25, "lambda_reg": 2})
     assert (mas.alpha, mas._lambda) == (0.25, 2)
     assert make_plugin("l2_kd", {"lam": 2}).teacher is None  # TeacherPlugin's state
+
+
+def fake_distribution(folder: Path, name: str, entry_points: str) -> Path:
+    """A dist-info folder (no pip) declaring ``entry_points`` (lines of the group
+    ``lrbench.strategies``) for any process with ``folder`` on its ``PYTHONPATH``."""
+    info = folder / f"{name}-0.0.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.0\n")
+    (info / "entry_points.txt").write_text(f"[lrbench.strategies]\n{entry_points}\n")
+    return folder
+
+
+def lrbench(*argv: str, cwd: Path | None = None, path: Path | None = None
+            ) -> subprocess.Popen:
+    """The real CLI in a subprocess (this checkout's packages; ``path`` first on
+    ``PYTHONPATH``), started now: call ``communicate`` on it."""
+    pythonpath = os.pathsep.join(str(p) for p in (path, REPO) if p is not None)
+    return subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], cwd=cwd or REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": pythonpath})
