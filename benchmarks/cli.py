@@ -412,15 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except LrbenchError as exc:
-        print(f"lrbench: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
-        # user errors raised below the CLI's own layer (e.g. strategies.StrategyError)
-        from strategies.registry import StrategyError
-
-        if not isinstance(exc, StrategyError):
-            raise
+    except LrbenchError as exc:  # strategies.StrategyError included
         print(f"lrbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -22,14 +22,15 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from metrics.errors import LrbenchError
+
 ENTRY_POINT_GROUP = "lrbench.strategies"
 
 
-class StrategyError(ValueError):
-    """A user error about strategies (unknown name, bad hyperparameter): one line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+class StrategyError(LrbenchError):
+    """A user error about strategies (unknown name, bad hyperparameter, a plugin package
+    that fails to import): one line, exit code 2 on the command line, like every
+    :class:`~metrics.errors.LrbenchError`."""
 
 
 class StrategyConfig(BaseModel):

@@ -13,6 +13,7 @@ import pytest
 from conftest import HANG_S, REPO
 
 from benchmarks.cli import main
+from benchmarks.errors import LrbenchError
 from strategies import (
     StrategyError,
     available_strategies,
@@ -155,3 +156,13 @@ def lrbench(*argv: str, cwd: Path | None = None, path: Path | None = None
     return subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], cwd=cwd or REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": pythonpath})
+
+
+def test_strategy_errors_are_lrbench_errors(capsys):
+    """One user-error class: the CLI needs no special case for strategies."""
+    from metrics.errors import LrbenchError as ground
+
+    assert LrbenchError is ground and issubclass(StrategyError, LrbenchError)
+    assert main(["check", "finetun"]) == 2  # StrategyError straight out of the registry
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("lrbench: error: unknown strategy 'finetun'.")
