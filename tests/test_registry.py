@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,14 +13,17 @@ from pathlib import Path
 import pytest
 from conftest import HANG_S, REPO
 
+import strategies
 from benchmarks.cli import main
 from benchmarks.errors import LrbenchError
 from strategies import (
+    INFRASTRUCTURE,
     StrategyError,
     available_strategies,
     get_strategy,
     make_config,
     make_plugin,
+    strategy_modules,
 )
 
 BASELINES = {"finetune", "joint", "lwf", "ewc", "mas", "l2_kd", "replay"}
@@ -123,21 +127,6 @@ def test_builtins_are_registered_with_their_files():
         assert module == f"strategies.{name}", (name, module)
 
 
-def test_strategy_plugin_owns_config():
-    """StrategyPlugin.__init__ keeps the config and reaches the Avalanche plugin's own
-    __init__ through the MRO, for every registered strategy."""
-    for name, spec in available_strategies().items():
-        assert spec.cls().config == spec.config_cls(), name
-        given = make_config(name)
-        assert spec.cls(given).config is given, name
-    ewc = make_plugin("ewc", {"mode": "online", "ewc_lambda": 3})
-    assert (ewc.ewc_lambda, ewc.mode, ewc.decay_factor) == (3, "online", 1.0)
-    assert ewc.config.decay_factor == 1.0
-    mas = make_plugin("mas", {"alpha": 0.25, "lambda_reg": 2})
-    assert (mas.alpha, mas._lambda) == (0.25, 2)
-    assert make_plugin("l2_kd", {"lam": 2}).teacher is None  # TeacherPlugin's state
-
-
 def fake_distribution(folder: Path, name: str, entry_points: str) -> Path:
     """A dist-info folder (no pip) declaring ``entry_points`` (lines of the group
     ``lrbench.strategies``) for any process with ``folder`` on its ``PYTHONPATH``."""
@@ -156,6 +145,67 @@ def lrbench(*argv: str, cwd: Path | None = None, path: Path | None = None
     return subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], cwd=cwd or REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": pythonpath})
+
+
+DROPPED = textwrap.dedent('''
+    from avalanche.core import SupervisedPlugin
+    from pydantic import Field
+
+    from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+
+
+    @register_strategy("dropped_in")
+    class DroppedIn(StrategyPlugin, SupervisedPlugin):
+        """Dropped in: a file nobody imports by name."""
+
+        class Config(StrategyConfig):
+            lam: float = Field(0.25, ge=0, description="unused")
+''')
+
+
+def test_a_file_dropped_into_strategies_registers(tmp_path):
+    """A copy of the package with one more file, and nothing else edited: listed."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(Path(strategies.__file__).parent, copy / "strategies",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "strategies" / "zz_dropped_in.py").write_text(DROPPED)
+    # the working directory comes first on sys.path: this copy is the imported package
+    proc = lrbench("list", "strategies", "--json", cwd=copy)
+    out, err = proc.communicate(timeout=HANG_S)
+    assert proc.returncode == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["dropped_in"]["summary"] == "Dropped in: a file nobody imports by name."
+    assert rows["dropped_in"]["hyperparameters"][0]["default"] == 0.25
+    builtin = {n for n, spec in available_strategies().items() if spec.source == "builtin"}
+    assert {n for n, r in rows.items() if r["source"] == "builtin"} == builtin | {"dropped_in"}
+    assert "dropped_in" not in available_strategies()  # the real package is untouched
+
+
+def test_every_strategy_module_registers_and_infrastructure_is_named():
+    """The discovery rule: a module not in INFRASTRUCTURE must register a strategy (a new
+    helper module belongs in INFRASTRUCTURE), and the infrastructure modules exist."""
+    modules = strategy_modules()
+    assert modules == sorted(modules) and not set(modules) & INFRASTRUCTURE
+    registered_from = {spec.cls.__module__ for spec in available_strategies().values()}
+    unregistered = [m for m in modules if f"strategies.{m}" not in registered_from]
+    assert not unregistered, f"modules that register no strategy: {unregistered}"
+    package = Path(strategies.__file__).parent
+    assert all((package / f"{m}.py").is_file() for m in INFRASTRUCTURE)
+
+
+def test_strategy_plugin_owns_config():
+    """StrategyPlugin.__init__ keeps the config and reaches the Avalanche plugin's own
+    __init__ through the MRO, for every registered strategy."""
+    for name, spec in available_strategies().items():
+        assert spec.cls().config == spec.config_cls(), name
+        given = make_config(name)
+        assert spec.cls(given).config is given, name
+    ewc = make_plugin("ewc", {"mode": "online", "ewc_lambda": 3})
+    assert (ewc.ewc_lambda, ewc.mode, ewc.decay_factor) == (3, "online", 1.0)
+    assert ewc.config.decay_factor == 1.0
+    mas = make_plugin("mas", {"alpha": 0.25, "lambda_reg": 2})
+    assert (mas.alpha, mas._lambda) == (0.25, 2)
+    assert make_plugin("l2_kd", {"lam": 2}).teacher is None  # TeacherPlugin's state
 
 
 def test_strategy_errors_are_lrbench_errors(capsys):
