@@ -8,14 +8,20 @@ hyperparameters, declared once, typed and validated) decorated with
     [project.entry-points."lrbench.strategies"]
     my_method = "my_package.my_method"
 
-Built-in strategies live one per file in this package and are imported by
-``strategies/__init__.py``.
+Built-in strategies live one per file in this package; ``strategies/__init__.py`` imports
+every module of the package except the infrastructure ones it names, so a file dropped
+into the folder registers by being there.
+
+An entry point that fails to import does not break the others: the failure is recorded,
+:func:`available_strategies` warns once on stderr, and only :func:`get_strategy` for that
+name raises (a matrix that does not use it runs).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -82,6 +88,8 @@ class StrategySpec:
 
 _REGISTRY: dict[str, StrategySpec] = {}
 _entry_points_loaded = False
+#: entry points that failed to load: name -> the one-line error ``get_strategy`` raises
+_BROKEN: dict[str, str] = {}
 
 
 def register_strategy(name: str, source: str = "builtin"):
@@ -106,6 +114,8 @@ def register_strategy(name: str, source: str = "builtin"):
 
 
 def _load_entry_points() -> None:
+    """Import every entry point of the group once; record (not raise) those that fail, and
+    say so in one line on stderr per broken entry point."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
@@ -114,8 +124,12 @@ def _load_entry_points() -> None:
         try:
             obj = ep.load()
         except Exception as exc:  # a broken plugin package must not hide the others
-            raise StrategyError(f"strategy entry point {ep.name!r} ({ep.value}) failed to "
-                                f"load: {exc}; fix or uninstall that package") from None
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            _BROKEN[ep.name] = (f"strategy entry point {ep.name!r} ({ep.value}) failed to "
+                                f"load: {error}; fix or uninstall that package")
+            print(f"lrbench: warning: {_BROKEN[ep.name]} (strategy {ep.name!r} is "
+                  "unavailable)", file=sys.stderr)
+            continue
         if isinstance(obj, type) and ep.name not in _REGISTRY:
             register_strategy(ep.name, source=f"entry point {ep.value}")(obj)
         spec = _REGISTRY.get(ep.name)
@@ -125,7 +139,8 @@ def _load_entry_points() -> None:
 
 
 def available_strategies() -> dict[str, StrategySpec]:
-    """Every registered strategy, entry-point ones included, by name."""
+    """Every registered strategy, entry-point ones included, by name (an entry point that
+    fails to import is left out, with a one-line warning on stderr the first time)."""
     import strategies  # noqa: F401  (registers the built-ins)
 
     _load_entry_points()
@@ -135,11 +150,15 @@ def available_strategies() -> dict[str, StrategySpec]:
 def get_strategy(name: str) -> StrategySpec:
     """The strategy called ``name``; an unknown name suggests the closest."""
     known = available_strategies()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise StrategyError(f"unknown strategy {name!r}.{hint} Known: {', '.join(known)}.")
-    return known[name]
+    if name in known:
+        return known[name]
+    if name in _BROKEN:
+        raise StrategyError(_BROKEN[name])
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise StrategyError(f"unknown strategy {name!r}.{hint} Known: {', '.join(known)}. "
+                        f"A strategy from another package comes through the entry point group "
+                        f"{ENTRY_POINT_GROUP!r}: is that package installed?")
 
 
 def make_config(name: str, hparams: dict[str, Any] | None = None) -> StrategyConfig:

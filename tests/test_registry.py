@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import HANG_S, REPO
 
 import strategies
@@ -191,6 +192,45 @@ def test_every_strategy_module_registers_and_infrastructure_is_named():
     assert not unregistered, f"modules that register no strategy: {unregistered}"
     package = Path(strategies.__file__).parent
     assert all((package / f"{m}.py").is_file() for m in INFRASTRUCTURE)
+
+
+def test_broken_entry_point_breaks_only_matrices_that_use_it(tmp_path):
+    site = fake_distribution(tmp_path / "site", "lrbench-broken",
+                             "broken = no_such_module:Thing")
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump({**smoke, "seeds": [0]}))
+    (tmp_path / "uses.yaml").write_text(yaml.safe_dump(
+        {**smoke, "seeds": [0], "strategies": {"finetune": {}, "broken": {}}}))
+    # all at once: each spends most of its time importing
+    procs = {
+        "list": lrbench("list", "strategies", "--json", path=site),
+        "ok": lrbench("run", str(tmp_path / "ok.yaml"), "--dry-run", path=site),
+        "uses": lrbench("run", str(tmp_path / "uses.yaml"), "--dry-run", path=site),
+    }
+    done = {key: (p.communicate(timeout=HANG_S), p.returncode) for key, p in procs.items()}
+    warning = ("lrbench: warning: strategy entry point 'broken' (no_such_module:Thing) failed "
+               "to load: ModuleNotFoundError: No module named 'no_such_module'; fix or "
+               "uninstall that package (strategy 'broken' is unavailable)")
+    (out, err), code = done["list"]
+    assert code == 0, err
+    names = {r["name"] for r in json.loads(out)}  # stdout stays clean JSON
+    assert "finetune" in names and "broken" not in names
+    assert err.splitlines() == [warning]  # once, in one line
+    (out, err), code = done["ok"]
+    assert code == 0 and out.strip().endswith("2 cells"), (out, err)
+    assert err.splitlines() == [warning]
+    (out, err), code = done["uses"]
+    assert code == 2 and out == "", (out, err)
+    assert err.splitlines() == [warning, (
+        f"lrbench: error: {tmp_path / 'uses.yaml'}: strategy entry point 'broken' "
+        "(no_such_module:Thing) failed to load: ModuleNotFoundError: No module "
+        "named 'no_such_module'; fix or uninstall that package")]
+
+
+def test_unknown_strategy_mentions_the_entry_point_group():
+    with pytest.raises(StrategyError, match="entry point group 'lrbench.strategies': is "
+                       "that package installed"):
+        get_strategy("cosine_kd")
 
 
 def test_strategy_plugin_owns_config():
