@@ -3,6 +3,8 @@
 The CLI turns every :class:`LrbenchError` into that line on stderr and exit code 2, with no
 traceback. Library code raises it for anything a user can fix (a wrong path, a bad schedule,
 an unknown name); genuine bugs stay ordinary exceptions so their tracebacks are kept.
+The class itself lives in :mod:`metrics.errors` (the ground floor, which ``strategies`` may
+import too: ``strategies.StrategyError`` derives from it); this module re-exports it.
 """
 
 from __future__ import annotations
@@ -10,12 +12,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
+from metrics.errors import LrbenchError
 
-class LrbenchError(ValueError):
-    """A problem in the user's input, with the fix in the message (always one line)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+__all__ = ["LrbenchError", "abridged", "closest", "unknown_name"]
 
 
 def closest(name: str, choices: Iterable[str]) -> str:

@@ -1,13 +1,18 @@
 """How a model learns: the retrieval template, the strategies as plugins, the registry.
 
-Importing this package registers the built-in strategies (one file each); external ones
-come from the ``lrbench.strategies`` entry point group. See :mod:`strategies.registry`.
+Importing this package registers the built-in strategies: every module of the package is
+imported, in sorted order (registration is deterministic), except the infrastructure
+modules named in :data:`INFRASTRUCTURE` and private ones (``_name``). A strategy file
+dropped into ``strategies/`` therefore registers by being there, with no other edit.
+External strategies come from the ``lrbench.strategies`` entry point group. See
+:mod:`strategies.registry`.
 """
 
-# built-in strategies: importing a module registers it
-from strategies import (  # noqa: E402, F401, I001
-    dkd, ewc, fecd, finetune, joint, l2_kd, lwf, mas, mmd_kd, replay,
-)
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
 from strategies.registry import (
     ENTRY_POINT_GROUP,
     StrategyConfig,
@@ -21,7 +26,23 @@ from strategies.registry import (
     register_strategy,
 )
 
+#: modules of this package that register no strategy: the machinery strategies are built
+#: from (the contract kit ``testing`` is only imported by whoever runs it)
+INFRASTRUCTURE = frozenset({"registry", "template", "losses", "model", "teacher", "testing"})
+
+
+def strategy_modules() -> list[str]:
+    """The names of this package's strategy modules, sorted: every module but the
+    infrastructure and private ones."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if m.name not in INFRASTRUCTURE and not m.name.startswith("_"))
+
+
+for _name in strategy_modules():  # importing a strategy module registers it
+    importlib.import_module(f"{__name__}.{_name}")
+
 __all__ = [
-    "ENTRY_POINT_GROUP", "StrategyConfig", "StrategyError", "StrategyPlugin", "StrategySpec",
-    "available_strategies", "get_strategy", "make_config", "make_plugin", "register_strategy",
+    "ENTRY_POINT_GROUP", "INFRASTRUCTURE", "StrategyConfig", "StrategyError", "StrategyPlugin",
+    "StrategySpec", "available_strategies", "get_strategy", "make_config", "make_plugin",
+    "register_strategy", "strategy_modules",
 ]

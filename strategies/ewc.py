@@ -57,9 +57,8 @@ class EWC(StrategyPlugin, EWCPlugin):
         config = config if config is not None else self.Config()
         if config.mode == "online" and config.decay_factor is None:
             config = config.model_copy(update={"decay_factor": 1.0})
-        EWCPlugin.__init__(self, ewc_lambda=config.ewc_lambda, mode=config.mode,
-                           decay_factor=config.decay_factor)
-        self.config = config
+        super().__init__(config, ewc_lambda=config.ewc_lambda, mode=config.mode,
+                         decay_factor=config.decay_factor)
         #: (P, K, sampler seed) of the importance pass under way, None outside it
         self._pk: tuple[int, int, int] | None = None
 

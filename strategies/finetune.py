@@ -13,7 +13,3 @@ class Finetune(StrategyPlugin, SupervisedPlugin):
 
     class Config(StrategyConfig):
         pass
-
-    def __init__(self, config: StrategyConfig | None = None) -> None:
-        super().__init__()
-        self.config = config if config is not None else self.Config()

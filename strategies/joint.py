@@ -21,10 +21,6 @@ class Joint(StrategyPlugin, SupervisedPlugin):
     class Config(StrategyConfig):
         pass
 
-    def __init__(self, config: StrategyConfig | None = None) -> None:
-        super().__init__()
-        self.config = config if config is not None else self.Config()
-
     def after_train_dataset_adaptation(self, strategy: Any, **kwargs: Any) -> None:
         exp = strategy.experience
         stream = exp.origin_stream

@@ -37,8 +37,7 @@ class MAS(StrategyPlugin, MASPlugin):
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         config = config if config is not None else self.Config()
-        MASPlugin.__init__(self, lambda_reg=config.lambda_reg, alpha=config.alpha)
-        self.config = config
+        super().__init__(config, lambda_reg=config.lambda_reg, alpha=config.alpha)
 
     def _get_importance(self, strategy: Any) -> dict[str, ParamData]:
         model = strategy.model

@@ -8,28 +8,35 @@ hyperparameters, declared once, typed and validated) decorated with
     [project.entry-points."lrbench.strategies"]
     my_method = "my_package.my_method"
 
-Built-in strategies live one per file in this package and are imported by
-``strategies/__init__.py``.
+Built-in strategies live one per file in this package; ``strategies/__init__.py`` imports
+every module of the package except the infrastructure ones it names, so a file dropped
+into the folder registers by being there.
+
+An entry point that fails to import does not break the others: the failure is recorded,
+:func:`available_strategies` warns once on stderr, and only :func:`get_strategy` for that
+name raises (a matrix that does not use it runs).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import sys
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from metrics.errors import LrbenchError
+
 ENTRY_POINT_GROUP = "lrbench.strategies"
 
 
-class StrategyError(ValueError):
-    """A user error about strategies (unknown name, bad hyperparameter): one line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+class StrategyError(LrbenchError):
+    """A user error about strategies (unknown name, bad hyperparameter, a plugin package
+    that fails to import): one line, exit code 2 on the command line, like every
+    :class:`~metrics.errors.LrbenchError`."""
 
 
 class StrategyConfig(BaseModel):
@@ -81,6 +88,8 @@ class StrategySpec:
 
 _REGISTRY: dict[str, StrategySpec] = {}
 _entry_points_loaded = False
+#: entry points that failed to load: name -> the one-line error ``get_strategy`` raises
+_BROKEN: dict[str, str] = {}
 
 
 def register_strategy(name: str, source: str = "builtin"):
@@ -105,6 +114,8 @@ def register_strategy(name: str, source: str = "builtin"):
 
 
 def _load_entry_points() -> None:
+    """Import every entry point of the group once; record (not raise) those that fail, and
+    say so in one line on stderr per broken entry point."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
@@ -113,8 +124,12 @@ def _load_entry_points() -> None:
         try:
             obj = ep.load()
         except Exception as exc:  # a broken plugin package must not hide the others
-            raise StrategyError(f"strategy entry point {ep.name!r} ({ep.value}) failed to "
-                                f"load: {exc}; fix or uninstall that package") from None
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            _BROKEN[ep.name] = (f"strategy entry point {ep.name!r} ({ep.value}) failed to "
+                                f"load: {error}; fix or uninstall that package")
+            print(f"lrbench: warning: {_BROKEN[ep.name]} (strategy {ep.name!r} is "
+                  "unavailable)", file=sys.stderr)
+            continue
         if isinstance(obj, type) and ep.name not in _REGISTRY:
             register_strategy(ep.name, source=f"entry point {ep.value}")(obj)
         spec = _REGISTRY.get(ep.name)
@@ -124,7 +139,8 @@ def _load_entry_points() -> None:
 
 
 def available_strategies() -> dict[str, StrategySpec]:
-    """Every registered strategy, entry-point ones included, by name."""
+    """Every registered strategy, entry-point ones included, by name (an entry point that
+    fails to import is left out, with a one-line warning on stderr the first time)."""
     import strategies  # noqa: F401  (registers the built-ins)
 
     _load_entry_points()
@@ -134,11 +150,15 @@ def available_strategies() -> dict[str, StrategySpec]:
 def get_strategy(name: str) -> StrategySpec:
     """The strategy called ``name``; an unknown name suggests the closest."""
     known = available_strategies()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise StrategyError(f"unknown strategy {name!r}.{hint} Known: {', '.join(known)}.")
-    return known[name]
+    if name in known:
+        return known[name]
+    if name in _BROKEN:
+        raise StrategyError(_BROKEN[name])
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise StrategyError(f"unknown strategy {name!r}.{hint} Known: {', '.join(known)}. "
+                        f"A strategy from another package comes through the entry point group "
+                        f"{ENTRY_POINT_GROUP!r}: is that package installed?")
 
 
 def make_config(name: str, hparams: dict[str, Any] | None = None) -> StrategyConfig:
@@ -165,8 +185,9 @@ def make_plugin(name: str, hparams: dict[str, Any] | None = None) -> Any:
 class StrategyPlugin:
     """Mixin of registered strategies: ``Config``, flags the template reads, state.
 
-    Subclasses also derive from Avalanche's ``SupervisedPlugin`` (or one of its plugins)
-    and add behaviour through callbacks (``before_backward``, ``after_training_exp``...).
+    Subclasses also derive from Avalanche's ``SupervisedPlugin`` (or one of its plugins),
+    listed after this class so that ``super().__init__`` reaches it, and add behaviour
+    through callbacks (``before_backward``, ``after_training_exp``...).
     Loss terms are added with ``strategy.add_loss(name, value)`` so they are logged.
     """
 
@@ -176,6 +197,13 @@ class StrategyPlugin:
     needs_classifier: ClassVar[bool] = False
     #: the strategy adds a loss term from the second experience on (checked by the kit)
     regularizer: ClassVar[bool] = False
+
+    def __init__(self, config: StrategyConfig | None = None, **plugin_kwargs: Any) -> None:
+        """Keep ``config`` (the class's defaults when None) as ``self.config``, then
+        initialise the Avalanche plugin next in the MRO with ``plugin_kwargs`` (e.g.
+        ``EWCPlugin``'s ``ewc_lambda``): one place for what every strategy did itself."""
+        self.config = config if config is not None else self.Config()
+        super().__init__(**plugin_kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         """What this plugin must carry across a checkpoint (tensors and plain values)."""

@@ -26,8 +26,7 @@ class Replay(StrategyPlugin, SupervisedPlugin):
         seed: int = Field(0, description="seed of the exemplar selection")
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
-        super().__init__()
-        self.config = config if config is not None else self.Config()
+        super().__init__(config)
         self.memory: dict[int, list[tuple[int, int]]] = {}  # class -> [(exp, index)]
 
     def after_train_dataset_adaptation(self, strategy: Any, **kwargs: Any) -> None:

@@ -47,8 +47,7 @@ class TeacherPlugin(StrategyPlugin, SupervisedPlugin):
     """Base of plugins that distill from the previous experience's model."""
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
-        SupervisedPlugin.__init__(self)
-        self.config = config if config is not None else self.Config()
+        super().__init__(config)
         self.teacher: torch.nn.Module | None = None
         self._pending_state: dict[str, Any] | None = None
         self._memo: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -17,13 +17,15 @@ CNN) it checks that the strategy
 4. checkpoints after the first experience and resumes to identical numbers;
 5. is deterministic under a seed (two runs, identical R matrices and losses).
 
-Failures raise ``AssertionError`` with what went wrong.
+Failures raise ``AssertionError`` with what went wrong. ``lrbench check NAME`` runs the same
+checks from the command line, printing each as it passes.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,11 +77,19 @@ class ContractReport:
 
 def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                    tmp_path: str | Path | None = None, iterations: int = 6,
-                   seed: int = 0) -> ContractReport:
-    """Run the contract checks on strategy ``name`` (see the module docstring)."""
+                   seed: int = 0,
+                   on_check: Callable[[str], None] | None = None) -> ContractReport:
+    """Run the contract checks on strategy ``name`` (see the module docstring);
+    ``on_check`` is called with each check's description as soon as it passed."""
     spec = get_strategy(name)
     bench = tiny_stream()
     report = ContractReport(name, np.empty(0))
+
+    def passed(*checks: str) -> None:
+        for check in checks:
+            report.checks.append(check)
+            if on_check is not None:
+                on_check(check)
 
     # 1 + 3: trains on 3 experiences, finite losses, full R matrix
     first = build_template(name, hparams, seed, iterations)
@@ -92,7 +102,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
         assert not bad, f"{name}: non-finite loss terms {bad} in experience {row['experience']}"
     assert r.shape == (3, 3) and np.isfinite(r).all(), f"{name}: R matrix not full:\n{r}"
     report.loss_terms = {k for row in first.loss_history for k in row} - {"experience"}
-    report.checks += ["trains on 3 experiences", "finite losses", "full R matrix"]
+    passed("trains on 3 experiences", "finite losses", "full R matrix")
 
     # 2: the regulariser changes the loss
     if spec.cls.regularizer:
@@ -100,7 +110,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
         own = {k for row in later for k, v in row.items() if k not in _BASE_TERMS and v != 0}
         assert own, (f"{name}: flagged as a regulariser, but no term of its own is non-zero "
                      f"after the first experience (terms: {sorted(report.loss_terms)})")
-        report.checks.append(f"regulariser active ({', '.join(sorted(own))})")
+        passed(f"regulariser active ({', '.join(sorted(own))})")
 
     # 5: determinism under a seed
     second = build_template(name, hparams, seed, iterations)
@@ -108,7 +118,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
     assert np.array_equal(second.metrics.r_matrix(1), r), (
         f"{name}: two runs with seed {seed} differ:\n{r}\n{second.metrics.r_matrix(1)}")
     assert second.loss_history == first.loss_history, f"{name}: losses differ between runs"
-    report.checks.append("deterministic under a seed")
+    passed("deterministic under a seed")
 
     # 4: checkpoint after the first experience, resume in a fresh template
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
@@ -123,5 +133,5 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
         f"{name}: resumed run differs from the uninterrupted one:\n{r}\n"
         f"{resumed.metrics.r_matrix(1)}")
     assert resumed.loss_history == first.loss_history, f"{name}: resumed losses differ"
-    report.checks.append("checkpoint + resume identical")
+    passed("checkpoint + resume identical")
     return report

@@ -34,10 +34,6 @@ class Gate(StrategyPlugin, SupervisedPlugin):
         dir: str
         at: int = 1
 
-    def __init__(self, config: StrategyConfig | None = None) -> None:
-        super().__init__()
-        self.config = config if config is not None else self.Config()
-
     def before_training_exp(self, strategy, **kwargs) -> None:  # noqa: ANN001
         if strategy.experience.current_experience != self.config.at:
             return

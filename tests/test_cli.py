@@ -103,3 +103,50 @@ def test_a_reader_that_stops_early_gets_no_traceback():
     err = proc.stderr.read()
     assert proc.wait(timeout=HANG_S) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+IDLE = '''
+from avalanche.core import SupervisedPlugin
+
+from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+
+
+class Idle(StrategyPlugin, SupervisedPlugin):
+    """Claims to regularise, adds nothing: fails the contract kit's second check."""
+
+    regularizer = True
+
+    class Config(StrategyConfig):
+        pass
+'''
+
+
+def test_check_command_runs_the_contract_kit(tmp_path):
+    """`lrbench check`: exit 0 with every check listed; 1 with the failed check's reason in
+    one line (a plugin whose regulariser adds nothing)."""
+    from test_registry import fake_distribution, lrbench
+
+    site = fake_distribution(tmp_path, "lrbench-test-idle", "idle = lrbench_test_idle:Idle")
+    (site / "lrbench_test_idle.py").write_text(IDLE)
+    passing, failing = lrbench("check", "finetune"), lrbench("check", "idle", path=site)
+    out, err = passing.communicate(timeout=HANG_S)
+    assert passing.returncode == 0, err
+    assert out.splitlines() == [
+        "finetune: contract kit (3 synth-fg experiences, small CNN)",
+        "  ok    trains on 3 experiences", "  ok    finite losses", "  ok    full R matrix",
+        "  ok    deterministic under a seed", "  ok    checkpoint + resume identical",
+        "finetune: all 5 checks passed"]
+    out, err = failing.communicate(timeout=HANG_S)
+    assert failing.returncode == 1, (out, err)
+    lines = out.splitlines()
+    assert lines[-2].startswith("  FAIL  idle: flagged as a regulariser, but no term of its "
+                                "own is non-zero after the first experience (terms: ")
+    assert lines[-1] == "idle: failed after 3 passing check(s)"
+
+
+def test_check_command_bad_input_is_one_line(capsys):
+    assert main(["check", "l2_kd", "--hparam", "lam=-1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "'lam'" in err[0] and "greater than or equal to 0" in err[0]
+    assert main(["check", "l2_kd", "--hparam", "lam"]) == 2
+    assert "give KEY=VALUE" in capsys.readouterr().err

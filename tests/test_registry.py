@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
-from conftest import HANG_S
+import yaml
+from conftest import HANG_S, REPO
 
+import strategies
 from benchmarks.cli import main
-from strategies import StrategyError, available_strategies, get_strategy, make_config
+from benchmarks.errors import LrbenchError
+from strategies import (
+    INFRASTRUCTURE,
+    StrategyError,
+    available_strategies,
+    get_strategy,
+    make_config,
+    make_plugin,
+    strategy_modules,
+)
 
 BASELINES = {"finetune", "joint", "lwf", "ewc", "mas", "l2_kd", "replay"}
 
@@ -112,3 +126,134 @@ def test_builtins_are_registered_with_their_files():
     for name in BASELINES | {"mmd_kd", "fecd", "dkd"}:
         module = get_strategy(name).cls.__module__
         assert module == f"strategies.{name}", (name, module)
+
+
+def fake_distribution(folder: Path, name: str, entry_points: str) -> Path:
+    """A dist-info folder (no pip) declaring ``entry_points`` (lines of the group
+    ``lrbench.strategies``) for any process with ``folder`` on its ``PYTHONPATH``."""
+    info = folder / f"{name}-0.0.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.0\n")
+    (info / "entry_points.txt").write_text(f"[lrbench.strategies]\n{entry_points}\n")
+    return folder
+
+
+def lrbench(*argv: str, cwd: Path | None = None, path: Path | None = None
+            ) -> subprocess.Popen:
+    """The real CLI in a subprocess (this checkout's packages; ``path`` first on
+    ``PYTHONPATH``), started now: call ``communicate`` on it."""
+    pythonpath = os.pathsep.join(str(p) for p in (path, REPO) if p is not None)
+    return subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], cwd=cwd or REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": pythonpath})
+
+
+DROPPED = textwrap.dedent('''
+    from avalanche.core import SupervisedPlugin
+    from pydantic import Field
+
+    from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+
+
+    @register_strategy("dropped_in")
+    class DroppedIn(StrategyPlugin, SupervisedPlugin):
+        """Dropped in: a file nobody imports by name."""
+
+        class Config(StrategyConfig):
+            lam: float = Field(0.25, ge=0, description="unused")
+''')
+
+
+def test_a_file_dropped_into_strategies_registers(tmp_path):
+    """A copy of the package with one more file, and nothing else edited: listed."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(Path(strategies.__file__).parent, copy / "strategies",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "strategies" / "zz_dropped_in.py").write_text(DROPPED)
+    # the working directory comes first on sys.path: this copy is the imported package
+    proc = lrbench("list", "strategies", "--json", cwd=copy)
+    out, err = proc.communicate(timeout=HANG_S)
+    assert proc.returncode == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["dropped_in"]["summary"] == "Dropped in: a file nobody imports by name."
+    assert rows["dropped_in"]["hyperparameters"][0]["default"] == 0.25
+    builtin = {n for n, spec in available_strategies().items()  # others' tests add theirs
+               if spec.cls.__module__.startswith("strategies.")}
+    assert {n for n, r in rows.items() if r["source"] == "builtin"} == builtin | {"dropped_in"}
+    assert "dropped_in" not in available_strategies()  # the real package is untouched
+
+
+def test_every_strategy_module_registers_and_infrastructure_is_named():
+    """The discovery rule: a module not in INFRASTRUCTURE must register a strategy (a new
+    helper module belongs in INFRASTRUCTURE), and the infrastructure modules exist."""
+    modules = strategy_modules()
+    assert modules == sorted(modules) and not set(modules) & INFRASTRUCTURE
+    registered_from = {spec.cls.__module__ for spec in available_strategies().values()}
+    unregistered = [m for m in modules if f"strategies.{m}" not in registered_from]
+    assert not unregistered, f"modules that register no strategy: {unregistered}"
+    package = Path(strategies.__file__).parent
+    assert all((package / f"{m}.py").is_file() for m in INFRASTRUCTURE)
+
+
+def test_broken_entry_point_breaks_only_matrices_that_use_it(tmp_path):
+    site = fake_distribution(tmp_path / "site", "lrbench-broken",
+                             "broken = no_such_module:Thing")
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump({**smoke, "seeds": [0]}))
+    (tmp_path / "uses.yaml").write_text(yaml.safe_dump(
+        {**smoke, "seeds": [0], "strategies": {"finetune": {}, "broken": {}}}))
+    # all at once: each spends most of its time importing
+    procs = {
+        "list": lrbench("list", "strategies", "--json", path=site),
+        "ok": lrbench("run", str(tmp_path / "ok.yaml"), "--dry-run", path=site),
+        "uses": lrbench("run", str(tmp_path / "uses.yaml"), "--dry-run", path=site),
+    }
+    done = {key: (p.communicate(timeout=HANG_S), p.returncode) for key, p in procs.items()}
+    warning = ("lrbench: warning: strategy entry point 'broken' (no_such_module:Thing) failed "
+               "to load: ModuleNotFoundError: No module named 'no_such_module'; fix or "
+               "uninstall that package (strategy 'broken' is unavailable)")
+    (out, err), code = done["list"]
+    assert code == 0, err
+    names = {r["name"] for r in json.loads(out)}  # stdout stays clean JSON
+    assert "finetune" in names and "broken" not in names
+    assert err.splitlines() == [warning]  # once, in one line
+    (out, err), code = done["ok"]
+    assert code == 0 and out.strip().endswith("2 cells"), (out, err)
+    assert err.splitlines() == [warning]
+    (out, err), code = done["uses"]
+    assert code == 2 and out == "", (out, err)
+    assert err.splitlines() == [warning, (
+        f"lrbench: error: {tmp_path / 'uses.yaml'}: strategy entry point 'broken' "
+        "(no_such_module:Thing) failed to load: ModuleNotFoundError: No module "
+        "named 'no_such_module'; fix or uninstall that package")]
+
+
+def test_unknown_strategy_mentions_the_entry_point_group():
+    with pytest.raises(StrategyError, match="entry point group 'lrbench.strategies': is "
+                       "that package installed"):
+        get_strategy("cosine_kd")
+
+
+def test_strategy_plugin_owns_config():
+    """StrategyPlugin.__init__ keeps the config and reaches the Avalanche plugin's own
+    __init__ through the MRO, for every registered strategy."""
+    for name, spec in available_strategies().items():
+        assert spec.cls().config == spec.config_cls(), name
+        given = make_config(name)
+        assert spec.cls(given).config is given, name
+    ewc = make_plugin("ewc", {"mode": "online", "ewc_lambda": 3})
+    assert (ewc.ewc_lambda, ewc.mode, ewc.decay_factor) == (3, "online", 1.0)
+    assert ewc.config.decay_factor == 1.0
+    mas = make_plugin("mas", {"alpha": 0.25, "lambda_reg": 2})
+    assert (mas.alpha, mas._lambda) == (0.25, 2)
+    assert make_plugin("l2_kd", {"lam": 2}).teacher is None  # TeacherPlugin's state
+
+
+def test_strategy_errors_are_lrbench_errors(capsys):
+    """One user-error class: the CLI needs no special case for strategies."""
+    from metrics.errors import LrbenchError as ground
+
+    assert LrbenchError is ground and issubclass(StrategyError, LrbenchError)
+    assert main(["check", "finetun"]) == 2  # StrategyError straight out of the registry
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("lrbench: error: unknown strategy 'finetun'.")

@@ -1,0 +1,16 @@
+"""The project's one user-error class, on the ground floor so every package can raise it.
+
+``metrics`` imports nothing of the other packages, so ``strategies`` (which must not import
+``benchmarks``) and ``benchmarks`` both take :class:`LrbenchError` from here;
+``benchmarks.errors`` re-exports it with the helpers that build messages. The CLI turns
+every one into a single line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class LrbenchError(ValueError):
+    """A problem in the user's input, with the fix in the message (always one line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
