@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.errors import LrbenchError
 from benchmarks.run.store import read_result
+from metrics.errors import LrbenchError
 from metrics.forgetting import forgetting
 
 #: per-cell summary columns derived from the chosen metric's seen curve and R matrix

@@ -131,7 +131,10 @@ def test_builtins_are_registered_with_their_files():
 def fake_distribution(folder: Path, name: str, entry_points: str) -> Path:
     """A dist-info folder (no pip) declaring ``entry_points`` (lines of the group
     ``lrbench.strategies``) for any process with ``folder`` on its ``PYTHONPATH``."""
-    info = folder / f"{name}-0.0.0.dist-info"
+    # the folder's name is the normalised one (dashes as underscores): importlib.metadata
+    # reads the name before the first dash and keeps one distribution per name, so
+    # "lrbench-broken-0.0.0" would be taken for another copy of lrbench and ignored
+    info = folder / f"{name.replace('-', '_')}-0.0.0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.0\n")
     (info / "entry_points.txt").write_text(f"[lrbench.strategies]\n{entry_points}\n")
