@@ -87,9 +87,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     it again; without it, this checks everything itself.
 
     ``executor="local"`` runs ``jobs`` processes here; ``"ray"`` submits one Ray task per
-    cell (1 CPU, and 1 GPU when the cell trains on CUDA) to the cluster at ``ray_address``
-    (or a local one, or the one already initialised); results travel back to this process,
-    so workers need no shared disk.
+    cell (``training.threads`` CPUs, and 1 GPU when the cell trains on CUDA) to the cluster
+    at ``ray_address`` (or a local one, or the one already initialised); results travel
+    back to this process, so workers need no shared disk.
     """
     from tqdm import tqdm
 
