@@ -411,6 +411,15 @@ COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream, "run": 
             "report": _cmd_report, "check": _cmd_check}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled exactly as Ctrl-C: running cells (and their worker processes) are
+    stopped, finished results are kept, the tidy table is rebuilt, the lock released."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lrbench`` console script; returns the exit code."""
     _quiet_third_party()
@@ -420,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LrbenchError as exc:  # strategies.StrategyError included
         print(f"lrbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("lrbench: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("lrbench: interrupted", file=sys.stderr)
         return 130
@@ -430,6 +442,9 @@ def run() -> NoReturn:
 
     A reader that stops early (``lrbench list strategies | head``) closes the pipe: that
     ends the output quietly, as in any Unix tool, not with a traceback."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)  # a scheduler's kill stops cleanly, as Ctrl-C
     try:
         code = main()
         sys.stdout.flush()

@@ -244,6 +244,24 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     node[keys[-1]] = value
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last one silently: a second ``strategies:`` would drop the first's strategies)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                continue  # unhashable: yaml itself refuses it below
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping; keep one "
+                    "of them", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None,
                 registries: bool = True) -> MatrixConfig:
     """Read and validate a matrix file; every problem is a one-line ``LrbenchError``.
@@ -254,7 +272,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     if not path.is_file():
         raise LrbenchError(f"matrix file {str(path)!r} not found; see configs/ for examples")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

@@ -134,10 +134,19 @@ CASES: dict[str, Case] = {
     "rerun-before-unknown": (lambda t, s: ["run", matrix(t), "--out", str(t / "new"),
                                            "--rerun-before", "no-such-commit"],
                              "is not a commit of lrbench"),
+    "duplicate-key": (lambda t, s: ["run", _duplicate_key(t), "--out", str(s)],
+                      "YAML syntax error: the key 'strategies' is given twice"),
     "merge-unlike": (lambda t, s: ["report", str(s), _other_budget(t, s)],
                      "differ in training.iterations"),
     "not-a-store": (lambda t, s: ["report", str(t)], "is not a results store"),
 }
+
+
+def _duplicate_key(tmp: Path) -> str:
+    """The smoke matrix with a second ``strategies:`` (the last one would win silently)."""
+    path = Path(matrix(tmp))
+    path.write_text(path.read_text() + "strategies:\n  finetune: {}\n")
+    return str(path)
 
 
 def _other_budget(tmp: Path, store: Path) -> str:

@@ -509,6 +509,43 @@ def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path,
     check_resumed(store, folder, smoke_store, kept)
 
 
+def test_sigterm_stops_like_ctrl_c_and_leaves_no_worker(smoke_store, tmp_path, gate):
+    """SIGTERM (a scheduler's kill) with --jobs 2 while one cell has finished and the
+    other is held mid-run: the workers are stopped (none outlives the run), the finished
+    cell is kept, the lock released, exit 143, and the store resumes."""
+    import psutil
+
+    folder, env = gate
+    from gate_plugin import wait_for
+
+    store, log = tmp_path / "terminated", tmp_path / "terminated.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE),
+                                 "--out", str(store), "--jobs", "2", *gated_matrix(folder)],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(folder / "started-seed0", proc, log)
+            wait_for(store / "cells" / "synth-tiny__finetune__seed0" / "result.json", proc,
+                     log)
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            assert workers  # the pool's processes, one of them held at the gate
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=HANG_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 143, text[-2000:]
+    assert "lrbench: terminated" in text and "Traceback" not in text
+    _, alive = psutil.wait_procs(workers, timeout=HANG_S)
+    assert not alive, alive
+    assert lock_free(store) and (store / "results.csv").is_file()
+    kept = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
+    assert [p.parent.name for p in kept] == ["synth-tiny__finetune__seed0"]
+    check_resumed(store, folder, smoke_store, kept)
+
+
 def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
         smoke_store, tmp_path, monkeypatch):
     """Ctrl-C while the second cell trains, then Ctrl-C again while the first one's
