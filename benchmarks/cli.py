@@ -108,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "averaged in.")
     p.add_argument("stores", nargs="+", metavar="RESULTS_DIR", help="results store(s)")
     p.add_argument("--out", help="report folder (default: RESULTS_DIR/report of the first)")
-    p.add_argument("--baseline", default="finetune",
-                   help="strategy the paired t-test compares against (default: finetune)")
+    p.add_argument("--baseline", default=None,
+                   help="strategy the paired t-test compares against (default: finetune, "
+                   "when the results have it; a name given here must be in the results)")
     p.add_argument("--metric", default="recall@1",
                    help="metric of forgetting, BWT, heatmaps and curves: recall@K or "
                    "map_at_r (default: recall@1)")
@@ -321,7 +322,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from reports.page import build_report, parse_formats
 
     formats = parse_formats(args.format)
-    report = build_report(args.stores, args.out, baseline=args.baseline, metric=args.metric,
+    report = build_report(args.stores, args.out, baseline=args.baseline or "finetune",
+                          require_baseline=args.baseline is not None, metric=args.metric,
                           formats=formats,
                           split_by=[k.strip() for k in args.split_by.split(",") if k.strip()])
     pages = [p for p in report.files if p.name in ("report.md", "report.html")]

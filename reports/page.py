@@ -58,8 +58,13 @@ class Report:
 def build_report(stores: list[str | Path], out: str | Path | None = None,
                  baseline: str | None = "finetune", metric: str = "recall@1",
                  formats: list[str] | None = None, alpha: float = 0.05,
-                 split_by: list[str] | None = None) -> Report:
+                 split_by: list[str] | None = None, require_baseline: bool = False
+                 ) -> Report:
     """Load ``stores``, write tables, figures and the report page into ``out``.
+
+    ``require_baseline``: a ``baseline`` that is not a strategy of the results is a
+    one-line error (a mistyped ``--baseline`` would otherwise drop every test silently);
+    without it such a baseline means "no test".
 
     ``split_by``: settings whose values become separate tables (see
     :func:`reports.load.load_results`); without it, unlike cells are refused."""
@@ -72,6 +77,14 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     if results.cells.empty:
         raise LrbenchError("no finished cell in " + ", ".join(map(str, stores))
                            + "; the report needs at least one (see each cell's log.txt)")
+    known = sorted(set(results.cells.strategy))
+    if require_baseline and baseline is not None and baseline not in known:
+        import difflib
+
+        close = difflib.get_close_matches(baseline, known, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise LrbenchError(f"--baseline {baseline!r} is not a strategy of these results.{hint} "
+                           f"Strategies: {', '.join(known)}")
     metric = metric.lower()
     out = Path(out) if out else Path(stores[0]) / "report"
     tables = comparison_tables(results, metric, baseline, alpha)

@@ -357,3 +357,25 @@ def test_real_flowers_and_omniglot(shared_data):
     omni = Omniglot(shared_data, "all")
     assert omni.num_classes == 242 and len(omni) == 4840
     assert omni.split_counts == {"train": 3630, "test": 1210}
+
+
+def test_16_bit_png_keeps_its_range(tmp_path):
+    """A 16-bit grey PNG reads as 8-bit RGB scaled from 0..65535 (value >> 8), not clipped
+    to white as PIL's own conversion would do."""
+    from PIL import Image
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    for cls in ("a", "b"):
+        for i in range(4):
+            path = tmp_path / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(ramp).save(path)
+    with Image.open(tmp_path / "a" / "0.png") as raw:
+        assert raw.mode.startswith("I")  # really a wide image
+        clipped = np.asarray(raw.convert("RGB"))
+    assert (clipped == 255).mean() > 0.9  # what a plain conversion gives
+    img, _ = ImageFolderDataset(tmp_path, "train")[0]
+    arr = np.asarray(img)
+    assert img.mode == "RGB" and arr.shape == (64, 64, 3)
+    np.testing.assert_array_equal(arr[..., 0], (ramp.astype(np.int64) * 255 // 65535))
+    assert arr.min() == 0 and arr.max() == 255 * 65520 // 65535

@@ -134,6 +134,8 @@ CASES: dict[str, Case] = {
     "rerun-before-unknown": (lambda t, s: ["run", matrix(t), "--out", str(t / "new"),
                                            "--rerun-before", "no-such-commit"],
                              "is not a commit of lrbench"),
+    "baseline-unknown": (lambda t, s: ["report", str(s), "--baseline", "finetun", "--out",
+                                       str(t / "new")], "Did you mean 'finetune'?"),
     "duplicate-key": (lambda t, s: ["run", _duplicate_key(t), "--out", str(s)],
                       "YAML syntax error: the key 'strategies' is given twice"),
     "merge-unlike": (lambda t, s: ["report", str(s), _other_budget(t, s)],

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from benchmarks.errors import LrbenchError
@@ -211,7 +212,7 @@ class ImageListDataset(LabelledImages):
         path = self.samples[index][0]
         try:
             with Image.open(path) as img:
-                return img.convert("RGB")
+                return to_rgb(img)
         except (OSError, SyntaxError, ValueError) as exc:
             raise LrbenchError(
                 f"{self.name}: cannot decode image {path!r} ({exc}); check the dataset with "
@@ -236,6 +237,23 @@ class ImageListDataset(LabelledImages):
             f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
             f"images={len(self)}, classes={self.num_classes})"
         )
+
+
+#: PIL modes of one channel wider than 8 bits (16-bit PNGs open as one of them)
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(img: Any) -> Any:
+    """``img`` as 8-bit RGB. A 16-bit (or 32-bit integer) grey image is scaled to 8 bits
+    first: PIL's own conversion clips it, so a 16-bit PNG would read as almost all white."""
+    from PIL import Image
+
+    if img.mode in WIDE_MODES:
+        arr = np.asarray(img, dtype=np.int64)
+        top = 65535 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        arr = np.clip(arr, 0, top) * 255 // top
+        img = Image.fromarray(arr.astype(np.uint8), mode="L")
+    return img.convert("RGB")
 
 
 def read_table(path: Path, dataset: ImageListDataset, columns: int) -> list[list[str]]:
