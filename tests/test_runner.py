@@ -475,14 +475,15 @@ def test_check_determinism_runs_one_cell_twice(tmp_path, capsys):
     assert not (tmp_path / "untouched").exists()
 
 
-def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path, gate):
-    """Ctrl-C with --jobs 2 while one cell has finished and the other is provably mid-run
-    (held at its gate): exit 130, the finished cell kept, the lock released, the tidy
-    table written, and the store resumes to an uninterrupted run's values."""
-    folder, env = gate
+def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int
+                        ) -> tuple[int, str, list]:
+    """Run the gated matrix with --jobs 2, wait until finetune's cell has finished and the
+    gate holds the other mid-run, send ``sig``; return the exit code, the run's stderr and
+    the worker processes it had (psutil) when the signal was sent."""
+    import psutil
     from gate_plugin import wait_for
 
-    store, log = tmp_path / "interrupted", tmp_path / "interrupted.log"
+    log = store.with_suffix(".log")
     with open(log, "w") as err:
         # a command started in the background of a script inherits SIGINT ignored (as CI
         # may start this suite): the run gets the default disposition, as in a terminal
@@ -494,19 +495,35 @@ def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path,
             wait_for(folder / "started-seed0", proc, log)
             wait_for(store / "cells" / "synth-tiny__finetune__seed0" / "result.json", proc,
                      log)
-            proc.send_signal(signal.SIGINT)
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            proc.send_signal(sig)
             proc.wait(timeout=HANG_S)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    text = log.read_text()
-    assert proc.returncode == 130, text[-2000:]
-    assert "interrupted: finished cells are kept" in text and "Traceback" not in text
+    return proc.returncode, log.read_text(), workers
+
+
+def check_stopped_cleanly(store: Path, folder: Path, smoke_store: Path) -> None:
+    """The finished cell kept, the lock released, the tidy table written, and the store
+    resumes to an uninterrupted run's values."""
     assert lock_free(store) and (store / "results.csv").is_file()
     kept = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
     assert [p.parent.name for p in kept] == ["synth-tiny__finetune__seed0"]
     check_resumed(store, folder, smoke_store, kept)
+
+
+def test_first_sigint_stops_cleanly_and_the_store_resumes(smoke_store, tmp_path, gate):
+    """Ctrl-C with --jobs 2 while one cell has finished and the other is provably mid-run
+    (held at its gate): exit 130, the finished cell kept, the lock released, the tidy
+    table written, and the store resumes to an uninterrupted run's values."""
+    folder, env = gate
+    store = tmp_path / "interrupted"
+    code, text, _ = interrupt_gated_run(store, folder, env, signal.SIGINT)
+    assert code == 130, text[-2000:]
+    assert "interrupted: finished cells are kept" in text and "Traceback" not in text
+    check_stopped_cleanly(store, folder, smoke_store)
 
 
 def test_sigterm_stops_like_ctrl_c_and_leaves_no_worker(smoke_store, tmp_path, gate):
@@ -516,34 +533,14 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_no_worker(smoke_store, tmp_path, g
     import psutil
 
     folder, env = gate
-    from gate_plugin import wait_for
-
-    store, log = tmp_path / "terminated", tmp_path / "terminated.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE),
-                                 "--out", str(store), "--jobs", "2", *gated_matrix(folder)],
-                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            wait_for(folder / "started-seed0", proc, log)
-            wait_for(store / "cells" / "synth-tiny__finetune__seed0" / "result.json", proc,
-                     log)
-            workers = psutil.Process(proc.pid).children(recursive=True)
-            assert workers  # the pool's processes, one of them held at the gate
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=HANG_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    text = log.read_text()
-    assert proc.returncode == 143, text[-2000:]
+    store = tmp_path / "terminated"
+    code, text, workers = interrupt_gated_run(store, folder, env, signal.SIGTERM)
+    assert workers  # the pool's processes, one of them held at the gate
+    assert code == 143, text[-2000:]
     assert "lrbench: terminated" in text and "Traceback" not in text
     _, alive = psutil.wait_procs(workers, timeout=HANG_S)
     assert not alive, alive
-    assert lock_free(store) and (store / "results.csv").is_file()
-    kept = {p: p.read_bytes() for p in store.glob("cells/*/result.json")}
-    assert [p.parent.name for p in kept] == ["synth-tiny__finetune__seed0"]
-    check_resumed(store, folder, smoke_store, kept)
+    check_stopped_cleanly(store, folder, smoke_store)
 
 
 def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
