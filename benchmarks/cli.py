@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the expanded cells and their config hashes, train nothing")
+                   help="list each cell with its config hash and whether it is done or "
+                        "would run, and say whether the run would be refused (exit 2, with "
+                        "the reason); trains and writes nothing")
     p.add_argument("--resume", action="store_true",
                    help="reuse a store written by a different matrix (matching cells kept)")
     p.add_argument("--force", action="store_true", help="recompute every cell")
@@ -283,25 +285,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_names(config, args.config)
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
-    if not args.dry_run:
-        from benchmarks.run.preflight import check_data
-        from benchmarks.run.store import prepare_store
-
-        broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
-        if not args.check_determinism:
-            store = prepare_store(out, config, args.force, args.resume)
     if args.dry_run:
-        for cell in cells:
-            print(f"{cell['hash']}  {cell['id']}")
-        print(f"{len(cells)} cells")
-        return 0
+        return _dry_run(config, cells, out, args, older)
+    from benchmarks.run.preflight import check_data
+    from benchmarks.run.store import prepare_store
+
+    cells, broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
+    if not args.check_determinism:
+        store = prepare_store(out, config, args.force, args.resume)
     if args.check_determinism:
         from benchmarks.run.cell import check_determinism
 
         diffs = check_determinism(cells[0], log=lambda msg: print(msg, file=sys.stderr))
         for line in diffs:
             print(f"differs: {line}")
-        print(f"{cells[0]['id']}: two runs gave "
+        print(f"{cells[0].id}: two runs gave "
               + ("identical metric values" if not diffs else f"{len(diffs)} differing sections"))
         return 1 if diffs else 0
     from benchmarks.runner import Plan, run_matrix
@@ -316,6 +314,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")
     return 1 if counts["failed"] else 0
+
+
+def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
+             older: Any) -> int:
+    """``run --dry-run``: each cell with its hash and whether it is done or would run, the
+    store, and whether the real run would be refused (exit 2 with the reason); nothing is
+    written and nothing trains. Images are not decoded here: the real run does that once
+    (its answer is cached) and may still refuse a broken file."""
+    from pathlib import Path
+
+    from benchmarks.run.preflight import check_cells
+    from benchmarks.run.store import cell_dir, check_store, finished
+
+    store = Path(out)
+    refusal = None
+    try:
+        check_cells(cells)
+        if store.is_dir():
+            check_store(store, config, args.force, args.resume)
+    except LrbenchError as exc:
+        refusal = str(exc)
+    done = 0
+    for cell in cells:
+        reuse = not args.force and finished(cell_dir(store, cell), cell, older)
+        done += reuse
+        print(f"{cell.hash}  {cell.id:<48}  {'done' if reuse else 'will run'}")
+    where = "exists" if store.is_dir() else "will be created"
+    print(f"{len(cells)} cells: {done} done, {len(cells) - done} will run; store {out} "
+          f"({where})")
+    if refusal:
+        raise LrbenchError(f"the run would be refused: {refusal}")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -12,30 +12,29 @@ from __future__ import annotations
 import json
 import os
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.errors import LrbenchError, abridged
 from benchmarks.run.cell import build_benchmark
 from benchmarks.run.store import atomic_write
 
+if TYPE_CHECKING:
+    from benchmarks.config import Cell
 
-def cell_datasets(cell: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+
+def cell_datasets(cell: Cell) -> list[tuple[str, dict[str, Any]]]:
     """The named datasets a cell's scenario reads, each with its loader keyword arguments."""
-    sc = cell["scenario"]
-    if sc.get("dataset"):
-        names, kwargs, single = [sc["dataset"]], sc.get("dataset_kwargs") or {}, True
-    else:
-        names, kwargs, single = list(sc["datasets"]), sc.get("dataset_kwargs") or {}, False
-    if single:
-        return [(names[0], dict(kwargs))]
-    return [(n, dict(kwargs.get(n) or {})) for n in names]
+    sc = cell.scenario
+    if sc.dataset:
+        return [(sc.dataset, dict(sc.dataset_kwargs))]
+    return [(n, dict(sc.dataset_kwargs.get(n) or {})) for n in sc.datasets or []]
 
 
 #: bump when what a decode check finds changes (its entries are then ignored)
 CHECK_VERSION = 1
 
 
-def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
+def find_corrupt(cells: list[Cell], progress: bool = True
                  ) -> dict[str, list[tuple[str, str]]]:
     """Decode every image of every real dataset the cells read, before any training:
     dataset name -> ``(path relative to its root, reason)`` of each broken file.
@@ -53,11 +52,11 @@ def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
     broken: dict[str, list[tuple[str, str]]] = {}
     done: set[str] = set()
     for cell in cells:
-        root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
+        root = cell.data_root or os.environ.get("LRBENCH_DATA")
         for name, kwargs in cell_datasets(cell):
             if name.partition(":")[0] == "synth-fg":
                 continue  # generated in memory: no file to break
-            seen = json.dumps([name, root, kwargs, cell.get("cache_dir")], sort_keys=True,
+            seen = json.dumps([name, root, kwargs, cell.cache.dir], sort_keys=True,
                               default=str)
             if seen in done:
                 continue
@@ -71,7 +70,7 @@ def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
                 files.append((os.path.relpath(path, ds.root), st.st_size, st.st_mtime_ns))
             key = hashlib.sha256(json.dumps([CHECK_VERSION, str(ds.root), files]).encode()
                                  ).hexdigest()[:24]
-            entry = cache_dir(cell.get("cache_dir")) / "checks" / f"{ds.name}-{key}.json"
+            entry = cache_dir(cell.cache.dir) / "checks" / f"{ds.name}-{key}.json"
             try:
                 bad = [tuple(b) for b in json.loads(entry.read_text())]
             except (OSError, ValueError):
@@ -95,53 +94,52 @@ def corrupt_error(broken: dict[str, list[tuple[str, str]]]) -> LrbenchError:
         "out (recorded in the store)")
 
 
-def mark_skipped(cells: list[dict[str, Any]], broken: dict[str, list[tuple[str, str]]]
-                 ) -> None:
-    """Mark ``cells`` to leave the ``broken`` files of their datasets out (their
-    ``skip_files``), and rehash them: a cell run without some images is another cell."""
-    from benchmarks.config import config_hash
-
+def mark_skipped(cells: list[Cell], broken: dict[str, list[tuple[str, str]]]
+                 ) -> list[Cell]:
+    """``cells``, each leaving the ``broken`` files of its datasets out (its
+    ``skip_files``): a cell run without some images is another cell, with its own hash."""
+    out = []
     for cell in cells:
         skips = {name: sorted(p for p, _ in broken[name])
                  for name in sorted({n for n, _ in cell_datasets(cell)}) if name in broken}
-        if skips:
-            cell["skip_files"] = skips
-            cell["hash"] = config_hash(cell)
+        out.append(cell.without_files(skips) if skips else cell)
+    return out
 
 
-def check_data(cells: list[dict[str, Any]], skip_corrupt: bool = False,
-               progress: bool = True) -> dict[str, list[tuple[str, str]]]:
+def check_data(cells: list[Cell], skip_corrupt: bool = False, progress: bool = True
+               ) -> tuple[list[Cell], dict[str, list[tuple[str, str]]]]:
     """Everything about the cells' data that would fail them later, checked before any
     training: batch shapes (:func:`check_cells`), then broken images
     (:func:`find_corrupt`), refused, or with ``skip_corrupt`` left out of the cells
-    (:func:`mark_skipped`, then the shapes again without them). Returns the broken files."""
+    (:func:`mark_skipped`, then the shapes again without them). Returns the cells to run
+    and the broken files."""
     check_cells(cells)
     broken = find_corrupt(cells, progress)
     if broken and not skip_corrupt:
         raise corrupt_error(broken)
     if broken:
-        mark_skipped(cells, broken)
+        cells = mark_skipped(cells, broken)
         check_cells(cells)
-    return broken
+    return cells, broken
 
 
-def check_cells(cells: list[dict[str, Any]]) -> None:
+def check_cells(cells: list[Cell]) -> None:
     """Refuse, before any training, cells whose batches cannot be drawn from their stream:
     P classes per batch need every experience to hold at least P classes (a one-line
     ``LrbenchError`` naming the experience and the largest P that fits)."""
     shapes: dict[str, Any] = {}
     for cell in cells:
-        sc = cell["scenario"]
-        key = json.dumps([sc, cell.get("data_root"), cell.get("skip_files")], sort_keys=True,
+        sc = cell.scenario
+        key = json.dumps([sc.model_dump(), cell.data_root, cell.skip_files], sort_keys=True,
                          default=str)
         if key not in shapes:
             shapes[key] = build_benchmark(cell, info_only=True)
         info = shapes[key]
-        p = cell["training"]["p"]
+        p = cell.training.p
         small = min(info.experiences, key=lambda e: e.num_classes)
         if small.num_classes < p:
             raise LrbenchError(
-                f"experience {small.index} of scenario {sc['name']!r} has "
+                f"experience {small.index} of scenario {sc.name!r} has "
                 f"{small.num_classes} classes, fewer than P = {p} classes per batch "
-                f"({cell['strategy']}); lower training.p to at most {small.num_classes}")
+                f"({cell.strategy}); lower training.p to at most {small.num_classes}")
 

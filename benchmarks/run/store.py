@@ -50,7 +50,7 @@ from filelock import FileLock, Timeout
 from benchmarks.errors import LrbenchError
 
 if TYPE_CHECKING:
-    from benchmarks.config import MatrixConfig
+    from benchmarks.config import Cell, MatrixConfig
 
 #: the columns of ``results.csv`` and ``results.parquet``
 TIDY_COLUMNS = ["scenario", "strategy", "seed", "train_exp", "eval_exp", "metric", "k", "value"]
@@ -183,14 +183,46 @@ def same_matrix(stored: str, config: MatrixConfig) -> bool:
     return resolved_yaml(old) == new
 
 
+def matrix_difference(stored: str, config: MatrixConfig) -> str:
+    """The first setting where a store's ``matrix.yaml`` and ``config`` differ, as
+    ``key.path: old -> new`` (compared resolved, as :func:`same_matrix` does)."""
+    import yaml
+
+    from benchmarks.config import parse_config
+
+    new = config.model_dump(mode="json")
+    try:
+        old = parse_config(yaml.safe_load(stored), "matrix.yaml", registries=False
+                           ).model_dump(mode="json")
+    except (LrbenchError, yaml.YAMLError, TypeError, ValueError):
+        return "its matrix.yaml is not a matrix this lrbench reads"
+
+    def first(a: Any, b: Any, path: str) -> str | None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in list(a) + [k for k in b if k not in a]:
+                found = first(a.get(key, "<absent>"), b.get(key, "<absent>"),
+                              f"{path}.{key}" if path else str(key))
+                if found:
+                    return found
+            return None
+        if a != b:
+            return f"{path}: {json.dumps(a, default=str)[:60]} -> {json.dumps(b, default=str)[:60]}"
+        return None
+
+    return first(old, new, "") or "its resolved text"
+
+
 def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) -> None:
-    """Refuse a store that holds a different matrix unless told to overwrite or resume."""
+    """Refuse a store that holds a different matrix unless told to overwrite or resume;
+    the refusal names the first differing setting."""
     existing = store / "matrix.yaml"
-    if existing.is_file() and not same_matrix(existing.read_text(), config) and not (
-            force or resume):
-        raise LrbenchError(
-            f"{str(store)!r} holds a different matrix; use --resume to keep its finished "
-            "cells that still match, --force to start over, or another --out")
+    if existing.is_file() and not (force or resume):
+        stored = existing.read_text()
+        if not same_matrix(stored, config):
+            raise LrbenchError(
+                f"{str(store)!r} holds a different matrix ({matrix_difference(stored, config)}"
+                "); use --resume to keep its finished cells that still match, --force to "
+                "start over, or another --out")
 
 
 def write_matrix(store: Path, config: MatrixConfig) -> None:
@@ -210,9 +242,9 @@ def write_skipped(store: Path, broken: dict[str, list[tuple[str, str]]]) -> None
         (store / "skipped.json").unlink(missing_ok=True)
 
 
-def cell_dir(store: Path, cell: dict[str, Any]) -> Path:
+def cell_dir(store: Path, cell: Cell) -> Path:
     """The folder of one cell in ``store``."""
-    return store / "cells" / cell["id"]
+    return store / "cells" / cell.id
 
 
 # -- result.json ----------------------------------------------------------------------------
@@ -231,15 +263,15 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return result
 
 
-def write_result(store: Path, cell: dict[str, Any], outcome: dict[str, Any], started: float,
+def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: float,
                  versions: dict[str, str], host: dict[str, Any]) -> None:
     """Write one cell's ``log.txt`` and ``result.json`` from its worker's ``outcome``
     (``status`` finished with a ``payload``, or failed with a ``reason``; its ``log``)."""
     from benchmarks.config import HASH_VERSION
 
     folder = cell_dir(store, cell)
-    result = {"id": cell["id"], "config_hash": cell["hash"],
-              "hash_version": HASH_VERSION, "config": cell,
+    result = {"id": cell.id, "config_hash": cell.hash,
+              "hash_version": HASH_VERSION, "config": cell.as_dict(),
               "status": outcome["status"], "started": started,
               "ended": time.time(), "versions": versions, "host": host}
     if outcome["status"] == "finished":
@@ -250,7 +282,7 @@ def write_result(store: Path, cell: dict[str, Any], outcome: dict[str, Any], sta
     atomic_write(folder / "result.json", json.dumps(result, indent=1))
 
 
-def finished(cell_dir: Path, cell: dict[str, Any],
+def finished(cell_dir: Path, cell: Cell,
              older: Callable[[str], bool] | None = None) -> bool:
     """Whether ``cell_dir`` holds a finished result of exactly this cell config (and, with
     ``older``, one whose lrbench commit ``older`` does not call too old)."""
@@ -260,7 +292,7 @@ def finished(cell_dir: Path, cell: dict[str, Any],
         return False
     if not isinstance(result, dict):
         return False
-    ok = result.get("status") == "finished" and result.get("config_hash") == cell["hash"]
+    ok = result.get("status") == "finished" and result.get("config_hash") == cell.hash
     if ok and older is not None:
         commit = (result.get("versions") or {}).get("lrbench_commit", "unknown")
         ok = not older(str(commit))
