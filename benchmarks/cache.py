@@ -32,6 +32,7 @@ from filelock import FileLock
 from torch.utils.data import Dataset
 
 from benchmarks.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
+from metrics.io import atomic_write
 
 #: bump when the stored layout or the view recipe changes: old entries are then ignored
 CACHE_VERSION = 1
@@ -82,15 +83,13 @@ def _cached_array(path: Path, shape: tuple[int, ...], dtype: Any,
     """The array stored at ``path``, computing it with ``fill`` on first use (atomically)."""
     with _entry_lock(path):
         if not path.is_file():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
+            def write(tmp: Path) -> None:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
                 fill(out)
                 out.flush()
                 del out
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+
+            atomic_write(path, write)
     # copy-on-write: tensors view the pages without a copy (nothing here writes to them,
     # and a write would stay in this process, never reach the file)
     arr = np.load(path, mmap_mode="c")

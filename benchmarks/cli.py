@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the strategy on a tiny synth-fg stream (3 "
                        "experiences, small CNN, seconds on a CPU) and check finite losses, an "
                        "active regulariser, a full R matrix, determinism under a seed and "
-                       "identical numbers after checkpoint + resume (strategies.testing). "
+                       "identical numbers after checkpoint + resume (benchmarks.contract). "
                        "Exit code 0 when every check passes, 1 when one fails (the reason in "
                        "one line), 2 for an unknown strategy or a bad hyperparameter.")
     p.add_argument("strategy", help="a registered strategy (see 'lrbench list strategies')")
@@ -365,8 +365,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """``lrbench check``: the contract kit, each check printed as it passes."""
+    from benchmarks.contract import check_strategy
     from strategies import make_config
-    from strategies.testing import check_strategy
 
     hparams: dict[str, Any] = {}
     for item in args.hparam:

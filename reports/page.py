@@ -19,20 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.errors import LrbenchError, abridged
+from metrics.errors import LrbenchError, abridged
+from metrics.io import atomic_write
 
 if TYPE_CHECKING:  # the heavy imports (pandas, matplotlib) wait until a report is built
     from reports.load import Results
     from reports.tables import Table
 
 FORMATS = ("md", "html", "tex", "csv", "png", "svg")
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def parse_formats(spec: str) -> list[str]:
@@ -93,7 +87,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
         for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()), ("tex", t.to_latex())):
             if fmt in formats or (fmt == "md" and "html" in formats):
                 path = out / "tables" / f"{plots.slug(t.scenario)}.{fmt}"
-                _write(path, text)
+                atomic_write(path, text)
                 report.files.append(path)
     image_formats = [f for f in ("png", "svg") if f in formats]
     if ("md" in formats or "html" in formats) and "png" not in image_formats:
@@ -113,10 +107,10 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     for paths in report.figures.values():
         report.files += paths
     if "md" in formats:
-        _write(out / "report.md", markdown_page(results, report, metric))
+        atomic_write(out / "report.md", markdown_page(results, report, metric))
         report.files.append(out / "report.md")
     if "html" in formats:
-        _write(out / "report.html", html_page(results, report, metric))
+        atomic_write(out / "report.html", html_page(results, report, metric))
         report.files.append(out / "report.html")
     return report
 

@@ -27,8 +27,8 @@ from strategies.registry import (
 )
 
 #: modules of this package that register no strategy: the machinery strategies are built
-#: from (the contract kit ``testing`` is only imported by whoever runs it)
-INFRASTRUCTURE = frozenset({"registry", "template", "losses", "model", "teacher", "testing"})
+#: from (the contract kit, which runs strategies through the runner, is benchmarks.contract)
+INFRASTRUCTURE = frozenset({"registry", "template", "losses", "model", "teacher"})
 
 
 def strategy_modules() -> list[str]:

@@ -48,27 +48,13 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from benchmarks.errors import LrbenchError
+from metrics.io import atomic_write
 
 if TYPE_CHECKING:
     from benchmarks.config import Cell, MatrixConfig
 
 #: the columns of ``results.csv`` and ``results.parquet``
 TIDY_COLUMNS = ["scenario", "strategy", "seed", "train_exp", "eval_exp", "metric", "k", "value"]
-
-
-def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a flushed temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def hostname() -> str:
@@ -378,7 +364,5 @@ def write_tidy(store: Path) -> int:
 
     frame = pd.DataFrame(rows, columns=TIDY_COLUMNS).astype(
         {"k": str, "eval_exp": str, "value": float})
-    tmp = store / f".results.parquet.{os.getpid()}.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, store / "results.parquet")
+    atomic_write(store / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     return len(rows)
