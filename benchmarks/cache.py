@@ -245,12 +245,9 @@ def view_tensors(images: ImageCache, i: int, views: int) -> torch.Tensor:
 
 
 def stem_key(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's frozen stem (its structure and weights)."""
-    h = hashlib.sha256(f"{model.trunk_name}:{model.frozen_stages}".encode())
-    for name, t in model.stem.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """SHA-256 of a model's frozen stem (its structure and weights), as the model gives it
+    (``EmbeddingNet.stem_fingerprint``)."""
+    return str(model.stem_fingerprint())
 
 
 def stem_feature_cache(images: ImageCache, model: torch.nn.Module, views: int,
@@ -310,7 +307,7 @@ def cached_pair(train: Any, test: Any, image_size: int, generated: bool, *,
     if model is None and not images:
         return train, test
     caches = [ImageCache(d, image_size, generated, root) for d in (train, test)]
-    if model is not None and len(model.stem):
+    if model is not None and model.frozen_stages:
         return (CachedFeatures(train, stem_feature_cache(caches[0], model, views, root), True),
                 CachedFeatures(test, stem_feature_cache(caches[1], model, 1, root), False))
     return (CachedImages(train, caches[0], tensor_transforms(image_size, True, generated)),

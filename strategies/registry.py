@@ -52,6 +52,21 @@ class StrategySpec:
     name: str
     cls: type
     source: str = "builtin"
+    #: the distribution that provides it (``lrbench`` for the built-ins) and its version
+    package: str = "lrbench"
+    version: str = ""
+
+    def provenance(self) -> dict[str, str]:
+        """Where this strategy's code came from, as ``result.json`` records it: the
+        package and its version, and how it was registered."""
+        version = self.version
+        if not version:
+            try:
+                version = importlib.metadata.version(self.package)
+            except importlib.metadata.PackageNotFoundError:
+                version = "unknown"
+        return {"strategy": self.name, "package": self.package, "version": version,
+                "source": self.source}
 
     @property
     def config_cls(self) -> type[StrategyConfig]:
@@ -82,7 +97,9 @@ class StrategySpec:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (``lrbench list strategies --json``)."""
+        prov = self.provenance()
         return {"name": self.name, "summary": self.summary, "source": self.source,
+                "package": prov["package"], "version": prov["version"],
                 "hyperparameters": self.hyperparameters()}
 
 
@@ -134,8 +151,13 @@ def _load_entry_points() -> None:
             register_strategy(ep.name, source=f"entry point {ep.value}")(obj)
         spec = _REGISTRY.get(ep.name)
         if spec is not None and not spec.cls.__module__.startswith("strategies."):
-            # registered by the decorator while its module was imported: say where from
-            _REGISTRY[ep.name] = StrategySpec(ep.name, spec.cls, f"entry point {ep.value}")
+            # registered by the decorator while its module was imported: say where from,
+            # and which distribution (and version) provides it
+            dist = getattr(ep, "dist", None)
+            _REGISTRY[ep.name] = StrategySpec(
+                ep.name, spec.cls, f"entry point {ep.value}",
+                package=getattr(dist, "name", None) or "unknown",
+                version=getattr(dist, "version", None) or "unknown")
 
 
 def available_strategies() -> dict[str, StrategySpec]:

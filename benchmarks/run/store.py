@@ -256,10 +256,13 @@ def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: floa
     from benchmarks.config import HASH_VERSION
 
     folder = cell_dir(store, cell)
+    from strategies import get_strategy
+
     result = {"id": cell.id, "config_hash": cell.hash,
               "hash_version": HASH_VERSION, "config": cell.as_dict(),
               "status": outcome["status"], "started": started,
-              "ended": time.time(), "versions": versions, "host": host}
+              "ended": time.time(), "versions": versions, "host": host,
+              "strategy_plugin": get_strategy(cell.plugin_name).provenance()}
     if outcome["status"] == "finished":
         result["payload"] = outcome["payload"]
     else:
