@@ -165,6 +165,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 print(f"{r['name']:<10}  {r['summary']}")
                 if hp:
                     print(f"{'':<10}  hyperparameters: {hp}")
+                if r["tunable"]:
+                    print(f"{'':<10}  tunable: " + ", ".join(
+                        f"{k} {v}" for k, v in r["tunable"].items()))
             return 0
     else:
         from benchmarks.protocols import PROTOCOLS
