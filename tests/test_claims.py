@@ -150,3 +150,10 @@ def test_a_malformed_claims_file_is_one_line(tmp_path):
                                             "direction": "better"}]))
     with pytest.raises(LrbenchError, match="not found"):
         load_claims(tmp_path / "none.yaml")
+
+
+def test_the_documented_example_file_is_valid():
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "claims.yaml"
+    claims = load_claims(example).claims
+    assert [c.direction for c in claims] == ["lower", "within", "higher", "higher"]
+    assert claims[3].versus == "others" and claims[2].versus == ["fecd-noest"]
