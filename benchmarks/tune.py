@@ -219,6 +219,7 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     from benchmarks.runner import run_matrix
     from metrics.statistics import bootstrap_ci
     from strategies import get_strategy, make_config
+    from strategies.registry import tunable_problems
 
     if trials < 1:
         raise LrbenchError(f"--trials must be at least 1, got {trials}")
@@ -243,6 +244,10 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     for label, entry in base_config.strategies.items():
         base, params, _ = strategy_entry(label, entry)
         spec = get_strategy(base)
+        problems = tunable_problems(spec.cls)
+        if problems:
+            raise LrbenchError(f"strategy {base!r} declares an invalid tunable range: "
+                               f"{problems[0]}; fix its 'tunable' declaration")
         searched = {k: _distribution(v) for k, v in spec.tunables.items() if k not in params}
         if not is_safe_name(f"{label}-t000"):
             raise LrbenchError(f"strategy label {label!r} is too long to name its trials "

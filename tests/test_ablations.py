@@ -97,3 +97,18 @@ def test_freeze_student_bn_is_shared_by_fecd_and_dkd(name, hparams):
             assert bn and model.training
             # frozen from the second experience only, and only when asked
             assert all(not m.training for m in bn) == (frozen and exp == 1)
+
+
+@pytest.mark.parametrize("name,hparams", [
+    ("fecd", {"estimation": "teacher"}),
+    ("fecd", {"estimation": "off", "freeze_student_bn": True}),
+    ("dkd", {"lambda_inv": 0.0}),
+    ("dkd", {"synthetic": "noise", "n_synth": 16, "synth_steps": 5}),
+    ("dkd", {"freeze_student_bn": True, "n_synth": 16, "synth_steps": 5}),
+])
+def test_every_ablation_passes_the_contract_kit(name, hparams, tmp_path):
+    """Trains, regularises, resumes from a checkpoint identically, deterministic."""
+    from strategies.testing import check_strategy
+
+    report = check_strategy(name, hparams, tmp_path=tmp_path)
+    assert "checkpoint + resume identical" in report.checks

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import Field
 
-from strategies import Choice, IntRange, LogUniform, Uniform, available_strategies
+from strategies import (
+    Choice,
+    IntRange,
+    LogUniform,
+    Uniform,
+    available_strategies,
+    strategy_modules,
+)
 from strategies.registry import StrategyConfig, StrategyPlugin, tunable_problems
 
 #: strategies with nothing to tune: the bounds, and replay, whose memory is a stated budget
@@ -16,10 +23,16 @@ NOTHING_TO_TUNE = {"finetune", "joint", "replay"}
 def test_declared_ranges_are_valid_for_the_config(name):
     spec = available_strategies()[name]
     assert tunable_problems(spec.cls) == []
-    if spec.source == "builtin" and name not in NOTHING_TO_TUNE:
+    own = spec.cls.__module__ in {f"strategies.{m}" for m in strategy_modules()}
+    if own and name not in NOTHING_TO_TUNE:  # the package's strategies, not test plugins
         assert spec.tunables, f"{name} declares no tunable hyperparameter"
     if name in NOTHING_TO_TUNE:
         assert spec.tunables == {}
+
+
+def test_every_strategy_module_is_covered():
+    names = {spec.cls.__module__ for spec in available_strategies().values()}
+    assert {f"strategies.{m}" for m in strategy_modules()} <= names
 
 
 def test_bad_declarations_are_found():
