@@ -357,9 +357,10 @@ def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
     parse_config(tuned, "tuned.yaml")  # what is written is a valid matrix
     header = (f"# Tuned by 'lrbench tune {source}': {budget_text}.\n"
               f"# Objective: {what}.\n"
-              f"# Validation: {'--validation ' + str(validation) if validation else 'the matrix'}"
-              "'s held-out train images, removed here: this matrix evaluates on the test split."
-              f"\n# Every trial: {store / 'tuning.md'}\n")
+              "# Trials were evaluated on held-out train images (each scenario's validation "
+              f"split{', --validation ' + str(validation) + ' where unset' if validation else ''}"
+              "); validation is removed here: this matrix evaluates on the test split.\n"
+              f"# Every trial: {store / 'tuning.md'}\n")
     out = [store / "tuning.csv", store / "tuning.md", store / "tuned.yaml"]
     atomic_write(out[0], buf.getvalue())
     atomic_write(out[1], "\n".join(lines) + "\n")
