@@ -33,9 +33,10 @@ across every comparison of every claim. The decision rule (``docs/metrics.md``, 
   entirely outside [-margin, margin]. Otherwise **inconclusive**.
 
 A claim is supported when all its comparisons are, not supported when any is not, and
-inconclusive otherwise. A test is undefined as in the report (fewer than 2 paired seeds, or
-no spread in the differences): it leaves the Holm family and its comparison is
-inconclusive unless its CI alone excludes the claim.
+inconclusive otherwise. Comparisons are made in the scenarios where both strategies ran
+(merged stores may differ); a claim with none is a one-line error. A test is undefined as
+in the report (fewer than 2 paired seeds, or no spread in the differences): it leaves the
+Holm family and its comparison is inconclusive unless its CI alone excludes the claim.
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
                 if claim.versus == "others" else claim.versus
             for strategy in claim.strategies:
                 for other in versus:
+                    if strategy not in present or other not in present:
+                        continue  # tested where both ran (a merged store may lack one)
                     a = sc[sc.strategy == strategy].set_index("seed")[claim.column].astype(float)
                     b = sc[sc.strategy == other].set_index("seed")[claim.column].astype(float)
                     both = pd.concat([a, b], axis=1, join="inner").dropna()
@@ -194,6 +197,10 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
                         "mean_diff": float(d.mean()) if len(d) else np.nan,
                         "ci_low": low, "ci_high": high,
                         "p_value": _p_value(a, b, claim.direction, claim.margin)})
+        if not any(r["claim"] == claim.name for r in rows):
+            raise LrbenchError(f"claim {claim.name!r}: no scenario of these results has both "
+                               "a claimed strategy and one it is compared with; check its "
+                               "strategies, versus and scenarios")
     columns = ["claim", "scenario", "strategy", "versus", "metric", "column", "direction",
                "margin", "n_pairs", "mean_strategy", "mean_versus", "mean_diff", "ci_low",
                "ci_high", "p_value"]

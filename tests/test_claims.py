@@ -28,13 +28,14 @@ FINAL = {
 }
 
 
-def write_cell(store: Path, strategy: str, seed: int, final: float) -> None:
-    config = {"scenario": {"name": "toy", "dataset": "synth-fg", "schedule": "2+2"},
+def write_cell(store: Path, strategy: str, seed: int, final: float, scenario: str = "toy"
+               ) -> None:
+    config = {"scenario": {"name": scenario, "dataset": "synth-fg", "schedule": "2+2"},
               "strategy": strategy, "hparams": {}, "seed": seed,
               "model": {"trunk": "small_cnn"}, "training": {"iterations": 3},
               "evaluation": {"ks": [1]}}
     r = [[0.6, 0.1], [0.3, final]]  # per-task R@1: the last task's value is ``final`` too
-    result = {"id": f"toy__{strategy}__seed{seed}", "config_hash": f"{strategy}{seed}",
+    result = {"id": f"{scenario}__{strategy}__seed{seed}", "config_hash": f"{strategy}{seed}",
               "config": config, "status": "finished",
               "payload": {"num_experiences": 2, "r_matrix": {"recall": {"1": r}},
                           "seen": {"recall": {"1": [0.6, final]}}}}
@@ -107,6 +108,24 @@ def test_versus_others_and_a_claim_is_as_strong_as_its_weakest_comparison(store,
     data = check_claims(load_results([store]), load_claims(claims_file(tmp_path, claims)))
     assert sorted(data[data.claim == "good best"].versus) == ["bad", "base", "unsure"]
     assert data.attrs["verdicts"] == {"good best": "supported", "both beat base": "inconclusive"}
+
+
+def test_comparisons_only_where_both_strategies_ran(store, tmp_path):
+    import shutil
+
+    merged = tmp_path / "merged"
+    shutil.copytree(store, merged)
+    for strategy in ("base", "good"):  # a second scenario without bad and unsure
+        for seed in SEEDS:
+            write_cell(merged, strategy, seed, FINAL[strategy][seed] - 0.2, scenario="toy2")
+    data = check_claims(load_results([merged]), load_claims(claims_file(tmp_path, CLAIMS)))
+    assert list(zip(data.claim, data.scenario, strict=True)) == [
+        ("good beats base", "toy"), ("good beats base", "toy2"),
+        ("bad beats base by 0.02", "toy"), ("unsure beats base", "toy"),
+        ("good keeps the last task", "toy"), ("good keeps the last task", "toy2")]
+    only = {**CLAIMS[2], "scenarios": ["toy2"]}
+    with pytest.raises(LrbenchError, match="no scenario of these results has both"):
+        check_claims(load_results([merged]), load_claims(claims_file(tmp_path, [only])))
 
 
 def test_cli_prints_verdicts_and_writes_markdown_and_csv(store, tmp_path, capsys):
