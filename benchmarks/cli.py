@@ -103,6 +103,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "matrix (every image is decoded once before training; the files left out "
                    "are recorded in each cell's config and in skipped.json)")
 
+    p = sub.add_parser("tune", help="tune every strategy's declared hyperparameters on "
+                       "validation data", description="Search each strategy's declared "
+                       "tunable hyperparameters (those its matrix entry does not set) with the "
+                       "same number of trials for every strategy (Optuna TPE, seeded; trial 0 "
+                       "= the matrix's values), on each scenario's validation split (held-out "
+                       "train images, never the test split). Trials run as variants "
+                       "<strategy>-tNNN into a tuning store and are reused by config hash, so "
+                       "a rerun resumes. Writes tuning.csv/.md (every trial) and tuned.yaml "
+                       "(the matrix with the chosen values, validation removed) into the store. "
+                       "Needs pip install 'lrbench[tune]'.")
+    p.add_argument("config", help="matrix file (YAML) whose strategies are tuned")
+    p.add_argument("--trials", type=int, default=20,
+                   help="trials per strategy with something to tune (default: 20)")
+    p.add_argument("--out", help="tuning store (default: results/<matrix name>-tune)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default: 0)")
+    p.add_argument("--objective", default="final_seen",
+                   choices=["final_seen", "avg_incremental_seen", "final_mean", "forgetting"],
+                   help="what is optimised, on validation, mean over seeds and scenarios: the "
+                   "final union-of-seen value (default), its mean over the stream, the final "
+                   "per-task mean, or forgetting (minimised)")
+    p.add_argument("--metric", default="recall@1",
+                   help="metric of the objective: recall@K or map_at_r (default: recall@1)")
+    p.add_argument("--validation", type=float, default=None, metavar="FRACTION",
+                   help="hold out this fraction of each class's train images in scenarios "
+                   "without a validation split (default: refuse such scenarios)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.iterations=20")
+
     p = sub.add_parser("report", help="tables, plots and a report page from results stores",
                        description="Read one or more results stores (merged) and write "
                        "comparison tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and "
@@ -119,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md,html,tex,csv,png,svg",
                    help="comma-separated outputs among md, html, tex, csv, png, svg "
                    "(default: all)")
+    p.add_argument("--claims", metavar="FILE",
+                   help="a claims file (YAML, format in docs/metrics.md): test each claim "
+                   "against the results (paired tests over seeds, Holm across all claims, "
+                   "bootstrap CIs), print supported / not supported / inconclusive with the "
+                   "numbers, and write claims.md and claims.csv into the report folder")
     p.add_argument("--split-by", default="", metavar="SETTING[,SETTING]",
                    help="one table per value of these cell settings (e.g. training.iterations) "
                    "instead of refusing stores whose cells differ in them")
@@ -167,6 +201,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 print(f"{r['name']:<10}  {r['summary']}")
                 if hp:
                     print(f"{'':<10}  hyperparameters: {hp}")
+                if r["tunable"]:
+                    print(f"{'':<10}  tunable: " + ", ".join(
+                        f"{k} {v}" for k, v in r["tunable"].items()))
             return 0
     else:
         from benchmarks.protocols import PROTOCOLS
@@ -355,11 +392,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
     report = build_report(args.stores, args.out, baseline=args.baseline or "finetune",
                           require_baseline=args.baseline is not None, metric=args.metric,
                           formats=formats,
-                          split_by=[k.strip() for k in args.split_by.split(",") if k.strip()])
+                          split_by=[k.strip() for k in args.split_by.split(",") if k.strip()],
+                          claims=args.claims)
+    if report.claims is not None:
+        from reports.claims import comparison_line
+
+        checked: Any = report.claims
+        for name, verdict in checked.attrs["verdicts"].items():
+            print(f"{verdict.upper():<14} {name}")
+            for _, row in checked[checked.claim == name].iterrows():
+                print(f"{'':<14}   {comparison_line(row)}")
     pages = [p for p in report.files if p.name in ("report.md", "report.html")]
     print(f"{report.out}: {len(report.tables)} table(s), "
           f"{sum(len(v) for v in report.figures.values())} figure file(s)"
           + (f"; open {pages[-1]}" if pages else ""))
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """``lrbench tune``: see :mod:`benchmarks.tune`."""
+    from benchmarks.tune import tune
+
+    if args.jobs < 1:
+        raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
+    result = tune(args.config, args.trials, out=args.out, seed=args.seed,
+                  objective=args.objective, metric=args.metric, validation=args.validation,
+                  jobs=args.jobs, overrides=args.overrides, progress=sys.stderr.isatty())
+    for label, params in result.chosen.items():
+        best = next(t for t in result.trials if t.strategy == label and t.chosen)
+        values = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "nothing to tune"
+        print(f"{label:<12} {best.label}: {args.objective} {best.mean:.4f} ({values})")
+    print(f"{result.store}: {len(result.trials)} trial(s), {result.trained} cell(s) trained "
+          f"now; every trial in {result.files[1]}, the test matrix in {result.files[2]}")
     return 0
 
 
@@ -440,7 +504,7 @@ def _print_summary(store: str) -> None:
 
 
 COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream, "run": _cmd_run,
-            "report": _cmd_report, "check": _cmd_check}
+            "report": _cmd_report, "check": _cmd_check, "tune": _cmd_tune}
 
 
 class Terminated(KeyboardInterrupt):

@@ -275,6 +275,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
 
     ``registries=False`` skips the registry checks (strategy names and hyperparameters,
     which import every strategy and Avalanche): call :func:`check_names` later."""
+    return parse_config(read_matrix(path, overrides), str(path), registries)
+
+
+def read_matrix(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A matrix file's raw mapping with ``--set`` ``overrides`` applied, not yet validated
+    (``lrbench tune`` writes a matrix derived from it); a one-line error when it is not a
+    readable YAML mapping."""
     path = Path(path)
     if not path.is_file():
         raise LrbenchError(f"matrix file {str(path)!r} not found; see configs/ for examples")
@@ -289,7 +296,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
         raise LrbenchError(f"{path}: a matrix file is a YAML mapping (name, seeds, ...)")
     for assignment in overrides or []:
         set_override(data, assignment)
-    return parse_config(data, str(path), registries)
+    return data
 
 
 def parse_config(data: dict[str, Any], source: str = "config",

@@ -47,13 +47,15 @@ class Report:
     tables: list[Table]
     figures: dict[str, list[Path]] = field(default_factory=dict)  # "<kind>/<scenario>": files
     files: list[Path] = field(default_factory=list)
+    #: the comparisons of ``--claims`` with their verdicts (:func:`reports.claims.check_claims`)
+    claims: object = None
 
 
 def build_report(stores: list[str | Path], out: str | Path | None = None,
                  baseline: str | None = "finetune", metric: str = "recall@1",
                  formats: list[str] | None = None, alpha: float = 0.05,
-                 split_by: list[str] | None = None, require_baseline: bool = False
-                 ) -> Report:
+                 split_by: list[str] | None = None, require_baseline: bool = False,
+                 claims: str | Path | None = None) -> Report:
     """Load ``stores``, write tables, figures and the report page into ``out``.
 
     ``require_baseline``: a ``baseline`` that is not a strategy of the results is a
@@ -61,12 +63,18 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     without it such a baseline means "no test".
 
     ``split_by``: settings whose values become separate tables (see
-    :func:`reports.load.load_results`); without it, unlike cells are refused."""
+    :func:`reports.load.load_results`); without it, unlike cells are refused.
+
+    ``claims``: a claims file (:mod:`reports.claims`) tested against the results, written
+    as ``claims.md`` and ``claims.csv``; a claim naming a strategy, scenario or metric the
+    results lack is a one-line error before anything is written."""
     from reports import plots
+    from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
     from reports.tables import comparison_tables
 
     formats = formats or ["md", "html", "tex", "csv", "png", "svg"]
+    claims_file = load_claims(claims) if claims is not None else None
     results = load_results(stores, split_by)
     if results.cells.empty:
         raise LrbenchError("no finished cell in " + ", ".join(map(str, stores))
@@ -81,8 +89,14 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                            f"Strategies: {', '.join(known)}")
     metric = metric.lower()
     out = Path(out) if out else Path(stores[0]) / "report"
+    checked = check_claims(results, claims_file) if claims_file is not None else None
     tables = comparison_tables(results, metric, baseline, alpha)
-    report = Report(out, tables)
+    report = Report(out, tables, claims=checked)
+    if checked is not None:
+        for name, text in (("claims.md", claims_markdown(checked)),
+                           ("claims.csv", claims_csv(checked))):
+            atomic_write(out / name, text)
+            report.files.append(out / name)
     for t in tables:
         for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()), ("tex", t.to_latex())):
             if fmt in formats or (fmt == "md" and "html" in formats):

@@ -15,10 +15,14 @@ import pkgutil
 
 from strategies.registry import (
     ENTRY_POINT_GROUP,
+    Choice,
+    IntRange,
+    LogUniform,
     StrategyConfig,
     StrategyError,
     StrategyPlugin,
     StrategySpec,
+    Uniform,
     available_strategies,
     get_strategy,
     make_config,
@@ -42,7 +46,8 @@ for _name in strategy_modules():  # importing a strategy module registers it
     importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "INFRASTRUCTURE", "StrategyConfig", "StrategyError", "StrategyPlugin",
+    "ENTRY_POINT_GROUP", "INFRASTRUCTURE", "Choice", "IntRange", "LogUniform", "Uniform",
+    "StrategyConfig", "StrategyError", "StrategyPlugin",
     "StrategySpec", "available_strategies", "get_strategy", "make_config", "make_plugin",
     "register_strategy", "strategy_modules",
 ]

@@ -50,6 +50,17 @@ class TeacherPlugin(StrategyPlugin, SupervisedPlugin):
             self.teacher = self._freeze(teacher)
             self._pending_state = None
             self._fast = None
+        self.freeze_student_bn(strategy)
+
+    def freeze_student_bn(self, strategy: Any) -> None:
+        """With the config's ``freeze_student_bn`` (fecd, dkd), freeze the student's
+        BatchNorm statistics from the second experience on (DESIGN.md, "Model": the
+        thesis default); a strategy whose Config has no such switch is left alone."""
+        if (getattr(self.config, "freeze_student_bn", False)
+                and strategy.experience.current_experience >= 1
+                and hasattr(strategy.model, "freeze_bn")):
+            strategy.model.freeze_bn = True
+            strategy.model.train()
 
     @staticmethod
     def _freeze(model: torch.nn.Module) -> torch.nn.Module:

@@ -141,7 +141,21 @@ CASES: dict[str, Case] = {
     "merge-unlike": (lambda t, s: ["report", str(s), _other_budget(t, s)],
                      "differ in training.iterations"),
     "not-a-store": (lambda t, s: ["report", str(t)], "is not a results store"),
+    "tune-no-validation": (lambda t, s: ["tune", matrix(t), "--trials", "1", "--out",
+                                         str(t / "tune")], "has no validation split"),
+    "claims-unknown-strategy": (lambda t, s: ["report", str(s), "--claims", _claims(
+        t, strategies=["fecd"])], "strategy 'fecd' is not in these results"),
+    "claims-unknown-metric": (lambda t, s: ["report", str(s), "--claims", _claims(
+        t, metric="recall@16")], "metric 'recall@16' is not in these results"),
 }
+
+
+def _claims(tmp: Path, **changes) -> str:
+    claim = {"name": "kd forgets less", "strategies": ["l2_kd"], "versus": "finetune",
+             "column": "forgetting", "direction": "lower", **changes}
+    path = tmp / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [claim]}))
+    return str(path)
 
 
 def _duplicate_key(tmp: Path) -> str:
