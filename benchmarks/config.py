@@ -17,7 +17,7 @@ strategies:
   lwf-strong: {strategy: lwf, lam: 10.0}     # a variant: its own label, a registered strategy
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
 logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
-cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.cache
+cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.run.cache
 ```
 
 Every cell (scenario, strategy, seed) resolves to a frozen :class:`Cell`; its hash (SHA-256 of
@@ -190,7 +190,7 @@ class LoggingSpec(_Strict):
 
 
 class CacheSpec(_Strict):
-    """The caches of ``benchmarks.cache`` (real images; they change augmentation, so
+    """The caches of ``benchmarks.run.cache`` (real images; they change augmentation, so
     ``images``, ``features`` and ``views`` are part of a cell's hash, ``dir`` is not).
 
     ``features`` applies when ``model.frozen_stages > 0``: the stem's outputs are computed

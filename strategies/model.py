@@ -9,7 +9,7 @@
 * optionally a frozen stem: the first ``frozen_stages`` stages of the trunk (see
   :func:`make_trunk`) never train and stay in eval mode. ``forward`` then also accepts
   the stem's output in place of images, which is what the feature cache
-  (``benchmarks.cache``) feeds it: strategies and teachers see one interface either way;
+  (``benchmarks.run.cache``) feeds it: strategies and teachers see one interface either way;
 * ImageNet weights only from a local file whose SHA-256 is checked (nothing is downloaded).
 """
 

@@ -56,7 +56,7 @@ def build_benchmark(cell: Cell, model: Any = None, info_only: bool = False) -> A
     """The Avalanche benchmark of a cell's scenario, through the caches the cell asks for
     (the frozen-stem feature cache needs the cell's ``model``); with ``info_only`` only
     its ``StreamInfo`` (no Avalanche, no cache, nothing decoded)."""
-    from benchmarks.cache import cached_pair
+    from benchmarks.run.cache import cached_pair
     from benchmarks.streams import class_incremental, lifelong
 
     sc = cell.scenario

@@ -46,8 +46,8 @@ def find_corrupt(cells: list[Cell], progress: bool = True
     """
     import hashlib
 
-    from benchmarks.cache import cache_dir
     from benchmarks.datasets import ImageListDataset, check_images, get_dataset
+    from benchmarks.run.cache import cache_dir
 
     broken: dict[str, list[tuple[str, str]]] = {}
     done: set[str] = set()
