@@ -203,8 +203,9 @@ class TrackingSpec(_Strict):
 class SlurmSpec(_Strict):
     """What each cell's job asks of a SLURM cluster under ``--executor submitit``.
 
-    ``cluster: slurm`` submits with ``sbatch`` (refused where there is none); ``local`` runs
-    the same jobs as local processes through submitit's local executor (tests, laptops).
+    ``cluster: slurm`` submits with ``sbatch`` (refused where SLURM is absent: no
+    ``srun``); ``local`` runs the same jobs as local processes through submitit's local
+    executor (tests, laptops).
     ``cpus`` defaults to the cells' ``training.threads``, ``gpus`` to 1 for CUDA cells.
     ``folder`` (default ``<store>/submitit``) holds submitit's pickles and job logs: on a
     cluster it must be on a disk the compute nodes share. Not part of any cell's hash.

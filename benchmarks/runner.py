@@ -7,9 +7,10 @@ before any training), ``cell`` (one cell built and run) and ``executors`` (where
 :func:`run_matrix` checks the matrix (:func:`make_plan`, unless given the :class:`Plan` the
 CLI already made), takes the store, skips the cells already finished, runs the rest on an
 executor and writes each outcome as it arrives, then rebuilds the tidy table. Cells run in
-this process (``jobs=1``) or in ``jobs`` worker processes, or on Ray; each computes with
-its own ``training.threads`` (so ``jobs`` changes only how many run at once, never a
-number), and results come back to this process, the only writer of the store.
+this process (``jobs=1``) or in ``jobs`` worker processes, on Ray, or as SLURM jobs through
+submitit; each computes with its own ``training.threads`` (so ``jobs`` changes only how
+many run at once, never a number), and results come back to this process, the only writer
+of the store, which also logs them to MLflow when the matrix tracks (``tracking``).
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     cells, broken, store, tracker = plan.cells, plan.broken, plan.store, plan.tracker
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
+        if tracker is not None:
+            tracker.start()
         write_matrix(store, config)
         write_skipped(store, broken)
         if broken:

@@ -119,14 +119,11 @@ def payload_values(result: dict) -> str:
     return json.dumps(payload, sort_keys=True)
 
 
-def test_jobs_2_gives_the_same_numbers_as_jobs_1(smoke_store, tmp_path):
+def test_jobs_2_gives_the_same_numbers_as_jobs_1(smoke_store, jobs2_store):
     """The whole smoke matrix with --jobs 2 (two cells at once, each in its own worker)
     equals the --jobs 1 store in every value: every K, mAP@R, seen curves, summaries."""
-    store = tmp_path / "parallel"
-    counts = run_matrix(load_config(SMOKE, FAST), store, jobs=2, progress=False)
-    assert counts["finished"] == 4
-    a, b = results(smoke_store), results(store)
-    assert set(a) == set(b)
+    a, b = results(smoke_store), results(jobs2_store)
+    assert set(a) == set(b) and len(a) == 4
     for cell in b:
         assert b[cell]["config"]["training"]["threads"] == 1
         assert payload_values(a[cell]) == payload_values(b[cell]), cell
@@ -158,19 +155,63 @@ def test_threads_are_a_setting_of_the_cell(tmp_path):
     assert seen == [3] and torch.get_num_threads() == before
 
 
-def test_ray_executor_gives_the_same_numbers(smoke_store, tmp_path):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        counts = run_matrix(load_config(SMOKE, FAST), tmp_path / "ray", executor="ray",
-                            progress=False)
-    finally:
-        ray.shutdown()
-    assert counts["finished"] == 4
-    a, b = results(smoke_store), results(tmp_path / "ray")
+def test_ray_executor_gives_the_same_numbers(smoke_store, ray_store):
+    a, b = results(smoke_store), results(ray_store)
+    assert set(a) == set(b) and len(a) == 4
+    for cell in b:
+        assert payload_values(a[cell]) == payload_values(b[cell]), cell
+
+
+def test_submitit_local_executor_gives_the_numbers_of_jobs_1(smoke_store, tmp_path):
+    """--executor submitit on submitit's local executor (a subprocess per job, the code
+    path of a SLURM job): every value equals --jobs 1's, the logs come back with the
+    results, and submitit's files stay in the store's submitit/ folder."""
+    pytest.importorskip("submitit")
+    store = tmp_path / "submitit"
+    counts = run_matrix(load_config(SMOKE, [*FAST, "slurm.cluster=local"]), store, jobs=2,
+                        executor="submitit", progress=False)
+    assert counts["finished"] == 4 and counts["failed"] == 0
+    a, b = results(smoke_store), results(store)
     assert set(a) == set(b)
     for cell in b:
         assert payload_values(a[cell]) == payload_values(b[cell]), cell
+        assert "experience 2 of 0-2 trained" in (store / "cells" / cell / "log.txt").read_text()
+    assert len(list((store / "submitit").glob("*_result.pkl"))) == 4
+
+
+def test_submitit_job_that_dies_is_a_failed_cell():
+    """A job killed by the scheduler (time limit, memory) is recorded as a failed cell
+    naming the job and its log, not an exception that stops the matrix."""
+    from benchmarks.run.executors import _job_outcome
+
+    class Dead:
+        job_id = "4242_3"
+
+        class paths:  # noqa: N801 (submitit's attribute name)
+            stderr = Path("/cluster/submitit/4242_3_0_log.err")
+
+        def result(self):
+            raise RuntimeError("Job 4242_3 (task: 0) with path ... has not produced any "
+                               "output (state: TIMEOUT)")
+
+    out = _job_outcome(Dead())
+    assert out["status"] == "failed" and "submitit job 4242_3 failed" in out["reason"]
+    assert "TIMEOUT" in out["reason"] and "4242_3_0_log.err" in out["reason"]
+
+
+def test_slurm_settings_become_the_jobs_parameters():
+    from benchmarks.run.executors import _job_parameters
+
+    cells = expand_cells(load_config(SMOKE, [*FAST, "training.threads=2"]))
+    slurm = load_config(SMOKE, ["slurm.partition=gpu", "slurm.time_min=30",
+                                "slurm.mem_gb=16"]).slurm.model_dump()
+    params = _job_parameters(cells, slurm)
+    assert params["slurm_partition"] == "gpu" and params["timeout_min"] == 30
+    assert params["mem_gb"] == 16 and params["cpus_per_task"] == 2
+    assert params["gpus_per_node"] == 0
+    cuda = [{**c, "training": {**c["training"], "device": "cuda"}} for c in cells]
+    assert _job_parameters(cuda, {**slurm, "cpus": 8})["gpus_per_node"] == 1
+    assert _job_parameters(cuda, {**slurm, "cpus": 8})["cpus_per_task"] == 8
 
 
 def test_second_runner_is_refused(tmp_path, capsys):

@@ -120,7 +120,7 @@ def submitit_executor(slurm: dict[str, Any], store: Path | None) -> Any:
     submitit = _import_submitit(slurm)
     folder = slurm.get("folder") or (Path(store or ".") / "submitit")
     try:
-        executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"),
+        executor = submitit.AutoExecutor(folder=str(folder),
                                          cluster=slurm.get("cluster", "slurm"))
     except OSError as exc:
         raise LrbenchError(f"cannot write submitit's folder {str(folder)!r} "
@@ -136,7 +136,7 @@ def _import_submitit(slurm: dict[str, Any]) -> Any:
         raise LrbenchError("the submitit executor needs submitit: pip install "
                            "'lrbench[slurm]'") from None
     if slurm.get("cluster", "slurm") == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
-        raise LrbenchError("--executor submitit found no SLURM here (no sbatch on PATH); "
+        raise LrbenchError("--executor submitit found no SLURM here (no srun on PATH); "
                            "run lrbench on the cluster's login node, or set "
                            "slurm.cluster=local (--slurm-cluster local) to run the jobs as "
                            "local processes")

@@ -195,6 +195,17 @@ def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) ->
             "cells that still match, --force to start over, or another --out")
 
 
+def read_matrix(store: Path) -> dict[str, Any] | None:
+    """A store's ``matrix.yaml`` as a raw mapping; None when it is missing or unreadable."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(store) / "matrix.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_matrix(store: Path, config: MatrixConfig) -> None:
     """Record the resolved matrix in ``matrix.yaml``."""
     from benchmarks.config import resolved_yaml

@@ -12,7 +12,8 @@ A child run holds:
   ``seen.map_at_r`` (the union-of-seen gallery), ``taskJ.recall_at_K`` and
   ``taskJ.map_at_r`` (row i of the R matrix: task J's gallery after experience i, zero-shot
   entries included), ``loss.<term>`` and ``steps``;
-* the summaries (``summary.final_seen``, ``summary.forgetting``, ...) at the last step;
+* the summaries (``summary.final_seen``, ``summary.forgetting``, ...; a per-task list as
+  ``summary.<name>.taskJ``) at the last step;
 * artifacts: the cell's ``result.json`` and ``log.txt``.
 
 The parent run holds the matrix's ``matrix.yaml``, ``results.csv`` and, when the store has
@@ -118,7 +119,11 @@ def cell_metrics(result: dict[str, Any]) -> list[tuple[str, float, int]]:
             add("steps" if term == "steps" else f"loss.{term}", v, i)
     last = max(payload.get("num_experiences", 1) - 1, 0)
     for key, v in payload.get("summary", {}).items():
-        add(f"summary.{key}", v, last)
+        if isinstance(v, list):  # one value per task (final row, per-task forgetting)
+            for j, x in enumerate(v):
+                add(f"summary.{key}.task{j}", x, last)
+        else:
+            add(f"summary.{key}", v, last)
     return out
 
 
@@ -130,19 +135,41 @@ def _one_line(exc: BaseException) -> str:
 class Tracker:
     """The MLflow parent run of one results store, and its child runs (one per cell)."""
 
-    def __init__(self, client: Any, uri: str, experiment_id: str, parent_id: str,
-                 warn: Callable[[str], None]) -> None:
-        self.client, self.uri = client, uri
-        self.experiment_id, self.parent_id = experiment_id, parent_id
-        self.warn = warn
+    def __init__(self, client: Any, uri: str, experiment_id: str, store: str,
+                 matrix_name: str, warn: Callable[[str], None]) -> None:
+        self.client, self.uri, self.experiment_id = client, uri, experiment_id
+        self.store, self.matrix_name, self.warn = store, matrix_name, warn
+        self.parent_id: str | None = None
+        self.children: dict[str, Any] = {}
         self.broken = False
-        self.children = self._existing_children()
 
-    def _existing_children(self) -> dict[str, Any]:
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'",
-            max_results=50000)
-        return {r.data.tags.get(CELL_TAG): r for r in runs if r.data.tags.get(CELL_TAG)}
+    def find_parent(self) -> str | None:
+        """The id of this store's parent run (the latest, tag ``lrbench.store``), or None."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{STORE_TAG}` = '{self.store}'",
+            max_results=1, order_by=["attributes.start_time DESC"])
+        return found[0].info.run_id if found else None
+
+    def start(self) -> None:
+        """Find this store's parent run again (marked running) or create it, and the
+        children it already has; called by the runner once it holds the store."""
+        def start() -> None:
+            parent = self.find_parent()
+            if parent is None:
+                parent = self.client.create_run(
+                    self.experiment_id, run_name=self.matrix_name,
+                    tags={STORE_TAG: self.store, "lrbench.matrix": self.matrix_name}
+                ).info.run_id
+            else:
+                self.client.update_run(parent, status="RUNNING")
+            runs = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
+                max_results=50000)
+            self.children = {r.data.tags[CELL_TAG]: r for r in runs
+                             if r.data.tags.get(CELL_TAG)}
+            self.parent_id = parent
+
+        self._guard("the parent run", start)
 
     def _guard(self, what: str, action: Callable[[], None]) -> None:
         """Run a logging ``action``; a failure warns once (one line) and stops tracking."""
@@ -226,11 +253,16 @@ def _import_mlflow() -> Any:
     return mlflow
 
 
-def _quiet_http_retries() -> None:
+def _quiet_mlflow() -> None:
     # MLflow retries a failing HTTP call for minutes by default; an unreachable server
-    # should be a one-line error at once (a user's own settings are kept)
+    # should be a one-line error at once (a user's own settings are kept); and its INFO
+    # lines (creating database tables) would mix with lrbench's own on stderr
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def open_tracker(tracking: Any, store: str | Path, matrix_name: str,
@@ -240,12 +272,12 @@ def open_tracker(tracking: Any, store: str | Path, matrix_name: str,
 
     Checks everything before any training: MLflow installed, the URI usable (its folder
     writable, its server reachable), the experiment there or created; every problem is a
-    one-line :class:`LrbenchError`. The parent run of this store is found again (tag
-    ``lrbench.store``) or created."""
+    one-line :class:`LrbenchError`. The parent run is found or created later, by
+    :meth:`Tracker.start`, once the runner holds the store."""
     if not tracking.mlflow:
         return None
     _import_mlflow()
-    _quiet_http_retries()
+    _quiet_mlflow()
     from mlflow import MlflowClient
 
     uri, artifacts = resolve_uri(tracking.uri)
@@ -274,20 +306,48 @@ def open_tracker(tracking: Any, store: str | Path, matrix_name: str,
                                "it (mlflow experiments restore) or set tracking.experiment")
         else:
             exp_id = exp.experiment_id
-        found = client.search_runs(
-            [exp_id], filter_string=f"tags.`{STORE_TAG}` = '{store_key}'",
-            max_results=1, order_by=["attributes.start_time DESC"])
-        if found:
-            parent_id = found[0].info.run_id
-            client.update_run(parent_id, status="RUNNING")
-        else:
-            parent_id = client.create_run(
-                exp_id, run_name=f"{matrix_name}", tags={
-                    STORE_TAG: store_key, "lrbench.matrix": matrix_name}).info.run_id
-        return Tracker(client, uri, exp_id, parent_id,
-                       warn or (lambda msg: print(msg, file=sys.stderr)))
+        tracker = Tracker(client, uri, exp_id, store_key, matrix_name,
+                          warn or (lambda msg: print(msg, file=sys.stderr)))
+        tracker.find_parent()  # the store answers a query, not only a lookup by name
+        return tracker
     except LrbenchError:
         raise
     except Exception as exc:  # MLflow's own: unknown scheme, unreachable server, bad db
         raise LrbenchError(f"MLflow tracking URI {shown!r} is not usable ({_one_line(exc)}); "
                            f"{hint}") from None
+
+
+def attach_report(store: Path, report: Path,
+                  warn: Callable[[str], None] | None = None) -> bool:
+    """Log a report folder written by ``lrbench report`` as ``report/`` of ``store``'s
+    parent run, when the store's matrix tracks to MLflow and its parent run exists (a
+    relative ``tracking.uri`` is read from the working folder, as when the matrix ran).
+    Returns whether it was logged; a tracking problem is a one-line warning: the report
+    itself is written."""
+    from pydantic import ValidationError
+
+    from benchmarks.config import TrackingSpec
+    from benchmarks.run.store import read_matrix
+
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    data = read_matrix(store) or {}
+    try:
+        tracking = TrackingSpec.model_validate(data.get("tracking") or {})
+    except ValidationError:  # edited by hand: nothing to attach to
+        return False
+    if not tracking.mlflow:
+        return False
+    try:
+        tracker = open_tracker(tracking, store, str(data.get("name")), warn)
+        parent = None if tracker is None else tracker.find_parent()
+    except LrbenchError as exc:
+        warn(f"lrbench: warning: the report was not logged to MLflow: {exc}")
+        return False
+    except Exception as exc:  # the store answered the checks, then failed
+        warn(f"lrbench: warning: the report was not logged to MLflow: {_one_line(exc)}")
+        return False
+    if tracker is None or parent is None:
+        return False
+    tracker._guard("the report", lambda: tracker.client.log_artifacts(
+        parent, str(report), "report"))
+    return not tracker.broken
