@@ -169,3 +169,26 @@ def test_lrbench_report_attaches_the_report_to_the_parent_run(jobs2_store, mlrun
     got = Path(client.download_artifacts(parent.info.run_id, "report/report.md",
                                          str(tmp_path / "back")))
     assert got.read_bytes() == (out / "report.md").read_bytes()
+
+
+def test_command_line_flags_set_the_tracking_and_slurm_sections():
+    """--track / --tracking-uri / --experiment and the --slurm-* flags are the matrix file's
+    tracking: and slurm: sections, winning over the file and --set."""
+    from benchmarks.cli import build_parser, run_overrides
+
+    def config(*flags: str):
+        return load_config(SMOKE, run_overrides(build_parser().parse_args(
+            ["run", str(SMOKE), "--set", "slurm.partition=cpu", *flags])))
+
+    plain = config()
+    assert not plain.tracking.mlflow and plain.slurm.partition == "cpu"
+    assert config("--track").tracking.model_dump() == {
+        "mlflow": True, "uri": None, "experiment": None}
+    on = config("--tracking-uri", "runs/here", "--experiment", "e1", "--slurm-partition",
+                "gpu", "--slurm-time", "30", "--slurm-cpus", "4", "--slurm-gpus", "1",
+                "--slurm-mem", "16", "--slurm-cluster", "local", "--slurm-folder", "/x/y")
+    assert on.tracking.model_dump() == {"mlflow": True, "uri": "runs/here",
+                                        "experiment": "e1"}
+    assert on.slurm.model_dump() == {"cluster": "local", "partition": "gpu", "time_min": 30,
+                                     "cpus": 4, "gpus": 1, "mem_gb": 16.0,
+                                     "array_parallelism": 256, "folder": "/x/y"}
