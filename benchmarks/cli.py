@@ -377,16 +377,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           formats=formats,
                           split_by=[k.strip() for k in args.split_by.split(",") if k.strip()])
     pages = [p for p in report.files if p.name in ("report.md", "report.html")]
+    print(f"{report.out}: {len(report.tables)} table(s), "
+          f"{sum(len(v) for v in report.figures.values())} figure file(s)"
+          + (f"; open {pages[-1]}" if pages else ""))
     if len(args.stores) == 1:  # one store whose matrix tracks to MLflow: attach the report
         from pathlib import Path
 
         from benchmarks.run.tracking import attach_report
 
         if attach_report(Path(args.stores[0]), Path(report.out)):
-            print(f"{report.out}: logged to the store's MLflow run as report/")
-    print(f"{report.out}: {len(report.tables)} table(s), "
-          f"{sum(len(v) for v in report.figures.values())} figure file(s)"
-          + (f"; open {pages[-1]}" if pages else ""))
+            print(f"{report.out}: logged to the store's MLflow parent run as report/")
     return 0
 
 

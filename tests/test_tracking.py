@@ -161,7 +161,7 @@ def test_lrbench_report_attaches_the_report_to_the_parent_run(jobs2_store, mlrun
 
     out = tmp_path / "report"
     assert main(["report", str(jobs2_store), "--out", str(out), "--format", "md,csv"]) == 0
-    assert "logged to the store's MLflow run as report/" in capsys.readouterr().out
+    assert "logged to the store's MLflow parent run as report/" in capsys.readouterr().out
     (parent,), _ = runs_of(mlruns, "smoke-jobs2")
     client = client_for(mlruns)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
