@@ -517,11 +517,12 @@ def test_check_determinism_runs_one_cell_twice(tmp_path, capsys):
     assert not (tmp_path / "untouched").exists()
 
 
-def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int
-                        ) -> tuple[int, str, list]:
-    """Run the gated matrix with --jobs 2, wait until finetune's cell has finished and the
-    gate holds the other mid-run, send ``sig``; return the exit code, the run's stderr and
-    the worker processes it had (psutil) when the signal was sent."""
+def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int,
+                        executor: tuple[str, ...] = ()) -> tuple[int, str, list]:
+    """Run the gated matrix with --jobs 2 (on the ``executor`` flags' executor), wait until
+    finetune's cell has finished and the gate holds the other mid-run, send ``sig``; return
+    the exit code, the run's stderr and the worker processes it had (psutil) when the
+    signal was sent."""
     import psutil
     from gate_plugin import wait_for
 
@@ -530,7 +531,8 @@ def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int
         # a command started in the background of a script inherits SIGINT ignored (as CI
         # may start this suite): the run gets the default disposition, as in a terminal
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE),
-                                 "--out", str(store), "--jobs", "2", *gated_matrix(folder)],
+                                 "--out", str(store), "--jobs", "2", *gated_matrix(folder),
+                                 *executor],
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
@@ -578,6 +580,26 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_no_worker(smoke_store, tmp_path, g
     store = tmp_path / "terminated"
     code, text, workers = interrupt_gated_run(store, folder, env, signal.SIGTERM)
     assert workers  # the pool's processes, one of them held at the gate
+    assert code == 143, text[-2000:]
+    assert "lrbench: terminated" in text and "Traceback" not in text
+    _, alive = psutil.wait_procs(workers, timeout=HANG_S)
+    assert not alive, alive
+    check_stopped_cleanly(store, folder, smoke_store)
+
+
+def test_sigterm_cancels_the_submitit_jobs(smoke_store, tmp_path, gate):
+    """SIGTERM under --executor submitit (submitit's local executor: a process per job)
+    while one cell has finished and the other's job is held mid-run: the jobs still running
+    are cancelled (no process outlives the run), the finished cell is kept, exit 143."""
+    import psutil
+
+    pytest.importorskip("submitit")
+    folder, env = gate
+    store = tmp_path / "terminated"
+    code, text, workers = interrupt_gated_run(
+        store, folder, env, signal.SIGTERM, ("--executor", "submitit", "--slurm-cluster",
+                                             "local"))
+    assert workers  # the job held at the gate, and its submitit controller
     assert code == 143, text[-2000:]
     assert "lrbench: terminated" in text and "Traceback" not in text
     _, alive = psutil.wait_procs(workers, timeout=HANG_S)

@@ -10,9 +10,12 @@ a function and an entry. On Ctrl-C an executor stops its cells and re-raises.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,8 +178,9 @@ def _run_on_submitit(cells: list[dict[str, Any]], record: Record, launch: Launch
         while waiting or running:
             if waiting and len(running) < window:
                 batch, waiting = waiting[:window - len(running)], waiting[window - len(running):]
-                if local:
-                    jobs = [executor.submit(_worker, cell) for cell in batch]
+                if local:  # each job's controller process writes its own errors there
+                    with _stderr_to(Path(executor.folder) / "controllers.err"):
+                        jobs = [executor.submit(_worker, cell) for cell in batch]
                 else:
                     with executor.batch():
                         jobs = [executor.submit(_worker, cell) for cell in batch]
@@ -193,6 +197,24 @@ def _run_on_submitit(cells: list[dict[str, Any]], record: Record, launch: Launch
         for job in running:
             job.cancel(check=False)
         raise
+
+
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Point this process's stderr (file descriptor 2) at ``path`` for a moment, so that
+    child processes started meanwhile inherit that file as their stderr. submitit's local
+    executor starts one controller process per job, which prints a traceback when it is
+    cancelled (by its SIGINT, or a terminal's Ctrl-C): it belongs in the job's folder, not
+    between lrbench's own one-line messages."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as fh:
+            os.dup2(fh.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _job_outcome(job: Any) -> dict[str, Any]:
