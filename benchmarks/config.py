@@ -17,6 +17,8 @@ strategies:
   lwf-strong: {strategy: lwf, lam: 10.0}     # a variant: its own label, a registered strategy
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
 logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
+tracking: {mlflow: false, uri: null, experiment: null}  # MLflow runs (benchmarks.run.tracking)
+slurm: {partition: null, time_min: 60, cpus: null, gpus: null, mem_gb: null}  # --executor submitit
 cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.run.cache
 ```
 
@@ -189,6 +191,47 @@ class LoggingSpec(_Strict):
     csv: bool = False
 
 
+class TrackingSpec(_Strict):
+    """MLflow tracking of the run (:mod:`benchmarks.run.tracking`): one parent run per
+    matrix, one child run per cell, logged by the process that owns the store.
+
+    ``uri`` is an MLflow tracking URI (``sqlite:///PATH``, ``http(s)://HOST``) or a plain
+    folder (default ``mlruns``, relative to the working folder), which holds a SQLite
+    database ``mlflow.db`` and the artifacts. ``experiment`` defaults to the matrix name.
+    Tracking computes nothing, so it is part of no cell's hash and a store does not hold
+    "another matrix" when only this section changed.
+    """
+
+    mlflow: bool = False
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class SlurmSpec(_Strict):
+    """What each cell's job asks of a SLURM cluster under ``--executor submitit``.
+
+    ``cluster: slurm`` submits with ``sbatch`` (refused where SLURM is absent: no
+    ``srun``); ``local`` runs the same jobs as local processes through submitit's local
+    executor (tests, laptops).
+    ``cpus`` defaults to the cells' ``training.threads``, ``gpus`` to 1 for CUDA cells.
+    ``folder`` (default ``<store>/submitit``) holds submitit's pickles and job logs: on a
+    cluster it must be on a disk the compute nodes share. Not part of any cell's hash.
+    """
+
+    cluster: Literal["slurm", "local"] = "slurm"
+    partition: str | None = None
+    time_min: int = Field(60, ge=1, description="wall-clock limit of one cell's job")
+    cpus: int | None = Field(None, ge=1)
+    gpus: int | None = Field(None, ge=0)
+    mem_gb: float | None = Field(None, gt=0)
+    array_parallelism: int = Field(256, ge=1, description="jobs of the array run at once")
+    folder: str | None = None
+
+
+#: sections that change no number: left out when a store's matrix is compared with a rerun's
+RUN_ONLY_SECTIONS = ("tracking", "slurm")
+
+
 class CacheSpec(_Strict):
     """The caches of ``benchmarks.run.cache`` (real images; they change augmentation, so
     ``images``, ``features`` and ``views`` are part of a cell's hash, ``dir`` is not).
@@ -215,6 +258,8 @@ class MatrixConfig(_Strict):
     strategies: dict[str, dict[str, Any]] = Field(min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
 
 
@@ -482,7 +527,11 @@ def expand_cells(config: MatrixConfig) -> list[Cell]:
     return cells
 
 
-def resolved_yaml(config: MatrixConfig) -> str:
-    """The matrix as it will run (defaults filled in), for the store."""
+def resolved_yaml(config: MatrixConfig, run_only: bool = True) -> str:
+    """The matrix as it will run (defaults filled in), for the store; ``run_only=False``
+    leaves out the sections that change no number (:data:`RUN_ONLY_SECTIONS`)."""
     data = copy.deepcopy(config.model_dump(mode="json"))
+    if not run_only:
+        for key in RUN_ONLY_SECTIONS:
+            data.pop(key, None)
     return yaml.safe_dump(data, sort_keys=False)
