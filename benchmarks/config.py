@@ -114,16 +114,48 @@ class ScenarioSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
-    """The embedding network (strategies.model.EmbeddingNet)."""
+#: the built-in trunks (strategies.model.TRUNKS); ``timm:<name>`` names any timm model
+TRUNK_NAMES = ("small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2")
 
-    trunk: Literal["small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2"] = \
-        "small_cnn"
+
+def _trunk_name(name: str) -> str:
+    if name in TRUNK_NAMES:
+        return name
+    if name.startswith("timm:"):
+        from strategies.model import check_timm_name  # imports torch: only for timm trunks
+
+        check_timm_name(name)
+        return name
+    hint = closest(name, TRUNK_NAMES)
+    raise ValueError(f"unknown trunk {name!r}.{hint} Use one of {', '.join(TRUNK_NAMES)} or "
+                     "timm:<name> (pip install 'lrbench[timm]')")
+
+
+class ModelSpec(_Strict):
+    """The embedding network (strategies.model.EmbeddingNet).
+
+    ``pretrained``: ``true`` loads the built-in trunk's known local ImageNet file, a path
+    loads that file; a ``timm:<name>`` trunk takes only ``PATH#sha256=HEX`` (its file and
+    the SHA-256 it must have: nothing is ever downloaded).
+    """
+
+    trunk: Annotated[str, AfterValidator(_trunk_name)] = "small_cnn"
     dim: int = Field(512, ge=2)
     pool: Literal["max", "avg"] = "max"
     pretrained: bool | str = False
     freeze_bn: bool = False
     frozen_stages: int = Field(0, ge=0, description="leading trunk stages that never train")
+
+    @model_validator(mode="after")
+    def _timm_weights(self) -> ModelSpec:
+        if self.trunk.startswith("timm:") and self.pretrained:
+            from strategies.model import parse_pretrained
+
+            if self.pretrained is True:
+                raise ValueError("a timm trunk loads weights only from a local file: give "
+                                 "pretrained: PATH#sha256=HEX")
+            parse_pretrained(self.pretrained)
+        return self
 
 
 class TrainingSpec(_Strict):

@@ -147,6 +147,11 @@ CASES: dict[str, Case] = {
         t, strategies=["fecd"])], "strategy 'fecd' is not in these results"),
     "claims-unknown-metric": (lambda t, s: ["report", str(s), "--claims", _claims(
         t, metric="recall@16")], "metric 'recall@16' is not in these results"),
+    "trunk-unknown": (lambda t, s: ["run", matrix(t, **{"model.trunk": "resnet19"}), "--out",
+                                    str(s)], "Did you mean 'resnet18'?"),
+    "timm-weights-no-hash": (lambda t, s: ["run", matrix(t, **{
+        "model.trunk": "timm:resnet18", "model.pretrained": "r18.pth"}), "--out", str(s)],
+        "PATH#sha256="),
 }
 
 
