@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -180,6 +180,23 @@ class TrainingSpec(_Strict):
         "cell, never derived from the host or --jobs")
     max_grad_norm: float | None = Field(
         1e4, gt=0, description="a larger gradient norm fails the cell (exploding gradient)")
+    amp: bool = Field(
+        False, description="mixed precision (bfloat16 autocast) on a CUDA device; inactive "
+        "on CPU, with a one-line note")
+    channels_last: bool = Field(
+        False, description="channels-last model and images on a CUDA device; inactive on CPU")
+
+    #: settings a cell's hash leaves out while they have their default value: added after
+    #: stores existed, so the cells those stores hold keep their hashes and are reused
+    HASH_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("amp", "channels_last")
+
+    def hashed_dump(self) -> dict[str, Any]:
+        """``model_dump()`` less the :data:`HASH_OMITS_DEFAULT` settings at their default."""
+        out = self.model_dump()
+        for key in self.HASH_OMITS_DEFAULT:
+            if out[key] == type(self).model_fields[key].default:
+                del out[key]
+        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -448,7 +465,7 @@ class Cell(_Strict):
         out: dict[str, Any] = {
             "scenario": scenario_dict(self.scenario), "strategy": self.strategy,
             "hparams": self.hparams, "seed": self.seed, "model": self.model.model_dump(),
-            "training": self.training.model_dump(),
+            "training": self.training.hashed_dump(),
             "evaluation": self.evaluation.model_dump(),
             "cache": self.cache.model_dump(exclude={"dir"}),
             "data_root": self.data_root, "cache_dir": self.cache.dir,
