@@ -18,7 +18,7 @@ from strategies.registry import make_plugin
 from strategies.template import RetrievalTemplate, seed_everything
 from strategies.testing import tiny_stream
 
-SMOKE = "configs/smoke.yaml"
+SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
 
 
 def _run(device: str, **options) -> RetrievalTemplate:
