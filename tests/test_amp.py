@@ -11,12 +11,12 @@ import torch
 import yaml
 
 from benchmarks.config import expand_cells, load_config, parse_config
+from benchmarks.contract import tiny_stream
 from metrics.plugins import RetrievalMetrics
 from strategies import template as template_module
 from strategies.model import EmbeddingNet
 from strategies.registry import make_plugin
 from strategies.template import RetrievalTemplate, seed_everything
-from strategies.testing import tiny_stream
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
 
