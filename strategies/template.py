@@ -33,6 +33,7 @@ What it changes, and why:
 from __future__ import annotations
 
 import random
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -56,10 +57,13 @@ _NOTED: set[str] = set()
 
 
 def note_once(message: str) -> None:
-    """A one-line ``UserWarning``, at most once per process for the same message."""
+    """``lrbench: note: MESSAGE``, one line on stderr (above any progress bar), at most once
+    per process for the same message."""
     if message not in _NOTED:
         _NOTED.add(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
+        from tqdm import tqdm
+
+        tqdm.write(f"lrbench: note: {message}", file=sys.stderr)
 
 
 def seed_everything(seed: int) -> None:
