@@ -164,8 +164,9 @@ def test_timm_weights_only_from_a_local_file_with_its_sha256(tmp_path):
 def test_model_spec_accepts_builtin_and_timm_trunks():
     from pydantic import ValidationError
 
-    from benchmarks.config import ModelSpec
+    from benchmarks.config import TRUNK_NAMES, ModelSpec
 
+    assert TRUNK_NAMES == TRUNKS  # the config's copy (it imports no torch) stays the model's
     assert ModelSpec(trunk="mobilenet_v2").trunk == "mobilenet_v2"
     with pytest.raises(ValidationError, match="Did you mean 'resnet18'"):
         ModelSpec(trunk="resnet19")
