@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="a hyperparameter of the strategy (repeatable); VALUE is read as "
                    "JSON when it parses, e.g. --hparam lam=2.5 --hparam n_synth=16")
+    p.add_argument("--trunk", default="small_cnn",
+                   help="the model's trunk, as model.trunk in a matrix (e.g. timm:resnet18, "
+                   "randomly initialised); default small_cnn")
     return parser
 
 
@@ -500,7 +503,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
             hparams[key.strip()] = value  # a plain string, e.g. mode=online
     name = args.strategy
     make_config(name, hparams)  # an unknown name or a bad value: one line, exit 2, first
-    print(f"{name}: contract kit (3 synth-fg experiences, small CNN)", flush=True)
+    from pydantic import ValidationError
+
+    from benchmarks.config import ModelSpec, _format_error
+
+    try:  # an unknown trunk (or timm missing): one line, exit 2
+        ModelSpec(trunk=args.trunk)
+    except ValidationError as exc:
+        raise _format_error(exc, "--trunk") from None
+    model = "small CNN" if args.trunk == "small_cnn" else args.trunk
+    print(f"{name}: contract kit (3 synth-fg experiences, {model})", flush=True)
     done: list[str] = []
 
     def passed(check: str) -> None:
@@ -508,7 +520,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  ok    {check}", flush=True)
 
     try:
-        check_strategy(name, hparams, on_check=passed)
+        check_strategy(name, hparams, on_check=passed, trunk=args.trunk)
     except LrbenchError:  # unknown strategy, bad hyperparameter: exit 2
         raise
     except Exception as exc:  # a failed check, or the plugin raised while training

@@ -33,7 +33,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -116,16 +116,48 @@ class ScenarioSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
-    """The embedding network (strategies.model.EmbeddingNet)."""
+#: the built-in trunks (strategies.model.TRUNKS); ``timm:<name>`` names any timm model
+TRUNK_NAMES = ("small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2")
 
-    trunk: Literal["small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2"] = \
-        "small_cnn"
+
+def _trunk_name(name: str) -> str:
+    if name in TRUNK_NAMES:
+        return name
+    if name.startswith("timm:"):
+        from strategies.model import check_timm_name  # imports torch: only for timm trunks
+
+        check_timm_name(name)
+        return name
+    hint = closest(name, TRUNK_NAMES)
+    raise ValueError(f"unknown trunk {name!r}.{hint} Use one of {', '.join(TRUNK_NAMES)} or "
+                     "timm:<name> (pip install 'lrbench[timm]')")
+
+
+class ModelSpec(_Strict):
+    """The embedding network (strategies.model.EmbeddingNet).
+
+    ``pretrained``: ``true`` loads the built-in trunk's known local ImageNet file, a path
+    loads that file; a ``timm:<name>`` trunk takes only ``PATH#sha256=HEX`` (its file and
+    the SHA-256 it must have: nothing is ever downloaded).
+    """
+
+    trunk: Annotated[str, AfterValidator(_trunk_name)] = "small_cnn"
     dim: int = Field(512, ge=2)
     pool: Literal["max", "avg"] = "max"
     pretrained: bool | str = False
     freeze_bn: bool = False
     frozen_stages: int = Field(0, ge=0, description="leading trunk stages that never train")
+
+    @model_validator(mode="after")
+    def _timm_weights(self) -> ModelSpec:
+        if self.trunk.startswith("timm:") and self.pretrained:
+            from strategies.model import parse_pretrained
+
+            if self.pretrained is True:
+                raise ValueError("a timm trunk loads weights only from a local file: give "
+                                 "pretrained: PATH#sha256=HEX")
+            parse_pretrained(self.pretrained)
+        return self
 
 
 class TrainingSpec(_Strict):
@@ -150,6 +182,23 @@ class TrainingSpec(_Strict):
         "cell, never derived from the host or --jobs")
     max_grad_norm: float | None = Field(
         1e4, gt=0, description="a larger gradient norm fails the cell (exploding gradient)")
+    amp: bool = Field(
+        False, description="mixed precision (bfloat16 autocast) on a CUDA device; inactive "
+        "on CPU, with a one-line note")
+    channels_last: bool = Field(
+        False, description="channels-last model and images on a CUDA device; inactive on CPU")
+
+    #: settings a cell's hash leaves out while they have their default value: added after
+    #: stores existed, so the cells those stores hold keep their hashes and are reused
+    HASH_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("amp", "channels_last")
+
+    def hashed_dump(self) -> dict[str, Any]:
+        """``model_dump()`` less the :data:`HASH_OMITS_DEFAULT` settings at their default."""
+        out = self.model_dump()
+        for key in self.HASH_OMITS_DEFAULT:
+            if out[key] == type(self).model_fields[key].default:
+                del out[key]
+        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -461,7 +510,7 @@ class Cell(_Strict):
         out: dict[str, Any] = {
             "scenario": scenario_dict(self.scenario), "strategy": self.strategy,
             "hparams": self.hparams, "seed": self.seed, "model": self.model.model_dump(),
-            "training": self.training.model_dump(),
+            "training": self.training.hashed_dump(),
             "evaluation": self.evaluation.model_dump(),
             "cache": self.cache.model_dump(exclude={"dir"}),
             "data_root": self.data_root, "cache_dir": self.cache.dir,

@@ -164,6 +164,11 @@ CASES: dict[str, Case] = {
                                        str(t / "new")], "pip install 'lrbench[slurm]'"),
     "slurm-absent": (lambda t, s: ["run", matrix(t), "--executor", "submitit", "--out",
                                    str(t / "new")], "found no SLURM here"),
+    "trunk-unknown": (lambda t, s: ["run", matrix(t, **{"model.trunk": "resnet19"}), "--out",
+                                    str(s)], "Did you mean 'resnet18'?"),
+    "timm-weights-no-hash": (lambda t, s: ["run", matrix(t, **{
+        "model.trunk": "timm:resnet18", "model.pretrained": "r18.pth"}), "--out", str(s)],
+        "PATH#sha256="),
 }
 
 
