@@ -34,6 +34,7 @@ from benchmarks.run.store import (
     finished,
     older_than,
     prepare_store,
+    result_path,
     store_lock,
     write_matrix,
     write_result,
@@ -142,7 +143,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                 bar.write(f"FAILED {cell.id}: {outcome['reason']}")
             write_result(store, cell, outcome, started, vers, host)
             if tracker is not None:
-                tracker.log_cell(cell_dir(store, cell) / "result.json")
+                tracker.log_cell(result_path(store, cell))
             counts[outcome["status"]] += 1
             bar.update(1)
 
@@ -157,7 +158,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             running = {cell.id for cell in todo}
             for cell in cells:
                 if cell.id not in running:
-                    tracker.log_cell(cell_dir(store, cell) / "result.json")
+                    tracker.log_cell(result_path(store, cell))
         if ex.shares_disk and todo:
             warm_caches(todo, bar.write)
 

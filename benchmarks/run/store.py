@@ -246,6 +246,11 @@ def cell_dir(store: Path, cell: Cell) -> Path:
     return store / "cells" / cell.id
 
 
+def result_path(store: Path, cell: Cell) -> Path:
+    """One cell's ``result.json`` in ``store`` (read it with :func:`read_result`)."""
+    return cell_dir(store, cell) / "result.json"
+
+
 # -- result.json ----------------------------------------------------------------------------
 def read_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """A cell's ``result.json`` as parsed; None when there is no such file.
