@@ -116,21 +116,10 @@ class ScenarioSpec(_Strict):
         return self
 
 
-#: the built-in trunks (strategies.model.TRUNKS); ``timm:<name>`` names any timm model
-TRUNK_NAMES = ("small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2")
-
-
-def _trunk_name(name: str) -> str:
-    if name in TRUNK_NAMES:
-        return name
-    if name.startswith("timm:"):
-        from strategies.model import check_timm_name  # imports torch: only for timm trunks
-
-        check_timm_name(name)
-        return name
-    hint = closest(name, TRUNK_NAMES)
-    raise ValueError(f"unknown trunk {name!r}.{hint} Use one of {', '.join(TRUNK_NAMES)} or "
-                     "timm:<name> (pip install 'lrbench[timm]')")
+def _trunk_form(name: str) -> str:
+    if name.startswith("timm:") and len(name) == len("timm:"):
+        raise ValueError("give the timm model after the prefix, e.g. timm:resnet18")
+    return name
 
 
 class ModelSpec(_Strict):
@@ -141,7 +130,9 @@ class ModelSpec(_Strict):
     the SHA-256 it must have: nothing is ever downloaded).
     """
 
-    trunk: Annotated[str, AfterValidator(_trunk_name)] = "small_cnn"
+    trunk: Annotated[str, AfterValidator(_trunk_form)] = Field(
+        "small_cnn", description="a built-in trunk (strategies.model.TRUNKS) or timm:<name>; "
+        "checked against the model's own list with the strategies (check_names)")
     dim: int = Field(512, ge=2)
     pool: Literal["max", "avg"] = "max"
     pretrained: bool | str = False
@@ -171,8 +162,8 @@ class TrainingSpec(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    loss: Literal["hard_mining", "triplet", "multi_similarity", "normalized_softmax"] = \
-        "hard_mining"
+    loss: str = Field("hard_mining", description="a metric loss of "
+                      "strategies.losses.METRIC_LOSSES (checked there, with the strategies)")
     margin: float = Field(0.1, ge=0)
     eval_mb_size: int = Field(128, ge=1)
     device: str = "cpu"
@@ -418,8 +409,26 @@ def check_names(config: MatrixConfig, source: str = "config") -> None:
     """Protocol and strategy names, strategy hyperparameters and per-strategy training
     overrides, against the registries (a one-line ``LrbenchError`` for the first problem)."""
     from strategies import make_config
+    from strategies.losses import METRIC_LOSSES
+    from strategies.model import TIMM_PREFIX, TRUNKS, check_timm_name
     from strategies.registry import StrategyError
 
+    def choice(value: str, known: tuple[str, ...], where: str, what: str,
+               more: str = "") -> None:
+        if value not in known:
+            raise LrbenchError(f"{source}: {where}: unknown {what} {value!r}."
+                               f"{closest(value, known)} Use one of {', '.join(known)}{more}")
+
+    trunk = config.model.trunk
+    if trunk.startswith(TIMM_PREFIX):
+        try:
+            check_timm_name(trunk)
+        except ValueError as exc:
+            raise LrbenchError(f"{source}: model.trunk: {exc}") from None
+    else:
+        choice(trunk, TRUNKS, "model.trunk", "trunk",
+               " or timm:<name> (pip install 'lrbench[timm]')")
+    choice(config.training.loss, METRIC_LOSSES, "training.loss", "metric loss")
     for name, params in config.strategies.items():
         if params is not None and not isinstance(params, dict):
             raise LrbenchError(f"{source}: strategies.{name}: give its hyperparameters as a "
@@ -437,9 +446,10 @@ def check_names(config: MatrixConfig, source: str = "config") -> None:
             where = f"strategies.{name}: " if base != name else ""
             raise LrbenchError(f"{source}: {where}{exc}") from None
         try:
-            TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
+            spec = TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
         except ValidationError as exc:
             raise _format_error(exc, f"{source}: strategies.{name}.training") from None
+        choice(spec.loss, METRIC_LOSSES, f"strategies.{name}.training.loss", "metric loss")
 
 
 def scenario_dict(sc: ScenarioSpec) -> dict[str, Any]:

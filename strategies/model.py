@@ -79,6 +79,28 @@ def small_cnn(width: int = 16) -> nn.Sequential:
     return nn.Sequential(*stages)
 
 
+#: torchvision classifiers, built without weights (``init``: torchvision's random init)
+_TORCHVISION: dict[str, Any] = {
+    "resnet18": lambda models, init: models.resnet18(weights=None),
+    "resnet50": lambda models, init: models.resnet50(weights=None),
+    "googlenet": lambda models, init: models.googlenet(weights=None, aux_logits=False,
+                                                       init_weights=init),
+    "mobilenet_v2": lambda models, init: models.mobilenet_v2(weights=None),
+}
+
+
+def cut_trunk(name: str, net: nn.Module) -> tuple[nn.Sequential, int]:
+    """The one table of trunk cuts: torchvision classifier ``net`` without its pooling and
+    head, as an ``nn.Sequential`` of stages, and its output channels."""
+    if name == "mobilenet_v2":
+        return net.features, net.last_channel
+    if name in ("resnet18", "resnet50"):
+        return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
+    if name == "googlenet":
+        return nn.Sequential(*list(net.children())[:-3]), 1024
+    raise ValueError(f"no cut for trunk {name!r}")
+
+
 def make_trunk(name: str) -> tuple[nn.Sequential, int]:
     """A trunk producing a feature map, as an ``nn.Sequential`` of stages, and its channels.
 
@@ -91,15 +113,8 @@ def make_trunk(name: str) -> tuple[nn.Sequential, int]:
         return make_timm_trunk(name)
     if name == "small_cnn":
         return small_cnn(), 128
-    if name in ("resnet18", "resnet50"):
-        net = getattr(models, name)(weights=None)
-        return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
-    if name == "googlenet":
-        net = models.googlenet(weights=None, aux_logits=False, init_weights=True)
-        return nn.Sequential(*list(net.children())[:-3]), 1024
-    if name == "mobilenet_v2":
-        net = models.mobilenet_v2(weights=None)
-        return net.features, net.last_channel
+    if name in _TORCHVISION:
+        return cut_trunk(name, _TORCHVISION[name](models, True))
     raise ValueError(f"unknown trunk {name!r}; use one of {', '.join(TRUNKS)} or "
                      f"{TIMM_PREFIX}<name>")
 
@@ -301,18 +316,10 @@ def load_imagenet_weights(trunk_name: str, trunk: nn.Module, path: str | Path | 
     state = torch.load(file, map_location="cpu", weights_only=True)
     from torchvision import models
 
-    if trunk_name == "mobilenet_v2":
-        net = models.mobilenet_v2(weights=None)
-        net.load_state_dict(state)
-        trunk.load_state_dict(net.features.state_dict())
-    elif trunk_name in ("resnet18", "resnet50"):
-        net = getattr(models, trunk_name)(weights=None)
-        net.load_state_dict(state)
-        trunk.load_state_dict(nn.Sequential(*list(net.children())[:-2]).state_dict())
-    elif trunk_name == "googlenet":
-        net = models.googlenet(weights=None, aux_logits=False, init_weights=False)
-        net.load_state_dict(state, strict=False)
-        trunk.load_state_dict(nn.Sequential(*list(net.children())[:-3]).state_dict())
+    if trunk_name in _TORCHVISION:  # the whole classifier's file, cut as make_trunk cuts it
+        net = _TORCHVISION[trunk_name](models, False)
+        net.load_state_dict(state, strict=trunk_name != "googlenet")  # no aux heads here
+        trunk.load_state_dict(cut_trunk(trunk_name, net)[0].state_dict())
     else:
         trunk.load_state_dict(state)
     return file

@@ -162,18 +162,37 @@ def test_timm_weights_only_from_a_local_file_with_its_sha256(tmp_path):
 
 
 def test_model_spec_accepts_builtin_and_timm_trunks():
+    """Trunk and metric-loss names are checked against the lists where they live
+    (strategies.model.TRUNKS, strategies.losses.METRIC_LOSSES), with the strategies; the
+    config declares no copy of either."""
     from pydantic import ValidationError
 
-    from benchmarks.config import TRUNK_NAMES, ModelSpec
+    import benchmarks.config as config
+    from benchmarks.config import ModelSpec, check_names, parse_config
+    from benchmarks.errors import LrbenchError
 
-    assert TRUNK_NAMES == TRUNKS  # the config's copy (it imports no torch) stays the model's
-    assert ModelSpec(trunk="mobilenet_v2").trunk == "mobilenet_v2"
-    with pytest.raises(ValidationError, match="Did you mean 'resnet18'"):
-        ModelSpec(trunk="resnet19")
+    assert not any(isinstance(v, tuple) and "mobilenet_v2" in v for v in vars(config).values())
+    base = {"name": "m", "seeds": [0], "strategies": {"finetune": {}},
+            "scenarios": [{"name": "s", "dataset": "synth-fg", "schedule": "2+2"}]}
+
+    def check(**sections: object) -> None:
+        check_names(parse_config({**base, **sections}, "m.yaml", registries=False), "m.yaml")
+
+    check(model={"trunk": "mobilenet_v2"})
+    with pytest.raises(LrbenchError, match="model.trunk: unknown trunk 'resnet19'. Did you "
+                       "mean 'resnet18'"):
+        check(model={"trunk": "resnet19"})
+    with pytest.raises(LrbenchError, match="training.loss: unknown metric loss 'triplets'. "
+                       "Did you mean 'triplet'"):
+        check(training={"loss": "triplets"})
+    with pytest.raises(LrbenchError, match="strategies.finetune.training.loss: unknown"):
+        check(strategies={"finetune": {"training": {"loss": "contrastive"}}})
+    with pytest.raises(ValidationError, match="after the prefix"):
+        ModelSpec(trunk="timm:")
     pytest.importorskip("timm")
     assert ModelSpec(trunk="timm:resnet18").trunk == "timm:resnet18"
-    with pytest.raises(ValidationError, match="timm has no model 'resnet19'"):
-        ModelSpec(trunk="timm:resnet19")
+    with pytest.raises(LrbenchError, match="timm has no model 'resnet19'"):
+        check(model={"trunk": "timm:resnet19"})
     with pytest.raises(ValidationError, match="PATH#sha256=HEX"):
         ModelSpec(trunk="timm:resnet18", pretrained=True)
     with pytest.raises(ValidationError, match="PATH#sha256="):
