@@ -251,7 +251,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     if args.json:
         out = info.to_dict()
         for e in out["experiences"]:
-            e.pop("class_names")
+            for key in ("class_names", "train_per_class", "test_per_class"):
+                e.pop(key)
             labels = e.pop("labels")
             e["label_range"] = [min(labels), max(labels)]
         out["train_images"] = sum(e.train_images for e in info.experiences)
@@ -280,7 +281,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from benchmarks.run.store import older_than
 
         older = older_than(args.rerun_before)
-    check_names(config, args.config)
+    check_names(config, args.config, args.overrides)
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
     if not args.dry_run:
