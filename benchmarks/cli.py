@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmarks.errors import LrbenchError, abridged
@@ -288,7 +289,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from benchmarks.run.preflight import check_data
         from benchmarks.run.store import prepare_store
 
-        broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
+        broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty(),
+                            devices=args.executor == "local")
         if not args.check_determinism:
             store = prepare_store(out, config, args.force, args.resume)
     if args.dry_run:
@@ -313,7 +315,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         ray_address=args.ray_address, skip_corrupt=args.skip_corrupt,
                         rerun_before=args.rerun_before,
                         plan=Plan(cells, broken, store, older))
-    _print_summary(out)
+    _print_summary(out, cells)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")
     return 1 if counts["failed"] else 0
@@ -327,6 +329,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           require_baseline=args.baseline is not None, metric=args.metric,
                           formats=formats,
                           split_by=[k.strip() for k in args.split_by.split(",") if k.strip()])
+    from benchmarks.run.store import stale_lines
+
+    for line in stale_lines(report.stale):
+        print(line, file=sys.stderr)
     pages = [p for p in report.files if p.name in ("report.md", "report.html")]
     print(f"{report.out}: {len(report.tables)} table(s), "
           f"{sum(len(v) for v in report.figures.values())} figure file(s)"
@@ -375,24 +381,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(store: str) -> None:
-    """Mean final Recall@1 and forgetting per scenario and strategy (over seeds)."""
-    import glob
+def _print_summary(store: str, cells: list[dict[str, Any]]) -> None:
+    """Mean final Recall@1 and forgetting per scenario and strategy (over seeds), over the
+    finished ``cells`` of the current matrix (stale cells of the store left out)."""
+    from benchmarks.run.store import DamagedResult, cell_dir, read_result
 
-    from benchmarks.run.store import read_result
-
-    table: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    table: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     k = 1
-    for path in glob.glob(os.path.join(store, "cells", "*", "result.json")):
-        result = read_result(path)
-        if result is None or result.get("status") != "finished":
+    for cell in cells:
+        try:
+            result = read_result(cell_dir(Path(store), cell) / "result.json")
+        except (OSError, DamagedResult):
+            continue
+        if result is None or result.get("status") != "finished" or result.get(
+                "config_hash") != cell["hash"]:
             continue
         s = result["payload"]["summary"]
         k = s.get("k", 1)
         key = (result["config"]["scenario"]["name"], result["config"]["strategy"])
         table.setdefault(key, []).append(
-            (s.get("final_seen", math.nan), s["final_mean"],
-             math.nan if s["forgetting"] is None else s["forgetting"]))
+            tuple(math.nan if s.get(key) is None else float(s[key])
+                  for key in ("final_seen", "final_mean", "forgetting")))
     if not table:
         return
 

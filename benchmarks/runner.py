@@ -29,10 +29,16 @@ from benchmarks.run.cell import final_line, versions, warm_caches
 from benchmarks.run.executors import Launch, get_executor
 from benchmarks.run.preflight import check_data
 from benchmarks.run.store import (
+    DamagedResult,
     cell_dir,
+    clean_temporary,
     finished,
     older_than,
     prepare_store,
+    read_result,
+    set_aside,
+    stale_cells,
+    stale_lines,
     store_lock,
     write_matrix,
     write_result,
@@ -57,13 +63,14 @@ class Plan:
 
 def make_plan(config: MatrixConfig, out: str | Path, force: bool = False,
               resume: bool = False, progress: bool = True, skip_corrupt: bool = False,
-              rerun_before: str | None = None) -> Plan:
+              rerun_before: str | None = None, devices: bool = True) -> Plan:
     """Check a matrix before any training: ``rerun_before`` a commit, the cells' data
     (broken images refused, or with ``skip_corrupt`` left out), the store writable and
-    not holding another matrix."""
+    not holding another matrix. ``devices``: check that this host has the cells' device
+    (not for Ray, whose workers may be other hosts)."""
     older = older_than(rerun_before) if rerun_before else None
     cells = expand_cells(config)
-    broken = check_data(cells, skip_corrupt, progress)
+    broken = check_data(cells, skip_corrupt, progress, devices)
     return Plan(cells, broken, prepare_store(out, config, force, resume), older)
 
 
@@ -99,10 +106,12 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         raise LrbenchError("--checkpoints and logging need the local executor (Ray workers "
                            "share no disk with the store); drop one or the other")
     if plan is None:
-        plan = make_plan(config, out, force, resume, progress, skip_corrupt, rerun_before)
+        plan = make_plan(config, out, force, resume, progress, skip_corrupt, rerun_before,
+                         devices=ex.shares_disk)
     cells, broken, store = plan.cells, plan.broken, plan.store
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
+        clean_temporary(store)  # left by a writer killed mid-write: only we write now
         write_matrix(store, config)
         write_skipped(store, broken)
         if broken:
@@ -111,6 +120,14 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                   f"(listed in {store / 'skipped.json'})", file=sys.stderr)
         todo = []
         for cell in cells:
+            try:
+                read_result(cell_dir(store, cell) / "result.json")
+            except DamagedResult as exc:
+                aside = set_aside(cell_dir(store, cell) / "result.json")
+                print(f"lrbench: note: {str(exc).partition('; ')[0]}; recomputing the cell "
+                      f"(the damaged file is kept as {aside.name})", file=sys.stderr)
+            except OSError:
+                pass  # unreadable: recomputed below, the new result written over it
             if not force and finished(cell_dir(store, cell), cell, plan.older):
                 counts["skipped"] += 1
             else:
@@ -149,8 +166,10 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             bar.write("interrupted: finished cells are kept; rerun the same command to resume "
                       "(Ctrl-C again to stop at once)", file=sys.stderr)
             bar.close()
-            write_tidy(store)
+            write_tidy(store, cells)
             raise
         bar.close()
-        counts["rows"] = write_tidy(store)
+        counts["rows"] = write_tidy(store, cells)
+        for line in stale_lines(stale_cells(store, cells)):
+            print(line, file=sys.stderr)
     return counts

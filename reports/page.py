@@ -53,6 +53,8 @@ class Report:
     tables: list[Table]
     figures: dict[str, list[Path]] = field(default_factory=dict)  # "<kind>/<scenario>": files
     files: list[Path] = field(default_factory=list)
+    #: cell folders left out as stale (not cells of their store's matrix)
+    stale: list[Path] = field(default_factory=list)
 
 
 def build_report(stores: list[str | Path], out: str | Path | None = None,
@@ -87,8 +89,16 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                            f"Strategies: {', '.join(known)}")
     metric = metric.lower()
     out = Path(out) if out else Path(stores[0]) / "report"
+    try:  # before any figure is drawn: an unwritable folder is one line, not a traceback
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LrbenchError(f"cannot write the report to {str(out)!r} ({exc.strerror}); fix "
+                           "its permissions or choose another --out") from None
     tables = comparison_tables(results, metric, baseline, alpha)
-    report = Report(out, tables)
+    report = Report(out, tables, stale=results.stale)
     for t in tables:
         for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()), ("tex", t.to_latex())):
             if fmt in formats or (fmt == "md" and "html" in formats):

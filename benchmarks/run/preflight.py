@@ -35,7 +35,7 @@ def cell_datasets(cell: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 #: bump when what a decode check finds changes (its entries are then ignored)
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 
 
 def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
