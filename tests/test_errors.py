@@ -218,8 +218,7 @@ CASES: dict[str, Case] = {
         str(t / "new")], "the R matrix of recall@1 is ragged"),
     "report-out-unwritable": (lambda t, s: ["report", str(s), "--out", str(
         s / "matrix.yaml" / "report")], "cannot write the report to"),
-    "lock-folder": (lambda t, s: ["run", matrix(t), "--out", _lock_folder(s), "--set",
-                                  "training.iterations=3"],
+    "lock-folder": (lambda t, s: ["run", matrix(t), "--out", _lock_folder(s), "--resume"],
                     "is a folder, not lrbench's lock file; remove it and run again"),
 }
 
@@ -323,7 +322,7 @@ def _read_only(tmp: Path) -> str:
 
 
 def test_every_documented_case_is_tested():
-    documented = re.findall(r"^\| `([a-z-]+)` \|", DOC.read_text(), flags=re.M)
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(), flags=re.M)
     assert documented and sorted(documented) == sorted(CASES)
 
 
