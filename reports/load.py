@@ -6,6 +6,10 @@ must be the same run (same config hash), and the cells of one scenario must shar
 setting but strategy, strategy hyperparameters and seed (:func:`load_results`), otherwise
 it is an error.
 
+Only the cells of each store's own ``matrix.yaml`` are read: others (left by ``lrbench run
+--resume`` with a changed matrix) are listed in ``Results.stale`` and left out. A damaged
+``result.json`` is a one-line error naming it and the command that recomputes it.
+
 Forgetting, ratio and BWT are recomputed here from each cell's R matrix, never read from
 the ``summary`` the runner writes: with one experience they are NaN (undefined), not 0.
 

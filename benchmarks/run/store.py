@@ -1,7 +1,7 @@
 """The results store: its folder layout and the ``result.json`` format, read and written.
 
 Every file of a store is read and written here, and only here (DESIGN.md, "Results store";
-``reports`` reads stores through :func:`read_result` alone)::
+``reports`` reads stores through :func:`read_result` and :func:`matrix_cell_ids`)::
 
     results/<name>/
       matrix.yaml                       the resolved matrix
@@ -14,8 +14,12 @@ Every file of a store is read and written here, and only here (DESIGN.md, "Resul
 
 Every file is written through :func:`atomic_write` (a temporary file in the same folder,
 flushed to disk, then renamed over the target), so an interrupted run never leaves half a
-file; a rerun skips cells whose ``result.json`` is finished with the same config hash
-(:func:`finished`). :func:`store_lock` holds the store for one runner:
+file, and the next run removes the temporary files it left (:func:`clean_temporary`); a
+rerun skips cells whose ``result.json`` is finished with the same config hash
+(:func:`finished`). :func:`read_result` checks what it reads: a damaged file is a
+one-line :class:`DamagedResult` naming it and the command that recomputes it. Cells that
+are not cells of the current matrix (:func:`stale_cells`, :func:`matrix_cell_ids`; left by
+``--resume`` with a changed matrix) stay on disk, out of every table. :func:`store_lock` holds the store for one runner:
 
 * an operating-system lock (``filelock``) on ``<store>/.lock`` excludes every other process
   of this host at once, even under a race, and is released by the kernel if the holder
