@@ -400,8 +400,8 @@ def _print_summary(store: str, cells: list[dict[str, Any]]) -> None:
         k = s.get("k", 1)
         key = (result["config"]["scenario"]["name"], result["config"]["strategy"])
         table.setdefault(key, []).append(
-            tuple(math.nan if s.get(key) is None else float(s[key])
-                  for key in ("final_seen", "final_mean", "forgetting")))
+            tuple(math.nan if s.get(name) is None else float(s[name])
+                  for name in ("final_seen", "final_mean", "forgetting")))
     if not table:
         return
 

@@ -281,8 +281,11 @@ _TAG = re.compile(r"^(str|int|float|bool|none|list|dict|tuple|literal|is-instanc
 
 
 def _where(loc: tuple[Any, ...]) -> str:
-    """An error's location as the dotted path of the matrix file (union tags left out)."""
-    return ".".join(str(p) for p in loc if not (isinstance(p, str) and _TAG.match(p)))
+    """An error's location as the dotted path of the matrix file (union tags left out: a
+    type's name, or a model class's name when a union holds one)."""
+    models = {c.__name__ for c in _Strict.__subclasses__()}
+    return ".".join(str(p) for p in loc
+                    if not (isinstance(p, str) and (_TAG.match(p) or p in models)))
 
 
 def _is_type_error(err: Any) -> bool:
@@ -310,6 +313,9 @@ def _format_error(exc: ValidationError, source: str, overrides: list[str] | None
     class validated (default :class:`MatrixConfig`), for the hint of an unknown key."""
     errors = exc.errors()
     where = _where(errors[0].get("loc", ()))
+    deeper = [e for e in errors if _where(e.get("loc", ())).startswith(f"{where}.")]
+    if deeper and _is_type_error(errors[0]):  # the value fits a member of the union whose
+        where = _where(deeper[0].get("loc", ()))  # field is wrong: report that field
     group = [e for e in errors if _where(e.get("loc", ())) == where]
     err = next((e for e in group if not _is_type_error(e)), group[0])
     source = blame(source, overrides, where)

@@ -19,7 +19,8 @@ rerun skips cells whose ``result.json`` is finished with the same config hash
 (:func:`finished`). :func:`read_result` checks what it reads: a damaged file is a
 one-line :class:`DamagedResult` naming it and the command that recomputes it. Cells that
 are not cells of the current matrix (:func:`stale_cells`, :func:`matrix_cell_ids`; left by
-``--resume`` with a changed matrix) stay on disk, out of every table. :func:`store_lock` holds the store for one runner:
+``--resume`` with a changed matrix) stay on disk, out of every table.
+:func:`store_lock` holds the store for one runner:
 
 * an operating-system lock (``filelock``) on ``<store>/.lock`` excludes every other process
   of this host at once, even under a race, and is released by the kernel if the holder

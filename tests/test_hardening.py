@@ -223,3 +223,26 @@ def test_a_decompression_bomb_is_a_broken_file_not_a_traceback(tmp_path):
     index = [p for p, _ in ds.samples].index(str(bomb))
     with pytest.raises(LrbenchError, match="cannot decode image .*Bird_3_0000.jpg"):
         ds.load_image(index)
+
+
+def test_an_error_inside_an_inline_scenario_names_its_field():
+    """A scenario that may be a protocol name (a string) or an inline spec: an error inside
+    the spec names the spec's field, not pydantic's union member (``scenarios.0.str``)."""
+    from pydantic import ValidationError
+
+    from benchmarks.config import ScenarioSpec, _format_error, _Strict
+
+    class Matrix(_Strict):
+        scenarios: list[str | ScenarioSpec]
+
+    spec = {"name": "a", "dataset": "synth-fg", "schedule": "4+4"}
+    for change, expected in (
+            ({"image_size": "big"}, "f: scenarios.0.image_size: Input should be a valid "
+                                    "integer"),
+            ({"schedule": 4}, "f: scenarios.0.schedule: Input should be a valid string or a "
+                              "valid list (got 4)"),
+            ({"order": -2}, "f: scenarios.0.order: Input should be greater than or equal "
+                            "to 0")):
+        with pytest.raises(ValidationError) as err:
+            Matrix.model_validate({"scenarios": [{**spec, **change}]})
+        assert str(_format_error(err.value, "f")).startswith(expected)
