@@ -246,3 +246,13 @@ def test_an_error_inside_an_inline_scenario_names_its_field():
         with pytest.raises(ValidationError) as err:
             Matrix.model_validate({"scenarios": [{**spec, **change}]})
         assert str(_format_error(err.value, "f")).startswith(expected)
+
+
+def test_booleans_are_not_numbers_in_hyperparameters_either():
+    with pytest.raises(LrbenchError, match=r"^--set 'strategies.l2_kd.lam=true': strategy "
+                                           r"'l2_kd': hyperparameter 'lam': give a number, "
+                                           r"not true"):
+        load_config(SMOKE, ["strategies.l2_kd.lam=true"])
+    # a yes/no hyperparameter still takes one; a number still takes a number
+    config = load_config(SMOKE, ["strategies={fecd: {freeze_student_bn: true, lam: 2}}"])
+    assert [c["hparams"]["freeze_student_bn"] for c in expand_cells(config)] == [True, True]
