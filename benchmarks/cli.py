@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the expanded cells and their config hashes, train nothing")
+                   help="list each cell with its config hash and whether it is done or "
+                        "would run, and say whether the run would be refused (exit 2, with "
+                        "the reason); trains and writes nothing")
     p.add_argument("--resume", action="store_true",
                    help="reuse a store written by a different matrix (matching cells kept)")
     p.add_argument("--force", action="store_true", help="recompute every cell")
@@ -102,6 +104,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "matrix (every image is decoded once before training; the files left out "
                    "are recorded in each cell's config and in skipped.json)")
 
+    p = sub.add_parser("tune", help="tune every strategy's declared hyperparameters on "
+                       "validation data", description="Search each strategy's declared "
+                       "tunable hyperparameters (those its matrix entry does not set) with the "
+                       "same number of trials for every strategy (Optuna TPE, seeded; trial 0 "
+                       "= the matrix's values), on each scenario's validation split (held-out "
+                       "train images, never the test split). Trials run as variants "
+                       "<strategy>-tNNN into a tuning store and are reused by config hash, so "
+                       "a rerun resumes. Writes tuning.csv/.md (every trial) and tuned.yaml "
+                       "(the matrix with the chosen values, validation removed) into the store. "
+                       "Needs pip install 'lrbench[tune]'.")
+    p.add_argument("config", help="matrix file (YAML) whose strategies are tuned")
+    p.add_argument("--trials", type=int, default=20,
+                   help="trials per strategy with something to tune (default: 20)")
+    p.add_argument("--out", help="tuning store (default: results/<matrix name>-tune)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default: 0)")
+    p.add_argument("--objective", default="final_seen",
+                   choices=["final_seen", "avg_incremental_seen", "final_mean", "forgetting"],
+                   help="what is optimised, on validation, mean over seeds and scenarios: the "
+                   "final union-of-seen value (default), its mean over the stream, the final "
+                   "per-task mean, or forgetting (minimised)")
+    p.add_argument("--metric", default="recall@1",
+                   help="metric of the objective: recall@K or map_at_r (default: recall@1)")
+    p.add_argument("--validation", type=float, default=None, metavar="FRACTION",
+                   help="hold out this fraction of each class's train images in scenarios "
+                   "without a validation split (default: refuse such scenarios)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.iterations=20")
+
     p = sub.add_parser("report", help="tables, plots and a report page from results stores",
                        description="Read one or more results stores (merged) and write "
                        "comparison tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and "
@@ -118,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md,html,tex,csv,png,svg",
                    help="comma-separated outputs among md, html, tex, csv, png, svg "
                    "(default: all)")
+    p.add_argument("--claims", metavar="FILE",
+                   help="a claims file (YAML, format in docs/metrics.md): test each claim "
+                   "against the results (paired tests over seeds, Holm across all claims, "
+                   "bootstrap CIs), print supported / not supported / inconclusive with the "
+                   "numbers, and write claims.md and claims.csv into the report folder")
     p.add_argument("--split-by", default="", metavar="SETTING[,SETTING]",
                    help="one table per value of these cell settings (e.g. training.iterations) "
                    "instead of refusing stores whose cells differ in them")
@@ -138,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the strategy on a tiny synth-fg stream (3 "
                        "experiences, small CNN, seconds on a CPU) and check finite losses, an "
                        "active regulariser, a full R matrix, determinism under a seed and "
-                       "identical numbers after checkpoint + resume (strategies.testing). "
+                       "identical numbers after checkpoint + resume (benchmarks.contract). "
                        "Exit code 0 when every check passes, 1 when one fails (the reason in "
                        "one line), 2 for an unknown strategy or a bad hyperparameter.")
     p.add_argument("strategy", help="a registered strategy (see 'lrbench list strategies')")
@@ -166,6 +202,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 print(f"{r['name']:<10}  {r['summary']}")
                 if hp:
                     print(f"{'':<10}  hyperparameters: {hp}")
+                if r["tunable"]:
+                    print(f"{'':<10}  tunable: " + ", ".join(
+                        f"{k} {v}" for k, v in r["tunable"].items()))
             return 0
     else:
         from benchmarks.protocols import PROTOCOLS
@@ -285,26 +324,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_names(config, args.config, args.overrides)
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
-    if not args.dry_run:
-        from benchmarks.run.preflight import check_data
-        from benchmarks.run.store import prepare_store
-
-        broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty(),
-                            devices=args.executor == "local")
-        if not args.check_determinism:
-            store = prepare_store(out, config, args.force, args.resume)
     if args.dry_run:
-        for cell in cells:
-            print(f"{cell['hash']}  {cell['id']}")
-        print(f"{len(cells)} cells")
-        return 0
+        return _dry_run(config, cells, out, args, older)
+    from benchmarks.run.preflight import check_data
+    from benchmarks.run.store import prepare_store
+
+    cells, broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty(),
+                               devices=args.executor == "local")
+    if not args.check_determinism:
+        store = prepare_store(out, config, args.force, args.resume)
     if args.check_determinism:
         from benchmarks.run.cell import check_determinism
 
         diffs = check_determinism(cells[0], log=lambda msg: print(msg, file=sys.stderr))
         for line in diffs:
             print(f"differs: {line}")
-        print(f"{cells[0]['id']}: two runs gave "
+        print(f"{cells[0].id}: two runs gave "
               + ("identical metric values" if not diffs else f"{len(diffs)} differing sections"))
         return 1 if diffs else 0
     from benchmarks.runner import Plan, run_matrix
@@ -321,6 +356,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
+             older: Any) -> int:
+    """``run --dry-run``: each cell with its hash and whether it is done or would run, the
+    store, and whether the real run would be refused (exit 2 with the reason); nothing is
+    written and nothing trains. Images are not decoded here: the real run does that once
+    (its answer is cached) and may still refuse a broken file."""
+    from pathlib import Path
+
+    from benchmarks.run.preflight import check_cells
+    from benchmarks.run.store import cell_dir, check_store, finished
+
+    store = Path(out)
+    refusal = None
+    try:
+        check_cells(cells)
+        if store.is_dir():
+            check_store(store, config, args.force, args.resume)
+    except LrbenchError as exc:
+        refusal = str(exc)
+    done = 0
+    for cell in cells:
+        reuse = not args.force and finished(cell_dir(store, cell), cell, older)
+        done += reuse
+        print(f"{cell.hash}  {cell.id:<48}  {'done' if reuse else 'will run'}")
+    where = "exists" if store.is_dir() else "will be created"
+    print(f"{len(cells)} cells: {done} done, {len(cells) - done} will run; store {out} "
+          f"({where})")
+    if refusal:
+        raise LrbenchError(f"the run would be refused: {refusal}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from reports.page import build_report, parse_formats
 
@@ -328,11 +395,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     report = build_report(args.stores, args.out, baseline=args.baseline or "finetune",
                           require_baseline=args.baseline is not None, metric=args.metric,
                           formats=formats,
-                          split_by=[k.strip() for k in args.split_by.split(",") if k.strip()])
+                          split_by=[k.strip() for k in args.split_by.split(",") if k.strip()],
+                          claims=args.claims)
     from benchmarks.run.store import stale_lines
 
     for line in stale_lines(report.stale):
         print(line, file=sys.stderr)
+    if report.claims is not None:
+        from reports.claims import comparison_line
+
+        checked: Any = report.claims
+        for name, verdict in checked.attrs["verdicts"].items():
+            print(f"{verdict.upper():<14} {name}")
+            for _, row in checked[checked.claim == name].iterrows():
+                print(f"{'':<14}   {comparison_line(row)}")
     pages = [p for p in report.files if p.name in ("report.md", "report.html")]
     print(f"{report.out}: {len(report.tables)} table(s), "
           f"{sum(len(v) for v in report.figures.values())} figure file(s)"
@@ -340,10 +416,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """``lrbench tune``: see :mod:`benchmarks.tune`."""
+    from benchmarks.tune import tune
+
+    if args.jobs < 1:
+        raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
+    result = tune(args.config, args.trials, out=args.out, seed=args.seed,
+                  objective=args.objective, metric=args.metric, validation=args.validation,
+                  jobs=args.jobs, overrides=args.overrides, progress=sys.stderr.isatty())
+    for label, params in result.chosen.items():
+        best = next(t for t in result.trials if t.strategy == label and t.chosen)
+        values = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "nothing to tune"
+        print(f"{label:<12} {best.label}: {args.objective} {best.mean:.4f} ({values})")
+    print(f"{result.store}: {len(result.trials)} trial(s), {result.trained} cell(s) trained "
+          f"now; every trial in {result.files[1]}, the test matrix in {result.files[2]}")
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     """``lrbench check``: the contract kit, each check printed as it passes."""
+    from benchmarks.contract import check_strategy
     from strategies import make_config
-    from strategies.testing import check_strategy
 
     hparams: dict[str, Any] = {}
     for item in args.hparam:
@@ -381,7 +475,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(store: str, cells: list[dict[str, Any]]) -> None:
+def _print_summary(store: str, cells: list[Any]) -> None:
     """Mean final Recall@1 and forgetting per scenario and strategy (over seeds), over the
     finished ``cells`` of the current matrix (stale cells of the store left out)."""
     from benchmarks.run.store import DamagedResult, cell_dir, read_result
@@ -394,7 +488,7 @@ def _print_summary(store: str, cells: list[dict[str, Any]]) -> None:
         except (OSError, DamagedResult):
             continue
         if result is None or result.get("status") != "finished" or result.get(
-                "config_hash") != cell["hash"]:
+                "config_hash") != cell.hash:
             continue
         s = result["payload"]["summary"]
         k = s.get("k", 1)
@@ -420,7 +514,7 @@ def _print_summary(store: str, cells: list[dict[str, Any]]) -> None:
 
 
 COMMANDS = {"list": _cmd_list, "data": _cmd_data, "stream": _cmd_stream, "run": _cmd_run,
-            "report": _cmd_report, "check": _cmd_check}
+            "report": _cmd_report, "check": _cmd_check, "tune": _cmd_tune}
 
 
 class Terminated(KeyboardInterrupt):

@@ -17,10 +17,10 @@ strategies:
   lwf-strong: {strategy: lwf, lam: 10.0}     # a variant: its own label, a registered strategy
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
 logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
-cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.cache
+cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.run.cache
 ```
 
-Every cell (scenario, strategy, seed) resolves to a plain dictionary; its hash (SHA-256 of
+Every cell (scenario, strategy, seed) resolves to a frozen :class:`Cell`; its hash (SHA-256 of
 the canonical JSON) decides whether a finished result can be reused.
 """
 
@@ -48,7 +48,9 @@ from benchmarks.errors import LrbenchError, closest
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys are errors; a validated section never changes afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 #: names that become folder names (store, cell ids): no separator, no dot-only name, no
@@ -209,10 +211,15 @@ class TrainingSpec(_Strict):
     max_grad_norm: Float | None = Field(
         1e4, gt=0, description="a larger gradient norm fails the cell (exploding gradient)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_replace_iterations(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("epochs") is not None:
+            data = {**data, "iterations": None}  # an epoch budget replaces the default
+        return data
+
     @model_validator(mode="after")
     def _one_budget(self) -> TrainingSpec:
-        if self.epochs is not None:
-            self.iterations = None
         if self.iterations is None and self.epochs is None:
             raise ValueError("give a budget: iterations or epochs")
         return self
@@ -245,7 +252,7 @@ class LoggingSpec(_Strict):
 
 
 class CacheSpec(_Strict):
-    """The caches of ``benchmarks.cache`` (real images; they change augmentation, so
+    """The caches of ``benchmarks.run.cache`` (real images; they change augmentation, so
     ``images``, ``features`` and ``views`` are part of a cell's hash, ``dir`` is not).
 
     ``features`` applies when ``model.frozen_stages > 0``: the stem's outputs are computed
@@ -456,6 +463,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
 
     ``registries=False`` skips the registry checks (strategy names and hyperparameters,
     which import every strategy and Avalanche): call :func:`check_names` later."""
+    return parse_config(read_matrix(path, overrides), str(path), registries, overrides)
+
+
+def read_matrix(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A matrix file's raw mapping with ``--set`` ``overrides`` applied, not yet validated
+    (``lrbench tune`` writes a matrix derived from it); a one-line error when it is not a
+    readable YAML mapping."""
     path = Path(path)
     if not path.is_file():
         raise LrbenchError(f"matrix file {str(path)!r} not found; see configs/ for examples")
@@ -485,7 +499,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
         raise LrbenchError(f"{path}: a matrix file is a YAML mapping (name, seeds, ...)")
     for assignment in overrides or []:
         set_override(data, assignment)
-    return parse_config(data, str(path), registries, overrides)
+    return data
 
 
 def parse_config(data: dict[str, Any], source: str = "config",
@@ -570,11 +584,94 @@ def resolved_hparams(strategy: str, params: dict[str, Any]) -> dict[str, Any]:
         raise LrbenchError(str(exc)) from None
 
 
-def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
+#: the version of what a cell's hash covers; bump it when the same config would compute
+#: other numbers (2: hyperparameters resolved with their defaults, training.threads, class
+#: order drawn per seed, protocols resolved into their fields, per-experience loss terms)
+HASH_VERSION = 2
+
+
+class Cell(_Strict):
+    """One (scenario, strategy, seed) of a matrix, fully resolved: the training settings
+    with the strategy's overrides applied, its hyperparameters with their defaults filled
+    in. Frozen: what a cell is decides its :attr:`hash`, so it never changes once made
+    (leaving broken files out makes another cell, :meth:`without_files`).
+
+    ``strategy`` is the matrix's label (it names the cell); ``plugin`` the registered
+    strategy a variant runs (None: the label itself, :attr:`plugin_name`).
+    """
+
+    scenario: ScenarioSpec
+    strategy: str
+    plugin: str | None = None
+    hparams: dict[str, Any]
+    seed: int
+    model: ModelSpec
+    training: TrainingSpec
+    evaluation: EvaluationSpec
+    cache: CacheSpec
+    data_root: str | None = None
+    skip_files: dict[str, list[str]] | None = Field(
+        None, description="--skip-corrupt: dataset -> broken files left out of this cell")
+
+    @property
+    def id(self) -> str:
+        """The cell's name, and its folder in the store (unique: names hold no ``__``)."""
+        return f"{self.scenario.name}__{self.strategy}__seed{self.seed}"
+
+    @property
+    def plugin_name(self) -> str:
+        """The registered strategy this cell runs."""
+        return self.plugin or self.strategy
+
+    def as_dict(self) -> dict[str, Any]:
+        """The cell as the plain mapping ``result.json`` stores (``config``); its keys and
+        shape are those of every store written since hash version 2."""
+        return {**self._body(), "id": self.id, "hash": self.hash}
+
+    def _body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scenario": scenario_dict(self.scenario), "strategy": self.strategy,
+            "hparams": self.hparams, "seed": self.seed, "model": self.model.model_dump(),
+            "training": self.training.model_dump(),
+            "evaluation": self.evaluation.model_dump(),
+            "cache": self.cache.model_dump(exclude={"dir"}),
+            "data_root": self.data_root, "cache_dir": self.cache.dir,
+        }
+        if self.plugin is not None:  # a variant: its label names the cell, this the plugin
+            out["plugin"] = self.plugin
+        if self.skip_files:
+            out["skip_files"] = self.skip_files
+        return out
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 (first 16 hex digits) of the cell's canonical JSON and
+        :data:`HASH_VERSION`: a finished result with this hash is this cell's result.
+
+        Its id is left out, and so are the data root and the cache folder: the same data at
+        another path gives the same numbers, so moving it invalidates no finished cell.
+        """
+        body = {k: v for k, v in self._body().items() if k not in ("data_root", "cache_dir")}
+        body["hash_version"] = HASH_VERSION
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def without_files(self, skips: dict[str, list[str]]) -> Cell:
+        """This cell leaving the ``skips`` files out: another cell, with its own hash."""
+        return self.model_copy(update={"skip_files": skips or None})
+
+    @classmethod
+    def from_stored(cls, config: dict[str, Any]) -> Cell:
+        """A cell from the ``config`` mapping of a ``result.json`` (:meth:`as_dict`)."""
+        data = {k: v for k, v in config.items() if k not in ("id", "hash", "cache_dir")}
+        data["cache"] = {**(data.get("cache") or {}), "dir": config.get("cache_dir")}
+        return cls.model_validate(data)
+
+
+def expand_cells(config: MatrixConfig) -> list[Cell]:
     """Every (scenario, strategy, seed) cell, fully resolved (training settings and the
-    strategy's hyperparameters with their defaults), with its id and hash. Ids are unique
-    by construction (names cannot hold ``__``); a repeated scenario name or seed is a
-    one-line error."""
+    strategy's hyperparameters with their defaults). Ids are unique by construction (names
+    cannot hold ``__``); a repeated scenario name or seed is a one-line error."""
     for what, names in (("scenario name", [sc.name for sc in config.scenarios]),
                         ("seed", config.seeds)):
         twice = sorted({str(n) for n in names if names.count(n) > 1})
@@ -587,44 +684,18 @@ def expand_cells(config: MatrixConfig) -> list[dict[str, Any]]:
                                f"{SAFE_NAME_HELP}")
     cells = []
     for sc in config.scenarios:
-        scenario = scenario_dict(sc)
         for name, params in config.strategies.items():
             base, params, overrides = strategy_entry(name, params)
-            params = resolved_hparams(base, params)
+            hparams = resolved_hparams(base, params)
             training = TrainingSpec.model_validate(
-                {**config.training.model_dump(), **overrides}).model_dump()
+                {**config.training.model_dump(), **overrides})
             for seed in config.seeds:
-                cell = {
-                    "scenario": scenario, "strategy": name, "hparams": params, "seed": seed,
-                    "model": config.model.model_dump(), "training": training,
-                    "evaluation": config.evaluation.model_dump(),
-                    "cache": config.cache.model_dump(exclude={"dir"}),
-                    "data_root": config.data_root, "cache_dir": config.cache.dir,
-                }
-                if base != name:  # a variant: its label names the cell, base the plugin
-                    cell["plugin"] = base
-                cell["id"] = f"{scenario['name']}__{name}__seed{seed}"
-                cell["hash"] = config_hash(cell)
-                cells.append(cell)
+                cells.append(Cell(
+                    scenario=sc, strategy=name, plugin=base if base != name else None,
+                    hparams=hparams, seed=seed, model=config.model, training=training,
+                    evaluation=config.evaluation, cache=config.cache,
+                    data_root=config.data_root))
     return cells
-
-
-#: the version of what a cell's hash covers; bump it when the same config would compute
-#: other numbers (2: hyperparameters resolved with their defaults, training.threads, class
-#: order drawn per seed, protocols resolved into their fields, per-experience loss terms)
-HASH_VERSION = 2
-
-
-def config_hash(cell: dict[str, Any]) -> str:
-    """SHA-256 (first 16 hex digits) of a cell's canonical JSON and :data:`HASH_VERSION`.
-
-    Its id and hash are left out, and so are the data root and the cache folder: the same
-    data at another path gives the same numbers, so moving it invalidates no finished cell.
-    """
-    body = {k: v for k, v in cell.items() if k not in ("id", "hash", "data_root", "cache_dir")}
-    body["hash_version"] = HASH_VERSION
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def resolved_yaml(config: MatrixConfig) -> str:

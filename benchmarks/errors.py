@@ -10,9 +10,9 @@ import too: ``strategies.StrategyError`` derives from it); this module re-export
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from metrics.errors import LrbenchError
+from metrics.errors import LrbenchError, abridged
 
 __all__ = ["LrbenchError", "abridged", "closest", "unknown_name"]
 
@@ -31,7 +31,3 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> LrbenchError:
     )
 
 
-def abridged(items: Sequence[str], most: int = 5, sep: str = ", ") -> str:
-    """The first ``most`` items joined, then "and N more": a long list in a one-line message."""
-    rest = len(items) - most
-    return sep.join(items[:most]) + (f" and {rest} more" if rest > 0 else "")

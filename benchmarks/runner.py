@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import MatrixConfig, expand_cells
+from benchmarks.config import Cell, MatrixConfig, expand_cells
 from benchmarks.errors import LrbenchError
 from benchmarks.run.cell import final_line, versions, warm_caches
 from benchmarks.run.executors import Launch, get_executor
@@ -55,7 +55,7 @@ class Plan:
     (:func:`~benchmarks.run.store.prepare_store`) and the ``older`` test of
     ``--rerun-before`` (:func:`~benchmarks.run.store.older_than`), or None."""
 
-    cells: list[dict[str, Any]]
+    cells: list[Cell]
     broken: dict[str, list[tuple[str, str]]]
     store: Path
     older: Callable[[str], bool] | None = None
@@ -69,8 +69,7 @@ def make_plan(config: MatrixConfig, out: str | Path, force: bool = False,
     not holding another matrix. ``devices``: check that this host has the cells' device
     (not for Ray, whose workers may be other hosts)."""
     older = older_than(rerun_before) if rerun_before else None
-    cells = expand_cells(config)
-    broken = check_data(cells, skip_corrupt, progress, devices)
+    cells, broken = check_data(expand_cells(config), skip_corrupt, progress, devices)
     return Plan(cells, broken, prepare_store(out, config, force, resume), older)
 
 
@@ -138,18 +137,18 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         bar = tqdm(total=len(cells), initial=counts["skipped"], desc=config.name, unit="cell",
                    disable=not progress)
 
-        def record(cell: dict[str, Any], outcome: dict[str, Any], started: float) -> None:
+        def record(cell: Cell, outcome: dict[str, Any], started: float) -> None:
             if outcome["status"] == "finished":
-                bar.write(f"done   {cell['id']}: {final_line(outcome['payload']['summary'])}")
+                bar.write(f"done   {cell.id}: {final_line(outcome['payload']['summary'])}")
             else:
-                bar.write(f"FAILED {cell['id']}: {outcome['reason']}")
+                bar.write(f"FAILED {cell.id}: {outcome['reason']}")
             write_result(store, cell, outcome, started, vers, host)
             counts[outcome["status"]] += 1
             bar.update(1)
 
         logging = config.logging.model_dump()
 
-        def args(cell: dict[str, Any]) -> tuple[str | None, dict[str, bool], str]:
+        def args(cell: Cell) -> tuple[str | None, dict[str, bool], str]:
             folder = cell_dir(store, cell)
             return (str(folder / "checkpoint.pt") if checkpoints else None, logging,
                     str(folder))

@@ -142,7 +142,7 @@ def _benchmark(trains: list[Dataset], tests: list[Dataset], info: StreamInfo) ->
 
 
 #: ``wrap(train, test, image_size, generated) -> (train, test)``: replaces a named dataset's
-#: two splits before the stream is cut (the caches of ``benchmarks.cache`` use it)
+#: two splits before the stream is cut (the caches of ``benchmarks.run.cache`` use it)
 Wrap = Callable[[Any, Any, int, bool], tuple[Any, Any]]
 
 

@@ -8,9 +8,17 @@ every one into a single line on stderr and exit code 2.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class LrbenchError(ValueError):
     """A problem in the user's input, with the fix in the message (always one line)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+def abridged(items: Sequence[str], most: int = 5, sep: str = ", ") -> str:
+    """The first ``most`` items joined, then "and N more": a long list in a one-line message."""
+    rest = len(items) - most
+    return sep.join(items[:most]) + (f" and {rest} more" if rest > 0 else "")

@@ -19,20 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.errors import LrbenchError, abridged
+from metrics.errors import LrbenchError, abridged
+from metrics.io import atomic_write
 
 if TYPE_CHECKING:  # the heavy imports (pandas, matplotlib) wait until a report is built
     from reports.load import Results
     from reports.tables import Table
 
 FORMATS = ("md", "html", "tex", "csv", "png", "svg")
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def parse_formats(spec: str) -> list[str]:
@@ -55,13 +49,15 @@ class Report:
     files: list[Path] = field(default_factory=list)
     #: cell folders left out as stale (not cells of their store's matrix)
     stale: list[Path] = field(default_factory=list)
+    #: the comparisons of ``--claims`` with their verdicts (:func:`reports.claims.check_claims`)
+    claims: object = None
 
 
 def build_report(stores: list[str | Path], out: str | Path | None = None,
                  baseline: str | None = "finetune", metric: str = "recall@1",
                  formats: list[str] | None = None, alpha: float = 0.05,
-                 split_by: list[str] | None = None, require_baseline: bool = False
-                 ) -> Report:
+                 split_by: list[str] | None = None, require_baseline: bool = False,
+                 claims: str | Path | None = None) -> Report:
     """Load ``stores``, write tables, figures and the report page into ``out``.
 
     ``require_baseline``: a ``baseline`` that is not a strategy of the results is a
@@ -69,12 +65,18 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     without it such a baseline means "no test".
 
     ``split_by``: settings whose values become separate tables (see
-    :func:`reports.load.load_results`); without it, unlike cells are refused."""
+    :func:`reports.load.load_results`); without it, unlike cells are refused.
+
+    ``claims``: a claims file (:mod:`reports.claims`) tested against the results, written
+    as ``claims.md`` and ``claims.csv``; a claim naming a strategy, scenario or metric the
+    results lack is a one-line error before anything is written."""
     from reports import plots
+    from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
     from reports.tables import comparison_tables
 
     formats = formats or ["md", "html", "tex", "csv", "png", "svg"]
+    claims_file = load_claims(claims) if claims is not None else None
     results = load_results(stores, split_by)
     if results.cells.empty:
         raise LrbenchError("no finished cell in " + ", ".join(map(str, stores))
@@ -97,13 +99,19 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     except OSError as exc:
         raise LrbenchError(f"cannot write the report to {str(out)!r} ({exc.strerror}); fix "
                            "its permissions or choose another --out") from None
+    checked = check_claims(results, claims_file) if claims_file is not None else None
     tables = comparison_tables(results, metric, baseline, alpha)
-    report = Report(out, tables, stale=results.stale)
+    report = Report(out, tables, claims=checked, stale=results.stale)
+    if checked is not None:
+        for name, text in (("claims.md", claims_markdown(checked)),
+                           ("claims.csv", claims_csv(checked))):
+            atomic_write(out / name, text)
+            report.files.append(out / name)
     for t in tables:
         for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()), ("tex", t.to_latex())):
             if fmt in formats or (fmt == "md" and "html" in formats):
                 path = out / "tables" / f"{plots.slug(t.scenario)}.{fmt}"
-                _write(path, text)
+                atomic_write(path, text)
                 report.files.append(path)
     image_formats = [f for f in ("png", "svg") if f in formats]
     if ("md" in formats or "html" in formats) and "png" not in image_formats:
@@ -123,10 +131,10 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     for paths in report.figures.values():
         report.files += paths
     if "md" in formats:
-        _write(out / "report.md", markdown_page(results, report, metric))
+        atomic_write(out / "report.md", markdown_page(results, report, metric))
         report.files.append(out / "report.md")
     if "html" in formats:
-        _write(out / "report.html", html_page(results, report, metric))
+        atomic_write(out / "report.html", html_page(results, report, metric))
         report.files.append(out / "report.html")
     return report
 

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from metrics.io import atomic_write  # noqa: E402
 from reports.load import Results, summaries  # noqa: E402
 from reports.tables import bootstrap_ci, metric_title  # noqa: E402
 
@@ -57,9 +58,7 @@ def _save(fig: plt.Figure, out: Path, stem: str, formats: list[str]) -> list[Pat
     paths = []
     for fmt in formats:
         path = out / f"{slug(stem)}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=fmt)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt))
         paths.append(path)
     plt.close(fig)
     return paths

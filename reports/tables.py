@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from metrics.statistics import CI_SEED, N_RESAMPLES, bootstrap_ci  # noqa: F401 (re-exported)
 from reports.load import Results, summaries
 
 #: column id -> title
@@ -48,9 +49,6 @@ LABELS = {
     "bwt": "BWT", "avg_incremental": "Per-task inc.", "last_task": "Last task",
 }
 LOWER_IS_BETTER = {"forgetting", "forgetting_ratio"}
-#: how many bootstrap resamples a CI draws, and the seed that makes reports deterministic
-N_RESAMPLES = 9999
-CI_SEED = 0
 
 
 def metric_title(metric: str) -> str:
@@ -92,25 +90,6 @@ def paired_p(a: pd.Series, b: pd.Series) -> float:
     if np.ptp(diff) <= 1e-12 * max(1.0, float(np.abs(diff).max())):
         return float("nan")
     return float(stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
-
-
-def bootstrap_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95,
-                 seed: int = CI_SEED) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (NaNs dropped), deterministic.
-
-    (NaN, NaN) with fewer than 2 values (undefined); (v, v) when all values are equal
-    (degenerate: the seeds show no spread, which is not evidence of none). A percentile
-    bootstrap CI never leaves [min, max] of the values, so with few seeds it is too narrow.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return float("nan"), float("nan")
-    if np.ptp(v) == 0:
-        return float(v[0]), float(v[0])
-    res = stats.bootstrap((v,), np.mean, n_resamples=N_RESAMPLES, confidence_level=confidence,
-                          method="percentile", rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def effect_for_power(n: int, alpha: float = 0.05, power: float = 0.8) -> float:

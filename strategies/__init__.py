@@ -15,10 +15,14 @@ import pkgutil
 
 from strategies.registry import (
     ENTRY_POINT_GROUP,
+    Choice,
+    IntRange,
+    LogUniform,
     StrategyConfig,
     StrategyError,
     StrategyPlugin,
     StrategySpec,
+    Uniform,
     available_strategies,
     get_strategy,
     make_config,
@@ -27,8 +31,8 @@ from strategies.registry import (
 )
 
 #: modules of this package that register no strategy: the machinery strategies are built
-#: from (the contract kit ``testing`` is only imported by whoever runs it)
-INFRASTRUCTURE = frozenset({"registry", "template", "losses", "model", "teacher", "testing"})
+#: from (the contract kit, which runs strategies through the runner, is benchmarks.contract)
+INFRASTRUCTURE = frozenset({"registry", "template", "losses", "model", "teacher"})
 
 
 def strategy_modules() -> list[str]:
@@ -42,7 +46,8 @@ for _name in strategy_modules():  # importing a strategy module registers it
     importlib.import_module(f"{__name__}.{_name}")
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "INFRASTRUCTURE", "StrategyConfig", "StrategyError", "StrategyPlugin",
+    "ENTRY_POINT_GROUP", "INFRASTRUCTURE", "Choice", "IntRange", "LogUniform", "Uniform",
+    "StrategyConfig", "StrategyError", "StrategyPlugin",
     "StrategySpec", "available_strategies", "get_strategy", "make_config", "make_plugin",
     "register_strategy", "strategy_modules",
 ]

@@ -20,23 +20,37 @@ experience's items are stem outputs, so the synthesis runs in that cached featur
 ``X`` has the stem output's shape, the teacher's forward skips its stem, and only the
 trainable part's BatchNorm layers are matched (DESIGN.md). The TV prior is for images and
 applies only to 3-channel inputs.
+
+Ablations: ``synthetic: noise`` replaces the synthesised set by Gaussian noise with its
+per-channel mean and variance (the synthesis still runs, to know them); ``lambda_inv: 0``
+drops the synthetic term and skips the synthesis entirely; ``freeze_student_bn`` freezes
+the student's BatchNorm statistics, as fecd's (:class:`~strategies.teacher.TeacherPlugin`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
 from strategies.losses import bn_statistics_loss, correlation_distillation, total_variation
-from strategies.registry import StrategyConfig, register_strategy
+from strategies.registry import LogUniform, StrategyConfig, register_strategy
 from strategies.teacher import TeacherPlugin
 
 #: default synthesis budgets: (images, steps) on CPU and on GPU
 CPU_BUDGET = (64, 50)
 GPU_BUDGET = (256, 200)
+
+
+def matched_noise(x: torch.Tensor) -> torch.Tensor:
+    """Gaussian noise with ``x``'s per-channel mean and variance (over images and
+    positions): the synthesised set with its BatchNorm-matched structure taken away."""
+    dims = [d for d in range(x.dim()) if d != 1]
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True)
+    return torch.randn(x.shape, device=x.device, dtype=x.dtype) * std + mean
 
 
 @register_strategy("dkd")
@@ -59,6 +73,15 @@ class DKD(TeacherPlugin):
         synth_batch: int | None = Field(
             None, ge=2, description="synthetic images per training step (None: half the "
             "real batch, at least 2)")
+        synthetic: Literal["bn", "noise"] = Field(
+            "bn", description="the synthetic inputs: BatchNorm-statistics synthesis (the "
+            "method), or Gaussian noise with the synthesised set's per-channel mean and "
+            "variance (ablation)")
+        freeze_student_bn: bool = Field(
+            False, description="freeze the student's BatchNorm statistics from experience 2")
+
+    #: searched by ``lrbench tune`` (the synthesis budget is a stated cost, not tuned)
+    tunable = {"lambda_rel": LogUniform(0.1, 10.0), "lambda_inv": LogUniform(0.1, 10.0)}
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         super().__init__(config)
@@ -74,9 +97,11 @@ class DKD(TeacherPlugin):
     def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         super().before_training_exp(strategy, **kwargs)
         self.synthetic = self.synthetic_teacher = None
-        if self.teacher is not None:
+        if self.teacher is not None and self.config.lambda_inv:  # 0: no synthesis at all
             shape = tuple(strategy.experience.dataset[0][0].shape)
             self.synthetic = self.synthesize(shape, strategy.device)
+            if self.config.synthetic == "noise":
+                self.synthetic = matched_noise(self.synthetic)
             # the teacher is frozen and in eval mode: its embeddings of the fixed synthetic
             # set are fixed too, so they are computed once here, not every step
             self.synthetic_teacher = torch.cat([
@@ -101,12 +126,14 @@ class DKD(TeacherPlugin):
         return x.detach()
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
-        if self.teacher is None or self.synthetic is None:
+        if self.teacher is None:
             return
         cfg = self.config
         f_t = self.teacher_embed(strategy.mb_x)
         strategy.add_loss("relation", cfg.lambda_rel * correlation_distillation(
             strategy.mb_output, f_t, cfg.temperature))
+        if self.synthetic is None:  # lambda_inv = 0: no synthetic term
+            return
         assert self.synthetic_teacher is not None
         # half the real batch by default: the second student pass then costs half a step,
         # which keeps a DKD step within 2x fine-tuning's (docs/methods.md)

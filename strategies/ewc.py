@@ -9,7 +9,7 @@ from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData
 from pydantic import Field
 
-from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+from strategies.registry import LogUniform, StrategyConfig, StrategyPlugin, register_strategy
 from strategies.template import pk_order
 
 #: mixed into the importance pass's sampler seed, so it draws other batches than training
@@ -52,6 +52,9 @@ class EWC(StrategyPlugin, EWCPlugin):
             "separate", description="one penalty per experience, or one decayed penalty")
         decay_factor: float | None = Field(
             None, ge=0, le=1, description="importance decay for mode 'online'")
+
+    #: searched by ``lrbench tune``
+    tunable = {"ewc_lambda": LogUniform(1.0, 1e5)}
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         config = config if config is not None else self.Config()

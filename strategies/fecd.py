@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from strategies.losses import correlation_distillation
-from strategies.registry import StrategyConfig, register_strategy
+from strategies.registry import LogUniform, StrategyConfig, register_strategy
 from strategies.teacher import TeacherPlugin
 
 
@@ -27,6 +27,11 @@ class FECD(TeacherPlugin):
     third: plus ``lambda_est mean_m L_corr(F_s, F^_m)`` over the m = 1..(i - 1) models
     before the teacher, which are not stored but estimated from the teacher's features with
     fresh uniform noise per batch (defaults from the reference implementation).
+
+    Ablations: ``estimation: teacher`` puts the same weight ``lambda_est`` on the plain
+    teacher term instead (does the estimation help, or only the extra weight?);
+    ``estimation: off`` (or ``lambda_est: 0``) drops the term; ``freeze_student_bn``
+    freezes the student's BatchNorm statistics (:class:`~strategies.teacher.TeacherPlugin`).
     """
 
     regularizer = True
@@ -42,13 +47,13 @@ class FECD(TeacherPlugin):
             "teacher_to_student", description="which distribution is the KL's target")
         freeze_student_bn: bool = Field(
             False, description="freeze the student's BatchNorm statistics from experience 2")
+        estimation: Literal["noise", "teacher", "off"] = Field(
+            "noise", description="the estimated models' term: estimated by noise (the "
+            "method), replaced by the same weight on the plain teacher term, or left out "
+            "(ablations)")
 
-    def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
-        super().before_training_exp(strategy, **kwargs)
-        if (self.config.freeze_student_bn and strategy.experience.current_experience >= 1
-                and hasattr(strategy.model, "freeze_bn")):
-            strategy.model.freeze_bn = True
-            strategy.model.train()
+    #: searched by ``lrbench tune``
+    tunable = {"lam": LogUniform(1.0, 100.0), "lambda_est": LogUniform(0.1, 100.0)}
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         if self.teacher is None:
@@ -56,10 +61,17 @@ class FECD(TeacherPlugin):
         cfg = self.config
         f_s = strategy.mb_output
         f_t = self.teacher_embed(strategy.mb_x)
-        strategy.add_loss("corr", cfg.lam * correlation_distillation(
-            f_s, f_t, cfg.temperature, cfg.direction))
+        corr = correlation_distillation(f_s, f_t, cfg.temperature, cfg.direction)
+        strategy.add_loss("corr", cfg.lam * corr)
         n_estimated = int(strategy.experience.current_experience) - 1
-        if n_estimated > 0 and cfg.lambda_est:
+        if n_estimated <= 0 or not cfg.lambda_est or cfg.estimation == "off":
+            return
+        if cfg.estimation == "teacher":
+            # the ablation: the estimated models' term with F^_m = F_t, i.e. the same
+            # weight lambda_est on the plain teacher term (the mean of n_estimated equal
+            # terms is that term): what the estimation adds beyond more teacher weight
+            strategy.add_loss("estimation", cfg.lambda_est * corr)
+        else:
             est = torch.stack([correlation_distillation(
                 f_s, estimate_features(f_t, cfg.est_low, cfg.est_high, cfg.est_scale),
                 cfg.temperature, cfg.direction) for _ in range(n_estimated)]).mean()

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from strategies.registry import StrategyConfig, register_strategy
+from strategies.registry import LogUniform, StrategyConfig, register_strategy
 from strategies.teacher import TeacherPlugin
 
 
@@ -18,6 +18,9 @@ class L2KD(TeacherPlugin):
 
     class Config(StrategyConfig):
         lam: float = Field(1.0, ge=0, description="weight of the distillation term")
+
+    #: searched by ``lrbench tune``
+    tunable = {"lam": LogUniform(0.01, 100.0)}
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         if self.teacher is None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from strategies.registry import StrategyConfig, register_strategy
+from strategies.registry import LogUniform, StrategyConfig, register_strategy
 from strategies.teacher import TeacherPlugin
 
 
@@ -35,6 +35,9 @@ class LwF(TeacherPlugin):
         lam: float = Field(1.0, ge=0, description="weight of the distillation term")
         temperature: float = Field(2.0, gt=0, description="softmax temperature T")
         ce_weight: float = Field(1.0, ge=0, description="weight of the classifier's CE")
+
+    #: searched by ``lrbench tune`` (DESIGN.md default T = 2 stays fixed)
+    tunable = {"lam": LogUniform(0.1, 100.0)}
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         cfg = self.config

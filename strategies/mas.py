@@ -10,7 +10,7 @@ from avalanche.training.utils import ParamData, zerolike_params_dict
 from pydantic import Field
 from torch.utils.data import DataLoader
 
-from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+from strategies.registry import LogUniform, StrategyConfig, StrategyPlugin, register_strategy
 
 
 @register_strategy("mas")
@@ -34,6 +34,9 @@ class MAS(StrategyPlugin, MASPlugin):
     class Config(StrategyConfig):
         lambda_reg: float = Field(1.0, ge=0, description="weight of the MAS penalty")
         alpha: float = Field(0.5, ge=0, le=1, description="weight of old importance")
+
+    #: searched by ``lrbench tune``
+    tunable = {"lambda_reg": LogUniform(0.01, 100.0)}
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         config = config if config is not None else self.Config()

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from strategies.losses import mmd
 from strategies.lwf import classifier_terms
-from strategies.registry import StrategyConfig, register_strategy
+from strategies.registry import LogUniform, StrategyConfig, register_strategy
 from strategies.teacher import TeacherPlugin
 
 
@@ -32,6 +32,9 @@ class MMDKD(TeacherPlugin):
         ce_weight: float = Field(
             0.1, ge=0, description="weight of the classifier's CE (chosen on a validation "
             "split: docs/results/thesis-cub-subset-val.md)")
+
+    #: searched by ``lrbench tune``
+    tunable = {"lambda_kd": LogUniform(0.1, 10.0), "lambda_mmd": LogUniform(0.1, 100.0)}
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         cfg = self.config

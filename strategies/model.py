@@ -9,7 +9,7 @@
 * optionally a frozen stem: the first ``frozen_stages`` stages of the trunk (see
   :func:`make_trunk`) never train and stay in eval mode. ``forward`` then also accepts
   the stem's output in place of images, which is what the feature cache
-  (``benchmarks.cache``) feeds it: strategies and teachers see one interface either way;
+  (``benchmarks.run.cache``) feeds it: strategies and teachers see one interface either way;
 * ImageNet weights only from a local file whose SHA-256 is checked (nothing is downloaded).
 """
 
@@ -212,6 +212,34 @@ class EmbeddingNet(nn.Module):
             fused = fold_batchnorm(self.stem, images.device)
             self.__dict__["_fused_stem"] = fused  # not a submodule: not in the state_dict
         return fused(images.contiguous(memory_format=torch.channels_last)).contiguous()
+
+    def stem_fingerprint(self) -> str:
+        """SHA-256 of the frozen stem (trunk, cut and weights): what the feature cache keys
+        its entries by, so a cached stem output is reused only for this very stem."""
+        h = hashlib.sha256(f"{self.trunk_name}:{self.frozen_stages}".encode())
+        for name, t in self.stem.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def inference_forward(self) -> Any:
+        """An inference-only forward of this model, frozen as it is now (a teacher): the
+        trained part's BatchNorm layers folded into their convolutions (torch.fx) and run
+        channels-last, which takes a third off a MobileNetV2 teacher's pass on CPU. Same
+        outputs up to float rounding (about 1e-7); a trunk fx cannot trace keeps the plain
+        forward. Call it again after the weights change."""
+        try:
+            trunk = fold_batchnorm(self.trunk, next(self.parameters()).device)
+        except Exception:  # untraceable trunk: the plain forward is as correct
+            return self.forward
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] == 3 and len(self.stem):
+                x = self._stem(x)
+            h = trunk(x.contiguous(memory_format=torch.channels_last))
+            return F.normalize(self.embed(self.pool(h).flatten(1)), dim=1)
+
+        return forward
 
     def stem_features(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen stem's output for ``images`` (what the feature cache stores)."""

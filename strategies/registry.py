@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import math
 import sys
 import typing
 from dataclasses import dataclass
@@ -46,12 +47,139 @@ class StrategyConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class Uniform:
+    """A tunable float searched uniformly in [low, high]."""
+
+    low: float
+    high: float
+    log: ClassVar[bool] = False
+
+    def endpoints(self) -> list[Any]:
+        """The values a range's declaration must accept (checked against the Config)."""
+        return [self.low, self.high]
+
+    def problem(self) -> str | None:
+        """Why this range is not a range (None when it is)."""
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            return f"needs finite low < high, got [{self.low}, {self.high}]"
+        return None
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in the range."""
+        return isinstance(value, int | float) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        """Human-readable, e.g. ``log-uniform [0.1, 100]``."""
+        return f"{'log-uniform' if self.log else 'uniform'} [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class LogUniform(Uniform):
+    """A tunable positive float searched uniformly in log space in [low, high] (weights)."""
+
+    log: ClassVar[bool] = True
+
+    def problem(self) -> str | None:
+        if self.low <= 0:
+            return f"a log-uniform range needs low > 0, got {self.low}"
+        return super().problem()
+
+
+@dataclass(frozen=True)
+class IntRange(Uniform):
+    """A tunable integer in [low, high] (inclusive)."""
+
+    low: int
+    high: int
+
+    def problem(self) -> str | None:
+        if not (isinstance(self.low, int) and isinstance(self.high, int)):
+            return f"an integer range needs integer bounds, got [{self.low}, {self.high}]"
+        return super().problem()
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"integer [{self.low}, {self.high}]"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A tunable taking one of a few listed values (e.g. a switch)."""
+
+    options: tuple[Any, ...]
+
+    def endpoints(self) -> list[Any]:
+        return list(self.options)
+
+    def problem(self) -> str | None:
+        if len(self.options) < 2 or len(set(map(repr, self.options))) != len(self.options):
+            return f"a choice needs at least two distinct options, got {self.options!r}"
+        return None
+
+    def contains(self, value: Any) -> bool:
+        return value in self.options
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(repr, self.options))
+
+
+#: what a strategy's ``tunable`` declares for one hyperparameter
+Tunable = Uniform | Choice
+
+
+def tunable_problems(cls: type) -> list[str]:
+    """Everything wrong with a plugin class's ``tunable`` declaration (empty when valid):
+    each name is a hyperparameter of its ``Config``, each range a range, both ends (every
+    option) accepted by the ``Config``, and the default inside the range."""
+    config = cls.Config
+    out = []
+    for name, space in getattr(cls, "tunable", {}).items():
+        if name not in config.model_fields:
+            out.append(f"{name!r} is not a hyperparameter of its Config")
+            continue
+        if not isinstance(space, Uniform | Choice):
+            out.append(f"{name!r}: {space!r} is not a Uniform, LogUniform, IntRange or Choice")
+            continue
+        problem = space.problem()
+        if problem:
+            out.append(f"{name!r}: {problem}")
+            continue
+        for value in space.endpoints():
+            try:
+                config(**{name: value})
+            except ValidationError as exc:
+                out.append(f"{name!r}: the Config refuses {value!r} "
+                           f"({exc.errors()[0]['msg']})")
+        default = config.model_fields[name].default
+        if not space.contains(default):
+            out.append(f"{name!r}: the default {default!r} is outside {space.describe()}")
+    return out
+
+
+@dataclass(frozen=True)
 class StrategySpec:
     """A registered strategy: its plugin class and where it came from."""
 
     name: str
     cls: type
     source: str = "builtin"
+    #: the distribution that provides it (``lrbench`` for the built-ins) and its version
+    package: str = "lrbench"
+    version: str = ""
+
+    def provenance(self) -> dict[str, str]:
+        """Where this strategy's code came from, as ``result.json`` records it: the
+        package and its version, and how it was registered."""
+        version = self.version
+        if not version:
+            try:
+                version = importlib.metadata.version(self.package)
+            except importlib.metadata.PackageNotFoundError:
+                version = "unknown"
+        return {"strategy": self.name, "package": self.package, "version": version,
+                "source": self.source}
 
     @property
     def config_cls(self) -> type[StrategyConfig]:
@@ -80,10 +208,18 @@ class StrategySpec:
             })
         return out
 
+    @property
+    def tunables(self) -> dict[str, Tunable]:
+        """The hyperparameters ``lrbench tune`` searches, with their ranges."""
+        return dict(getattr(self.cls, "tunable", {}) or {})
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (``lrbench list strategies --json``)."""
+        prov = self.provenance()
         return {"name": self.name, "summary": self.summary, "source": self.source,
-                "hyperparameters": self.hyperparameters()}
+                "package": prov["package"], "version": prov["version"],
+                "hyperparameters": self.hyperparameters(),
+                "tunable": {k: v.describe() for k, v in self.tunables.items()}}
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
@@ -134,8 +270,13 @@ def _load_entry_points() -> None:
             register_strategy(ep.name, source=f"entry point {ep.value}")(obj)
         spec = _REGISTRY.get(ep.name)
         if spec is not None and not spec.cls.__module__.startswith("strategies."):
-            # registered by the decorator while its module was imported: say where from
-            _REGISTRY[ep.name] = StrategySpec(ep.name, spec.cls, f"entry point {ep.value}")
+            # registered by the decorator while its module was imported: say where from,
+            # and which distribution (and version) provides it
+            dist = getattr(ep, "dist", None)
+            _REGISTRY[ep.name] = StrategySpec(
+                ep.name, spec.cls, f"entry point {ep.value}",
+                package=getattr(dist, "name", None) or "unknown",
+                version=getattr(dist, "version", None) or "unknown")
 
 
 def available_strategies() -> dict[str, StrategySpec]:
@@ -212,6 +353,9 @@ class StrategyPlugin:
     needs_classifier: ClassVar[bool] = False
     #: the strategy adds a loss term from the second experience on (checked by the kit)
     regularizer: ClassVar[bool] = False
+    #: the hyperparameters ``lrbench tune`` searches and their ranges (name -> Uniform,
+    #: LogUniform, IntRange or Choice), declared next to ``Config``; empty: nothing to tune
+    tunable: ClassVar[dict[str, Tunable]] = {}
 
     def __init__(self, config: StrategyConfig | None = None, **plugin_kwargs: Any) -> None:
         """Keep ``config`` (the class's defaults when None) as ``self.config``, then

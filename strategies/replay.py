@@ -25,6 +25,10 @@ class Replay(StrategyPlugin, SupervisedPlugin):
         mem_size: int = Field(500, ge=1, description="total number of stored images")
         seed: int = Field(0, description="seed of the exemplar selection")
 
+    #: nothing to tune: the memory size is a stated budget, not a hyperparameter to search
+    #: (``lrbench tune`` runs replay once, at its matrix values, as it does finetune/joint)
+    tunable = {}
+
     def __init__(self, config: StrategyConfig | None = None) -> None:
         super().__init__(config)
         self.memory: dict[int, list[tuple[int, int]]] = {}  # class -> [(exp, index)]

@@ -4,7 +4,8 @@ Teacher = a frozen copy of the model after the previous experience, in eval mode
 (DESIGN.md, "Strategies"). Its forward passes run under ``torch.inference_mode`` (no
 autograd bookkeeping at all), once per batch: :meth:`TeacherPlugin.teacher_embed` keeps the
 last batch's embeddings, so terms that need them (LwF's logits, MMD, ...) share one pass,
-and that pass runs with BatchNorm folded into the convolutions (:func:`fast_forward`).
+and that pass runs with BatchNorm folded into the convolutions (the model's own
+``inference_forward``).
 With a frozen stem the teacher's input is the cached stem output, so teacher and student
 share the cached part. The teacher is part of the plugin's checkpoint state.
 """
@@ -15,32 +16,16 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
-from strategies.model import EmbeddingNet, fold_batchnorm
 from strategies.registry import StrategyConfig, StrategyPlugin
 
 
 def fast_forward(model: torch.nn.Module) -> Any:
-    """An inference-only forward of a frozen ``EmbeddingNet``: the trained part's BatchNorm
-    layers folded into their convolutions (torch.fx) and run channels-last, which takes a
-    third off a MobileNetV2 teacher's pass on CPU. Same outputs up to float rounding
-    (about 1e-7); any other model, or one fx cannot trace, keeps its own forward."""
-    if not isinstance(model, EmbeddingNet):
-        return model
-    try:
-        trunk = fold_batchnorm(model.trunk, next(model.parameters()).device)
-    except Exception:  # untraceable trunk: the plain forward is as correct
-        return model
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 3 and len(model.stem):
-            x = model._stem(x)
-        h = trunk(x.contiguous(memory_format=torch.channels_last))
-        return F.normalize(model.embed(model.pool(h).flatten(1)), dim=1)
-
-    return forward
+    """The frozen teacher's forward: the model's own inference forward when it offers one
+    (``EmbeddingNet.inference_forward``: BatchNorm folded, channels-last), else the model."""
+    make = getattr(model, "inference_forward", None)
+    return make() if callable(make) else model
 
 
 class TeacherPlugin(StrategyPlugin, SupervisedPlugin):
@@ -65,6 +50,17 @@ class TeacherPlugin(StrategyPlugin, SupervisedPlugin):
             self.teacher = self._freeze(teacher)
             self._pending_state = None
             self._fast = None
+        self.freeze_student_bn(strategy)
+
+    def freeze_student_bn(self, strategy: Any) -> None:
+        """With the config's ``freeze_student_bn`` (fecd, dkd), freeze the student's
+        BatchNorm statistics from the second experience on (DESIGN.md, "Model": the
+        thesis default); a strategy whose Config has no such switch is left alone."""
+        if (getattr(self.config, "freeze_student_bn", False)
+                and strategy.experience.current_experience >= 1
+                and hasattr(strategy.model, "freeze_bn")):
+            strategy.model.freeze_bn = True
+            strategy.model.train()
 
     @staticmethod
     def _freeze(model: torch.nn.Module) -> torch.nn.Module:

@@ -29,9 +29,7 @@ What it changes, and why:
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +44,7 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as pml_common
 from torch.utils.data import DataLoader
 
+from metrics.io import atomic_write
 from metrics.plugins import RetrievalMetrics
 from strategies.losses import HardMiningLoss
 from strategies.registry import StrategyPlugin
@@ -327,16 +326,8 @@ class RetrievalTemplate(SupervisedTemplate):
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write :meth:`state_dict` atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(self.state_dict(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        state = self.state_dict()
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Read a checkpoint written by :meth:`save_checkpoint`."""

@@ -1,4 +1,4 @@
-"""benchmarks.cache: decoded images once, frozen-stem features once, same numbers either way."""
+"""benchmarks.run.cache: decoded images once, frozen-stem features once, same numbers either way."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 import torch
 from conftest import write_image
 
-from benchmarks.cache import (
+from benchmarks.datasets.imagefolder import ImageFolderDataset
+from benchmarks.datasets.synth import SynthFG
+from benchmarks.run.cache import (
     CachedFeatures,
     CachedImages,
     ImageCache,
@@ -16,8 +18,6 @@ from benchmarks.cache import (
     tensor_transforms,
     view_tensors,
 )
-from benchmarks.datasets.imagefolder import ImageFolderDataset
-from benchmarks.datasets.synth import SynthFG
 from strategies.model import EmbeddingNet
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from benchmarks.contract import check_strategy
 from strategies import get_strategy
-from strategies.testing import check_strategy
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "cosine_distill.py"
 

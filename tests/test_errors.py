@@ -220,6 +220,12 @@ CASES: dict[str, Case] = {
         s / "matrix.yaml" / "report")], "cannot write the report to"),
     "lock-folder": (lambda t, s: ["run", matrix(t), "--out", _lock_folder(s), "--resume"],
                     "is a folder, not lrbench's lock file; remove it and run again"),
+    "tune-no-validation": (lambda t, s: ["tune", matrix(t), "--trials", "1", "--out",
+                                         str(t / "tune")], "has no validation split"),
+    "claims-unknown-strategy": (lambda t, s: ["report", str(s), "--claims", _claims(
+        t, strategies=["fecd"])], "strategy 'fecd' is not in these results"),
+    "claims-unknown-metric": (lambda t, s: ["report", str(s), "--claims", _claims(
+        t, metric="recall@16")], "metric 'recall@16' is not in these results"),
 }
 
 #: the cell the damaged-store cases damage
@@ -289,6 +295,14 @@ def _lock_folder(store: Path) -> str:
     (store / ".lock").unlink(missing_ok=True)  # the OS lock's file, left by the last run
     (store / ".lock").mkdir()
     return str(store)
+
+
+def _claims(tmp: Path, **changes) -> str:
+    claim = {"name": "kd forgets less", "strategies": ["l2_kd"], "versus": "finetune",
+             "column": "forgetting", "direction": "lower", **changes}
+    path = tmp / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [claim]}))
+    return str(path)
 
 
 def _duplicate_key(tmp: Path) -> str:

@@ -164,8 +164,8 @@ def test_the_bounds_let_ordinary_yaml_through(tmp_path):
     path.write_text(SMOKE.read_text().replace("training: {", "training: &t {").replace(
         "l2_kd: {lam: 1.0}", "l2_kd: {lam: 1.0, training: *t}"))
     assert "*t" in path.read_text()
-    assert [c["hash"] for c in expand_cells(load_config(path))] == \
-        [c["hash"] for c in expand_cells(load_config(SMOKE))]
+    assert [c.hash for c in expand_cells(load_config(path))] == \
+        [c.hash for c in expand_cells(load_config(SMOKE))]
     assert yaml.load("[" * 60 + "]" * 60, Loader=_StrictLoader) is not None  # noqa: S506
     with pytest.raises(MatrixFileError, match="nested deeper than 64"):
         yaml.load("[" * 65 + "]" * 65, Loader=_StrictLoader)  # noqa: S506
@@ -193,19 +193,22 @@ def test_set_values_are_bounded_and_blamed(tmp_path):
 
 
 def test_lifelong_dataset_kwargs_are_per_dataset():
-    cell = {"scenario": {"name": "ll", "datasets": ["synth-fg", "synth-fg:glyphs"],
-                         "dataset_kwargs": {"synth-fg": {"num_classes": 4}}}}
-    check_dataset_kwargs([cell])  # a mapping per dataset of the stream: fine
-    cell["scenario"]["dataset_kwargs"] = {"synth-fgg": {"num_classes": 4}}
+    from types import SimpleNamespace
+
+    from benchmarks.config import ScenarioSpec
+
+    def cell(kwargs: dict) -> SimpleNamespace:
+        return SimpleNamespace(scenario=ScenarioSpec(
+            name="ll", datasets=["synth-fg", "synth-fg:glyphs"], dataset_kwargs=kwargs))
+
+    check_dataset_kwargs([cell({"synth-fg": {"num_classes": 4}})])  # per dataset: fine
     with pytest.raises(LrbenchError, match="'synth-fgg' is not a dataset of this lifelong"):
-        check_dataset_kwargs([cell])
-    cell["scenario"]["dataset_kwargs"] = {"synth-fg": 4}
+        check_dataset_kwargs([cell({"synth-fgg": {"num_classes": 4}})])
     with pytest.raises(LrbenchError, match=r"dataset_kwargs.synth-fg: give synth-fg's keyword "
                                            "arguments as a mapping"):
-        check_dataset_kwargs([cell])
-    cell["scenario"]["dataset_kwargs"] = {"synth-fg": {"seed": True}}
+        check_dataset_kwargs([cell({"synth-fg": 4})])
     with pytest.raises(LrbenchError, match=r"dataset_kwargs.synth-fg.seed: a yes/no value"):
-        check_dataset_kwargs([cell])
+        check_dataset_kwargs([cell({"synth-fg": {"seed": True}})])
 
 
 def test_a_decompression_bomb_is_a_broken_file_not_a_traceback(tmp_path):
@@ -255,4 +258,4 @@ def test_booleans_are_not_numbers_in_hyperparameters_either():
         load_config(SMOKE, ["strategies.l2_kd.lam=true"])
     # a yes/no hyperparameter still takes one; a number still takes a number
     config = load_config(SMOKE, ["strategies={fecd: {freeze_student_bn: true, lam: 2}}"])
-    assert [c["hparams"]["freeze_student_bn"] for c in expand_cells(config)] == [True, True]
+    assert [c.hparams["freeze_student_bn"] for c in expand_cells(config)] == [True, True]

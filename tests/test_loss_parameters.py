@@ -13,13 +13,13 @@ from torch import nn
 
 import strategies.losses
 from benchmarks.config import expand_cells, load_config
+from benchmarks.contract import tiny_stream
 from benchmarks.run.cell import run_cell
 from metrics.plugins import RetrievalMetrics
 from strategies import make_plugin
 from strategies.losses import METRIC_LOSSES, make_metric_loss, trainable_parameters
 from strategies.model import EmbeddingNet
 from strategies.template import RetrievalTemplate, seed_everything
-from strategies.testing import tiny_stream
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 #: the metric losses that own parameters; every other one must own none

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -64,21 +65,14 @@ def test_bad_strategy_on_the_command_line_is_one_line():
 
 
 def test_external_package_entry_point(tmp_path):
-    """A throwaway package installed into the venv shows up and passes the contract kit."""
-    pkg = tmp_path / "lrbench_extra_strategy"
-    (pkg / "lrbench_extra_strategy").mkdir(parents=True)
-    (pkg / "pyproject.toml").write_text(textwrap.dedent("""
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "lrbench-extra-strategy"
-        version = "0.0.1"
-        [project.entry-points."lrbench.strategies"]
-        cosine_kd = "lrbench_extra_strategy.cosine_kd:CosineKD"
-    """))
-    (pkg / "lrbench_extra_strategy" / "__init__.py").write_text("")
-    (pkg / "lrbench_extra_strategy" / "cosine_kd.py").write_text(textwrap.dedent('''
+    """A package providing a strategy through the entry point group (a module and its
+    dist-info on PYTHONPATH, as an installed package is) shows up with its package and
+    version, passes the contract kit, and a cell run with it records where its code came
+    from in result.json."""
+    site = tmp_path / "site"
+    (site / "lrbench_extra_strategy").mkdir(parents=True)
+    (site / "lrbench_extra_strategy" / "__init__.py").write_text("")
+    (site / "lrbench_extra_strategy" / "cosine_kd.py").write_text(textwrap.dedent('''
         from pydantic import Field
         from strategies import StrategyConfig
         from strategies.teacher import TeacherPlugin
@@ -96,30 +90,49 @@ def test_external_package_entry_point(tmp_path):
                     cos = (strategy.mb_output * f_t).sum(1)
                     strategy.add_loss("cosine_kd", self.config.lam * (1 - cos).mean())
     '''))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", "--no-index",
-                    str(pkg)], check=True, capture_output=True, timeout=HANG_S)
-    try:
-        # both processes at once: each spends most of its time importing
-        listing = subprocess.Popen([sys.executable, "-m", "benchmarks", "list", "strategies",
-                                    "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
-        kit = subprocess.Popen([sys.executable, "-c", (
-            "from strategies.testing import check_strategy;"
-            "r = check_strategy('cosine_kd'); print(r.checks)")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, err = listing.communicate(timeout=HANG_S)
-        assert listing.returncode == 0, err
-        rows = {r["name"]: r for r in json.loads(out)}
-        assert rows["cosine_kd"]["source"].startswith("entry point")
-        assert rows["cosine_kd"]["summary"].startswith("Cosine distillation")
-        kit_out, kit_err = kit.communicate(timeout=HANG_S)
-        assert kit.returncode == 0, kit_err[-2000:]
-        assert "regulariser active (cosine_kd)" in kit_out
-    finally:
-        subprocess.run([*pip, "uninstall", "-y", "lrbench-extra-strategy"],
-                       capture_output=True, timeout=HANG_S)
-    assert "cosine_kd" not in available_strategies()
+    info = site / "lrbench_extra_strategy-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lrbench-extra-strategy\n"
+                                   "Version: 0.0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[lrbench.strategies]\ncosine_kd = lrbench_extra_strategy.cosine_kd:CosineKD\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text((REPO / "configs" / "smoke.yaml").read_text().replace(
+        "  l2_kd: {lam: 1.0}", "  cosine_kd: {}").replace("seeds: [0, 1]", "seeds: [0]"))
+    # all three at once: each spends most of its time importing
+    listing = subprocess.Popen([sys.executable, "-m", "benchmarks", "list", "strategies",
+                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    kit = subprocess.Popen([sys.executable, "-c", (
+        "from benchmarks.contract import check_strategy;"
+        "r = check_strategy('cosine_kd'); print(r.checks)")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    run = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(matrix), "--out",
+                            str(tmp_path / "store"), "--set", "training.iterations=2"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = listing.communicate(timeout=HANG_S)
+    assert listing.returncode == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["cosine_kd"]["source"].startswith("entry point")
+    assert rows["cosine_kd"]["summary"].startswith("Cosine distillation")
+    assert (rows["cosine_kd"]["package"], rows["cosine_kd"]["version"]) == (
+        "lrbench-extra-strategy", "0.0.1")
+    assert rows["finetune"]["package"] == "lrbench"
+    kit_out, kit_err = kit.communicate(timeout=HANG_S)
+    assert kit.returncode == 0, kit_err[-2000:]
+    assert "regulariser active (cosine_kd)" in kit_out
+    run_out, run_err = run.communicate(timeout=HANG_S)
+    assert run.returncode == 0, run_err[-2000:]
+    cells = tmp_path / "store" / "cells"
+    ext = json.loads((cells / "synth-tiny__cosine_kd__seed0" / "result.json").read_text())
+    assert ext["strategy_plugin"] == {
+        "strategy": "cosine_kd", "package": "lrbench-extra-strategy", "version": "0.0.1",
+        "source": "entry point lrbench_extra_strategy.cosine_kd:CosineKD"}
+    own = json.loads((cells / "synth-tiny__finetune__seed0" / "result.json").read_text())
+    assert own["strategy_plugin"]["package"] == "lrbench"
+    assert own["strategy_plugin"]["version"] == importlib.metadata.version("lrbench")
+    assert "cosine_kd" not in available_strategies()  # nothing was installed here
 
 
 def test_builtins_are_registered_with_their_files():
@@ -221,7 +234,7 @@ def test_broken_entry_point_breaks_only_matrices_that_use_it(tmp_path):
     assert "finetune" in names and "broken" not in names
     assert err.splitlines() == [warning]  # once, in one line
     (out, err), code = done["ok"]
-    assert code == 0 and out.strip().endswith("2 cells"), (out, err)
+    assert code == 0 and "2 cells: 0 done, 2 will run" in out, (out, err)
     assert err.splitlines() == [warning]
     (out, err), code = done["uses"]
     assert code == 2 and out == "", (out, err)

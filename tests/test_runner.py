@@ -14,10 +14,10 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from conftest import HANG_S
+from conftest import HANG_S, SHARED_DATA
 
 from benchmarks.cli import main
-from benchmarks.config import expand_cells, load_config, parse_config
+from benchmarks.config import Cell, expand_cells, load_config, parse_config
 from benchmarks.errors import LrbenchError
 from benchmarks.run.store import lock_free, store_lock
 from benchmarks.runner import run_matrix
@@ -88,8 +88,8 @@ def test_store_from_before_a_new_setting_is_the_same_matrix(smoke_store, tmp_pat
 
 
 def test_changed_config_hash_reruns_only_that_strategy(smoke_store, tmp_path):
-    cells = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
-    changed = {c["id"]: c["hash"] for c in expand_cells(
+    cells = {c.id: c.hash for c in expand_cells(load_config(SMOKE, FAST))}
+    changed = {c.id: c.hash for c in expand_cells(
         load_config(SMOKE, [*FAST, "strategies.l2_kd.lam=2.0"]))}
     assert [k for k in cells if cells[k] != changed[k]] == [
         "synth-tiny__l2_kd__seed0", "synth-tiny__l2_kd__seed1"]
@@ -99,17 +99,62 @@ def test_changed_config_hash_reruns_only_that_strategy(smoke_store, tmp_path):
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
-def test_every_shipped_config_is_valid(config, capsys):
-    assert main(["run", str(REPO / "configs" / config), "--dry-run"]) == 0
-    assert capsys.readouterr().out.strip().endswith(" cells")
+def test_every_shipped_config_is_valid(config, capsys, tmp_path, monkeypatch):
+    """Each shipped matrix passes the dry run's checks (the real-data ones on
+    ../shared/data: the dry run checks every experience's batches can be drawn)."""
+    scenarios = load_config(REPO / "configs" / config, registries=False).scenarios
+    if any(not n.startswith("synth-fg") for sc in scenarios
+           for n in sc.datasets or [sc.dataset or ""]):
+        if not (SHARED_DATA / "CUB_200_2011" / "images.txt").is_file():
+            pytest.skip("real data not available (../shared/data is absent)")
+        monkeypatch.setenv("LRBENCH_DATA", str(SHARED_DATA))
+    assert main(["run", str(REPO / "configs" / config), "--dry-run",
+                 "--out", str(tmp_path / "store")]) == 0
+    assert "will run; store" in capsys.readouterr().out.strip().splitlines()[-1]
 
 
-def test_dry_run_prints_cells_and_hashes(capsys):
-    assert main(["run", str(SMOKE), "--dry-run", "--set", "training.iterations=3"]) == 0
+def test_dry_run_says_which_cells_are_done_and_what_would_be_refused(smoke_store, capsys):
+    hashes = {c.id: c.hash for c in expand_cells(load_config(SMOKE, FAST))}
+    assert main(["run", str(SMOKE), "--dry-run", "--out", str(smoke_store),
+                 "--set", "training.iterations=3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == "4 cells"
-    hashes = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
-    assert lines[0] == f"{hashes['synth-tiny__finetune__seed0']}  synth-tiny__finetune__seed0"
+    assert lines[-1] == f"4 cells: 4 done, 0 will run; store {smoke_store} (exists)"
+    assert lines[0].split() == [hashes["synth-tiny__finetune__seed0"],
+                                "synth-tiny__finetune__seed0", "done"]
+    before = sorted(p.stat().st_mtime_ns for p in smoke_store.rglob("*") if p.is_file())
+    # another setting: every cell would run, and the run would be refused, naming it
+    assert main(["run", str(SMOKE), "--dry-run", "--out", str(smoke_store),
+                 "--set", "training.iterations=4"]) == 2
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-1].startswith("4 cells: 0 done, 4 will run")
+    assert "would be refused" in err and "training.iterations: 3 -> 4" in err
+    assert err.count("\n") == 1
+    # --resume: accepted; nothing was written by either dry run
+    assert main(["run", str(SMOKE), "--dry-run", "--out", str(smoke_store), "--resume",
+                 "--set", "training.iterations=4"]) == 0
+    assert sorted(p.stat().st_mtime_ns for p in smoke_store.rglob("*") if p.is_file()) == before
+
+
+def test_cells_are_typed_frozen_and_keep_their_hashes():
+    """A cell is a frozen ``Cell``; its hash is the one stores written before the typed
+    cell hold (pinned: a change here means every store recomputes), and it round-trips
+    through ``result.json``'s ``config``."""
+    cells = {c.id: c for c in expand_cells(load_config(SMOKE))}
+    assert {i: c.hash for i, c in cells.items()} == {
+        "synth-tiny__finetune__seed0": "706f6b7f2c01b1c9",
+        "synth-tiny__finetune__seed1": "4b3fb83ae1a5824e",
+        "synth-tiny__l2_kd__seed0": "a851fe6972a7e6a4",
+        "synth-tiny__l2_kd__seed1": "bf9575c67470cef9"}
+    cell = cells["synth-tiny__l2_kd__seed0"]
+    with pytest.raises(ValueError, match="frozen"):
+        cell.seed = 3
+    with pytest.raises(ValueError, match="frozen"):
+        cell.training.lr = 1.0
+    stored = json.loads(json.dumps(cell.as_dict()))
+    assert stored["id"] == cell.id and stored["hash"] == cell.hash
+    assert Cell.from_stored(stored) == cell and Cell.from_stored(stored).hash == cell.hash
+    skipped = cell.without_files({"synth-fg": ["a.png"]})
+    assert skipped.hash != cell.hash and cell.skip_files is None
 
 
 def payload_values(result: dict) -> str:
@@ -139,10 +184,10 @@ def test_threads_are_a_setting_of_the_cell(tmp_path):
 
     import benchmarks.run.cell as cell_mod
 
-    assert all(c["training"]["threads"] == 1 for c in expand_cells(load_config(SMOKE, FAST)))
-    two = {c["id"]: c["hash"] for c in expand_cells(load_config(
+    assert all(c.training.threads == 1 for c in expand_cells(load_config(SMOKE, FAST)))
+    two = {c.id: c.hash for c in expand_cells(load_config(
         SMOKE, [*FAST, "training.threads=2"]))}
-    one = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
+    one = {c.id: c.hash for c in expand_cells(load_config(SMOKE, FAST))}
     assert all(two[c] != one[c] for c in one)
     seen = []
     real = cell_mod._run_cell
@@ -328,7 +373,7 @@ def test_failed_cell_is_recorded_and_the_matrix_goes_on(tmp_path, monkeypatch):
     real = cell_mod.run_cell
 
     def flaky(cell, *args, **kwargs):
-        if cell["strategy"] == "l2_kd" and cell["seed"] == 0:
+        if cell.strategy == "l2_kd" and cell.seed == 0:
             raise FloatingPointError("loss is nan in experience 1")
         return real(cell, *args, **kwargs)
 
@@ -399,8 +444,8 @@ def test_bad_matrix_files_are_one_line_errors(tmp_path, capsys, text, needle):
 def test_avalanche_loggers_write_into_the_cell_folder(tmp_path):
     config = load_config(SMOKE, [*FAST, "seeds=[0]", "strategies={finetune: {}}",
                                  "logging.tensorboard=true", "logging.csv=true"])
-    base = {c["id"]: c["hash"] for c in expand_cells(load_config(SMOKE, FAST))}
-    assert all(base[c["id"]] == c["hash"] for c in expand_cells(config))  # not in the hash
+    base = {c.id: c.hash for c in expand_cells(load_config(SMOKE, FAST))}
+    assert all(base[c.id] == c.hash for c in expand_cells(config))  # not in the hash
     run_matrix(config, tmp_path / "logs", progress=False)
     cell = tmp_path / "logs" / "cells" / "synth-tiny__finetune__seed0"
     assert list((cell / "tensorboard").glob("events.out.tfevents.*"))
@@ -411,7 +456,7 @@ def test_per_strategy_training_overrides():
     config = parse_config({"name": "x", "seeds": [0], "scenarios": ["synth-ci"],
                            "training": {"lr": 0.01},
                            "strategies": {"finetune": {}, "lwf": {"training": {"lr": 0.5}}}})
-    lr = {c["strategy"]: c["training"]["lr"] for c in expand_cells(config)}
+    lr = {c.strategy: c.training.lr for c in expand_cells(config)}
     assert lr == {"finetune": 0.01, "lwf": 0.5}
 
 
@@ -555,7 +600,7 @@ def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
     started = []
 
     def second_cell_interrupted(cell, *args, **kwargs):
-        started.append(cell["id"])
+        started.append(cell.id)
         if len(started) == 2:
             raise KeyboardInterrupt  # the first Ctrl-C
         return real_cell(cell, *args, **kwargs)
@@ -659,8 +704,9 @@ def test_skip_corrupt_leaves_the_file_out_and_records_it(tmp_path, monkeypatch):
     (cell,) = results(tmp_path / "store").values()
     assert cell["config"]["skip_files"] == {"cub200": [rel]}
     plain = expand_cells(config)[0]
-    assert cell["config_hash"] != plain["hash"]  # without an image it is another cell
-    trains = [e.train_images for e in build_benchmark(cell["config"], info_only=True).experiences]
+    assert cell["config_hash"] != plain.hash  # without an image it is another cell
+    stored = Cell.from_stored(cell["config"])
+    trains = [e.train_images for e in build_benchmark(stored, info_only=True).experiences]
     assert trains == [5, 6] == [t - (i == 0) for i, t in enumerate(
         e.train_images for e in build_benchmark(plain, info_only=True).experiences)]
 
@@ -685,14 +731,14 @@ def test_strategy_variants_run_under_their_own_label(tmp_path):
     """``lam10: {strategy: l2_kd, lam: 10}`` is l2_kd with other hyperparameters, a cell of
     its own beside plain l2_kd; the plain strategy's hash does not change."""
     base = [*FAST, "seeds=[0]"]
-    plain = {c["id"]: c for c in expand_cells(load_config(SMOKE, base))}
+    plain = {c.id: c for c in expand_cells(load_config(SMOKE, base))}
     config = load_config(SMOKE, [*base, "strategies={l2_kd: {lam: 1.0}, "
                                          "lam10: {strategy: l2_kd, lam: 10.0}}"])
-    cells = {c["id"]: c for c in expand_cells(config)}
+    cells = {c.id: c for c in expand_cells(config)}
     var = cells["synth-tiny__lam10__seed0"]
-    assert var["plugin"] == "l2_kd" and var["hparams"] == {"lam": 10.0}
-    assert cells["synth-tiny__l2_kd__seed0"]["hash"] == plain["synth-tiny__l2_kd__seed0"]["hash"]
-    assert "plugin" not in cells["synth-tiny__l2_kd__seed0"]
+    assert var.plugin == "l2_kd" and var.hparams == {"lam": 10.0}
+    assert cells["synth-tiny__l2_kd__seed0"].hash == plain["synth-tiny__l2_kd__seed0"].hash
+    assert "plugin" not in cells["synth-tiny__l2_kd__seed0"].as_dict()
     counts = run_matrix(config, tmp_path / "s", progress=False)
     assert counts["finished"] == 2
     res = results(tmp_path / "s")
@@ -757,7 +803,7 @@ def test_cell_ids_are_unique_by_construction():
     with pytest.raises(LrbenchError, match="strategy label 'finetune__finetune'"):
         expand_cells(parse_config({**base, "strategies": {
             "finetune__finetune": {"strategy": "finetune"}}}))
-    ids = [c["id"] for c in expand_cells(parse_config({**base, "seeds": [0, 1], "strategies": {
+    ids = [c.id for c in expand_cells(parse_config({**base, "seeds": [0, 1], "strategies": {
         "finetune": {}, "ft-b": {"strategy": "finetune"}}}))]
     assert len(ids) == len(set(ids)) == 4
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.contract import check_strategy
 from strategies import available_strategies
-from strategies.testing import check_strategy
 
 #: smaller budgets where a default is sized for real runs (the kit must take seconds)
 KIT_HPARAMS = {"dkd": {"n_synth": 16, "synth_steps": 5}}

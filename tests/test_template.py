@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.contract import build_template, tiny_stream
 from strategies.template import PKSampler
-from strategies.testing import build_template, tiny_stream
 
 
 def test_pk_sampler_batches_are_p_classes_by_k_images_and_seeded():

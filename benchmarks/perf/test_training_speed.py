@@ -71,7 +71,7 @@ def interleaved_epochs(datasets: dict[str, Dataset], rounds: int = 3) -> dict[st
 
 
 def test_image_cache_epoch(benchmark, perf_table, tmp_path_factory):
-    from benchmarks.cache import CachedImages, ImageCache, tensor_transforms
+    from benchmarks.run.cache import CachedImages, ImageCache, tensor_transforms
     from benchmarks.transforms import retrieval_transforms
 
     base = _cub("train")

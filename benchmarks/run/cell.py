@@ -19,8 +19,12 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchmarks.config import Cell
 
 
 def versions() -> dict[str, str]:
@@ -43,25 +47,23 @@ def versions() -> dict[str, str]:
     return out
 
 
-def uses_feature_cache(cell: dict[str, Any]) -> bool:
+def uses_feature_cache(cell: Cell) -> bool:
     """Whether a cell trains on cached stem features (a frozen stem, the cache not off)."""
-    return bool((cell.get("cache") or {}).get("features", True)
-                and cell["model"].get("frozen_stages", 0))
+    return bool(cell.cache.features and cell.model.frozen_stages)
 
 
-def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = False) -> Any:
+def build_benchmark(cell: Cell, model: Any = None, info_only: bool = False) -> Any:
     """The Avalanche benchmark of a cell's scenario, through the caches the cell asks for
     (the frozen-stem feature cache needs the cell's ``model``); with ``info_only`` only
     its ``StreamInfo`` (no Avalanche, no cache, nothing decoded)."""
-    from benchmarks.cache import cached_pair
+    from benchmarks.run.cache import cached_pair
     from benchmarks.streams import class_incremental, lifelong
 
-    sc = cell["scenario"]
-    root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
-    cache = cell.get("cache") or {}
+    sc = cell.scenario
+    root = cell.data_root or os.environ.get("LRBENCH_DATA")
     stem = model if uses_feature_cache(cell) else None
-    skips = cell.get("skip_files") or {}
-    caching = not info_only and (stem is not None or bool(cache.get("images")))
+    skips = cell.skip_files or {}
+    caching = not info_only and (stem is not None or cell.cache.images)
     wrap = None
     if caching or skips:
         def wrap(train: Any, test: Any, image_size: int, generated: bool) -> tuple[Any, Any]:
@@ -70,29 +72,29 @@ def build_benchmark(cell: dict[str, Any], model: Any = None, info_only: bool = F
             if not caching:
                 return train, test
             return cached_pair(train, test, image_size, generated, images=True, model=stem,
-                               views=cache.get("views", 2), root=cell.get("cache_dir"))
+                               views=cell.cache.views, root=cell.cache.dir)
     kw: dict[str, Any] = {"wrap": wrap, "info_only": info_only,
-                          "validation": sc.get("validation")}
-    if sc.get("dataset"):
-        order = cell["seed"] if sc["order"] == "seed" else sc["order"]
-        return class_incremental(sc["dataset"], sc["schedule"], root=root, order=order,
-                                 image_size=sc["image_size"],
-                                 dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
-    return lifelong(sc["datasets"], root=root, image_size=sc["image_size"],
-                    dataset_kwargs=sc.get("dataset_kwargs") or {}, **kw)
+                          "validation": sc.validation}
+    if sc.dataset:
+        order = cell.seed if sc.order == "seed" else sc.order
+        return class_incremental(sc.dataset, sc.schedule, root=root, order=order,
+                                 image_size=sc.image_size,
+                                 dataset_kwargs=dict(sc.dataset_kwargs), **kw)
+    return lifelong(sc.datasets, root=root, image_size=sc.image_size,
+                    dataset_kwargs=dict(sc.dataset_kwargs), **kw)
 
 
-def build_model(cell: dict[str, Any], classifier: bool = False) -> Any:
+def build_model(cell: Cell, classifier: bool = False) -> Any:
     """The cell's ``EmbeddingNet`` (after ``seed_everything``, for its initial weights)."""
     from strategies.model import EmbeddingNet
 
-    m = cell["model"]
-    return EmbeddingNet(m["trunk"], dim=m["dim"], pool=m["pool"], pretrained=m["pretrained"],
-                        freeze_bn=m["freeze_bn"], classifier=classifier,
-                        frozen_stages=m.get("frozen_stages", 0))
+    m = cell.model
+    return EmbeddingNet(m.trunk, dim=m.dim, pool=m.pool, pretrained=m.pretrained,
+                        freeze_bn=m.freeze_bn, classifier=classifier,
+                        frozen_stages=m.frozen_stages)
 
 
-def warm_caches(cells: list[dict[str, Any]], log: Callable[[str], None] = print) -> None:
+def warm_caches(cells: list[Cell], log: Callable[[str], None] = print) -> None:
     """Fill the on-disk caches the cells share, here, before any worker starts.
 
     Workers would otherwise fill them in one of them while the others wait on the entry's
@@ -104,24 +106,23 @@ def warm_caches(cells: list[dict[str, Any]], log: Callable[[str], None] = print)
 
     done: set[str] = set()
     for cell in cells:
-        cache, m = cell.get("cache") or {}, cell["model"]
-        stem = uses_feature_cache(cell) and m["pretrained"]
-        if not (cache.get("images") or stem):
+        stem = uses_feature_cache(cell) and cell.model.pretrained
+        if not (cell.cache.images or stem):
             continue
-        key = json.dumps([cell["scenario"], m if stem else None, cache, cell.get("data_root"),
-                          cell.get("skip_files"), cell.get("cache_dir"),
-                          cell["training"].get("threads", 1) if stem else None],
+        key = json.dumps([cell.scenario.model_dump(), cell.model.model_dump() if stem else None,
+                          cell.cache.model_dump(), cell.data_root, cell.skip_files,
+                          cell.training.threads if stem else None],
                          sort_keys=True, default=str)
         if key in done:
             continue
         done.add(key)
-        log(f"preparing caches for {cell['scenario']['name']} (once, shared by its cells)")
-        seed_everything(int(cell["seed"]))
+        log(f"preparing caches for {cell.scenario.name} (once, shared by its cells)")
+        seed_everything(cell.seed)
         try:  # with the cell's own thread count: the stem features are cached per count
-            with torch_threads(cell["training"].get("threads", 1)):
+            with torch_threads(cell.training.threads):
                 build_benchmark(cell, build_model(cell) if stem else None)
         except Exception as exc:  # the cells themselves fail with the reason, and go on
-            log(f"could not prepare caches for {cell['scenario']['name']}: {exc}")
+            log(f"could not prepare caches for {cell.scenario.name}: {exc}")
 
 
 def make_loggers(logging: dict[str, bool] | None, folder: Path | None) -> list[Any]:
@@ -140,7 +141,7 @@ def make_loggers(logging: dict[str, bool] | None, folder: Path | None) -> list[A
     return out
 
 
-def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
+def run_cell(cell: Cell, checkpoint: Path | None = None,
              log: Callable[[str], None] = print, logging: dict[str, bool] | None = None,
              folder: Path | None = None) -> dict[str, Any]:
     """Train and evaluate one cell; return its metric payload (raises on failure).
@@ -151,51 +152,69 @@ def run_cell(cell: dict[str, Any], checkpoint: Path | None = None,
     """
     from strategies.template import torch_threads
 
-    with torch_threads(cell["training"].get("threads", 1)):
+    with torch_threads(cell.training.threads):
         return _run_cell(cell, checkpoint, log, logging, folder)
 
 
-def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str], None],
-              logging: dict[str, bool] | None, folder: Path | None) -> dict[str, Any]:
+@dataclass
+class Built:
+    """A cell ready to train: its plugin, its benchmark and the template that runs it."""
+
+    plugin: Any
+    benchmark: Any
+    template: Any
+
+
+def build_cell(cell: Cell, loggers: list[Any] | None = None) -> Built:
+    """Everything one cell trains with, built in the one order its numbers depend on:
+    seeded, then its strategy plugin, model (initial weights), benchmark (through the
+    caches it asks for), metric loss, optimizer, retrieval metrics and template. The
+    runner and the contract kit (:mod:`benchmarks.contract`) both build cells here."""
     import torch
 
-    from metrics import forgetting
     from metrics.plugins import RetrievalMetrics
     from strategies import make_plugin
     from strategies.losses import make_metric_loss, trainable_parameters
     from strategies.template import RetrievalTemplate, seed_everything
 
-    t0 = time.perf_counter()
-    seed = int(cell["seed"])
-    seed_everything(seed)
-    plugin = make_plugin(cell.get("plugin", cell["strategy"]), cell["hparams"])
-    m, tr, ev = cell["model"], cell["training"], cell["evaluation"]
+    seed_everything(cell.seed)
+    plugin = make_plugin(cell.plugin_name, cell.hparams)
+    tr, ev = cell.training, cell.evaluation
     model = build_model(cell, classifier=plugin.needs_classifier)
     bench = build_benchmark(cell, model)
-    n_exp = len(bench.train_stream)
     n_classes = sum(e.num_classes for e in bench.stream_info.experiences)
-    criterion = make_metric_loss(tr["loss"], tr["margin"], m["dim"], n_classes)
+    criterion = make_metric_loss(tr.loss, tr.margin, cell.model.dim, n_classes)
     params = trainable_parameters(model, criterion)  # a loss's proxies train too
     # foreach: one kernel per operation over all parameters (the default only on CUDA);
     # the same update, a third off a CPU training step of the thesis model
-    if tr["optimizer"] == "adam":
-        opt = torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"],
-                               foreach=True)
+    if tr.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=tr.lr, weight_decay=tr.weight_decay, foreach=True)
     else:
-        opt = torch.optim.SGD(params, lr=tr["lr"], momentum=tr["momentum"],
-                              weight_decay=tr["weight_decay"], foreach=True)
-    metrics = RetrievalMetrics(ks=ev["ks"], map_at_r=ev["map_at_r"],
-                               cross_model=ev["cross_model"])
-    tpl = RetrievalTemplate(model=model, optimizer=opt, criterion=criterion, p=tr["p"],
-                            k=tr["k"], iterations=tr["iterations"], epochs=tr["epochs"],
-                            eval_mb_size=tr["eval_mb_size"], device=tr["device"],
-                            plugins=[plugin], metrics=metrics, seed=seed,
-                            loggers=make_loggers(logging, folder),
-                            max_grad_norm=tr.get("max_grad_norm", 1e4))
+        opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum,
+                              weight_decay=tr.weight_decay, foreach=True)
+    metrics = RetrievalMetrics(ks=ev.ks, map_at_r=ev.map_at_r, cross_model=ev.cross_model)
+    tpl = RetrievalTemplate(model=model, optimizer=opt, criterion=criterion, p=tr.p,
+                            k=tr.k, iterations=tr.iterations, epochs=tr.epochs,
+                            eval_mb_size=tr.eval_mb_size, device=tr.device,
+                            plugins=[plugin], metrics=metrics, seed=cell.seed,
+                            loggers=loggers or [], max_grad_norm=tr.max_grad_norm)
+    return Built(plugin, bench, tpl)
+
+
+def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
+              logging: dict[str, bool] | None, folder: Path | None) -> dict[str, Any]:
+    from metrics import forgetting
+
+    t0 = time.perf_counter()
+    seed = cell.seed
+    built = build_cell(cell, make_loggers(logging, folder))
+    plugin, bench, tpl = built.plugin, built.benchmark, built.template
+    metrics, ev = tpl.metrics, cell.evaluation
+    n_exp = len(bench.train_stream)
     if checkpoint is not None and checkpoint.is_file():
         tpl.load_checkpoint(checkpoint)
         log(f"resumed from {checkpoint.name} after {tpl.experiences_done}/{n_exp} experiences")
-    k0 = min(ev["ks"])  # the headline K: Recall@1 unless the matrix leaves K = 1 out
+    k0 = min(ev.ks)  # the headline K: Recall@1 unless the matrix leaves K = 1 out
     timings = []
     while tpl.experiences_done < n_exp:
         start = time.perf_counter()
@@ -203,10 +222,10 @@ def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str]
         timings.append(time.perf_counter() - start)
         done = tpl.experiences_done
         eta = (n_exp - done) * sum(timings) / len(timings)
-        log(f"{cell['strategy']} {cell['scenario']['name']} seed {seed}: experience "
+        log(f"{cell.strategy} {cell.scenario.name} seed {seed}: experience "
             f"{done - 1} of 0-{n_exp - 1} trained, R@{k0} on the seen-classes gallery "
             f"{metrics.seen_curve(k0)[done - 1]:.3f}, ETA {eta:.0f}s")
-    r = {str(k): metrics.r_matrix(k).tolist() for k in ev["ks"]}
+    r = {str(k): metrics.r_matrix(k).tolist() for k in ev.ks}
     seen = metrics.seen_curve(k0)
     losses = tpl.loss_summary()
     warnings = quiet_terms(losses, plugin.regularizer)
@@ -215,7 +234,7 @@ def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str]
     payload: dict[str, Any] = {
         "num_experiences": n_exp,
         "r_matrix": {"recall": r},
-        "seen": {"recall": {str(k): metrics.seen_curve(k).tolist() for k in ev["ks"]}},
+        "seen": {"recall": {str(k): metrics.seen_curve(k).tolist() for k in ev.ks}},
         "summary": {"k": k0, "final_seen": float(seen[-1]),
                     "avg_incremental_seen": float(seen.mean()),
                     **forgetting(metrics.r_matrix(k0))},
@@ -223,12 +242,12 @@ def _run_cell(cell: dict[str, Any], checkpoint: Path | None, log: Callable[[str]
         "warnings": warnings,
         "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings},
     }
-    if ev["map_at_r"]:
+    if ev.map_at_r:
         payload["r_matrix"]["map_at_r"] = metrics.r_matrix(metric="map_at_r").tolist()
         payload["seen"]["map_at_r"] = metrics.seen_curve(metric="map_at_r").tolist()
-    if ev["cross_model"]:
+    if ev.cross_model:
         payload["cross_model"] = {str(k): metrics.cross_model_matrix(k).tolist()
-                                  for k in ev["ks"]}
+                                  for k in ev.ks}
     return _json_safe(payload)
 
 
@@ -250,7 +269,7 @@ def quiet_terms(losses: dict[str, list[float | None]], regularizer: bool) -> lis
     return out
 
 
-def check_determinism(cell: dict[str, Any], log: Callable[[str], None] = print
+def check_determinism(cell: Cell, log: Callable[[str], None] = print
                       ) -> list[str]:
     """Run ``cell`` twice in this process; the metric values that differ (empty: none)."""
     first = run_cell(cell, log=log)
@@ -286,7 +305,7 @@ def final_line(summary: dict[str, Any]) -> str:
             f"forgetting {num(summary['forgetting'])}")
 
 
-def _worker(cell: dict[str, Any], checkpoint: str | None = None,
+def _worker(cell: Cell, checkpoint: str | None = None,
             logging: dict[str, bool] | None = None, folder: str | None = None) -> dict[str, Any]:
     """Run a cell in a worker process; never raises (a failure is a result)."""
     import warnings

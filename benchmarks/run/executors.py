@@ -15,11 +15,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.config import Cell
 from benchmarks.errors import LrbenchError
 from benchmarks.run.cell import _worker
 
 #: ``record(cell, outcome, started)``: one cell's outcome back in this process
-Record = Callable[[dict[str, Any], dict[str, Any], float], None]
+Record = Callable[[Cell, dict[str, Any], float], None]
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,10 @@ class Launch:
 
     jobs: int = 1
     ray_address: str | None = None
-    args: Callable[[dict[str, Any]], tuple[Any, ...]] = lambda cell: ()
+    args: Callable[[Cell], tuple[Any, ...]] = lambda cell: ()
 
 
-def run_local(todo: list[dict[str, Any]], record: Record, launch: Launch) -> None:
+def run_local(todo: list[Cell], record: Record, launch: Launch) -> None:
     """Run cells in this process (``jobs`` 1) or in ``jobs`` spawned processes."""
     if launch.jobs <= 1:
         for cell in todo:
@@ -43,7 +44,7 @@ def run_local(todo: list[dict[str, Any]], record: Record, launch: Launch) -> Non
         _run_pool(todo, launch.jobs, record, launch.args)
 
 
-def run_ray(todo: list[dict[str, Any]], record: Record, launch: Launch) -> None:
+def run_ray(todo: list[Cell], record: Record, launch: Launch) -> None:
     """One Ray task per cell (its ``training.threads`` CPUs, and 1 GPU when it trains on
     CUDA) on the cluster at ``launch.ray_address`` (or a local one, or the one already
     initialised); outcomes travel back, so workers need no shared disk."""
@@ -55,7 +56,7 @@ class Executor:
     """An executor's ``run`` function, and whether its workers share this host's disk
     (then the caches are warmed here first, and checkpoints and loggers are allowed)."""
 
-    run: Callable[[list[dict[str, Any]], Record, Launch], None]
+    run: Callable[[list[Cell], Record, Launch], None]
     shares_disk: bool
 
 
@@ -72,7 +73,7 @@ def get_executor(name: str) -> Executor:
     return EXECUTORS[name]
 
 
-def _run_on_ray(cells: list[dict[str, Any]], record: Callable[..., None],
+def _run_on_ray(cells: list[Cell], record: Callable[..., None],
                 address: str | None) -> None:
     try:
         import ray
@@ -83,8 +84,8 @@ def _run_on_ray(cells: list[dict[str, Any]], record: Callable[..., None],
     task = ray.remote(_worker)
     refs = {}
     for cell in cells:
-        gpus = 1 if str(cell["training"]["device"]).startswith("cuda") else 0
-        cpus = cell["training"].get("threads", 1)
+        gpus = 1 if cell.training.device.startswith("cuda") else 0
+        cpus = cell.training.threads
         ref = task.options(num_cpus=cpus, num_gpus=gpus).remote(cell)
         refs[ref] = (cell, time.time())
     pending = list(refs)
@@ -100,8 +101,8 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
 
 
-def _run_pool(todo: list[dict[str, Any]], jobs: int, record: Callable[..., None],
-              args: Callable[[dict[str, Any]], tuple[Any, ...]]) -> None:
+def _run_pool(todo: list[Cell], jobs: int, record: Callable[..., None],
+              args: Callable[[Cell], tuple[Any, ...]]) -> None:
     """Run cells in ``jobs`` spawned processes; on Ctrl-C stop them and re-raise."""
     import multiprocessing as mp
 

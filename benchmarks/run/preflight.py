@@ -15,30 +15,29 @@ from __future__ import annotations
 import json
 import os
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.errors import LrbenchError, abridged
 from benchmarks.run.cell import build_benchmark
 from benchmarks.run.store import atomic_write
 
+if TYPE_CHECKING:
+    from benchmarks.config import Cell
 
-def cell_datasets(cell: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+
+def cell_datasets(cell: Cell) -> list[tuple[str, dict[str, Any]]]:
     """The named datasets a cell's scenario reads, each with its loader keyword arguments."""
-    sc = cell["scenario"]
-    if sc.get("dataset"):
-        names, kwargs, single = [sc["dataset"]], sc.get("dataset_kwargs") or {}, True
-    else:
-        names, kwargs, single = list(sc["datasets"]), sc.get("dataset_kwargs") or {}, False
-    if single:
-        return [(names[0], dict(kwargs))]
-    return [(n, dict(kwargs.get(n) or {})) for n in names]
+    sc = cell.scenario
+    if sc.dataset:
+        return [(sc.dataset, dict(sc.dataset_kwargs))]
+    return [(n, dict(sc.dataset_kwargs.get(n) or {})) for n in sc.datasets or []]
 
 
 #: bump when what a decode check finds changes (its entries are then ignored)
 CHECK_VERSION = 2
 
 
-def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
+def find_corrupt(cells: list[Cell], progress: bool = True
                  ) -> dict[str, list[tuple[str, str]]]:
     """Decode every image of every real dataset the cells read, before any training:
     dataset name -> ``(path relative to its root, reason)`` of each broken file.
@@ -50,17 +49,17 @@ def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
     """
     import hashlib
 
-    from benchmarks.cache import cache_dir
     from benchmarks.datasets import ImageListDataset, check_images, get_dataset
+    from benchmarks.run.cache import cache_dir
 
     broken: dict[str, list[tuple[str, str]]] = {}
     done: set[str] = set()
     for cell in cells:
-        root = cell.get("data_root") or os.environ.get("LRBENCH_DATA")
+        root = cell.data_root or os.environ.get("LRBENCH_DATA")
         for name, kwargs in cell_datasets(cell):
             if name.partition(":")[0] == "synth-fg":
                 continue  # generated in memory: no file to break
-            seen = json.dumps([name, root, kwargs, cell.get("cache_dir")], sort_keys=True,
+            seen = json.dumps([name, root, kwargs, cell.cache.dir], sort_keys=True,
                               default=str)
             if seen in done:
                 continue
@@ -74,7 +73,7 @@ def find_corrupt(cells: list[dict[str, Any]], progress: bool = True
                 files.append((os.path.relpath(path, ds.root), st.st_size, st.st_mtime_ns))
             key = hashlib.sha256(json.dumps([CHECK_VERSION, str(ds.root), files]).encode()
                                  ).hexdigest()[:24]
-            entry = cache_dir(cell.get("cache_dir")) / "checks" / f"{ds.name}-{key}.json"
+            entry = cache_dir(cell.cache.dir) / "checks" / f"{ds.name}-{key}.json"
             try:
                 bad = [tuple(b) for b in json.loads(entry.read_text())]
             except (OSError, ValueError):
@@ -98,30 +97,27 @@ def corrupt_error(broken: dict[str, list[tuple[str, str]]]) -> LrbenchError:
         "out (recorded in the store)")
 
 
-def mark_skipped(cells: list[dict[str, Any]], broken: dict[str, list[tuple[str, str]]]
-                 ) -> None:
-    """Mark ``cells`` to leave the ``broken`` files of their datasets out (their
-    ``skip_files``), and rehash them: a cell run without some images is another cell."""
-    from benchmarks.config import config_hash
-
+def mark_skipped(cells: list[Cell], broken: dict[str, list[tuple[str, str]]]
+                 ) -> list[Cell]:
+    """``cells``, each leaving the ``broken`` files of its datasets out (its
+    ``skip_files``): a cell run without some images is another cell, with its own hash."""
+    out = []
     for cell in cells:
         skips = {name: sorted(p for p, _ in broken[name])
                  for name in sorted({n for n, _ in cell_datasets(cell)}) if name in broken}
-        if skips:
-            cell["skip_files"] = skips
-            cell["hash"] = config_hash(cell)
+        out.append(cell.without_files(skips) if skips else cell)
+    return out
 
 
-def check_data(cells: list[dict[str, Any]], skip_corrupt: bool = False,
-               progress: bool = True, devices: bool = True
-               ) -> dict[str, list[tuple[str, str]]]:
+def check_data(cells: list[Cell], skip_corrupt: bool = False, progress: bool = True,
+               devices: bool = True) -> tuple[list[Cell], dict[str, list[tuple[str, str]]]]:
     """Everything about the cells that would fail them later, checked before any
     training: their datasets' keyword arguments (:func:`check_dataset_kwargs`), devices
     (:func:`check_devices`, unless ``devices`` is False: Ray runs cells on other hosts),
     cache folders (:func:`check_cache_dirs`), batch shapes (:func:`check_cells`), then
-    broken images
-    (:func:`find_corrupt`), refused, or with ``skip_corrupt`` left out of the cells
-    (:func:`mark_skipped`, then the shapes again without them). Returns the broken files."""
+    broken images (:func:`find_corrupt`), refused, or with ``skip_corrupt`` left out of the
+    cells (:func:`mark_skipped`, then the shapes again without them). Returns the cells to
+    run and the broken files."""
     check_dataset_kwargs(cells)
     if devices:
         check_devices(cells)
@@ -131,12 +127,12 @@ def check_data(cells: list[dict[str, Any]], skip_corrupt: bool = False,
     if broken and not skip_corrupt:
         raise corrupt_error(broken)
     if broken:
-        mark_skipped(cells, broken)
+        cells = mark_skipped(cells, broken)
         check_cells(cells)
-    return broken
+    return cells, broken
 
 
-def check_cells(cells: list[dict[str, Any]]) -> None:
+def check_cells(cells: list[Cell]) -> None:
     """Refuse, before any training, cells whose batches cannot be drawn from their stream
     or whose test sets cannot be measured (a one-line ``LrbenchError`` naming the
     experience, the class and the setting to change):
@@ -148,14 +144,14 @@ def check_cells(cells: list[dict[str, Any]]) -> None:
       single test image has nothing to find (always a miss)."""
     shapes: dict[str, Any] = {}
     for cell in cells:
-        sc = cell["scenario"]
-        key = json.dumps([sc, cell.get("data_root"), cell.get("skip_files")], sort_keys=True,
+        sc = cell.scenario
+        key = json.dumps([sc.model_dump(), cell.data_root, cell.skip_files], sort_keys=True,
                          default=str)
         if key not in shapes:
             shapes[key] = build_benchmark(cell, info_only=True)
         info = shapes[key]
-        p, k = cell["training"]["p"], cell["training"]["k"]
-        where = f"scenario {sc['name']!r}"
+        p, k = cell.training.p, cell.training.k
+        where = f"scenario {sc.name!r}"
         small = min(info.experiences, key=lambda e: e.num_classes)
         if small.num_classes < p:
             fix = (f"lower training.p to at most {small.num_classes}" if small.num_classes >= 2
@@ -164,7 +160,7 @@ def check_cells(cells: list[dict[str, Any]]) -> None:
             raise LrbenchError(
                 f"experience {small.index} of {where} has {small.num_classes} "
                 f"class{'es' if small.num_classes != 1 else ''}, fewer than P = {p} classes "
-                f"per batch ({cell['strategy']}); {fix}")
+                f"per batch ({cell.strategy}); {fix}")
         for e in info.experiences:
             for name, n_train, n_test in zip(e.class_names, e.train_per_class,
                                              e.test_per_class, strict=False):
@@ -175,7 +171,7 @@ def check_cells(cells: list[dict[str, Any]]) -> None:
                     raise LrbenchError(
                         f"class {name!r} of experience {e.index} of {where} has {n_train} "
                         f"train image{'s' if n_train != 1 else ''}, fewer than K = {k} images "
-                        f"per class in a batch ({cell['strategy']}); {fix}")
+                        f"per class in a batch ({cell.strategy}); {fix}")
                 if n_test == 1:
                     raise LrbenchError(
                         f"class {name!r} of experience {e.index} of {where} has a single "
@@ -188,7 +184,7 @@ def check_cells(cells: list[dict[str, Any]]) -> None:
 RESERVED_KWARGS = ("self", "root", "split", "transform", "download", "target_transform")
 
 
-def check_dataset_kwargs(cells: list[dict[str, Any]]) -> None:
+def check_dataset_kwargs(cells: list[Cell]) -> None:
     """Each scenario's ``dataset_kwargs`` against its loader's signature and types: an
     unknown name (with the closest known one) or a value of the wrong type is a one-line
     error before any dataset is built. A lifelong scenario's ``dataset_kwargs`` maps each
@@ -203,17 +199,17 @@ def check_dataset_kwargs(cells: list[dict[str, Any]]) -> None:
 
     done: set[str] = set()
     for cell in cells:
-        sc = cell["scenario"]
-        given = sc.get("dataset_kwargs") or {}
-        where = f"scenario {sc['name']!r}: dataset_kwargs"
-        key = json.dumps([sc["name"], given], sort_keys=True, default=str)
+        sc = cell.scenario
+        given = sc.dataset_kwargs or {}
+        where = f"scenario {sc.name!r}: dataset_kwargs"
+        key = json.dumps([sc.name, given], sort_keys=True, default=str)
         if key in done:
             continue
         done.add(key)
-        if sc.get("dataset"):
-            pairs = [(sc["dataset"], given, where)]
+        if sc.dataset:
+            pairs = [(sc.dataset, given, where)]
         else:
-            names = list(sc["datasets"])
+            names = list(sc.datasets or [])
             stray = [n for n in given if n not in names]
             if stray:
                 raise LrbenchError(
@@ -264,10 +260,10 @@ def _type_name(hint: Any) -> str:
         hint, "__name__", str(hint))
 
 
-def check_devices(cells: list[dict[str, Any]]) -> None:
+def check_devices(cells: list[Cell]) -> None:
     """Refuse a ``training.device`` this host does not have (``cuda`` without a GPU,
     ``cuda:3`` with two, ``mps`` off a Mac): every cell would fail on it."""
-    wanted = sorted({c["training"]["device"] for c in cells} - {"cpu"})
+    wanted = sorted({c.training.device for c in cells} - {"cpu"})
     if not wanted:
         return
     import torch
@@ -285,16 +281,15 @@ def check_devices(cells: list[dict[str, Any]]) -> None:
                                "training.device=cpu or a device it has")
 
 
-def check_cache_dirs(cells: list[dict[str, Any]]) -> None:
+def check_cache_dirs(cells: list[Cell]) -> None:
     """Refuse a cache folder (``cache.dir``, else ``$LRBENCH_CACHE``, else
     ``~/.cache/lrbench``) that cannot be created and written, when a cell caches (images,
     or a frozen stem's features) or ``cache.dir`` is given: every such cell would fail."""
-    from benchmarks.cache import cache_dir
+    from benchmarks.run.cache import cache_dir
     from benchmarks.run.cell import uses_feature_cache
 
-    for chosen in sorted({str(c.get("cache_dir")) for c in cells
-                          if c.get("cache_dir") or (c.get("cache") or {}).get("images")
-                          or uses_feature_cache(c)}):
+    for chosen in sorted({str(c.cache.dir) for c in cells
+                          if c.cache.dir or c.cache.images or uses_feature_cache(c)}):
         folder = cache_dir(None if chosen == "None" else chosen)
         try:
             folder.mkdir(parents=True, exist_ok=True)

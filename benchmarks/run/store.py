@@ -53,27 +53,13 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from benchmarks.errors import LrbenchError
+from metrics.io import atomic_write
 
 if TYPE_CHECKING:
-    from benchmarks.config import MatrixConfig
+    from benchmarks.config import Cell, MatrixConfig
 
 #: the columns of ``results.csv`` and ``results.parquet``
 TIDY_COLUMNS = ["scenario", "strategy", "seed", "train_exp", "eval_exp", "metric", "k", "value"]
-
-
-def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a flushed temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def hostname() -> str:
@@ -193,14 +179,46 @@ def same_matrix(stored: str, config: MatrixConfig) -> bool:
     return resolved_yaml(old) == new
 
 
+def matrix_difference(stored: str, config: MatrixConfig) -> str:
+    """The first setting where a store's ``matrix.yaml`` and ``config`` differ, as
+    ``key.path: old -> new`` (compared resolved, as :func:`same_matrix` does)."""
+    import yaml
+
+    from benchmarks.config import parse_config
+
+    new = config.model_dump(mode="json")
+    try:
+        old = parse_config(yaml.safe_load(stored), "matrix.yaml", registries=False
+                           ).model_dump(mode="json")
+    except (LrbenchError, yaml.YAMLError, TypeError, ValueError):
+        return "its matrix.yaml is not a matrix this lrbench reads"
+
+    def first(a: Any, b: Any, path: str) -> str | None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in list(a) + [k for k in b if k not in a]:
+                found = first(a.get(key, "<absent>"), b.get(key, "<absent>"),
+                              f"{path}.{key}" if path else str(key))
+                if found:
+                    return found
+            return None
+        if a != b:
+            return f"{path}: {json.dumps(a, default=str)[:60]} -> {json.dumps(b, default=str)[:60]}"
+        return None
+
+    return first(old, new, "") or "its resolved text"
+
+
 def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) -> None:
-    """Refuse a store that holds a different matrix unless told to overwrite or resume."""
+    """Refuse a store that holds a different matrix unless told to overwrite or resume;
+    the refusal names the first differing setting."""
     existing = store / "matrix.yaml"
-    if existing.is_file() and not same_matrix(existing.read_text(), config) and not (
-            force or resume):
-        raise LrbenchError(
-            f"{str(store)!r} holds a different matrix; use --resume to keep its finished "
-            "cells that still match, --force to start over, or another --out")
+    if existing.is_file() and not (force or resume):
+        stored = existing.read_text()
+        if not same_matrix(stored, config):
+            raise LrbenchError(
+                f"{str(store)!r} holds a different matrix ({matrix_difference(stored, config)}"
+                "); use --resume to keep its finished cells that still match, --force to "
+                "start over, or another --out")
 
 
 def write_matrix(store: Path, config: MatrixConfig) -> None:
@@ -220,9 +238,9 @@ def write_skipped(store: Path, broken: dict[str, list[tuple[str, str]]]) -> None
         (store / "skipped.json").unlink(missing_ok=True)
 
 
-def cell_dir(store: Path, cell: dict[str, Any]) -> Path:
+def cell_dir(store: Path, cell: Cell) -> Path:
     """The folder of one cell in ``store``."""
-    return store / "cells" / cell["id"]
+    return store / "cells" / cell.id
 
 
 # -- result.json ----------------------------------------------------------------------------
@@ -333,17 +351,20 @@ def set_aside(path: Path) -> Path:
     return aside
 
 
-def write_result(store: Path, cell: dict[str, Any], outcome: dict[str, Any], started: float,
+def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: float,
                  versions: dict[str, str], host: dict[str, Any]) -> None:
     """Write one cell's ``log.txt`` and ``result.json`` from its worker's ``outcome``
     (``status`` finished with a ``payload``, or failed with a ``reason``; its ``log``)."""
     from benchmarks.config import HASH_VERSION
 
     folder = cell_dir(store, cell)
-    result = {"id": cell["id"], "config_hash": cell["hash"],
-              "hash_version": HASH_VERSION, "config": cell,
+    from strategies import get_strategy
+
+    result = {"id": cell.id, "config_hash": cell.hash,
+              "hash_version": HASH_VERSION, "config": cell.as_dict(),
               "status": outcome["status"], "started": started,
-              "ended": time.time(), "versions": versions, "host": host}
+              "ended": time.time(), "versions": versions, "host": host,
+              "strategy_plugin": get_strategy(cell.plugin_name).provenance()}
     if outcome["status"] == "finished":
         result["payload"] = outcome["payload"]
     else:
@@ -352,7 +373,7 @@ def write_result(store: Path, cell: dict[str, Any], outcome: dict[str, Any], sta
     atomic_write(folder / "result.json", json.dumps(result, indent=1))
 
 
-def finished(cell_dir: Path, cell: dict[str, Any],
+def finished(cell_dir: Path, cell: Cell,
              older: Callable[[str], bool] | None = None) -> bool:
     """Whether ``cell_dir`` holds a finished result of exactly this cell config (and, with
     ``older``, one whose lrbench commit ``older`` does not call too old)."""
@@ -362,7 +383,7 @@ def finished(cell_dir: Path, cell: dict[str, Any],
         return False
     if result is None:
         return False
-    ok = result.get("status") == "finished" and result.get("config_hash") == cell["hash"]
+    ok = result.get("status") == "finished" and result.get("config_hash") == cell.hash
     if ok and older is not None:
         commit = (result.get("versions") or {}).get("lrbench_commit", "unknown")
         ok = not older(str(commit))
@@ -443,14 +464,14 @@ def matrix_cell_ids(text: str | None) -> set[str] | None:
         return None
 
 
-def stale_cells(store: Path, cells: list[dict[str, Any]] | None) -> list[Path]:
+def stale_cells(store: Path, cells: list[Cell] | None) -> list[Path]:
     """The cell folders of ``store`` that are not cells of the current matrix (``cells``;
     none when None): left by ``--resume`` with a changed matrix, kept on disk but out of
     every table. A folder whose id is a current cell's but whose finished result has
     another config hash is stale too (the matrix changed and it has not rerun yet)."""
     if cells is None:
         return []
-    current = {c["id"]: c["hash"] for c in cells}
+    current = {c.id: c.hash for c in cells}
     stale = []
     for folder in sorted(p.parent for p in (store / "cells").glob("*/result.json")):
         if folder.name not in current:
@@ -494,7 +515,7 @@ def clean_temporary(store: Path) -> list[Path]:
     return removed
 
 
-def write_tidy(store: Path, cells: list[dict[str, Any]] | None = None) -> int:
+def write_tidy(store: Path, cells: list[Cell] | None = None) -> int:
     """Rebuild ``results.csv`` and ``results.parquet`` from every finished ``result.json``
     of the current matrix (``cells``; every cell in the store when None): stale cells
     (:func:`stale_cells`) and damaged results (recomputed by the next run) are left out.
@@ -522,7 +543,5 @@ def write_tidy(store: Path, cells: list[dict[str, Any]] | None = None) -> int:
 
     frame = pd.DataFrame(rows, columns=TIDY_COLUMNS).astype(
         {"k": str, "eval_exp": str, "value": float})
-    tmp = store / f".results.parquet.{os.getpid()}.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, store / "results.parquet")
+    atomic_write(store / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     return len(rows)

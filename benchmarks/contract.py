@@ -2,7 +2,7 @@
 
 In a plugin author's test file::
 
-    from strategies.testing import check_strategy
+    from benchmarks.contract import check_strategy
 
     def test_my_method_contract(tmp_path):
         check_strategy("my_method", tmp_path=tmp_path)
@@ -19,6 +19,11 @@ CNN) it checks that the strategy
 
 Failures raise ``AssertionError`` with what went wrong. ``lrbench check NAME`` runs the same
 checks from the command line, printing each as it passes.
+
+The kit builds its runs as the runner builds a cell (:func:`benchmarks.run.cell.build_cell`:
+the same plugin, model, metric loss, optimizer and gradient-norm guard), so what it proves
+holds for ``lrbench run``. It lives in ``benchmarks``, beside the runner it exercises:
+strategies never import benchmarks.
 """
 
 from __future__ import annotations
@@ -31,38 +36,53 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from metrics.plugins import RetrievalMetrics
-from strategies.model import EmbeddingNet
-from strategies.registry import get_strategy, make_plugin
-from strategies.template import RetrievalTemplate, seed_everything
+from benchmarks.config import (
+    CacheSpec,
+    Cell,
+    EvaluationSpec,
+    ModelSpec,
+    ScenarioSpec,
+    TrainingSpec,
+    resolved_hparams,
+)
+from strategies.registry import get_strategy
 
 _BASE_TERMS = {"experience", "total", "metric", "ce"}
 
+#: the kit's stream: 3 experiences of 4 synth-fg classes (10 train / 6 test images each,
+#: 32 px), in class-id order
+TINY_SCENARIO = ScenarioSpec(
+    name="contract-tiny", dataset="synth-fg", schedule="4+4+4", order="sorted", image_size=32,
+    dataset_kwargs={"num_classes": 12, "train_per_class": 10, "test_per_class": 6})
+
+
+def tiny_cell(name: str, hparams: dict[str, Any] | None = None, seed: int = 0,
+              iterations: int = 6, lr: float = 0.01) -> Cell:
+    """A cell running strategy ``name`` on the kit's tiny stream with a small CNN (32-d
+    embedding, P x K = 4 x 3, Adam), ``iterations`` steps per experience."""
+    return Cell(scenario=TINY_SCENARIO, strategy=name,
+                hparams=resolved_hparams(name, hparams or {}), seed=seed,
+                model=ModelSpec(trunk="small_cnn", dim=32, pool="avg"),
+                training=TrainingSpec(p=4, k=3, iterations=iterations, lr=lr,
+                                      eval_mb_size=64),
+                evaluation=EvaluationSpec(ks=[1, 2], map_at_r=False), cache=CacheSpec())
+
 
 def tiny_stream(seed: int = 0) -> Any:
-    """3 experiences of 4 synth-fg classes (10 train / 6 test images each, 32 px)."""
-    from benchmarks.datasets import SynthFG
-    from benchmarks.streams import class_incremental
-    from benchmarks.transforms import retrieval_transforms
+    """The kit's stream (:data:`TINY_SCENARIO`) as an Avalanche benchmark."""
+    from benchmarks.run.cell import build_benchmark
 
-    kw = {"num_classes": 12, "train_per_class": 10, "test_per_class": 6, "seed": seed}
-    train = SynthFG(split="train", transform=retrieval_transforms(32, True, True), **kw)
-    test = SynthFG(split="test", transform=retrieval_transforms(32, False, True), **kw)
-    return class_incremental((train, test), "4+4+4")
+    return build_benchmark(tiny_cell("finetune", seed=seed))
 
 
 def build_template(name: str, hparams: dict[str, Any] | None = None, seed: int = 0,
-                   iterations: int = 6, lr: float = 0.01) -> RetrievalTemplate:
-    """A small-CNN template running strategy ``name`` (used by the kit and quick tests)."""
-    seed_everything(seed)
-    plugin = make_plugin(name, hparams)
-    model = EmbeddingNet("small_cnn", dim=32, pool="avg", classifier=plugin.needs_classifier)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    return RetrievalTemplate(model=model, optimizer=optimizer, p=4, k=3, iterations=iterations,
-                             plugins=[plugin], metrics=RetrievalMetrics(ks=(1, 2)),
-                             eval_mb_size=64, seed=seed)
+                   iterations: int = 6, lr: float = 0.01) -> Any:
+    """The training template of :func:`tiny_cell`, built as the runner builds it (used by
+    the kit and quick tests)."""
+    from benchmarks.run.cell import build_cell
+
+    return build_cell(tiny_cell(name, hparams, seed, iterations, lr)).template
 
 
 @dataclass

@@ -32,6 +32,7 @@ from filelock import FileLock
 from torch.utils.data import Dataset
 
 from benchmarks.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
+from metrics.io import atomic_write
 
 #: bump when the stored layout or the view recipe changes: old entries are then ignored
 CACHE_VERSION = 1
@@ -82,15 +83,13 @@ def _cached_array(path: Path, shape: tuple[int, ...], dtype: Any,
     """The array stored at ``path``, computing it with ``fill`` on first use (atomically)."""
     with _entry_lock(path):
         if not path.is_file():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
+            def write(tmp: Path) -> None:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
                 fill(out)
                 out.flush()
                 del out
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+
+            atomic_write(path, write)
     # copy-on-write: tensors view the pages without a copy (nothing here writes to them,
     # and a write would stay in this process, never reach the file)
     arr = np.load(path, mmap_mode="c")
@@ -246,12 +245,9 @@ def view_tensors(images: ImageCache, i: int, views: int) -> torch.Tensor:
 
 
 def stem_key(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's frozen stem (its structure and weights)."""
-    h = hashlib.sha256(f"{model.trunk_name}:{model.frozen_stages}".encode())
-    for name, t in model.stem.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """SHA-256 of a model's frozen stem (its structure and weights), as the model gives it
+    (``EmbeddingNet.stem_fingerprint``)."""
+    return str(model.stem_fingerprint())
 
 
 def stem_feature_cache(images: ImageCache, model: torch.nn.Module, views: int,
@@ -311,7 +307,7 @@ def cached_pair(train: Any, test: Any, image_size: int, generated: bool, *,
     if model is None and not images:
         return train, test
     caches = [ImageCache(d, image_size, generated, root) for d in (train, test)]
-    if model is not None and len(model.stem):
+    if model is not None and model.frozen_stages:
         return (CachedFeatures(train, stem_feature_cache(caches[0], model, views, root), True),
                 CachedFeatures(test, stem_feature_cache(caches[1], model, 1, root), False))
     return (CachedImages(train, caches[0], tensor_transforms(image_size, True, generated)),

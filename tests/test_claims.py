@@ -1,0 +1,178 @@
+"""lrbench report --claims: claims tested on hand-built stores whose answers are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from benchmarks.cli import main
+from benchmarks.errors import LrbenchError
+from reports.claims import check_claims, load_claims
+from reports.load import load_results
+from reports.tables import holm
+
+SEEDS = range(5)
+NOISE = [0.01, -0.01, 0.02, 0.0, -0.02]
+BASE = [0.50 + 0.01 * s for s in SEEDS]
+#: final union-of-seen Recall@1 per strategy and seed
+FINAL = {
+    "base": BASE,
+    "good": [b + 0.10 + n for b, n in zip(BASE, NOISE, strict=True)],     # clearly higher
+    "bad": [b - 0.10 + n for b, n in zip(BASE, NOISE[::-1], strict=True)],  # clearly lower
+    "unsure": [b + n for b, n in zip(BASE, [0.05, -0.06, 0.04, -0.05, 0.03], strict=True)],
+}
+
+
+def write_cell(store: Path, strategy: str, seed: int, final: float, scenario: str = "toy"
+               ) -> None:
+    config = {"scenario": {"name": scenario, "dataset": "synth-fg", "schedule": "2+2"},
+              "strategy": strategy, "hparams": {}, "seed": seed,
+              "model": {"trunk": "small_cnn"}, "training": {"iterations": 3},
+              "evaluation": {"ks": [1]}}
+    r = [[0.6, 0.1], [0.3, final]]  # per-task R@1: the last task's value is ``final`` too
+    result = {"id": f"{scenario}__{strategy}__seed{seed}", "config_hash": f"{strategy}{seed}",
+              "config": config, "status": "finished",
+              "payload": {"num_experiences": 2, "r_matrix": {"recall": {"1": r}},
+                          "seen": {"recall": {"1": [0.6, final]}}}}
+    folder = store / "cells" / result["id"]
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps(result))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("claims") / "store"
+    for strategy, values in FINAL.items():
+        for seed in SEEDS:
+            write_cell(out, strategy, seed, values[seed])
+    return out
+
+
+def claims_file(folder: Path, claims: list[dict], **top) -> Path:
+    path = folder / "claims.yaml"
+    path.write_text(yaml.safe_dump({**top, "claims": claims}, sort_keys=False))
+    return path
+
+
+CLAIMS = [
+    {"name": "good beats base", "strategies": ["good"], "versus": "base",
+     "direction": "higher"},
+    {"name": "bad beats base by 0.02", "strategies": "bad", "versus": ["base"],
+     "direction": "higher", "margin": 0.02},
+    {"name": "unsure beats base", "strategies": ["unsure"], "versus": "base",
+     "direction": "higher"},
+    {"name": "good keeps the last task", "strategies": ["good"], "versus": "base",
+     "column": "last_task", "direction": "within", "margin": 0.2},
+]
+
+
+def test_one_supported_one_not_one_inconclusive(store, tmp_path):
+    data = check_claims(load_results([store]), load_claims(claims_file(tmp_path, CLAIMS)))
+    assert data.attrs["verdicts"] == {
+        "good beats base": "supported", "bad beats base by 0.02": "not supported",
+        "unsure beats base": "inconclusive", "good keeps the last task": "supported"}
+    # the numbers behind them: paired differences over the 5 seeds, one Holm family
+    assert list(data.n_pairs) == [5, 5, 5, 5]
+    assert data.mean_diff.tolist() == pytest.approx([0.10, -0.10, 0.002, 0.10])
+    good, bad, unsure = (np.array(FINAL[s]) for s in ("good", "bad", "unsure"))
+    base = np.array(BASE)
+    within = max(stats.ttest_1samp(good - base + 0.2, 0, alternative="greater").pvalue,
+                 stats.ttest_1samp(good - base - 0.2, 0, alternative="less").pvalue)
+    raw = [stats.ttest_rel(good, base).pvalue, stats.ttest_rel(bad - 0.02, base).pvalue,
+           stats.ttest_rel(unsure, base).pvalue, within]
+    assert data.p_value.tolist() == pytest.approx(raw)
+    assert data.p_adjusted.tolist() == pytest.approx(holm(raw).tolist())
+    assert data.ci_high[1] < 0.02 < data.ci_high[2] and data.ci_low[2] < 0
+
+
+def test_a_directional_claim_the_other_way_is_not_supported(store, tmp_path):
+    claims = [{"name": "base beats good", "strategies": ["base"], "versus": "good",
+               "direction": "higher"},
+              {"name": "good within 0.01", "strategies": ["good"], "versus": "base",
+               "direction": "within", "margin": 0.01}]
+    data = check_claims(load_results([store]), load_claims(claims_file(tmp_path, claims)))
+    assert data.attrs["verdicts"] == {"base beats good": "not supported",
+                                      "good within 0.01": "not supported"}
+
+
+def test_versus_others_and_a_claim_is_as_strong_as_its_weakest_comparison(store, tmp_path):
+    claims = [{"name": "good best", "strategies": ["good"], "versus": "others",
+               "direction": "higher"},
+              {"name": "both beat base", "strategies": ["good", "unsure"], "versus": "base",
+               "direction": "higher"}]
+    data = check_claims(load_results([store]), load_claims(claims_file(tmp_path, claims)))
+    assert sorted(data[data.claim == "good best"].versus) == ["bad", "base", "unsure"]
+    assert data.attrs["verdicts"] == {"good best": "supported", "both beat base": "inconclusive"}
+
+
+def test_comparisons_only_where_both_strategies_ran(store, tmp_path):
+    import shutil
+
+    merged = tmp_path / "merged"
+    shutil.copytree(store, merged)
+    for strategy in ("base", "good"):  # a second scenario without bad and unsure
+        for seed in SEEDS:
+            write_cell(merged, strategy, seed, FINAL[strategy][seed] - 0.2, scenario="toy2")
+    data = check_claims(load_results([merged]), load_claims(claims_file(tmp_path, CLAIMS)))
+    assert list(zip(data.claim, data.scenario, strict=True)) == [
+        ("good beats base", "toy"), ("good beats base", "toy2"),
+        ("bad beats base by 0.02", "toy"), ("unsure beats base", "toy"),
+        ("good keeps the last task", "toy"), ("good keeps the last task", "toy2")]
+    only = {**CLAIMS[2], "scenarios": ["toy2"]}
+    with pytest.raises(LrbenchError, match="no scenario of these results has both"):
+        check_claims(load_results([merged]), load_claims(claims_file(tmp_path, [only])))
+
+
+def test_cli_prints_verdicts_and_writes_markdown_and_csv(store, tmp_path, capsys):
+    out = tmp_path / "report"
+    argv = ["report", str(store), "--out", str(out), "--format", "md,csv",
+            "--claims", str(claims_file(tmp_path, CLAIMS))]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "SUPPORTED      good beats base" in printed
+    assert "NOT SUPPORTED  bad beats base by 0.02" in printed
+    assert "INCONCLUSIVE   unsure beats base" in printed
+    assert "good vs base on toy: final_seen recall@1 diff 0.100" in printed
+    md = (out / "claims.md").read_text()
+    assert "| good beats base | **supported** |" in md and "over all 4 defined test(s)" in md
+    csv = (out / "claims.csv").read_text().splitlines()
+    assert csv[0].startswith("claim,scenario,strategy,versus,metric,column,direction,margin")
+    assert len(csv) == 5
+
+
+@pytest.mark.parametrize("claim,message", [
+    ({"strategies": ["fecd"]}, "strategy 'fecd' is not in these results"),
+    ({"versus": "basee"}, "strategy 'basee' is not in these results. Did you mean 'base'?"),
+    ({"metric": "recall@4"}, "metric 'recall@4' is not in these results"),
+    ({"scenarios": ["other"]}, "scenario 'other' is not in these results"),
+    ({"versus": "good"}, "cannot be compared with itself"),
+])
+def test_a_claim_naming_what_the_store_lacks_is_one_line(store, tmp_path, claim, message,
+                                                         capsys):
+    bad = {**CLAIMS[0], **claim}
+    out = tmp_path / "report"
+    assert main(["report", str(store), "--out", str(out), "--claims",
+                 str(claims_file(tmp_path, [bad]))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "claim 'good beats base'" in err[0]
+    assert not out.exists()  # refused before anything is written
+
+
+def test_a_malformed_claims_file_is_one_line(tmp_path):
+    with pytest.raises(LrbenchError, match=r"claims\.0\.direction"):
+        load_claims(claims_file(tmp_path, [{"name": "x", "strategies": ["a"], "versus": "b",
+                                            "direction": "better"}]))
+    with pytest.raises(LrbenchError, match="not found"):
+        load_claims(tmp_path / "none.yaml")
+
+
+def test_the_documented_example_file_is_valid():
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "claims.yaml"
+    claims = load_claims(example).claims
+    assert [c.direction for c in claims] == ["lower", "within", "higher", "higher"]
+    assert claims[3].versus == "others" and claims[2].versus == ["fecd-noest"]
