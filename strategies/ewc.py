@@ -2,34 +2,74 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import numpy as np
-from avalanche.training.plugins import EWCPlugin
-from avalanche.training.utils import ParamData
 from pydantic import Field
 
-from strategies.registry import LogUniform, StrategyConfig, StrategyPlugin, register_strategy
-from strategies.template import pk_order
+from strategies.registry import (
+    Callbacks,
+    LogUniform,
+    StrategyConfig,
+    StrategyPlugin,
+    register_strategy,
+)
 
 #: mixed into the importance pass's sampler seed, so it draws other batches than training
 _IMPORTANCE_STREAM = 0xE3C
 
 
-def params_to_state(params: dict[int, dict[str, ParamData]]) -> dict[int, dict[str, Any]]:
-    """ParamData dictionaries as plain tensors (checkpointable)."""
+def params_to_state(params: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Avalanche's ParamData dictionaries as plain tensors (checkpointable)."""
     return {e: {k: p.data.detach().cpu().clone() for k, p in d.items()}
             for e, d in params.items()}
 
 
-def state_to_params(state: dict[int, dict[str, Any]]) -> dict[int, dict[str, ParamData]]:
+def state_to_params(state: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Inverse of :func:`params_to_state`."""
+    from avalanche.training.utils import ParamData
+
     return {e: {k: ParamData(k, t.shape, init_tensor=t.clone()) for k, t in d.items()}
             for e, d in state.items()}
 
 
+@functools.cache
+def pk_ewc_plugin() -> type:
+    """Avalanche's ``EWCPlugin`` whose importance pass reads P x K batches (see
+    :class:`EWC`); made on first use, so importing this module does not import Avalanche."""
+    from avalanche.training.plugins import EWCPlugin
+
+    from strategies.template import pk_order
+
+    class PKEWCPlugin(EWCPlugin):
+        #: (P, K, sampler seed) of the importance pass under way, None outside it
+        pk: tuple[int, int, int] | None = None
+
+        def compute_importances(self, model: Any, criterion: Any, optimizer: Any,
+                                dataset: Any, device: Any, batch_size: int,
+                                num_workers: int = 0) -> dict[str, Any]:
+            """Avalanche's importance pass, over P x K batches, with the model's
+            train/eval mode restored afterwards."""
+            if self.pk is not None:
+                p, k, seed = self.pk
+                targets = [int(t) for t in dataset.targets]
+                p = min(p, len(set(targets)))
+                dataset = dataset.subset(pk_order(targets, p, k, seed))
+                batch_size = p * k
+            was_training = model.training
+            try:
+                return super().compute_importances(model, criterion, optimizer, dataset,
+                                                   device, batch_size,
+                                                   num_workers=num_workers)
+            finally:
+                model.train(was_training)
+
+    return PKEWCPlugin
+
+
 @register_strategy("ewc")
-class EWC(StrategyPlugin, EWCPlugin):
+class EWC(StrategyPlugin, Callbacks):
     """EWC: a quadratic penalty on parameter change, weighted by Fisher information.
 
     Avalanche's ``EWCPlugin``; the Fisher information comes from the gradients of the
@@ -60,10 +100,20 @@ class EWC(StrategyPlugin, EWCPlugin):
         config = config if config is not None else self.Config()
         if config.mode == "online" and config.decay_factor is None:
             config = config.model_copy(update={"decay_factor": 1.0})
-        super().__init__(config, ewc_lambda=config.ewc_lambda, mode=config.mode,
-                         decay_factor=config.decay_factor)
-        #: (P, K, sampler seed) of the importance pass under way, None outside it
-        self._pk: tuple[int, int, int] | None = None
+        super().__init__(config)
+        #: Avalanche's plugin doing the work (:func:`pk_ewc_plugin`)
+        self.ewc = pk_ewc_plugin()(ewc_lambda=config.ewc_lambda, mode=config.mode,
+                                   decay_factor=config.decay_factor)
+
+    @property
+    def importances(self) -> dict[int, dict[str, Any]]:
+        """Fisher information per experience (Avalanche's ``ParamData``)."""
+        return self.ewc.importances
+
+    @property
+    def saved_params(self) -> dict[int, dict[str, Any]]:
+        """Parameters after each experience (Avalanche's ``ParamData``)."""
+        return self.ewc.saved_params
 
     def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         p, k = getattr(strategy, "p", None), getattr(strategy, "k", None)
@@ -71,33 +121,15 @@ class EWC(StrategyPlugin, EWCPlugin):
             exp = int(strategy.experience.current_experience)
             seed = np.random.SeedSequence([int(getattr(strategy, "seed", 0)), exp,
                                            _IMPORTANCE_STREAM]).generate_state(1)[0]
-            self._pk = (int(p), int(k), int(seed))
+            self.ewc.pk = (int(p), int(k), int(seed))
         try:
-            super().after_training_exp(strategy, **kwargs)
+            self.ewc.after_training_exp(strategy, **kwargs)
         finally:
-            self._pk = None
-
-    def compute_importances(self, model: Any, criterion: Any, optimizer: Any, dataset: Any,
-                            device: Any, batch_size: int, num_workers: int = 0
-                            ) -> dict[str, ParamData]:
-        """Avalanche's importance pass, over P x K batches (see the class docstring), with
-        the model's train/eval mode restored afterwards."""
-        if self._pk is not None:
-            p, k, seed = self._pk
-            targets = [int(t) for t in dataset.targets]
-            p = min(p, len(set(targets)))
-            dataset = dataset.subset(pk_order(targets, p, k, seed))
-            batch_size = p * k
-        was_training = model.training
-        try:
-            return super().compute_importances(model, criterion, optimizer, dataset, device,
-                                               batch_size, num_workers=num_workers)
-        finally:
-            model.train(was_training)
+            self.ewc.pk = None
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         before = float(strategy.loss.detach())
-        super().before_backward(strategy, **kwargs)
+        self.ewc.before_backward(strategy, **kwargs)
         self.log_added_loss(strategy, "ewc", before)
 
     def state_dict(self) -> dict[str, Any]:

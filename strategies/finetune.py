@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from avalanche.core import SupervisedPlugin
-
-from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+from strategies.registry import Callbacks, StrategyConfig, StrategyPlugin, register_strategy
 
 
 @register_strategy("finetune")
-class Finetune(StrategyPlugin, SupervisedPlugin):
+class Finetune(StrategyPlugin, Callbacks):
     """Fine-tuning: the metric loss on each new experience alone (lower bound)."""
 
     class Config(StrategyConfig):

@@ -5,13 +5,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from avalanche.core import SupervisedPlugin
-
-from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+from strategies.registry import Callbacks, StrategyConfig, StrategyPlugin, register_strategy
 
 
 @register_strategy("joint")
-class Joint(StrategyPlugin, SupervisedPlugin):
+class Joint(StrategyPlugin, Callbacks):
     """Joint training on all data seen so far, same budget per experience (upper bound).
 
     The data of earlier experiences is taken from the stream itself (nothing is stored), so

@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
-from avalanche.training.plugins import MASPlugin
-from avalanche.training.utils import ParamData, zerolike_params_dict
 from pydantic import Field
 from torch.utils.data import DataLoader
 
-from strategies.registry import LogUniform, StrategyConfig, StrategyPlugin, register_strategy
+from strategies.registry import (
+    Callbacks,
+    LogUniform,
+    StrategyConfig,
+    StrategyPlugin,
+    register_strategy,
+)
+
+
+def raw_norm_importance(strategy: Any) -> dict[str, Any]:
+    """MAS importance from the squared norm of the embedding before normalisation, the
+    model in eval mode (see :class:`MAS`): mean absolute gradient per parameter."""
+    from avalanche.training.utils import zerolike_params_dict
+
+    model = strategy.model
+    importance = dict(zerolike_params_dict(model))
+    dataset = strategy.experience.dataset
+    loader = DataLoader(dataset, batch_size=strategy.train_mb_size,
+                        collate_fn=getattr(dataset, "collate_fn", None))
+    was_training = model.training
+    model.eval()  # BatchNorm: running statistics used, not updated
+    try:
+        for batch in loader:
+            strategy.optimizer.zero_grad()
+            x = batch[0].to(strategy.device)
+            out = model.embed_raw(x) if hasattr(model, "embed_raw") else model(x)
+            out.norm(p=2, dim=1).pow(2).mean().backward()
+            for name, param in model.named_parameters():
+                if param.requires_grad and param.grad is not None:
+                    importance[name].data += param.grad.abs()
+    finally:
+        model.train(was_training)
+        strategy.optimizer.zero_grad()
+    for value in importance.values():
+        value.data /= float(max(len(loader), 1))
+    return importance
+
+
+@functools.cache
+def raw_norm_mas_plugin() -> type:
+    """Avalanche's ``MASPlugin`` taking its importance from :func:`raw_norm_importance`;
+    made on first use, so importing this module does not import Avalanche."""
+    from avalanche.training.plugins import MASPlugin
+
+    class RawNormMASPlugin(MASPlugin):
+        def _get_importance(self, strategy: Any) -> dict[str, Any]:
+            return raw_norm_importance(strategy)
+
+    return RawNormMASPlugin
 
 
 @register_strategy("mas")
-class MAS(StrategyPlugin, MASPlugin):
+class MAS(StrategyPlugin, Callbacks):
     """MAS: a penalty on parameter change weighted by output sensitivity.
 
     Avalanche's ``MASPlugin`` measures the sensitivity of the squared L2 norm of the model's
@@ -39,36 +86,27 @@ class MAS(StrategyPlugin, MASPlugin):
     tunable = {"lambda_reg": LogUniform(0.01, 100.0)}
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
-        config = config if config is not None else self.Config()
-        super().__init__(config, lambda_reg=config.lambda_reg, alpha=config.alpha)
+        super().__init__(config)
+        #: Avalanche's plugin doing the work (:func:`raw_norm_mas_plugin`)
+        self.mas = raw_norm_mas_plugin()(lambda_reg=self.config.lambda_reg,
+                                         alpha=self.config.alpha)
 
-    def _get_importance(self, strategy: Any) -> dict[str, ParamData]:
-        model = strategy.model
-        importance = dict(zerolike_params_dict(model))
-        dataset = strategy.experience.dataset
-        loader = DataLoader(dataset, batch_size=strategy.train_mb_size,
-                            collate_fn=getattr(dataset, "collate_fn", None))
-        was_training = model.training
-        model.eval()  # BatchNorm: running statistics used, not updated
-        try:
-            for batch in loader:
-                strategy.optimizer.zero_grad()
-                x = batch[0].to(strategy.device)
-                out = model.embed_raw(x) if hasattr(model, "embed_raw") else model(x)
-                out.norm(p=2, dim=1).pow(2).mean().backward()
-                for name, param in model.named_parameters():
-                    if param.requires_grad and param.grad is not None:
-                        importance[name].data += param.grad.abs()
-        finally:
-            model.train(was_training)
-            strategy.optimizer.zero_grad()
-        for value in importance.values():
-            value.data /= float(max(len(loader), 1))
-        return importance
+    @property
+    def importance(self) -> dict[str, Any] | None:
+        """The accumulated importance (Avalanche's ``ParamData``), None before any."""
+        return self.mas.importance
+
+    @property
+    def params(self) -> dict[str, Any] | None:
+        """The parameters after the last experience (Avalanche's ``ParamData``)."""
+        return self.mas.params
+
+    def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        self.mas.after_training_exp(strategy, **kwargs)
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         before = float(strategy.loss.detach())
-        super().before_backward(strategy, **kwargs)
+        self.mas.before_backward(strategy, **kwargs)
         self.log_added_loss(strategy, "mas", before)
 
     def state_dict(self) -> dict[str, Any]:
@@ -78,9 +116,11 @@ class MAS(StrategyPlugin, MASPlugin):
         return {"params": plain(self.params), "importance": plain(self.importance)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        def rebuild(d: dict[str, torch.Tensor] | None) -> dict[str, ParamData] | None:
+        from avalanche.training.utils import ParamData
+
+        def rebuild(d: dict[str, torch.Tensor] | None) -> dict[str, Any] | None:
             return None if d is None else {
                 k: ParamData(k, t.shape, init_tensor=t.clone()) for k, t in d.items()}
 
-        self.params = rebuild(state["params"])
-        self.importance = rebuild(state["importance"])
+        self.mas.params = rebuild(state["params"])
+        self.mas.importance = rebuild(state["importance"])

@@ -1,6 +1,8 @@
 """The embedding network of DESIGN.md, "Model": ``f(x) = normalize(W . pool(trunk(x)))``.
 
-* trunks: torchvision ResNet-18/50, GoogLeNet, MobileNetV2, and ``small_cnn`` for CPU runs;
+* trunks: torchvision ResNet-18/50, GoogLeNet, MobileNetV2, ``small_cnn`` for CPU runs, and
+  ``timm:<name>`` for a timm model of a family in :data:`FROZEN_STAGES` (ResNets, Inception
+  v3/v4/Inception-ResNet-v2, ViT/DeiT, and other CNNs whose layers run in sequence);
 * pooling: global max (the thesis) or average;
 * an optional cosine classifier ``z = s . normalize(V) f`` (s = 20) that grows as classes
   arrive (methods that need logits: LwF, MMD + KD);
@@ -10,14 +12,17 @@
   :func:`make_trunk`) never train and stay in eval mode. ``forward`` then also accepts
   the stem's output in place of images, which is what the feature cache
   (``benchmarks.run.cache``) feeds it: strategies and teachers see one interface either way;
-* ImageNet weights only from a local file whose SHA-256 is checked (nothing is downloaded).
+* ImageNet weights only from a local file whose SHA-256 is checked (nothing is downloaded;
+  a timm trunk's file is named with its hash: ``pretrained: PATH#sha256=HEX``).
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,36 @@ import torch.nn.functional as F
 from torch import nn
 
 TRUNKS = ("small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2")
+
+#: a trunk named ``timm:<name>`` is built by timm (optional extra ``lrbench[timm]``)
+TIMM_PREFIX = "timm:"
+
+#: What ``frozen_stages`` counts, per trunk family: the stages, in forward order, that
+#: ``EmbeddingNet(frozen_stages=k)`` splits into a frozen stem (the first k) and a trained
+#: rest. One table: the README's "Model" section shows it, ``trunk_family`` picks the row.
+FROZEN_STAGES: dict[str, str] = {
+    "small_cnn": "its 4 conv-BN-ReLU blocks",
+    "resnet": "conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4 (8 stages: 4 freezes "
+              "the stem, 5 also layer1, 7 everything but layer4); torchvision's resnet18/50 "
+              "and timm's ResNets alike",
+    "googlenet": "torchvision GoogLeNet's 16 children up to inception5b (conv1 ... inception5b)",
+    "mobilenet_v2": "the 19 `features` blocks (18 trains only the last 1x1 conv, 320 -> 1280)",
+    "timm_inception": "the top-level blocks in forward order: inception_v3 18 (Conv2d_1a_3x3 ... "
+                      "Mixed_7c), inception_v4 22 (its `features`), inception_resnet_v2 15 "
+                      "(conv2d_1a ... conv2d_7b)",
+    "timm_vit": "1 + depth + 1 stages: the token embedding (patch embedding, class/distillation "
+                "tokens, position embedding), each transformer block, the final norm (k = 1 + "
+                "depth trains only the final norm); the output is every token, pooled by `pool`",
+    "timm_cnn": "any other timm model whose top-level children before its head run in "
+                "sequence as its forward_features (checked when built; otherwise an error): "
+                "those children",
+}
+
+_TIMM_INCEPTION = ("InceptionV3", "InceptionV4", "InceptionResnetV2")
+#: a timm model's children from the first of these on are its head (pooling, classifier)
+_TIMM_HEAD = ("global_pool", "head", "head_drop", "fc", "fc_norm", "classifier", "classif",
+              "last_linear", "head_dist")
+_SHA256_SUFFIX = re.compile(r"^(?P<path>.+)#sha256=(?P<hex>[0-9a-fA-F]{64})$")
 
 #: Known ImageNet weight files: trunk -> (file name, SHA-256 prefix).
 KNOWN_WEIGHTS = {"mobilenet_v2": ("mobilenet_v2-b0353104.pth", "b03531047ffacf1e")}
@@ -44,27 +79,204 @@ def small_cnn(width: int = 16) -> nn.Sequential:
     return nn.Sequential(*stages)
 
 
+#: torchvision classifiers, built without weights (``init``: torchvision's random init)
+_TORCHVISION: dict[str, Any] = {
+    "resnet18": lambda models, init: models.resnet18(weights=None),
+    "resnet50": lambda models, init: models.resnet50(weights=None),
+    "googlenet": lambda models, init: models.googlenet(weights=None, aux_logits=False,
+                                                       init_weights=init),
+    "mobilenet_v2": lambda models, init: models.mobilenet_v2(weights=None),
+}
+
+
+def cut_trunk(name: str, net: nn.Module) -> tuple[nn.Sequential, int]:
+    """The one table of trunk cuts: torchvision classifier ``net`` without its pooling and
+    head, as an ``nn.Sequential`` of stages, and its output channels."""
+    if name == "mobilenet_v2":
+        return net.features, net.last_channel
+    if name in ("resnet18", "resnet50"):
+        return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
+    if name == "googlenet":
+        return nn.Sequential(*list(net.children())[:-3]), 1024
+    raise ValueError(f"no cut for trunk {name!r}")
+
+
 def make_trunk(name: str) -> tuple[nn.Sequential, int]:
     """A trunk producing a feature map, as an ``nn.Sequential`` of stages, and its channels.
 
-    Stages (what ``frozen_stages`` counts): small_cnn's 4 conv blocks; ResNet's stem layers
-    (conv1, bn1, relu, maxpool) then layer1..layer4; GoogLeNet's children; MobileNetV2's 19
-    ``features`` blocks (freezing 18 trains only the last 1x1 conv, 320 -> 1280).
+    Stages (what ``frozen_stages`` counts): see :data:`FROZEN_STAGES`. A ``timm:<name>``
+    trunk is randomly initialised here (:func:`make_timm_trunk` loads weights).
     """
     from torchvision import models
 
+    if name.startswith(TIMM_PREFIX):
+        return make_timm_trunk(name)
     if name == "small_cnn":
         return small_cnn(), 128
-    if name in ("resnet18", "resnet50"):
-        net = getattr(models, name)(weights=None)
-        return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
-    if name == "googlenet":
-        net = models.googlenet(weights=None, aux_logits=False, init_weights=True)
-        return nn.Sequential(*list(net.children())[:-3]), 1024
-    if name == "mobilenet_v2":
-        net = models.mobilenet_v2(weights=None)
-        return net.features, net.last_channel
-    raise ValueError(f"unknown trunk {name!r}; use one of {', '.join(TRUNKS)}")
+    if name in _TORCHVISION:
+        return cut_trunk(name, _TORCHVISION[name](models, True))
+    raise ValueError(f"unknown trunk {name!r}; use one of {', '.join(TRUNKS)} or "
+                     f"{TIMM_PREFIX}<name>")
+
+
+def trunk_family(name: str, net: nn.Module | None = None) -> str:
+    """The :data:`FROZEN_STAGES` row of trunk ``name`` (``net``: its timm model, if built)."""
+    if not name.startswith(TIMM_PREFIX):
+        return "resnet" if name in ("resnet18", "resnet50") else name
+    kind = type(net).__name__ if net is not None else ""
+    if kind == "ResNet":
+        return "resnet"
+    if kind in _TIMM_INCEPTION:
+        return "timm_inception"
+    if kind.startswith("VisionTransformer"):
+        return "timm_vit"
+    return "timm_cnn"
+
+
+def require_timm() -> Any:
+    """The timm module, or a one-line error saying how to install it."""
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("timm trunks need the timm package: pip install 'lrbench[timm]'"
+                         ) from None
+    return timm
+
+
+def check_timm_name(trunk: str) -> str:
+    """The timm model name of ``timm:<name>``, refused in one line when timm lacks it."""
+    name = trunk[len(TIMM_PREFIX):]
+    timm = require_timm()
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise ValueError(f"timm has no model {name!r}{hint}; see timm.list_models()")
+    return name
+
+
+def parse_pretrained(value: str | Path) -> tuple[Path, str]:
+    """``PATH#sha256=HEX`` -> (PATH, hex): how a timm trunk names its local weight file."""
+    match = _SHA256_SUFFIX.match(str(value))
+    if match is None:
+        raise ValueError(
+            f"pretrained: give a local weight file with its SHA-256 as PATH#sha256=<64 hex "
+            f"digits> (sha256sum PATH prints it), got {str(value)[:80]!r}; timm trunks never "
+            "download weights")
+    return Path(match["path"]).expanduser(), match["hex"].lower()
+
+
+class _VitTokens(nn.Module):
+    """A ViT's first stage: patch embedding, class/distillation tokens, position embedding
+    (the timm model itself, with its blocks, final norm and head taken out)."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_features(x)
+
+
+class _TokenMap(nn.Module):
+    """A ViT's last stage: the final norm, then every token as a C x T x 1 map, so the
+    embedding's ``pool`` (max or avg) pools over tokens as it pools a CNN's positions."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x).transpose(1, 2).unsqueeze(-1)
+
+
+def _timm_model(name: str) -> nn.Module:
+    timm = require_timm()
+    from timm.models import _registry
+
+    kwargs: dict[str, Any] = {"pretrained": False}  # never a download: weights are ours
+    module = getattr(_registry.model_entrypoint(name), "__module__", "")
+    if module.endswith(("vision_transformer", "deit")):
+        kwargs["dynamic_img_size"] = True  # any image size (position embedding resampled)
+    return timm.create_model(name, **kwargs)
+
+
+def load_timm_weights(net: nn.Module, trunk: str, pretrained: str | Path) -> Path:
+    """Load a local weight file, checked against its SHA-256, into timm model ``net``."""
+    path, expected = parse_pretrained(pretrained)
+    if not path.is_file():
+        raise ValueError(f"{trunk}: weights file {str(path)!r} not found; give a local file "
+                         "(timm trunks never download weights)")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ValueError(f"{trunk}: weights file {path} has SHA-256 {actual}, expected "
+                         f"{expected}; the file is corrupt or another one")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+    result = net.load_state_dict(state, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        raise ValueError(f"{trunk}: weights file {path} does not fit the model: "
+                         f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} "
+                         f"unexpected keys {unexpected[:3]}")
+    return path
+
+
+def make_timm_trunk(trunk: str, pretrained: bool | str | Path = False
+                    ) -> tuple[nn.Sequential, int]:
+    """A ``timm:<name>`` trunk as stages (:data:`FROZEN_STAGES`) and its channels; weights
+    from ``pretrained`` (``PATH#sha256=HEX``) are loaded into the whole timm model first."""
+    name = check_timm_name(trunk)
+    if pretrained is True:
+        raise ValueError(f"{trunk}: give the local weight file as pretrained: "
+                         "PATH#sha256=HEX (timm trunks never download weights)")
+    net = _timm_model(name)
+    if pretrained:
+        load_timm_weights(net, trunk, pretrained)
+    channels = int(net.num_features)
+    family = trunk_family(trunk, net)
+    if family == "timm_vit":
+        blocks, norm = list(net.blocks), net.norm
+        net.blocks, net.norm = nn.Sequential(), nn.Identity()
+        net.reset_classifier(0)
+        return nn.Sequential(_VitTokens(net), *blocks, _TokenMap(norm)), channels
+    children = []
+    for child_name, child in net.named_children():
+        if child_name in _TIMM_HEAD:
+            break
+        children.append(child)
+    if len(children) == 1 and isinstance(children[0], nn.Sequential):
+        children = list(children[0])  # inception_v4's `features`
+    stages = nn.Sequential(*children)
+    if family == "timm_cnn":  # ResNet and Inception layouts are known (and tested)
+        _check_sequential(net, stages, trunk)
+    return stages, channels
+
+
+def _check_sequential(net: nn.Module, stages: nn.Sequential, trunk: str) -> None:
+    """Refuse a timm model whose children, run in order, are not its forward_features
+    (compared on one random image of the model's own input size)."""
+    size = int(net.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            same = torch.allclose(stages(x), net.forward_features(x), atol=1e-5)
+    except Exception:
+        same = False
+    finally:
+        net.train(was)
+    if not same:
+        raise ValueError(f"{trunk}: its top-level layers do not run in sequence as its "
+                         "features, so it cannot be split into stages; use a ResNet, "
+                         "Inception, ViT/DeiT or another sequential timm model")
 
 
 def find_weights(trunk: str) -> Path | None:
@@ -104,18 +316,10 @@ def load_imagenet_weights(trunk_name: str, trunk: nn.Module, path: str | Path | 
     state = torch.load(file, map_location="cpu", weights_only=True)
     from torchvision import models
 
-    if trunk_name == "mobilenet_v2":
-        net = models.mobilenet_v2(weights=None)
-        net.load_state_dict(state)
-        trunk.load_state_dict(net.features.state_dict())
-    elif trunk_name in ("resnet18", "resnet50"):
-        net = getattr(models, trunk_name)(weights=None)
-        net.load_state_dict(state)
-        trunk.load_state_dict(nn.Sequential(*list(net.children())[:-2]).state_dict())
-    elif trunk_name == "googlenet":
-        net = models.googlenet(weights=None, aux_logits=False, init_weights=False)
-        net.load_state_dict(state, strict=False)
-        trunk.load_state_dict(nn.Sequential(*list(net.children())[:-3]).state_dict())
+    if trunk_name in _TORCHVISION:  # the whole classifier's file, cut as make_trunk cuts it
+        net = _TORCHVISION[trunk_name](models, False)
+        net.load_state_dict(state, strict=trunk_name != "googlenet")  # no aux heads here
+        trunk.load_state_dict(cut_trunk(trunk_name, net)[0].state_dict())
     else:
         trunk.load_state_dict(state)
     return file
@@ -176,9 +380,12 @@ class EmbeddingNet(nn.Module):
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         self.trunk_name, self.pool_name, self.freeze_bn = trunk, pool, freeze_bn
-        full, channels = make_trunk(trunk)
-        if pretrained:
-            load_imagenet_weights(trunk, full, None if pretrained is True else pretrained)
+        if trunk.startswith(TIMM_PREFIX):
+            full, channels = make_timm_trunk(trunk, pretrained)
+        else:
+            full, channels = make_trunk(trunk)
+            if pretrained:
+                load_imagenet_weights(trunk, full, None if pretrained is True else pretrained)
         if not 0 <= frozen_stages < len(full):
             raise ValueError(f"frozen_stages must be in 0..{len(full) - 1} for {trunk} "
                              f"({len(full)} stages), got {frozen_stages}")
@@ -207,9 +414,13 @@ class EmbeddingNet(nn.Module):
         # (torch.fx), channels-last: 1.7x faster on CPU (MobileNetV2 stem at 224 px, 2
         # cores: 38 images/s instead of 22). The output goes back to the default layout,
         # so the rest sees the same tensor from here as from the feature cache.
+        # A stem fx cannot trace (a ViT's token embedding) runs as it is.
         fused = self.__dict__.get("_fused_stem")
         if fused is None or next(fused.parameters(), images).device != images.device:
-            fused = fold_batchnorm(self.stem, images.device)
+            try:
+                fused = fold_batchnorm(self.stem, images.device)
+            except Exception:
+                fused = self.stem
             self.__dict__["_fused_stem"] = fused  # not a submodule: not in the state_dict
         return fused(images.contiguous(memory_format=torch.channels_last)).contiguous()
 
@@ -234,9 +445,11 @@ class EmbeddingNet(nn.Module):
             return self.forward
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            if x.shape[1] == 3 and len(self.stem):
+            if x.dim() == 4 and x.shape[1] == 3 and len(self.stem):
                 x = self._stem(x)
-            h = trunk(x.contiguous(memory_format=torch.channels_last))
+            if x.dim() == 4:  # images or a feature map; a ViT's cached tokens are 3-d
+                x = x.contiguous(memory_format=torch.channels_last)
+            h = trunk(x)
             return F.normalize(self.embed(self.pool(h).flatten(1)), dim=1)
 
         return forward
@@ -249,7 +462,7 @@ class EmbeddingNet(nn.Module):
     def embed_raw(self, x: torch.Tensor) -> torch.Tensor:
         """``W . pool(trunk(x))`` before normalisation; ``x`` is images (3 channels) or,
         with a frozen stem, the stem's output (from the feature cache)."""
-        if x.shape[1] == 3 and len(self.stem):
+        if x.dim() == 4 and x.shape[1] == 3 and len(self.stem):
             x = self._stem(x)
         return self.embed(self.pool(self.trunk(x)).flatten(1))
 

@@ -338,12 +338,42 @@ def make_plugin(name: str, hparams: dict[str, Any] | None = None) -> Any:
     return get_strategy(name).cls(make_config(name, hparams))
 
 
+#: the callbacks of Avalanche's ``SupervisedPlugin`` (what its training template calls;
+#: ``tests/test_registry.py`` checks the list against Avalanche's own)
+CALLBACKS = (
+    "before_training", "before_training_exp", "before_train_dataset_adaptation",
+    "after_train_dataset_adaptation", "before_training_epoch", "before_training_iteration",
+    "before_forward", "after_forward", "before_backward", "after_backward",
+    "after_training_iteration", "before_update", "after_update", "after_training_epoch",
+    "after_training_exp", "after_training", "before_eval", "before_eval_exp",
+    "before_eval_dataset_adaptation", "after_eval_dataset_adaptation",
+    "before_eval_iteration", "before_eval_forward", "after_eval_forward",
+    "after_eval_iteration", "after_eval_exp", "after_eval",
+)
+
+
+class Callbacks:
+    """Every callback of Avalanche's ``SupervisedPlugin`` (:data:`CALLBACKS`), doing
+    nothing: the light stand-in for it, listed last among a strategy's bases
+    (``class Finetune(StrategyPlugin, Callbacks)``), so that importing a strategy (its
+    ``Config``, for ``lrbench list`` or a dry run) does not import Avalanche, which takes
+    seconds. Avalanche's template calls plugins' callbacks by name."""
+
+    #: Avalanche's flag for plugins that support distributed training
+    supports_distributed: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+
 class StrategyPlugin:
     """Mixin of registered strategies: ``Config``, flags the template reads, state.
 
-    Subclasses also derive from Avalanche's ``SupervisedPlugin`` (or one of its plugins),
-    listed after this class so that ``super().__init__`` reaches it, and add behaviour
-    through callbacks (``before_backward``, ``after_training_exp``...).
+    Subclasses also derive from a class that has the plugin callbacks, listed after this
+    one so that ``super().__init__`` reaches it: :class:`Callbacks` (or Avalanche's
+    ``SupervisedPlugin``), or one of Avalanche's plugins, created lazily where importing
+    it at module level would cost every command Avalanche's import (``strategies/ewc.py``).
+    Behaviour comes through callbacks (``before_backward``, ``after_training_exp``...).
     Loss terms are added with ``strategy.add_loss(name, value)`` so they are logged.
     """
 
@@ -359,8 +389,8 @@ class StrategyPlugin:
 
     def __init__(self, config: StrategyConfig | None = None, **plugin_kwargs: Any) -> None:
         """Keep ``config`` (the class's defaults when None) as ``self.config``, then
-        initialise the Avalanche plugin next in the MRO with ``plugin_kwargs`` (e.g.
-        ``EWCPlugin``'s ``ewc_lambda``): one place for what every strategy did itself."""
+        initialise the class next in the MRO with ``plugin_kwargs`` (an Avalanche plugin
+        listed after this class, if any): one place for what every strategy did itself."""
         self.config = config if config is not None else self.Config()
         super().__init__(**plugin_kwargs)
 
@@ -377,3 +407,11 @@ class StrategyPlugin:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+
+
+def _does_nothing(self: Any, strategy: Any, *args: Any, **kwargs: Any) -> None:
+    """An Avalanche callback this strategy does not use."""
+
+
+for _callback in CALLBACKS:
+    setattr(Callbacks, _callback, _does_nothing)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from avalanche.core import SupervisedPlugin
 from pydantic import Field
 
-from strategies.registry import StrategyConfig, StrategyPlugin, register_strategy
+from strategies.registry import Callbacks, StrategyConfig, StrategyPlugin, register_strategy
 
 
 @register_strategy("replay")
-class Replay(StrategyPlugin, SupervisedPlugin):
+class Replay(StrategyPlugin, Callbacks):
     """Replay: a class-balanced exemplar memory of mem_size images (rehearsal reference).
 
     After each experience every seen class keeps ``mem_size // #seen classes`` exemplars

@@ -16,9 +16,8 @@ import copy
 from typing import Any
 
 import torch
-from avalanche.core import SupervisedPlugin
 
-from strategies.registry import StrategyConfig, StrategyPlugin
+from strategies.registry import Callbacks, StrategyConfig, StrategyPlugin
 
 
 def fast_forward(model: torch.nn.Module) -> Any:
@@ -28,7 +27,7 @@ def fast_forward(model: torch.nn.Module) -> Any:
     return make() if callable(make) else model
 
 
-class TeacherPlugin(StrategyPlugin, SupervisedPlugin):
+class TeacherPlugin(StrategyPlugin, Callbacks):
     """Base of plugins that distill from the previous experience's model."""
 
     def __init__(self, config: StrategyConfig | None = None) -> None:

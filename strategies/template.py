@@ -22,6 +22,9 @@ What it changes, and why:
 * a criterion with parameters of its own (``normalized_softmax``'s proxies) must have
   them in the optimizer (build it over :func:`strategies.losses.trainable_parameters`);
   the template refuses one that leaves them out, as they would silently never train;
+* ``amp`` (bfloat16 autocast of the forward pass; the losses are computed in float32 on
+  its output) and ``channels_last`` (model and images) act on a CUDA device only: on CPU
+  they are inactive, with a one-line note once per process, and change no number;
 * checkpoints are ``state_dict`` based (Avalanche's dill checkpointing fails on torch 2.14):
   model, criterion (its parameters, when it has any), optimizer, every plugin's state,
   metric history, RNG states and stream position.
@@ -30,6 +33,7 @@ What it changes, and why:
 from __future__ import annotations
 
 import random
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,6 +52,18 @@ from metrics.io import atomic_write
 from metrics.plugins import RetrievalMetrics
 from strategies.losses import HardMiningLoss
 from strategies.registry import StrategyPlugin
+
+_NOTED: set[str] = set()
+
+
+def note_once(message: str) -> None:
+    """``lrbench: note: MESSAGE``, one line on stderr (above any progress bar), at most once
+    per process for the same message."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        from tqdm import tqdm
+
+        tqdm.write(f"lrbench: note: {message}", file=sys.stderr)
 
 
 def seed_everything(seed: int) -> None:
@@ -143,6 +159,8 @@ class RetrievalTemplate(SupervisedTemplate):
         loggers: Sequence[Any] = (),
         seed: int = 0,
         max_grad_norm: float | None = 1e4,
+        amp: bool = False,
+        channels_last: bool = False,
     ) -> None:
         if (iterations is None) == (epochs is None):
             raise ValueError("give exactly one budget: iterations or epochs")
@@ -150,6 +168,7 @@ class RetrievalTemplate(SupervisedTemplate):
             raise ValueError(f"P x K batches need P >= 2 classes and K >= 2 images, got {p} x {k}")
         self.p, self.k, self.iterations, self.epochs, self.seed = p, k, iterations, epochs, seed
         self.max_grad_norm = max_grad_norm
+        self.amp, self.channels_last = self._cuda_only(device, amp, channels_last)
         self.metrics = metrics or RetrievalMetrics()
         with warnings.catch_warnings():  # no loggers is a choice here, not a mistake
             warnings.filterwarnings("ignore", message="No loggers specified")
@@ -210,12 +229,46 @@ class RetrievalTemplate(SupervisedTemplate):
                          if any(name in r for r in by_exp.get(e, [])) else None for e in exps]
         return out
 
+    @staticmethod
+    def _cuda_only(device: str | torch.device, amp: bool, channels_last: bool
+                   ) -> tuple[bool, bool]:
+        """Which of ``amp`` and ``channels_last`` act on ``device`` (CUDA only, and AMP
+        needs bfloat16 support); a one-line note for each that was asked for but does not."""
+        asked = [n for n, on in (("amp", amp), ("channels_last", channels_last)) if on]
+        if not asked:
+            return False, False
+        if torch.device(device).type != "cuda":
+            note_once(f"training.{' and training.'.join(asked)}: inactive on "
+                      f"{torch.device(device).type} (CUDA only); this run computes in float32")
+            return False, False
+        if amp and not torch.cuda.is_bf16_supported():
+            note_once("training.amp: inactive, this GPU has no bfloat16 support")
+            amp = False
+        return amp, channels_last
+
+    def forward(self) -> torch.Tensor:
+        """The model on the minibatch; under bfloat16 autocast with ``amp`` (the embeddings
+        come back as float32, so every loss and metric is computed in float32), on
+        channels-last images with ``channels_last``."""
+        if not (self.amp or self.channels_last):
+            return super().forward()
+        x = self.mb_x
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if not self.amp:
+            return self.model(x)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            out = self.model(x)
+        return out.float()
+
     # -- model ------------------------------------------------------------------------------
     def model_adaptation(self, model: torch.nn.Module | None = None) -> torch.nn.Module:
         model = super().model_adaptation(model)
         if self.is_training and hasattr(model, "grow"):
             seen = self.experience.classes_seen_so_far
             model.grow(max(seen) + 1 if seen else 0)
+        if self.channels_last:
+            return model.to(self.device, memory_format=torch.channels_last)
         return model.to(self.device)
 
     def check_model_and_optimizer(self, reset_optimizer_state: bool = True, **kwargs: Any):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -60,7 +61,60 @@ def smoke_store(tmp_path_factory) -> Path:
     from benchmarks.runner import run_matrix
 
     store = tmp_path_factory.mktemp("stores") / "smoke"
-    counts = run_matrix(load_config(REPO / "configs" / "smoke.yaml",
-                                    ["training.iterations=3"]), store, progress=False)
+    counts = run_matrix(load_config(REPO / "configs" / "smoke.yaml", SMOKE_FAST), store,
+                        progress=False)
+    assert counts["finished"] == 4 and counts["failed"] == 0
+    return store
+
+
+#: a quick budget for the smoke matrix, as every run of it in the tests uses
+SMOKE_FAST = ["training.iterations=3"]
+
+
+def tracked(uri: Path, experiment: str) -> list[str]:
+    """``--set`` overrides logging a run to MLflow at ``uri`` (none without MLflow)."""
+    if importlib.util.find_spec("mlflow") is None:
+        return []
+    return ["tracking.mlflow=true", f"tracking.uri={uri}", f"tracking.experiment={experiment}"]
+
+
+@pytest.fixture(scope="session")
+def mlruns(tmp_path_factory) -> Path:
+    """The MLflow tracking folder of the session's tracked smoke runs."""
+    return tmp_path_factory.mktemp("mlflow") / "mlruns"
+
+
+@pytest.fixture(scope="session")
+def jobs2_store(tmp_path_factory, mlruns) -> Path:
+    """configs/smoke.yaml run once with ``--jobs 2`` (two cells at once, each in its own
+    worker), logged to MLflow (experiment ``smoke-jobs2`` in :func:`mlruns`) when MLflow is
+    installed: the same 4 cells as :func:`smoke_store`."""
+    from benchmarks.config import load_config
+    from benchmarks.runner import run_matrix
+
+    store = tmp_path_factory.mktemp("stores") / "jobs2"
+    config = load_config(REPO / "configs" / "smoke.yaml",
+                         [*SMOKE_FAST, *tracked(mlruns, "smoke-jobs2")])
+    counts = run_matrix(config, store, jobs=2, progress=False)
+    assert counts["finished"] == 4 and counts["failed"] == 0
+    return store
+
+
+@pytest.fixture(scope="session")
+def ray_store(tmp_path_factory, mlruns) -> Path:
+    """configs/smoke.yaml run once on a local Ray cluster (one task per cell), logged to
+    MLflow (experiment ``smoke-ray``) when MLflow is installed; skipped without Ray."""
+    ray = pytest.importorskip("ray")
+    from benchmarks.config import load_config
+    from benchmarks.runner import run_matrix
+
+    store = tmp_path_factory.mktemp("stores") / "ray"
+    config = load_config(REPO / "configs" / "smoke.yaml",
+                         [*SMOKE_FAST, *tracked(mlruns, "smoke-ray")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        counts = run_matrix(config, store, executor="ray", progress=False)
+    finally:
+        ray.shutdown()
     assert counts["finished"] == 4 and counts["failed"] == 0
     return store

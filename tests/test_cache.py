@@ -172,3 +172,27 @@ def test_teacher_fast_forward_matches_the_model(trunk, stages, shape):
     x = torch.randn(5, *shape)
     with torch.no_grad():
         assert torch.allclose(fast_forward(model)(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("trunk, stages, shape", [("timm:resnet18", 5, (64, 8, 8)),
+                                                  ("timm:vit_tiny_patch16_224", 2, (5, 192))])
+def test_feature_cache_with_a_timm_trunk(tmp_path, trunk, stages, shape):
+    """A timm trunk's frozen stem fills the feature cache like any other (a ViT's cached
+    stem output is its tokens); training from the cache sees the same embeddings, and the
+    teacher's fast forward takes the cached features too."""
+    pytest.importorskip("timm")
+    from strategies.teacher import fast_forward
+
+    torch.manual_seed(0)
+    model = EmbeddingNet(trunk, dim=16, frozen_stages=stages).eval()
+    train, test = synth_pair()
+    images = ImageCache(train, 32, generated=True, root=tmp_path)
+    feats = stem_feature_cache(images, model, views=2, root=tmp_path)
+    assert feats.shape == (len(train), 2, *shape)
+    views = torch.cat([view_tensors(images, i, 2) for i in range(3)])
+    cached = torch.from_numpy(np.array(feats[:3])).flatten(0, 1)
+    with torch.no_grad():
+        assert torch.equal(model(views), model(cached))
+        assert torch.allclose(fast_forward(model)(cached), model(cached), atol=1e-5)
+    tr, te = cached_pair(train, test, 32, True, model=model, views=2, root=tmp_path)
+    assert isinstance(tr, CachedFeatures) and te.features.shape[1:] == (1, *shape)

@@ -150,3 +150,9 @@ def test_check_command_bad_input_is_one_line(capsys):
     assert len(err) == 1 and "'lam'" in err[0] and "greater than or equal to 0" in err[0]
     assert main(["check", "l2_kd", "--hparam", "lam"]) == 2
     assert "give KEY=VALUE" in capsys.readouterr().err
+
+
+def test_check_command_refuses_an_unknown_trunk_in_one_line(capsys):
+    assert main(["check", "finetune", "--trunk", "resnet19"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--trunk" in err[0] and "Did you mean 'resnet18'?" in err[0]

@@ -226,6 +226,28 @@ CASES: dict[str, Case] = {
         t, strategies=["fecd"])], "strategy 'fecd' is not in these results"),
     "claims-unknown-metric": (lambda t, s: ["report", str(s), "--claims", _claims(
         t, metric="recall@16")], "metric 'recall@16' is not in these results"),
+    "mlflow-missing": (lambda t, s: ["run", matrix(_without(t, "mlflow")), "--track", "--out",
+                                     str(t / "new")], "pip install 'lrbench[mlflow]'"),
+    "tracking-uri-unusable": (lambda t, s: ["run", matrix(t), "--tracking-uri", "foo://x",
+                                            "--out", str(t / "new")],
+                              "MLflow tracking URI 'foo://x' is not usable"),
+    "tracking-unreachable": (lambda t, s: ["run", matrix(t), "--tracking-uri",
+                                           "http://127.0.0.1:1", "--out", str(t / "new")],
+                             "'http://127.0.0.1:1' is not usable (API request"),
+    "tracking-folder-unwritable": (lambda t, s: ["run", matrix(t), "--tracking-uri",
+                                                 str(s / "matrix.yaml" / "mlruns"), "--out",
+                                                 str(t / "new")],
+                                   "cannot write the MLflow tracking folder"),
+    "submitit-missing": (lambda t, s: ["run", matrix(_without(t, "submitit")), "--executor",
+                                       "submitit", "--slurm-cluster", "local", "--out",
+                                       str(t / "new")], "pip install 'lrbench[slurm]'"),
+    "slurm-absent": (lambda t, s: ["run", matrix(t), "--executor", "submitit", "--out",
+                                   str(t / "new")], "found no SLURM here"),
+    "trunk-unknown": (lambda t, s: ["run", matrix(t, **{"model.trunk": "resnet19"}), "--out",
+                                    str(s)], "Did you mean 'resnet18'?"),
+    "timm-weights-no-hash": (lambda t, s: ["run", matrix(t, **{
+        "model.trunk": "timm:resnet18", "model.pretrained": "r18.pth"}), "--out", str(s)],
+        "PATH#sha256="),
 }
 
 #: the cell the damaged-store cases damage
@@ -305,6 +327,15 @@ def _claims(tmp: Path, **changes) -> str:
     return str(path)
 
 
+def _without(tmp: Path, package: str) -> Path:
+    """Make ``package`` fail to import in the case's subprocess (as if not installed): a
+    stand-in that raises ImportError, first on its PYTHONPATH."""
+    stub = tmp / "without" / package
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(f"raise ImportError('{package} is not installed')\n")
+    return tmp
+
+
 def _duplicate_key(tmp: Path) -> str:
     """The smoke matrix with a second ``strategies:`` (the last one would win silently)."""
     path = Path(matrix(tmp))
@@ -361,9 +392,12 @@ def outcomes(smoke_store, tmp_path_factory, request) -> dict[str, tuple]:
 
     def run(case: str) -> subprocess.CompletedProcess:
         argv, _, _, tmp = prepared[case]
+        env = {**os.environ, "LRBENCH_DATA": str(tmp / "no-data")}
+        if (tmp / "without").is_dir():  # packages made to fail to import (_without)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(tmp / "without"), *filter(None, [os.environ.get("PYTHONPATH")])])
         return subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
-                              text=True, timeout=HANG_S, cwd=tmp,
-                              env={**os.environ, "LRBENCH_DATA": str(tmp / "no-data")})
+                              text=True, timeout=HANG_S, cwd=tmp, env=env)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         procs = dict(zip(prepared, pool.map(run, prepared), strict=True))

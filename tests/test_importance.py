@@ -95,7 +95,7 @@ def test_ewc_importances_are_deterministic_and_leave_numpy_rng_alone(sorted_stre
     for _ in range(2):
         tpl = template("ewc")
         plugin = tpl.plugins[0]
-        original = plugin.compute_importances
+        original = plugin.ewc.compute_importances
         states: list[Any] = []
 
         def spy(*args: Any, _original: Any = original, _states: list = states,
@@ -105,7 +105,7 @@ def test_ewc_importances_are_deterministic_and_leave_numpy_rng_alone(sorted_stre
             _states.append(np.array_equal(before, np.random.get_state()[1]))
             return out
 
-        plugin.compute_importances = spy
+        plugin.ewc.compute_importances = spy
         for exp in sorted_stream.train_stream:
             tpl.train(exp)
         assert states == [True, True]
@@ -119,7 +119,7 @@ def test_ewc_importances_are_deterministic_and_leave_numpy_rng_alone(sorted_stre
 def test_mas_importance_pass_leaves_batchnorm_statistics_unchanged(sorted_stream):
     tpl = template("mas")
     plugin = tpl.plugins[0]
-    original = plugin._get_importance
+    original = plugin.mas._get_importance
     calls: list[tuple[bool, bool, bool]] = []
 
     def spy(strategy: Any) -> Any:
@@ -133,7 +133,7 @@ def test_mas_importance_pass_leaves_batchnorm_statistics_unchanged(sorted_stream
         calls.append((same, mode, model.training))
         return out
 
-    plugin._get_importance = spy
+    plugin.mas._get_importance = spy
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in tpl.model.modules())
     for exp in sorted_stream.train_stream:
         tpl.train(exp)

@@ -251,17 +251,17 @@ def test_unknown_strategy_mentions_the_entry_point_group():
 
 
 def test_strategy_plugin_owns_config():
-    """StrategyPlugin.__init__ keeps the config and reaches the Avalanche plugin's own
-    __init__ through the MRO, for every registered strategy."""
+    """StrategyPlugin.__init__ keeps the config, for every registered strategy; EWC and
+    MAS hand theirs to the Avalanche plugin they create."""
     for name, spec in available_strategies().items():
         assert spec.cls().config == spec.config_cls(), name
         given = make_config(name)
         assert spec.cls(given).config is given, name
     ewc = make_plugin("ewc", {"mode": "online", "ewc_lambda": 3})
-    assert (ewc.ewc_lambda, ewc.mode, ewc.decay_factor) == (3, "online", 1.0)
+    assert (ewc.ewc.ewc_lambda, ewc.ewc.mode, ewc.ewc.decay_factor) == (3, "online", 1.0)
     assert ewc.config.decay_factor == 1.0
     mas = make_plugin("mas", {"alpha": 0.25, "lambda_reg": 2})
-    assert (mas.alpha, mas._lambda) == (0.25, 2)
+    assert (mas.mas.alpha, mas.mas._lambda) == (0.25, 2)
     assert make_plugin("l2_kd", {"lam": 2}).teacher is None  # TeacherPlugin's state
 
 
@@ -273,3 +273,24 @@ def test_strategy_errors_are_lrbench_errors(capsys):
     assert main(["check", "finetun"]) == 2  # StrategyError straight out of the registry
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("lrbench: error: unknown strategy 'finetun'.")
+
+
+def test_callbacks_are_avalanches_and_listing_strategies_imports_no_avalanche():
+    """Strategies stand on ``Callbacks`` (Avalanche's plugin callbacks, doing nothing), so
+    ``lrbench list strategies`` and a dry run read every ``Config`` without importing
+    Avalanche (seconds of imports); training still goes through Avalanche's template."""
+    from avalanche.core import SupervisedPlugin
+
+    from strategies.registry import CALLBACKS, Callbacks
+
+    avalanche = {n for n in dir(SupervisedPlugin) if n.startswith(("before", "after"))}
+    assert set(CALLBACKS) == avalanche
+    assert {n for n in dir(Callbacks) if n.startswith(("before", "after"))} == avalanche
+    code = ("import sys; from benchmarks.cli import main; "
+            "rc = main(['run', 'configs/smoke.yaml', '--dry-run', '--out', sys.argv[1]]); "
+            "main(['list', 'strategies']); "
+            "print(rc, sorted(m for m in sys.modules if m.split('.')[0] == 'avalanche'))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "results" / "no-such-store")],
+                         capture_output=True, text=True, cwd=REPO, timeout=HANG_S)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "0 []"

@@ -164,14 +164,11 @@ def payload_values(result: dict) -> str:
     return json.dumps(payload, sort_keys=True)
 
 
-def test_jobs_2_gives_the_same_numbers_as_jobs_1(smoke_store, tmp_path):
+def test_jobs_2_gives_the_same_numbers_as_jobs_1(smoke_store, jobs2_store):
     """The whole smoke matrix with --jobs 2 (two cells at once, each in its own worker)
     equals the --jobs 1 store in every value: every K, mAP@R, seen curves, summaries."""
-    store = tmp_path / "parallel"
-    counts = run_matrix(load_config(SMOKE, FAST), store, jobs=2, progress=False)
-    assert counts["finished"] == 4
-    a, b = results(smoke_store), results(store)
-    assert set(a) == set(b)
+    a, b = results(smoke_store), results(jobs2_store)
+    assert set(a) == set(b) and len(a) == 4
     for cell in b:
         assert b[cell]["config"]["training"]["threads"] == 1
         assert payload_values(a[cell]) == payload_values(b[cell]), cell
@@ -203,19 +200,64 @@ def test_threads_are_a_setting_of_the_cell(tmp_path):
     assert seen == [3] and torch.get_num_threads() == before
 
 
-def test_ray_executor_gives_the_same_numbers(smoke_store, tmp_path):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        counts = run_matrix(load_config(SMOKE, FAST), tmp_path / "ray", executor="ray",
-                            progress=False)
-    finally:
-        ray.shutdown()
-    assert counts["finished"] == 4
-    a, b = results(smoke_store), results(tmp_path / "ray")
-    assert set(a) == set(b)
+def test_ray_executor_gives_the_same_numbers(smoke_store, ray_store):
+    a, b = results(smoke_store), results(ray_store)
+    assert set(a) == set(b) and len(a) == 4
     for cell in b:
         assert payload_values(a[cell]) == payload_values(b[cell]), cell
+
+
+def test_submitit_local_executor_gives_the_numbers_of_jobs_1(smoke_store, tmp_path):
+    """--executor submitit on submitit's local executor (a subprocess per job, the code
+    path of a SLURM job): every value equals --jobs 1's, the logs come back with the
+    results, and submitit's files stay in the store's submitit/ folder. One seed (a cell
+    of each strategy): each job pays a Python, torch and Avalanche start-up."""
+    pytest.importorskip("submitit")
+    store = tmp_path / "submitit"
+    counts = run_matrix(load_config(SMOKE, [*FAST, "slurm.cluster=local", "seeds=[0]"]),
+                        store, jobs=2, executor="submitit", progress=False)
+    assert counts["finished"] == 2 and counts["failed"] == 0
+    a, b = results(smoke_store), results(store)
+    assert set(b) == {"synth-tiny__finetune__seed0", "synth-tiny__l2_kd__seed0"}
+    for cell in b:
+        assert payload_values(a[cell]) == payload_values(b[cell]), cell
+        assert "experience 2 of 0-2 trained" in (store / "cells" / cell / "log.txt").read_text()
+    assert len(list((store / "submitit").glob("*_result.pkl"))) == 2
+
+
+def test_submitit_job_that_dies_is_a_failed_cell():
+    """A job killed by the scheduler (time limit, memory) is recorded as a failed cell
+    naming the job and its log, not an exception that stops the matrix."""
+    from benchmarks.run.executors import _job_outcome
+
+    class Dead:
+        job_id = "4242_3"
+
+        class paths:  # noqa: N801 (submitit's attribute name)
+            stderr = Path("/cluster/submitit/4242_3_0_log.err")
+
+        def result(self):
+            raise RuntimeError("Job 4242_3 (task: 0) with path ... has not produced any "
+                               "output (state: TIMEOUT)")
+
+    out = _job_outcome(Dead())
+    assert out["status"] == "failed" and "submitit job 4242_3 failed" in out["reason"]
+    assert "TIMEOUT" in out["reason"] and "4242_3_0_log.err" in out["reason"]
+
+
+def test_slurm_settings_become_the_jobs_parameters():
+    from benchmarks.run.executors import _job_parameters
+
+    cells = expand_cells(load_config(SMOKE, [*FAST, "training.threads=2"]))
+    slurm = load_config(SMOKE, ["slurm.partition=gpu", "slurm.time_min=30",
+                                "slurm.mem_gb=16"]).slurm.model_dump()
+    params = _job_parameters(cells, slurm)
+    assert params["slurm_partition"] == "gpu" and params["timeout_min"] == 30
+    assert params["mem_gb"] == 16 and params["cpus_per_task"] == 2
+    assert params["gpus_per_node"] == 0
+    cuda = [{**c, "training": {**c["training"], "device": "cuda"}} for c in cells]
+    assert _job_parameters(cuda, {**slurm, "cpus": 8})["gpus_per_node"] == 1
+    assert _job_parameters(cuda, {**slurm, "cpus": 8})["cpus_per_task"] == 8
 
 
 def test_second_runner_is_refused(tmp_path, capsys):
@@ -520,11 +562,12 @@ def test_check_determinism_runs_one_cell_twice(tmp_path, capsys):
     assert not (tmp_path / "untouched").exists()
 
 
-def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int
-                        ) -> tuple[int, str, list]:
-    """Run the gated matrix with --jobs 2, wait until finetune's cell has finished and the
-    gate holds the other mid-run, send ``sig``; return the exit code, the run's stderr and
-    the worker processes it had (psutil) when the signal was sent."""
+def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int,
+                        executor: tuple[str, ...] = ()) -> tuple[int, str, list]:
+    """Run the gated matrix with --jobs 2 (on the ``executor`` flags' executor), wait until
+    finetune's cell has finished and the gate holds the other mid-run, send ``sig``; return
+    the exit code, the run's stderr and the worker processes it had (psutil) when the
+    signal was sent."""
     import psutil
     from gate_plugin import wait_for
 
@@ -533,7 +576,8 @@ def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int
         # a command started in the background of a script inherits SIGINT ignored (as CI
         # may start this suite): the run gets the default disposition, as in a terminal
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", str(SMOKE),
-                                 "--out", str(store), "--jobs", "2", *gated_matrix(folder)],
+                                 "--out", str(store), "--jobs", "2", *gated_matrix(folder),
+                                 *executor],
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
@@ -581,6 +625,26 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_no_worker(smoke_store, tmp_path, g
     store = tmp_path / "terminated"
     code, text, workers = interrupt_gated_run(store, folder, env, signal.SIGTERM)
     assert workers  # the pool's processes, one of them held at the gate
+    assert code == 143, text[-2000:]
+    assert "lrbench: terminated" in text and "Traceback" not in text
+    _, alive = psutil.wait_procs(workers, timeout=HANG_S)
+    assert not alive, alive
+    check_stopped_cleanly(store, folder, smoke_store)
+
+
+def test_sigterm_cancels_the_submitit_jobs(smoke_store, tmp_path, gate):
+    """SIGTERM under --executor submitit (submitit's local executor: a process per job)
+    while one cell has finished and the other's job is held mid-run: the jobs still running
+    are cancelled (no process outlives the run), the finished cell is kept, exit 143."""
+    import psutil
+
+    pytest.importorskip("submitit")
+    folder, env = gate
+    store = tmp_path / "terminated"
+    code, text, workers = interrupt_gated_run(
+        store, folder, env, signal.SIGTERM, ("--executor", "submitit", "--slurm-cluster",
+                                             "local"))
+    assert workers  # the job held at the gate, and its submitit controller
     assert code == 143, text[-2000:]
     assert "lrbench: terminated" in text and "Traceback" not in text
     _, alive = psutil.wait_procs(workers, timeout=HANG_S)

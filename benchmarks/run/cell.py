@@ -197,7 +197,8 @@ def build_cell(cell: Cell, loggers: list[Any] | None = None) -> Built:
                             k=tr.k, iterations=tr.iterations, epochs=tr.epochs,
                             eval_mb_size=tr.eval_mb_size, device=tr.device,
                             plugins=[plugin], metrics=metrics, seed=cell.seed,
-                            loggers=loggers or [], max_grad_norm=tr.max_grad_norm)
+                            loggers=loggers or [], max_grad_norm=tr.max_grad_norm,
+                            amp=tr.amp, channels_last=tr.channels_last)
     return Built(plugin, bench, tpl)
 
 

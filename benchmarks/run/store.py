@@ -11,6 +11,7 @@ Every file of a store is read and written here, and only here (DESIGN.md, "Resul
         result.json                     config, status, R matrices, timings, versions, host
         log.txt                         the cell's log (a failure's traceback too)
         checkpoint.pt                   only with --checkpoints
+      submitit/                         submitit's job pickles and logs (--executor submitit)
 
 Every file is written through :func:`atomic_write` (a temporary file in the same folder,
 flushed to disk, then renamed over the target), so an interrupted run never leaves half a
@@ -164,19 +165,20 @@ def prepare_store(out: str | Path, config: MatrixConfig, force: bool = False,
 def same_matrix(stored: str, config: MatrixConfig) -> bool:
     """Whether a store's ``matrix.yaml`` is ``config``: compared once both are resolved
     with today's defaults, so a setting added to lrbench since the store was written does
-    not make it "another matrix" (its cells' hashes still decide what reruns)."""
+    not make it "another matrix" (its cells' hashes still decide what reruns), and without
+    the sections that change no number (tracking, SLURM resources)."""
     import yaml
 
     from benchmarks.config import parse_config, resolved_yaml
 
-    new = resolved_yaml(config)
-    if stored == new:
+    if stored == resolved_yaml(config):
         return True
     try:
         old = parse_config(yaml.safe_load(stored), "matrix.yaml", registries=False)
     except (LrbenchError, yaml.YAMLError, TypeError, ValueError):
         return False
-    return resolved_yaml(old) == new
+    # tracking and SLURM settings change no number: a rerun may switch them
+    return resolved_yaml(old, run_only=False) == resolved_yaml(config, run_only=False)
 
 
 def matrix_difference(stored: str, config: MatrixConfig) -> str:
@@ -221,6 +223,17 @@ def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) ->
                 "start over, or another --out")
 
 
+def read_matrix(store: Path) -> dict[str, Any] | None:
+    """A store's ``matrix.yaml`` as a raw mapping; None when it is missing or unreadable."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(store) / "matrix.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_matrix(store: Path, config: MatrixConfig) -> None:
     """Record the resolved matrix in ``matrix.yaml``."""
     from benchmarks.config import resolved_yaml
@@ -241,6 +254,11 @@ def write_skipped(store: Path, broken: dict[str, list[tuple[str, str]]]) -> None
 def cell_dir(store: Path, cell: Cell) -> Path:
     """The folder of one cell in ``store``."""
     return store / "cells" / cell.id
+
+
+def result_path(store: Path, cell: Cell) -> Path:
+    """One cell's ``result.json`` in ``store`` (read it with :func:`read_result`)."""
+    return cell_dir(store, cell) / "result.json"
 
 
 # -- result.json ----------------------------------------------------------------------------

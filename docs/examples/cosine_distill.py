@@ -1,7 +1,7 @@
 """Cosine-embedding distillation: a complete strategy plugin in one file.
 
-Drop a file like this into ``strategies/`` (and import it in ``strategies/__init__.py``),
-or ship it in your own package with an entry point in the ``lrbench.strategies`` group.
+Drop a file like this into ``strategies/`` (it registers by being there), or ship it in
+your own package with an entry point in the ``lrbench.strategies`` group.
 """
 
 from __future__ import annotations
