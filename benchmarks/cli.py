@@ -559,7 +559,7 @@ def _print_summary(store: str, cells: list[Any]) -> None:
         if result is None or result.get("status") != "finished" or result.get(
                 "config_hash") != cell.hash:
             continue
-        s = result["payload"]["summary"]
+        s = result["payload"].get("summary") or {}
         k = s.get("k", 1)
         key = (result["config"]["scenario"]["name"], result["config"]["strategy"])
         table.setdefault(key, []).append(

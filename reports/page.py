@@ -91,7 +91,9 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                            f"Strategies: {', '.join(known)}")
     metric = metric.lower()
     out = Path(out) if out else Path(stores[0]) / "report"
-    try:  # before any figure is drawn: an unwritable folder is one line, not a traceback
+    checked = check_claims(results, claims_file) if claims_file is not None else None
+    tables = comparison_tables(results, metric, baseline, alpha)
+    try:  # before anything is written: an unwritable folder is one line, not a traceback
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
         probe.write_text("")
@@ -99,8 +101,6 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     except OSError as exc:
         raise LrbenchError(f"cannot write the report to {str(out)!r} ({exc.strerror}); fix "
                            "its permissions or choose another --out") from None
-    checked = check_claims(results, claims_file) if claims_file is not None else None
-    tables = comparison_tables(results, metric, baseline, alpha)
     report = Report(out, tables, claims=checked, stale=results.stale)
     if checked is not None:
         for name, text in (("claims.md", claims_markdown(checked)),

@@ -212,7 +212,7 @@ CASES: dict[str, Case] = {
         "a finished cell without its payload"),
     "summary-wrong-type": (lambda t, s: ["report", _damage(s, lambda r: _set(
         r, "summary", [1])), "--out", str(t / "new")],
-        "payload.summary is missing or of the wrong type"),
+        "payload.summary is of the wrong type"),
     "r-matrix-ragged": (lambda t, s: ["report", _damage(s, lambda r: _set(
         r, "r_matrix", {"recall": {"1": [[0.5], [0.5, 0.5], [0.5, 0.5, 0.5]]}})), "--out",
         str(t / "new")], "the R matrix of recall@1 is ragged"),
