@@ -120,7 +120,7 @@ def test_temporary_files_of_an_interrupted_writer_are_removed_by_the_next_run(
     store = copy_store(smoke_store, tmp_path)
     cell = store / "cells" / "synth-tiny__finetune__seed0"
     left = [cell / f".result.json.{os.getpid() + 1}.tmp", store / ".results.csv.7.tmp",
-            store / ".results.parquet.7.tmp", cell / "checkpoint.pt3k1x.tmp"]
+            store / ".results.parquet.7.tmp", cell / ".checkpoint.pt.7.tmp"]
     for path in left:
         path.write_text('{"half": ')  # what kill -9 or a full disk leaves mid-write
     before = r_matrices(store)

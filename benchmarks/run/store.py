@@ -365,7 +365,8 @@ def set_aside(path: Path) -> Path:
     """Move a damaged ``result.json`` aside (``result.json.damaged``) before its cell is
     recomputed: nothing is lost, and the readers see only the new result."""
     aside = path.with_name(path.name + ".damaged")
-    os.replace(path, aside)
+    atomic_write(aside, path.read_bytes())
+    path.unlink()
     return aside
 
 
@@ -520,12 +521,14 @@ def stale_lines(stale: list[Path]) -> list[str]:
 
 def clean_temporary(store: Path) -> list[Path]:
     """Remove the temporary files an interrupted writer left (``kill -9`` or a full disk
-    between :func:`atomic_write`'s write and its rename; a checkpoint's temporary file):
-    ``*.tmp`` in the store's folder and its cells' folders. Call it holding the store's
-    lock: no other writer of this store can be mid-write then."""
+    between :func:`atomic_write`'s write and its rename): ``metrics.io.TMP_GLOB`` in the
+    store's folder and its cells' folders. Call it holding the store's lock: no other
+    writer of this store can be mid-write then."""
+    from metrics.io import TMP_GLOB
+
     removed = []
     for folder in (store, *sorted(p for p in (store / "cells").glob("*") if p.is_dir())):
-        for path in folder.glob("*.tmp"):
+        for path in folder.glob(TMP_GLOB):
             if path.is_file():
                 with suppress(FileNotFoundError):
                     path.unlink()
