@@ -510,14 +510,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             hparams[key.strip()] = value  # a plain string, e.g. mode=online
     name = args.strategy
     make_config(name, hparams)  # an unknown name or a bad value: one line, exit 2, first
-    from pydantic import ValidationError
+    from benchmarks.config import check_trunk
 
-    from benchmarks.config import ModelSpec, _format_error
-
-    try:  # an unknown trunk (or timm missing): one line, exit 2
-        ModelSpec(trunk=args.trunk)
-    except ValidationError as exc:
-        raise _format_error(exc, "--trunk") from None
+    check_trunk(args.trunk, "--trunk")  # unknown (or timm missing): one line, exit 2
     model = "small CNN" if args.trunk == "small_cnn" else args.trunk
     print(f"{name}: contract kit (3 synth-fg experiences, {model})", flush=True)
     done: list[str] = []

@@ -611,6 +611,22 @@ def strategy_entry(name: str, params: dict[str, Any] | None
     return params.pop("strategy", name), params, overrides
 
 
+def check_trunk(trunk: str, where: str) -> None:
+    """A trunk name against the model's own list (``strategies.model.TRUNKS``) or timm's;
+    a one-line ``LrbenchError`` starting with ``where`` otherwise."""
+    from strategies.model import TIMM_PREFIX, TRUNKS, check_timm_name
+
+    if trunk.startswith(TIMM_PREFIX):
+        try:
+            check_timm_name(trunk)
+        except ValueError as exc:
+            raise LrbenchError(f"{where}: {exc}") from None
+    elif trunk not in TRUNKS:
+        raise LrbenchError(f"{where}: unknown trunk {trunk!r}.{closest(trunk, TRUNKS)} Use one "
+                           f"of {', '.join(TRUNKS)} or timm:<name> (pip install "
+                           "'lrbench[timm]')")
+
+
 def check_names(config: MatrixConfig, source: str = "config",
                 overrides: list[str] | None = None) -> None:
     """Protocol and strategy names, strategy hyperparameters and per-strategy training
@@ -618,28 +634,17 @@ def check_names(config: MatrixConfig, source: str = "config",
     ``overrides``: the ``--set`` assignments applied, blamed for the values they wrote)."""
     from strategies import make_config
     from strategies.losses import METRIC_LOSSES
-    from strategies.model import TIMM_PREFIX, TRUNKS, check_timm_name
     from strategies.registry import StrategyError
 
     flags = overrides
 
-    def choice(value: str, known: tuple[str, ...], where: str, what: str,
-               more: str = "") -> None:
+    def choice(value: str, known: tuple[str, ...], where: str, what: str) -> None:
         if value not in known:
             raise LrbenchError(f"{blame(source, flags, where)}: {where}: unknown {what} "
                                f"{value!r}.{closest(value, known)} Use one of "
-                               f"{', '.join(known)}{more}")
+                               f"{', '.join(known)}")
 
-    trunk = config.model.trunk
-    if trunk.startswith(TIMM_PREFIX):
-        try:
-            check_timm_name(trunk)
-        except ValueError as exc:
-            raise LrbenchError(f"{blame(source, flags, 'model.trunk')}: model.trunk: {exc}"
-                               ) from None
-    else:
-        choice(trunk, TRUNKS, "model.trunk", "trunk",
-               " or timm:<name> (pip install 'lrbench[timm]')")
+    check_trunk(config.model.trunk, f"{blame(source, flags, 'model.trunk')}: model.trunk")
     choice(config.training.loss, METRIC_LOSSES, "training.loss", "metric loss")
     for name, params in config.strategies.items():
         src = blame(source, flags, f"strategies.{name}")

@@ -255,7 +255,8 @@ def test_slurm_settings_become_the_jobs_parameters():
     assert params["slurm_partition"] == "gpu" and params["timeout_min"] == 30
     assert params["mem_gb"] == 16 and params["cpus_per_task"] == 2
     assert params["gpus_per_node"] == 0
-    cuda = [{**c, "training": {**c["training"], "device": "cuda"}} for c in cells]
+    cuda = [c.model_copy(update={"training": c.training.model_copy(update={"device": "cuda"})})
+            for c in cells]
     assert _job_parameters(cuda, {**slurm, "cpus": 8})["gpus_per_node"] == 1
     assert _job_parameters(cuda, {**slurm, "cpus": 8})["cpus_per_task"] == 8
 

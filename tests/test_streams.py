@@ -197,10 +197,10 @@ def test_validation_is_part_of_a_scenario_and_its_hash():
     raw = {"name": "v", "seeds": [0], "strategies": {"finetune": {}},
            "scenarios": [{"name": "s", "dataset": "synth-fg", "schedule": "6+6"}]}
     plain = expand_cells(parse_config(raw, registries=False))[0]
-    assert "validation" not in plain["scenario"]  # unset: hashes of older stores hold
+    assert "validation" not in plain.as_dict()["scenario"]  # unset: old stores' hashes hold
     raw["scenarios"][0]["validation"] = 0.2
     val = expand_cells(parse_config(raw, registries=False))[0]
-    assert val["scenario"]["validation"] == 0.2 and val["hash"] != plain["hash"]
+    assert val.as_dict()["scenario"]["validation"] == 0.2 and val.hash != plain.hash
     raw["scenarios"][0]["validation"] = 1.0
     with pytest.raises(LrbenchError, match="validation"):
         parse_config(raw, registries=False)
