@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmarks.errors import LrbenchError, abridged
@@ -320,7 +321,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     if args.json:
         out = info.to_dict()
         for e in out["experiences"]:
-            e.pop("class_names")
+            for key in ("class_names", "train_per_class", "test_per_class"):
+                e.pop(key)
             labels = e.pop("labels")
             e["label_range"] = [min(labels), max(labels)]
         out["train_images"] = sum(e.train_images for e in info.experiences)
@@ -369,7 +371,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from benchmarks.run.store import older_than
 
         older = older_than(args.rerun_before)
-    check_names(config, args.config)
+    check_names(config, args.config, args.overrides)
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
     if args.dry_run:
@@ -377,7 +379,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.run.preflight import check_data
     from benchmarks.run.store import prepare_store
 
-    cells, broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty())
+    cells, broken = check_data(cells, args.skip_corrupt, progress=sys.stderr.isatty(),
+                               devices=args.executor == "local")
     if not args.check_determinism:
         from benchmarks.run.tracking import open_tracker
 
@@ -400,7 +403,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         ray_address=args.ray_address, skip_corrupt=args.skip_corrupt,
                         rerun_before=args.rerun_before,
                         plan=Plan(cells, broken, store, older, tracker))
-    _print_summary(out)
+    _print_summary(out, cells)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
           f"done), {counts['failed']} failed")
     return 1 if counts["failed"] else 0
@@ -447,6 +450,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           formats=formats,
                           split_by=[k.strip() for k in args.split_by.split(",") if k.strip()],
                           claims=args.claims)
+    from benchmarks.run.store import stale_lines
+
+    for line in stale_lines(report.stale):
+        print(line, file=sys.stderr)
     if report.claims is not None:
         from reports.claims import comparison_line
 
@@ -532,24 +539,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(store: str) -> None:
-    """Mean final Recall@1 and forgetting per scenario and strategy (over seeds)."""
-    import glob
+def _print_summary(store: str, cells: list[Any]) -> None:
+    """Mean final Recall@1 and forgetting per scenario and strategy (over seeds), over the
+    finished ``cells`` of the current matrix (stale cells of the store left out)."""
+    from benchmarks.run.store import DamagedResult, cell_dir, read_result
 
-    from benchmarks.run.store import read_result
-
-    table: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    table: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     k = 1
-    for path in glob.glob(os.path.join(store, "cells", "*", "result.json")):
-        result = read_result(path)
-        if result is None or result.get("status") != "finished":
+    for cell in cells:
+        try:
+            result = read_result(cell_dir(Path(store), cell) / "result.json")
+        except (OSError, DamagedResult):
             continue
-        s = result["payload"]["summary"]
+        if result is None or result.get("status") != "finished" or result.get(
+                "config_hash") != cell.hash:
+            continue
+        s = result["payload"].get("summary") or {}
         k = s.get("k", 1)
         key = (result["config"]["scenario"]["name"], result["config"]["strategy"])
         table.setdefault(key, []).append(
-            (s.get("final_seen", math.nan), s["final_mean"],
-             math.nan if s["forgetting"] is None else s["forgetting"]))
+            tuple(math.nan if s.get(name) is None else float(s[name])
+                  for name in ("final_seen", "final_mean", "forgetting")))
     if not table:
         return
 

@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from benchmarks.errors import LrbenchError, closest
 
@@ -68,6 +76,60 @@ def _safe_name(name: str) -> str:
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
+def _not_bool(value: Any) -> Any:
+    """YAML's ``true``/``false`` are not numbers (pydantic would read ``iterations: true``
+    as 1): refused wherever a number is expected."""
+    if isinstance(value, bool):
+        raise ValueError(f"give a number, not {str(value).lower()} (a yes/no value)")
+    return value
+
+
+#: an integer / a real number that refuses booleans (see :func:`_not_bool`)
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+#: seeds and fixed class orders seed NumPy's legacy generator: 0 <= seed < 2**32
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=SEED_MAX)]
+#: the most experiences a schedule may list, and classes one experience may hold
+MAX_EXPERIENCES = 10_000
+MAX_CLASSES = 1_000_000
+
+
+def check_schedule(schedule: str | list[int]) -> str | list[int]:
+    """A schedule's syntax and sizes, checked without building anything (its class counts
+    are parsed again by ``benchmarks.streams.parse_schedule``): a ValueError for a bad
+    one, before ``10000000000x1`` could ask for ten billion experiences."""
+    if isinstance(schedule, str):
+        counts = []
+        for term in schedule.replace(" ", "").split("+"):
+            m = re.match(r"^(?:(\d+)x)?(\d+)$", term)
+            if not m:
+                raise ValueError(f"bad schedule {schedule[:40]!r}: write it as B+NxM (e.g. "
+                                 "100+4x25), B+C (e.g. 100+100) or a list of class counts")
+            counts.append(tuple(int(g[-12:]) if len(g) <= 12 else 10**12
+                                for g in (m.group(1) or "1", m.group(2))))
+    else:
+        counts = [(1, c) for c in schedule]
+    if sum(n for n, _ in counts) > MAX_EXPERIENCES:
+        raise ValueError(f"schedule {str(schedule)[:40]!r} has more than {MAX_EXPERIENCES:,} "
+                         "experiences; give fewer")
+    if any(c > MAX_CLASSES for _, c in counts):
+        raise ValueError(f"schedule {str(schedule)[:40]!r} has an experience of more than "
+                         f"{MAX_CLASSES:,} classes; give fewer")
+    if not counts or any(c < 1 or n < 1 for n, c in counts):
+        raise ValueError(f"bad schedule {str(schedule)[:40]!r}: every experience needs at "
+                         "least one class")
+    return schedule
+
+
+def _device(name: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (whether this host has it is checked
+    before training, ``benchmarks.run.preflight.check_devices``)."""
+    if not re.match(r"^(cpu|cuda(:\d{1,2})?|mps)$", name):
+        raise ValueError(f"unknown device {name[:40]!r}; use cpu, cuda, cuda:N or mps")
+    return name
+
+
 class ScenarioSpec(_Strict):
     """A stream: class-incremental over ``dataset`` or lifelong over ``datasets``.
 
@@ -83,12 +145,12 @@ class ScenarioSpec(_Strict):
 
     name: SafeName
     dataset: str | None = None
-    schedule: str | list[int] | None = None
+    schedule: Annotated[str | list[Int], AfterValidator(check_schedule)] | None = None
     datasets: list[str] | None = None
-    order: Literal["sorted", "seed"] | int = "seed"
-    image_size: int = Field(224, ge=16)
+    order: Literal["sorted", "seed"] | Seed = "seed"
+    image_size: Int = Field(224, ge=16, le=4096)
     dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
-    validation: float | None = Field(
+    validation: Float | None = Field(
         None, gt=0, lt=1, description="evaluate on this fraction of each class's train "
         "images, held out, instead of the test split (for tuning hyperparameters)")
 
@@ -133,11 +195,11 @@ class ModelSpec(_Strict):
     trunk: Annotated[str, AfterValidator(_trunk_form)] = Field(
         "small_cnn", description="a built-in trunk (strategies.model.TRUNKS) or timm:<name>; "
         "checked against the model's own list with the strategies (check_names)")
-    dim: int = Field(512, ge=2)
+    dim: Int = Field(512, ge=2, le=65536)
     pool: Literal["max", "avg"] = "max"
     pretrained: bool | str = False
     freeze_bn: bool = False
-    frozen_stages: int = Field(0, ge=0, description="leading trunk stages that never train")
+    frozen_stages: Int = Field(0, ge=0, description="leading trunk stages that never train")
 
     @model_validator(mode="after")
     def _timm_weights(self) -> ModelSpec:
@@ -154,24 +216,24 @@ class ModelSpec(_Strict):
 class TrainingSpec(_Strict):
     """Batches, budget and optimizer (strategies.template.RetrievalTemplate)."""
 
-    p: int = Field(16, ge=2, description="classes per batch")
-    k: int = Field(5, ge=2, description="images per class in a batch")
-    iterations: int | None = Field(100, ge=1)
-    epochs: float | None = Field(None, gt=0)
+    p: Int = Field(16, ge=2, le=100_000, description="classes per batch")
+    k: Int = Field(5, ge=2, le=100_000, description="images per class in a batch")
+    iterations: Int | None = Field(100, ge=1, le=10**9)
+    epochs: Float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    lr: Float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: Float = Field(0.0, ge=0, allow_inf_nan=False)
+    momentum: Float = Field(0.9, ge=0, lt=1)
     loss: str = Field("hard_mining", description="a metric loss of "
                       "strategies.losses.METRIC_LOSSES (checked there, with the strategies)")
-    margin: float = Field(0.1, ge=0)
-    eval_mb_size: int = Field(128, ge=1)
-    device: str = "cpu"
-    threads: int = Field(
+    margin: Float = Field(0.1, ge=0, allow_inf_nan=False)
+    eval_mb_size: Int = Field(128, ge=1)
+    device: Annotated[str, AfterValidator(_device)] = "cpu"
+    threads: Int = Field(
         1, ge=1, le=256, description="intra-op torch threads of a cell: its numbers depend "
         "on it (a float sum split over threads adds in another order), so it is fixed per "
         "cell, never derived from the host or --jobs")
-    max_grad_norm: float | None = Field(
+    max_grad_norm: Float | None = Field(
         1e4, gt=0, description="a larger gradient norm fails the cell (exploding gradient)")
     amp: bool = Field(
         False, description="mixed precision (bfloat16 autocast) on a CUDA device; inactive "
@@ -208,7 +270,7 @@ class TrainingSpec(_Strict):
 class EvaluationSpec(_Strict):
     """What is measured after each experience."""
 
-    ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    ks: list[Int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
     map_at_r: bool = True
     cross_model: bool = False
 
@@ -282,7 +344,7 @@ class CacheSpec(_Strict):
 
     images: bool = False
     features: bool = True
-    views: int = Field(2, ge=1, le=16)
+    views: Int = Field(2, ge=1, le=16)
     dir: str | None = None
 
 
@@ -290,7 +352,7 @@ class MatrixConfig(_Strict):
     """A whole matrix file."""
 
     name: SafeName
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     data_root: str | None = None
     scenarios: list[ScenarioSpec] = Field(min_length=1)
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -303,11 +365,54 @@ class MatrixConfig(_Strict):
     cache: CacheSpec = Field(default_factory=CacheSpec)
 
 
-def _format_error(exc: ValidationError, source: str) -> LrbenchError:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
+#: a part of an error's location that pydantic adds for a member of a union or a
+#: validator wrapper (``str``, ``list[int]``, ``function-after[...]``), not a field
+_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|tuple|literal|is-instance|union|"
+                  r"constrained-\w+|function-\w+|lax-or-strict|json-or-python|nullable|"
+                  r"default)(\[.*\])?$", re.S)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """An error's location as the dotted path of the matrix file (union tags left out: a
+    type's name, or a model class's name when a union holds one)."""
+    models = {c.__name__ for c in _Strict.__subclasses__()}
+    return ".".join(str(p) for p in loc
+                    if not (isinstance(p, str) and (_TAG.match(p) or p in models)))
+
+
+def _is_type_error(err: Any) -> bool:
+    kind = str(err.get("type", ""))
+    return kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "none_required")
+
+
+def blame(source: str, overrides: list[str] | None, where: str) -> str:
+    """Who gave the value at ``where``: the last ``--set`` that wrote it or below it (or
+    a section above it), else the matrix file ``source``."""
+    for assignment in reversed(overrides or []):
+        path = assignment.partition("=")[0].strip()
+        if where and (path == where or path.startswith(f"{where}.")
+                      or where.startswith(f"{path}.")):
+            return f"--set {assignment!r}"
+    return source
+
+
+def _format_error(exc: ValidationError, source: str, overrides: list[str] | None = None,
+                  model: type[BaseModel] | None = None) -> LrbenchError:
+    """The first problem of a validation error as one line: where (the field's dotted
+    path, without pydantic's union tags), what, and who gave it (a ``--set`` flag or the
+    file). A value that fits no member of a union reports each member's expectation; a
+    value of the right type that breaks a member's rule reports that rule. ``model``: the
+    class validated (default :class:`MatrixConfig`), for the hint of an unknown key."""
+    errors = exc.errors()
+    where = _where(errors[0].get("loc", ()))
+    deeper = [e for e in errors if _where(e.get("loc", ())).startswith(f"{where}.")]
+    if deeper and _is_type_error(errors[0]):  # the value fits a member of the union whose
+        where = _where(deeper[0].get("loc", ()))  # field is wrong: report that field
+    group = [e for e in errors if _where(e.get("loc", ())) == where]
+    err = next((e for e in group if not _is_type_error(e)), group[0])
+    source = blame(source, overrides, where)
     if err.get("type") == "extra_forbidden":
-        parent = MatrixConfig
+        parent = model or MatrixConfig
         for part in err["loc"][:-1]:
             field = parent.model_fields.get(str(part)) if isinstance(part, str) else None
             ann = getattr(field, "annotation", None)
@@ -315,7 +420,13 @@ def _format_error(exc: ValidationError, source: str) -> LrbenchError:
         key = str(err["loc"][-1])
         hint = closest(key, parent.model_fields)
         return LrbenchError(f"{source}: unknown key {where!r}.{hint} Remove or rename it")
-    return LrbenchError(f"{source}: {where}: {err['msg']} (got {err.get('input')!r})")
+    msg = err["msg"]
+    if _is_type_error(err) and len(group) > 1:
+        wanted = dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in group)
+        msg = "Input should be " + " or ".join(wanted)
+    got = repr(err.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."
+    return LrbenchError(f"{source}: {where}: {msg} (got {got})")
 
 
 def set_override(data: dict[str, Any], assignment: str) -> None:
@@ -324,8 +435,10 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
         raise LrbenchError(f"--set {assignment!r}: write it as key.path=value")
     path, _, raw = assignment.partition("=")
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
+    except MatrixFileError as exc:
+        raise LrbenchError(f"--set {assignment!r}: {exc.problem}") from None
+    except (yaml.YAMLError, ValueError):
         value = raw
     node = data
     keys = path.strip().split(".")
@@ -336,9 +449,43 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     node[keys[-1]] = value
 
 
+#: the largest matrix file read, its deepest nesting and the most values it may hold once
+#: its aliases are expanded: a matrix is a few dozen lines, and without bounds a 950-byte
+#: alias bomb (a billion leaves) or 5,000 nested brackets exhaust memory or the stack
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+
+
+class MatrixFileError(yaml.YAMLError):
+    """A matrix file that is valid YAML but too large, too deep or self-referencing."""
+
+    def __init__(self, problem: str, mark: Any = None) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
 class _StrictLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
-    last one silently: a second ``strategies:`` would drop the first's strategies)."""
+    last one silently: a second ``strategies:`` would drop the first's strategies), nesting
+    deeper than :data:`MAX_DEPTH`, and more than :data:`MAX_NODES` values once aliases are
+    expanded (an alias is a reference: a few lines can stand for a billion values)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise MatrixFileError(f"nested deeper than {MAX_DEPTH} levels; a matrix file "
+                                      "is a few levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node, 0, {}, set())
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[Any] = set()
@@ -354,13 +501,54 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _expanded_size(node: yaml.Node, depth: int, memo: dict[int, tuple[int, int]],
+                   active: set[int]) -> tuple[int, int]:
+    """(values, height) of ``node`` with its aliases expanded, refusing a document over
+    :data:`MAX_NODES` values or :data:`MAX_DEPTH` levels, or an alias inside itself.
+    Each node is measured once (``memo``), so a bomb is refused in linear time."""
+    key = id(node)
+    if key in active:
+        raise MatrixFileError("an alias refers to the value that contains it; give the "
+                              "values instead", node.start_mark)
+    if key not in memo:
+        if depth > MAX_DEPTH:
+            raise MatrixFileError(f"nested deeper than {MAX_DEPTH} levels once its aliases "
+                                  "are expanded", node.start_mark)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        active.add(key)
+        size, height = 1, 0
+        for child in children:
+            n, h = _expanded_size(child, depth + 1, memo, active)
+            size, height = size + n, max(height, h + 1)
+            if size > MAX_NODES:
+                raise MatrixFileError(f"holds more than {MAX_NODES:,} values once its aliases "
+                                      "are expanded (an alias bomb?); write the values out",
+                                      node.start_mark)
+        active.discard(key)
+        memo[key] = (size, height)
+    size, height = memo[key]
+    if depth + height > MAX_DEPTH:
+        raise MatrixFileError(f"nested deeper than {MAX_DEPTH} levels once its aliases are "
+                              "expanded", node.start_mark)
+    return size, height
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None,
                 registries: bool = True) -> MatrixConfig:
     """Read and validate a matrix file; every problem is a one-line ``LrbenchError``.
 
+    The file must be UTF-8 text of at most :data:`MAX_BYTES`, nested at most
+    :data:`MAX_DEPTH` levels, holding at most :data:`MAX_NODES` values once its aliases
+    are expanded (see :class:`_StrictLoader`). A value that ``overrides`` (``--set``) wrote
+    is blamed on its flag, not on the file.
+
     ``registries=False`` skips the registry checks (strategy names and hyperparameters,
     which import every strategy and Avalanche): call :func:`check_names` later."""
-    return parse_config(read_matrix(path, overrides), str(path), registries)
+    return parse_config(read_matrix(path, overrides), str(path), registries, overrides)
 
 
 def read_matrix(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -370,13 +558,28 @@ def read_matrix(path: str | Path, overrides: list[str] | None = None) -> dict[st
     path = Path(path)
     if not path.is_file():
         raise LrbenchError(f"matrix file {str(path)!r} not found; see configs/ for examples")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise LrbenchError(f"{path}: {size:,} bytes, more than a matrix file may hold "
+                           f"({MAX_BYTES:,}); is it the right file?")
+    raw = path.read_bytes()
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise LrbenchError(f"{path}: line {line}: not UTF-8 text (byte "
+                           f"0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise LrbenchError(f"{path}:{line}: YAML syntax error: {problem}") from None
+        kind = "" if isinstance(exc, MatrixFileError) else "YAML syntax error: "
+        raise LrbenchError(f"{path}:{line}: {kind}{problem}") from None
+    except ValueError as exc:  # a value YAML cannot represent, e.g. a 5,000-digit integer
+        raise LrbenchError(f"{path}: a value cannot be read ({str(exc)[:100]}); fix it"
+                           ) from None
     if not isinstance(data, dict):
         raise LrbenchError(f"{path}: a matrix file is a YAML mapping (name, seeds, ...)")
     for assignment in overrides or []:
@@ -385,14 +588,17 @@ def read_matrix(path: str | Path, overrides: list[str] | None = None) -> dict[st
 
 
 def parse_config(data: dict[str, Any], source: str = "config",
-                 registries: bool = True) -> MatrixConfig:
-    """Validate a raw mapping, then (unless told not to) check names against the registries."""
+                 registries: bool = True, overrides: list[str] | None = None) -> MatrixConfig:
+    """Validate a raw mapping, then (unless told not to) check names against the registries.
+
+    ``overrides``: the ``--set`` assignments already applied to ``data`` (an error in a
+    value one of them wrote names that flag instead of ``source``)."""
     try:
         config = MatrixConfig.model_validate(data)
     except ValidationError as exc:
-        raise _format_error(exc, source) from None
+        raise _format_error(exc, source, overrides) from None
     if registries:
-        check_names(config, source)
+        check_names(config, source, overrides)
     return config
 
 
@@ -421,40 +627,52 @@ def check_trunk(trunk: str, where: str) -> None:
                            "'lrbench[timm]')")
 
 
-def check_names(config: MatrixConfig, source: str = "config") -> None:
+def check_names(config: MatrixConfig, source: str = "config",
+                overrides: list[str] | None = None) -> None:
     """Protocol and strategy names, strategy hyperparameters and per-strategy training
-    overrides, against the registries (a one-line ``LrbenchError`` for the first problem)."""
+    overrides, against the registries (a one-line ``LrbenchError`` for the first problem;
+    ``overrides``: the ``--set`` assignments applied, blamed for the values they wrote)."""
     from strategies import make_config
     from strategies.losses import METRIC_LOSSES
     from strategies.registry import StrategyError
 
+    flags = overrides
+
     def choice(value: str, known: tuple[str, ...], where: str, what: str) -> None:
         if value not in known:
-            raise LrbenchError(f"{source}: {where}: unknown {what} {value!r}."
-                               f"{closest(value, known)} Use one of {', '.join(known)}")
+            raise LrbenchError(f"{blame(source, flags, where)}: {where}: unknown {what} "
+                               f"{value!r}.{closest(value, known)} Use one of "
+                               f"{', '.join(known)}")
 
-    check_trunk(config.model.trunk, f"{source}: model.trunk")
+    check_trunk(config.model.trunk, f"{blame(source, flags, 'model.trunk')}: model.trunk")
     choice(config.training.loss, METRIC_LOSSES, "training.loss", "metric loss")
     for name, params in config.strategies.items():
+        src = blame(source, flags, f"strategies.{name}")
         if params is not None and not isinstance(params, dict):
-            raise LrbenchError(f"{source}: strategies.{name}: give its hyperparameters as a "
+            raise LrbenchError(f"{src}: strategies.{name}: give its hyperparameters as a "
                                f"mapping (or {{}}), got {params!r}")
+        if (params or {}).get("training") is not None and not isinstance(
+                params["training"], dict):
+            raise LrbenchError(f"{src}: strategies.{name}.training: give training "
+                               f"overrides as a mapping (e.g. {{lr: 0.001}}), got "
+                               f"{params['training']!r}")
         base, params, overrides = strategy_entry(name, params)
         if not isinstance(overrides, dict):
-            raise LrbenchError(f"{source}: strategies.{name}.training: give training "
+            raise LrbenchError(f"{src}: strategies.{name}.training: give training "
                                f"overrides as a mapping, got {overrides!r}")
         if not isinstance(base, str):
-            raise LrbenchError(f"{source}: strategies.{name}.strategy: give the name of a "
+            raise LrbenchError(f"{src}: strategies.{name}.strategy: give the name of a "
                                f"registered strategy, got {base!r}")
         try:
             make_config(base, params)
         except StrategyError as exc:
             where = f"strategies.{name}: " if base != name else ""
-            raise LrbenchError(f"{source}: {where}{exc}") from None
+            raise LrbenchError(f"{src}: {where}{exc}") from None
         try:
             spec = TrainingSpec.model_validate({**config.training.model_dump(), **overrides})
         except ValidationError as exc:
-            raise _format_error(exc, f"{source}: strategies.{name}.training") from None
+            raise _format_error(exc, f"{src}: strategies.{name}.training",
+                                model=TrainingSpec) from None
         choice(spec.loss, METRIC_LOSSES, f"strategies.{name}.training.loss", "metric loss")
 
 

@@ -30,11 +30,17 @@ from benchmarks.run.cell import final_line, versions, warm_caches
 from benchmarks.run.executors import Launch, get_executor
 from benchmarks.run.preflight import check_data
 from benchmarks.run.store import (
+    DamagedResult,
     cell_dir,
+    clean_temporary,
     finished,
     older_than,
     prepare_store,
+    read_result,
     result_path,
+    set_aside,
+    stale_cells,
+    stale_lines,
     store_lock,
     write_matrix,
     write_result,
@@ -62,12 +68,14 @@ class Plan:
 
 def make_plan(config: MatrixConfig, out: str | Path, force: bool = False,
               resume: bool = False, progress: bool = True, skip_corrupt: bool = False,
-              rerun_before: str | None = None) -> Plan:
+              rerun_before: str | None = None, devices: bool = True) -> Plan:
     """Check a matrix before any training: ``rerun_before`` a commit, the cells' data
     (broken images refused, or with ``skip_corrupt`` left out), the MLflow tracking URI
-    usable when tracking is on, the store writable and not holding another matrix."""
+    usable when tracking is on, the store writable and not holding another matrix.
+    ``devices``: check that this host has the cells' device (not for Ray, whose workers
+    may be other hosts)."""
     older = older_than(rerun_before) if rerun_before else None
-    cells, broken = check_data(expand_cells(config), skip_corrupt, progress)
+    cells, broken = check_data(expand_cells(config), skip_corrupt, progress, devices)
     tracker = open_tracker(config.tracking, out, config.name)
     return Plan(cells, broken, prepare_store(out, config, force, resume), older, tracker)
 
@@ -112,10 +120,12 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         raise LrbenchError(f"--checkpoints and logging need the local executor ({executor} "
                            "workers share no disk with the store); drop one or the other")
     if plan is None:
-        plan = make_plan(config, out, force, resume, progress, skip_corrupt, rerun_before)
+        plan = make_plan(config, out, force, resume, progress, skip_corrupt, rerun_before,
+                         devices=executor == "local")
     cells, broken, store, tracker = plan.cells, plan.broken, plan.store, plan.tracker
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
+        clean_temporary(store)  # left by a writer killed mid-write: only we write now
         if tracker is not None:
             tracker.start()
         write_matrix(store, config)
@@ -126,6 +136,14 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                   f"(listed in {store / 'skipped.json'})", file=sys.stderr)
         todo = []
         for cell in cells:
+            try:
+                read_result(cell_dir(store, cell) / "result.json")
+            except DamagedResult as exc:
+                aside = set_aside(cell_dir(store, cell) / "result.json")
+                print(f"lrbench: note: {str(exc).partition('; ')[0]}; recomputing the cell "
+                      f"(the damaged file is kept as {aside.name})", file=sys.stderr)
+            except OSError:
+                pass  # unreadable: recomputed below, the new result written over it
             if not force and finished(cell_dir(store, cell), cell, plan.older):
                 counts["skipped"] += 1
             else:
@@ -173,14 +191,16 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             bar.write("interrupted: finished cells are kept; rerun the same command to resume "
                       "(Ctrl-C again to stop at once)", file=sys.stderr)
             bar.close()
-            write_tidy(store)
+            write_tidy(store, cells)
             if tracker is not None:
                 tracker.log_store(store)
                 tracker.finish("KILLED")
             raise
         bar.close()
-        counts["rows"] = write_tidy(store)
+        counts["rows"] = write_tidy(store, cells)
         if tracker is not None:
             tracker.log_store(store)
             tracker.finish("FAILED" if counts["failed"] else "FINISHED")
+        for line in stale_lines(stale_cells(store, cells)):
+            print(line, file=sys.stderr)
     return counts

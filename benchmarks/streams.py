@@ -28,7 +28,15 @@ _TERM = re.compile(r"^(?:(\d+)x)?(\d+)$")
 
 
 def parse_schedule(schedule: str | Sequence[int]) -> list[int]:
-    """Turn ``"100+4x25"``, ``"100+100"``, ``"4x25"`` or ``[50, 10, 10]`` into class counts."""
+    """Turn ``"100+4x25"``, ``"100+100"``, ``"4x25"`` or ``[50, 10, 10]`` into class counts
+    (sizes bounded first by :func:`benchmarks.config.check_schedule`)."""
+    from benchmarks.config import check_schedule
+
+    if isinstance(schedule, str):
+        try:
+            check_schedule(schedule)
+        except ValueError as exc:
+            raise LrbenchError(str(exc)) from None
     if isinstance(schedule, str):
         counts: list[int] = []
         for term in schedule.replace(" ", "").split("+"):
@@ -94,6 +102,10 @@ class ExperienceInfo:
     labels: list[int]
     class_ids: list[Any]
     class_names: list[str] = field(repr=False)
+    #: train and test images of each class, in ``labels`` order (what a P x K batch and a
+    #: retrieval query need: K images of a class, another image of the query's class)
+    train_per_class: list[int] = field(default_factory=list, repr=False)
+    test_per_class: list[int] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -182,6 +194,11 @@ def _indices_by_label(targets: Sequence[int]) -> dict[int, list[int]]:
     return out
 
 
+def _per_label(targets: Sequence[int], n: int) -> list[list[int]]:
+    by = _indices_by_label(targets)
+    return [by.get(c, []) for c in range(n)]
+
+
 def class_incremental(
     dataset: str | tuple[Any, Any],
     schedule: str | Sequence[int],
@@ -233,6 +250,7 @@ def class_incremental(
         exps.append(ExperienceInfo(
             i, name, len(chunk), len(tr_idx), len(te_idx), list(label_map.values()),
             [jsonable(train.class_ids[c]) for c in chunk], [train.classes[c] for c in chunk],
+            [len(train_by.get(c, [])) for c in chunk], [len(test_by.get(c, [])) for c in chunk],
         ))
         start += count
     info = StreamInfo("class_incremental", exps)
@@ -274,6 +292,8 @@ def lifelong(
         exps.append(ExperienceInfo(
             i, name, n, len(train), len(test), list(label_map.values()),
             [jsonable(c) for c in train.class_ids], list(train.classes),
+            [len(v) for v in _per_label(train.targets, n)],
+            [len(v) for v in _per_label(test.targets, n)],
         ))
         offset += n
     info = StreamInfo("lifelong", exps)

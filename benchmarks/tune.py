@@ -175,13 +175,13 @@ def _trial_value(store: Path, cells: list[Cell], objective: str,
                  metric: tuple[str, str | None]) -> dict[int, float] | None:
     """Per seed: the objective's mean over scenarios of a trial's cells; None when a cell
     did not finish or its value is undefined (a failed trial)."""
-    from benchmarks.run.store import cell_dir, read_result
+    from benchmarks.run.store import DamagedResult, cell_dir, read_result
 
     by_seed: dict[int, list[float]] = {}
     for cell in cells:
         try:
             result = read_result(cell_dir(store, cell) / "result.json")
-        except (OSError, ValueError):
+        except (OSError, DamagedResult):
             return None
         if not result or result.get("status") != "finished" \
                 or result.get("config_hash") != cell.hash:

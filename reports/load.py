@@ -6,6 +6,10 @@ must be the same run (same config hash), and the cells of one scenario must shar
 setting but strategy, strategy hyperparameters and seed (:func:`load_results`), otherwise
 it is an error.
 
+Only the cells of each store's own ``matrix.yaml`` are read: others (left by ``lrbench run
+--resume`` with a changed matrix) are listed in ``Results.stale`` and left out. A damaged
+``result.json`` is a one-line error naming it and the command that recomputes it.
+
 Forgetting, ratio and BWT are recomputed here from each cell's R matrix, never read from
 the ``summary`` the runner writes: with one experience they are NaN (undefined), not 0.
 
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.run.store import read_result
+from benchmarks.run.store import matrix_cell_ids, read_result
 from metrics.errors import LrbenchError
 from metrics.forgetting import forgetting
 
@@ -55,6 +59,9 @@ class Results:
     warnings: dict[tuple[str, str, int], list[str]] = field(default_factory=dict)
     #: per cell: the lrbench commit that computed it
     commits: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    #: cell folders of each store that are not cells of its matrix (left by ``lrbench run
+    #: --resume`` with a changed matrix): kept on disk, left out of every table
+    stale: list[Path] = field(default_factory=list)
     #: per cell (when ``evaluation.cross_model`` was measured): ``recall@K`` -> C, where
     #: C[i][m] is model i's queries against the seen gallery embedded by model m (m < i)
     cross: dict[tuple[str, str, int], dict[str, np.ndarray]] = field(default_factory=dict)
@@ -188,6 +195,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
     loaded: list[tuple[dict[str, Any], Path, Path, dict[str, str]]] = []
     configs: dict[str, str] = {}
     paths = [Path(s) for s in stores]
+    stale: list[Path] = []
     for store in paths:
         results = sorted((store / "cells").glob("*/result.json"))
         if not store.is_dir() or not results:
@@ -196,16 +204,20 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         if (store / "matrix.yaml").is_file():
             configs[str(store)] = (store / "matrix.yaml").read_text()
         overrides = _overrides(configs.get(str(store)))
+        current = matrix_cell_ids(configs.get(str(store)))
         for path in results:
+            if current is not None and path.parent.name not in current:
+                stale.append(path.parent)
+                continue
             try:
-                result = read_result(path)
-                cfg = result["config"]
-                scenario, strategy = cfg["scenario"]["name"], cfg["strategy"]
-                int(cfg["seed"])
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise LrbenchError(f"{path}: unreadable result ({exc}); rerun that cell with "
-                                   "lrbench run --resume") from None
-            loaded.append((result, store, path, settings(cfg, overrides.get(strategy))))
+                result = read_result(path)  # a damaged file: DamagedResult, one line
+            except OSError as exc:
+                raise LrbenchError(f"{path}: cannot be read ({exc.strerror}); fix its "
+                                   "permissions or delete its cell folder") from None
+            if result is None:  # removed since the listing
+                continue
+            cfg = result["config"]
+            loaded.append((result, store, path, settings(cfg, overrides.get(cfg["strategy"]))))
     known = {n for *_, flat in loaded for n in flat}
     unknown = [k for k in split_by if k not in known]
     if unknown:
@@ -287,7 +299,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
     return Results(cells, matrices, pd.DataFrame(
         failed, columns=["scenario", "strategy", "seed", "store", "cell", "status", "reason"]),
         paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())},
-        seen_curves, losses, warnings, commits, cross)
+        seen_curves, losses, warnings, commits, stale, cross)
 
 
 def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],

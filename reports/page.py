@@ -47,6 +47,8 @@ class Report:
     tables: list[Table]
     figures: dict[str, list[Path]] = field(default_factory=dict)  # "<kind>/<scenario>": files
     files: list[Path] = field(default_factory=list)
+    #: cell folders left out as stale (not cells of their store's matrix)
+    stale: list[Path] = field(default_factory=list)
     #: the comparisons of ``--claims`` with their verdicts (:func:`reports.claims.check_claims`)
     claims: object = None
 
@@ -91,7 +93,15 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     out = Path(out) if out else Path(stores[0]) / "report"
     checked = check_claims(results, claims_file) if claims_file is not None else None
     tables = comparison_tables(results, metric, baseline, alpha)
-    report = Report(out, tables, claims=checked)
+    try:  # before anything is written: an unwritable folder is one line, not a traceback
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LrbenchError(f"cannot write the report to {str(out)!r} ({exc.strerror}); fix "
+                           "its permissions or choose another --out") from None
+    report = Report(out, tables, claims=checked, stale=results.stale)
     if checked is not None:
         for name, text in (("claims.md", claims_markdown(checked)),
                            ("claims.csv", claims_csv(checked))):

@@ -302,9 +302,24 @@ def get_strategy(name: str) -> StrategySpec:
                         f"{ENTRY_POINT_GROUP!r}: is that package installed?")
 
 
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a hyperparameter's type admits ``True``/``False`` (bool, Any, a union or
+    literal holding one); a number's does not."""
+    import typing
+
+    if annotation is bool or annotation is Any or isinstance(annotation, bool):
+        return True
+    return any(_takes_bool(a) for a in typing.get_args(annotation))
+
+
 def make_config(name: str, hparams: dict[str, Any] | None = None) -> StrategyConfig:
     """Validate ``hparams`` for strategy ``name``; a bad one is a one-line error."""
     spec = get_strategy(name)
+    for key, value in (hparams or {}).items():  # pydantic would read true as 1
+        field = spec.config_cls.model_fields.get(key)
+        if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
+            raise StrategyError(f"strategy {name!r}: hyperparameter {key!r}: give a number, "
+                                f"not {str(value).lower()} (a yes/no value)")
     try:
         return spec.config_cls(**(hparams or {}))
     except ValidationError as exc:

@@ -141,6 +141,85 @@ CASES: dict[str, Case] = {
     "merge-unlike": (lambda t, s: ["report", str(s), _other_budget(t, s)],
                      "differ in training.iterations"),
     "not-a-store": (lambda t, s: ["report", str(t)], "is not a results store"),
+    # the matrix file itself (bounded before it is parsed or expanded)
+    "matrix-not-utf8": (lambda t, s: ["run", _raw_matrix(t, b"name: caf\xe9\n"), "--out",
+                                      str(s)], "line 1: not UTF-8 text (byte 0xe9)"),
+    "matrix-too-deep": (lambda t, s: ["run", _raw_matrix(
+        t, b"name: x\nseeds: " + b"[" * 5000 + b"]" * 5000 + b"\n"), "--out", str(s)],
+        "nested deeper than 64 levels"),
+    "alias-bomb": (lambda t, s: ["run", _raw_matrix(t, _alias_bomb()), "--out", str(s)],
+                   "more than 100,000 values once its aliases are expanded"),
+    "matrix-too-large": (lambda t, s: ["run", _raw_matrix(
+        t, (Path(matrix(t)).read_text() + "#" * 1_000_000 + "\n").encode()), "--out", str(s)],
+        "more than a matrix file may hold (1,000,000)"),
+    "set-blamed": (lambda t, s: ["run", matrix(t), "--out", str(s), "--set", "training.p=many"],
+                   "--set 'training.p=many': training.p: Input should be a valid integer"),
+    # values checked when the matrix is loaded
+    "order-negative": (lambda t, s: ["run", _scenario(t, order=-1), "--out", str(s)],
+                       "scenarios.0.order: Input should be greater than or equal to 0"),
+    "schedule-huge": (lambda t, s: ["run", _scenario(t, schedule="99999999999999x1"), "--out",
+                                    str(s)], "more than 10,000 experiences"),
+    "scenario-field": (lambda t, s: ["run", _scenario(t, schedule=12), "--out", str(s)],
+                       "scenarios.0.schedule: Input should be a valid string or a valid list"),
+    "bool-for-int": (lambda t, s: ["run", matrix(t, **{"training.iterations": True}), "--out",
+                                   str(s)], "training.iterations: Value error, give a number"),
+    "seed-out-of-range": (lambda t, s: ["run", matrix(t, seeds=[-1]), "--out", str(s)],
+                          "seeds.0: Input should be greater than or equal to 0"),
+    "epochs-inf": (lambda t, s: ["run", matrix(t, **{"training.epochs": float("inf")}),
+                                 "--out", str(s)], "training.epochs"),
+    "dim-huge": (lambda t, s: ["run", matrix(t, **{"model.dim": 10**9}), "--out", str(s)],
+                 "model.dim: Input should be less than or equal to 65536"),
+    "device-unknown": (lambda t, s: ["run", matrix(t, **{"training.device": "gpu"}), "--out",
+                                     str(s)], "unknown device 'gpu'; use cpu, cuda, cuda:N"),
+    "training-not-mapping": (lambda t, s: ["run", matrix(t, **{
+        "strategies.finetune": {"training": 0}}), "--out", str(s)],
+        "strategies.finetune.training: give training overrides as a mapping"),
+    # checked before training (benchmarks.run.preflight)
+    "dataset-kwarg-unknown": (lambda t, s: ["run", _scenario(t, dataset_kwargs={
+        "num_clases": 12}), "--out", str(t / "new")],
+        "takes no argument 'num_clases'. Did you mean 'num_classes'?"),
+    "dataset-kwarg-type": (lambda t, s: ["run", _scenario(t, dataset_kwargs={
+        "num_classes": "many"}), "--out", str(t / "new")],
+        "dataset_kwargs.num_classes: Input should be a valid integer"),
+    "device-absent": (lambda t, s: ["run", matrix(t, **{"training.device": "cuda:99"}),
+                                    "--out", str(t / "new")], "training.device 'cuda:99': this "
+                      "host has"),
+    "cache-dir-unusable": (lambda t, s: ["run", matrix(t, **{"cache.dir": str(
+        s / "matrix.yaml" / "cache")}), "--out", str(t / "new")], "cannot be written"),
+    "k-too-large": (lambda t, s: ["run", matrix(t, **{"training.k": 11}), "--out",
+                                  str(t / "new")],
+                    "has 10 train images, fewer than K = 11 images per class in a batch"),
+    "singleton-test-class": (lambda t, s: ["run", _scenario(t, dataset_kwargs={
+        **SMOKE["scenarios"][0]["dataset_kwargs"], "test_per_class": 1}), "--out",
+        str(t / "new")], "has a single test image"),
+    "one-class-experience": (lambda t, s: ["run", _scenario(t, schedule="1+11"), "--out",
+                                           str(t / "new")],
+                             "give every experience at least 2 classes in the schedule"),
+    # data files
+    "index-not-utf8": (lambda t, s: ["data", "info", "cub200", "--root", _cub_edit(
+        t, "images.txt", lambda b: b.replace(b"Bird_3_0000", b"Bird_\xff_0000"))],
+        "images.txt is not UTF-8 text"),
+    "label-not-numeric": (lambda t, s: ["data", "info", "cub200", "--root", _cub_edit(
+        t, "image_class_labels.txt", lambda b: b.replace(b"1 3\n", b"1 three\n", 1))],
+        "image_class_labels.txt gives the class id 'three' for image id 1"),
+    "decompression-bomb": (lambda t, s: ["data", "check", "cub200", "--root", _cub_bomb(t)],
+                           "1 of 12 images of cub200 cannot be decoded"),
+    # a damaged store: which file, what to do
+    "result-not-object": (lambda t, s: ["report", _damage(s, lambda r: []), "--out",
+                                        str(t / "new")], "a JSON list instead of an object"),
+    "result-no-payload": (lambda t, s: ["report", _damage(s, lambda r: {
+        k: v for k, v in r.items() if k != "payload"}), "--out", str(t / "new")],
+        "a finished cell without its payload"),
+    "summary-wrong-type": (lambda t, s: ["report", _damage(s, lambda r: _set(
+        r, "summary", [1])), "--out", str(t / "new")],
+        "payload.summary is of the wrong type"),
+    "r-matrix-ragged": (lambda t, s: ["report", _damage(s, lambda r: _set(
+        r, "r_matrix", {"recall": {"1": [[0.5], [0.5, 0.5], [0.5, 0.5, 0.5]]}})), "--out",
+        str(t / "new")], "the R matrix of recall@1 is ragged"),
+    "report-out-unwritable": (lambda t, s: ["report", str(s), "--out", str(
+        s / "matrix.yaml" / "report")], "cannot write the report to"),
+    "lock-folder": (lambda t, s: ["run", matrix(t), "--out", _lock_folder(s), "--resume"],
+                    "is a folder, not lrbench's lock file; remove it and run again"),
     "tune-no-validation": (lambda t, s: ["tune", matrix(t), "--trials", "1", "--out",
                                          str(t / "tune")], "has no validation split"),
     "claims-unknown-strategy": (lambda t, s: ["report", str(s), "--claims", _claims(
@@ -170,6 +249,74 @@ CASES: dict[str, Case] = {
         "model.trunk": "timm:resnet18", "model.pretrained": "r18.pth"}), "--out", str(s)],
         "PATH#sha256="),
 }
+
+#: the cell the damaged-store cases damage
+DAMAGED = "synth-tiny__l2_kd__seed1"
+
+
+def _raw_matrix(tmp: Path, data: bytes) -> str:
+    path = tmp / "matrix.yaml"
+    path.write_bytes(data)
+    return str(path)
+
+
+def _alias_bomb() -> bytes:
+    """A billion leaves in about 950 bytes: nine levels of nine aliases of the level below."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _scenario(tmp: Path, **fields) -> str:
+    """The smoke matrix with its inline scenario's ``fields`` changed."""
+    return matrix(tmp, scenarios=[{**SMOKE["scenarios"][0], **fields}])
+
+
+def _cub_edit(tmp: Path, name: str, edit: Callable[[bytes], bytes]) -> str:
+    cub = make_cub(tmp)
+    (cub / name).write_bytes(edit((cub / name).read_bytes()))
+    return str(cub)
+
+
+def png_bomb(path: Path, side: int = 20_000) -> None:
+    """A valid PNG header claiming ``side`` x ``side`` pixels (more than twice PIL's
+    ``MAX_IMAGE_PIXELS``): a few dozen bytes that would decode to 400 megapixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def _cub_bomb(tmp: Path) -> str:
+    cub = make_cub(tmp)
+    png_bomb(cub / "images" / "003.Bird_3" / "Bird_3_0000.jpg")
+    return str(cub)
+
+
+def _set(result: dict, key: str, value) -> dict:
+    result["payload"][key] = value
+    return result
+
+
+def _damage(store: Path, edit: Callable[[dict], object]) -> str:
+    """Rewrite one cell's result.json of ``store`` through ``edit``."""
+    import json
+
+    path = store / "cells" / DAMAGED / "result.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return str(store)
+
+
+def _lock_folder(store: Path) -> str:
+    (store / ".lock").unlink(missing_ok=True)  # the OS lock's file, left by the last run
+    (store / ".lock").mkdir()
+    return str(store)
 
 
 def _claims(tmp: Path, **changes) -> str:
@@ -220,19 +367,24 @@ def _read_only(tmp: Path) -> str:
 
 
 def test_every_documented_case_is_tested():
-    documented = re.findall(r"^\| `([a-z-]+)` \|", DOC.read_text(), flags=re.M)
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(), flags=re.M)
     assert documented and sorted(documented) == sorted(CASES)
 
 
 @pytest.fixture(scope="module")
-def outcomes(smoke_store, tmp_path_factory) -> dict[str, tuple]:
-    """Every case's CLI run, three at a time (each pays Python's and torch's start-up, so
-    running them side by side saves most of that wait): case -> (process, store, snapshot
-    of the store before, its temporary folder)."""
+def outcomes(smoke_store, tmp_path_factory, request) -> dict[str, tuple]:
+    """Every selected case's CLI run (all of them, unless ``-k`` picks some), three at a
+    time (each pays Python's and torch's start-up, so running them side by side saves most
+    of that wait): case -> (process, store, snapshot of the store before, its temporary
+    folder)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    selected = {item.callspec.params["case"] for item in request.session.items
+                if item.originalname == "test_bad_input" and hasattr(item, "callspec")}
     prepared = {}
     for case, (build, _) in CASES.items():
+        if case not in selected:
+            continue
         tmp = tmp_path_factory.mktemp(case)
         store = tmp / "store"
         shutil.copytree(smoke_store, store)

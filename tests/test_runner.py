@@ -670,7 +670,7 @@ def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
             raise KeyboardInterrupt  # the first Ctrl-C
         return real_cell(cell, *args, **kwargs)
 
-    def flush_interrupted(store):
+    def flush_interrupted(store, cells=None):
         raise KeyboardInterrupt  # the second Ctrl-C, during the flush
 
     monkeypatch.setattr(cell_mod, "run_cell", second_cell_interrupted)

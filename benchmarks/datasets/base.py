@@ -20,6 +20,7 @@ on-disk layout. Parsing never decodes an image: counting a dataset is cheap.
 from __future__ import annotations
 
 import copy
+import io
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -213,7 +214,7 @@ class ImageListDataset(LabelledImages):
         try:
             with Image.open(path) as img:
                 return to_rgb(img)
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (*DECODE_ERRORS, Image.DecompressionBombError) as exc:
             raise LrbenchError(
                 f"{self.name}: cannot decode image {path!r} ({exc}); check the dataset with "
                 f"'lrbench data check {self.name} --root {self.root}' and replace the file"
@@ -239,6 +240,10 @@ class ImageListDataset(LabelledImages):
         )
 
 
+#: what PIL raises for a file it cannot decode (with ``Image.DecompressionBombError``, an
+#: image of more than twice ``Image.MAX_IMAGE_PIXELS`` pixels: a decompression bomb)
+DECODE_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError)
+
 #: PIL modes of one channel wider than 8 bits (16-bit PNGs open as one of them)
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -261,16 +266,20 @@ def read_table(path: Path, dataset: ImageListDataset, columns: int) -> list[list
     if not path.is_file():
         raise dataset.missing(f"index file {str(path)!r} is missing")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            parts = line.split(maxsplit=columns - 1)
-            if len(parts) != columns:
-                raise dataset.missing(
-                    f"{path.name} line {lineno} has {len(parts)} fields, expected {columns}"
-                )
-            rows.append(parts)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise dataset.missing(f"{path.name} is not UTF-8 text (byte {exc.start}); restore the "
+                              "official file") from None
+    for lineno, line in enumerate(io.StringIO(text, newline=None), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=columns - 1)
+        if len(parts) != columns:
+            raise dataset.missing(
+                f"{path.name} line {lineno} has {len(parts)} fields, expected {columns}"
+            )
+        rows.append(parts)
     return rows
 
 
@@ -292,6 +301,6 @@ def check_images(
         try:
             with Image.open(path) as img:
                 img.load()
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (*DECODE_ERRORS, Image.DecompressionBombError) as exc:
             bad.append((path, str(exc) or type(exc).__name__))
     return bad

@@ -59,7 +59,8 @@ class CUB200(ImageListDataset):
                 raise self.missing(
                     f"train_test_split.txt gives image id {image_id} the flag {flag.strip()!r}; "
                     "the official flags are 1 (training image) and 0 (test image)")
-        names = {int(k): v.strip() for k, v in read_table(root / "classes.txt", self, 2)}
+        names = {self._class_id(k, "classes.txt"): v.strip()
+                 for k, v in read_table(root / "classes.txt", self, 2)}
         records = []
         for image_id, rel in images.items():
             if image_id not in labels or image_id not in is_train:
@@ -67,12 +68,24 @@ class CUB200(ImageListDataset):
                     f"image id {image_id} of images.txt is missing from "
                     "image_class_labels.txt or train_test_split.txt"
                 )
-            class_id = int(labels[image_id])
+            class_id = self._class_id(labels[image_id], "image_class_labels.txt", image_id)
             if self.class_subset is not None and class_id not in self.class_subset:
                 continue
             split = "train" if is_train[image_id].strip() == "1" else "test"
             records.append(Record(str(root / "images" / rel.strip()), class_id, split))
         return DatasetIndex(records, names)
+
+    def _class_id(self, text: str, file: str, image_id: str | None = None) -> int:
+        """A class id of an index file: a positive integer, or a one-line error."""
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = 0
+        if value < 1:
+            of = f" for image id {image_id}" if image_id is not None else ""
+            raise self.missing(f"{file} gives the class id {text.strip()[:40]!r}{of}; class ids "
+                               "are positive integers (1..200)")
+        return value
 
     def _by_id(self, path: Path) -> dict[str, str]:
         """An index file as ``image id -> value``; an id listed twice is an error (a

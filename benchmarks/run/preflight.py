@@ -1,7 +1,10 @@
 """The checks before any training: what would fail the cells later is refused up front.
 
-A matrix is checked whole before its first cell trains: every cell's batches can be drawn
-from its stream (:func:`check_cells`), and every image of the real datasets it reads
+A matrix is checked whole before its first cell trains: its datasets' keyword arguments
+fit their loaders (:func:`check_dataset_kwargs`), its device exists here
+(:func:`check_devices`), its cache folder is writable (:func:`check_cache_dirs`), every
+cell's batches can be drawn from its stream and every test image has another of its
+class to find (:func:`check_cells`), and every image of the real datasets it reads
 decodes (:func:`find_corrupt`; the answer is kept in the cache folder). Broken images
 refuse the matrix in one line, or with ``--skip-corrupt`` are left out of the cells that
 read them (:func:`mark_skipped`). :func:`check_data` does all of it.
@@ -31,7 +34,7 @@ def cell_datasets(cell: Cell) -> list[tuple[str, dict[str, Any]]]:
 
 
 #: bump when what a decode check finds changes (its entries are then ignored)
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 
 
 def find_corrupt(cells: list[Cell], progress: bool = True
@@ -106,13 +109,19 @@ def mark_skipped(cells: list[Cell], broken: dict[str, list[tuple[str, str]]]
     return out
 
 
-def check_data(cells: list[Cell], skip_corrupt: bool = False, progress: bool = True
-               ) -> tuple[list[Cell], dict[str, list[tuple[str, str]]]]:
-    """Everything about the cells' data that would fail them later, checked before any
-    training: batch shapes (:func:`check_cells`), then broken images
-    (:func:`find_corrupt`), refused, or with ``skip_corrupt`` left out of the cells
-    (:func:`mark_skipped`, then the shapes again without them). Returns the cells to run
-    and the broken files."""
+def check_data(cells: list[Cell], skip_corrupt: bool = False, progress: bool = True,
+               devices: bool = True) -> tuple[list[Cell], dict[str, list[tuple[str, str]]]]:
+    """Everything about the cells that would fail them later, checked before any
+    training: their datasets' keyword arguments (:func:`check_dataset_kwargs`), devices
+    (:func:`check_devices`, unless ``devices`` is False: Ray runs cells on other hosts),
+    cache folders (:func:`check_cache_dirs`), batch shapes (:func:`check_cells`), then
+    broken images (:func:`find_corrupt`), refused, or with ``skip_corrupt`` left out of the
+    cells (:func:`mark_skipped`, then the shapes again without them). Returns the cells to
+    run and the broken files."""
+    check_dataset_kwargs(cells)
+    if devices:
+        check_devices(cells)
+    check_cache_dirs(cells)
     check_cells(cells)
     broken = find_corrupt(cells, progress)
     if broken and not skip_corrupt:
@@ -124,9 +133,15 @@ def check_data(cells: list[Cell], skip_corrupt: bool = False, progress: bool = T
 
 
 def check_cells(cells: list[Cell]) -> None:
-    """Refuse, before any training, cells whose batches cannot be drawn from their stream:
-    P classes per batch need every experience to hold at least P classes (a one-line
-    ``LrbenchError`` naming the experience and the largest P that fits)."""
+    """Refuse, before any training, cells whose batches cannot be drawn from their stream
+    or whose test sets cannot be measured (a one-line ``LrbenchError`` naming the
+    experience, the class and the setting to change):
+
+    * P classes per batch need every experience to hold at least P classes;
+    * K images per class need every class to hold K train images (the P x K sampler
+      would otherwise repeat images silently);
+    * every test image is a query whose gallery is the other test images: a class with a
+      single test image has nothing to find (always a miss)."""
     shapes: dict[str, Any] = {}
     for cell in cells:
         sc = cell.scenario
@@ -135,11 +150,154 @@ def check_cells(cells: list[Cell]) -> None:
         if key not in shapes:
             shapes[key] = build_benchmark(cell, info_only=True)
         info = shapes[key]
-        p = cell.training.p
+        p, k = cell.training.p, cell.training.k
+        where = f"scenario {sc.name!r}"
         small = min(info.experiences, key=lambda e: e.num_classes)
         if small.num_classes < p:
+            fix = (f"lower training.p to at most {small.num_classes}" if small.num_classes >= 2
+                   else "a batch needs at least 2 classes (training.p >= 2): give every "
+                   "experience at least 2 classes in the schedule")
             raise LrbenchError(
-                f"experience {small.index} of scenario {sc.name!r} has "
-                f"{small.num_classes} classes, fewer than P = {p} classes per batch "
-                f"({cell.strategy}); lower training.p to at most {small.num_classes}")
+                f"experience {small.index} of {where} has {small.num_classes} "
+                f"class{'es' if small.num_classes != 1 else ''}, fewer than P = {p} classes "
+                f"per batch ({cell.strategy}); {fix}")
+        for e in info.experiences:
+            for name, n_train, n_test in zip(e.class_names, e.train_per_class,
+                                             e.test_per_class, strict=False):
+                if n_train < k:
+                    fix = (f"lower training.k to at most {n_train}" if n_train >= 2 else
+                           "a class needs at least 2 train images (training.k >= 2): add "
+                           "images or leave the class out of the dataset")
+                    raise LrbenchError(
+                        f"class {name!r} of experience {e.index} of {where} has {n_train} "
+                        f"train image{'s' if n_train != 1 else ''}, fewer than K = {k} images "
+                        f"per class in a batch ({cell.strategy}); {fix}")
+                if n_test == 1:
+                    raise LrbenchError(
+                        f"class {name!r} of experience {e.index} of {where} has a single "
+                        "test image: as a query it has no other image of its class to find "
+                        "(always a miss); give it at least 2 test images or leave the class "
+                        "out of the dataset")
 
+
+#: keyword arguments every loader takes from lrbench itself, never from a matrix file
+RESERVED_KWARGS = ("self", "root", "split", "transform", "download", "target_transform")
+
+
+def check_dataset_kwargs(cells: list[Cell]) -> None:
+    """Each scenario's ``dataset_kwargs`` against its loader's signature and types: an
+    unknown name (with the closest known one) or a value of the wrong type is a one-line
+    error before any dataset is built. A lifelong scenario's ``dataset_kwargs`` maps each
+    of its datasets to that dataset's keyword arguments."""
+    import inspect
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from benchmarks.datasets import dataset_class
+    from benchmarks.errors import closest
+
+    done: set[str] = set()
+    for cell in cells:
+        sc = cell.scenario
+        given = sc.dataset_kwargs or {}
+        where = f"scenario {sc.name!r}: dataset_kwargs"
+        key = json.dumps([sc.name, given], sort_keys=True, default=str)
+        if key in done:
+            continue
+        done.add(key)
+        if sc.dataset:
+            pairs = [(sc.dataset, given, where)]
+        else:
+            names = list(sc.datasets or [])
+            stray = [n for n in given if n not in names]
+            if stray:
+                raise LrbenchError(
+                    f"{where}: {stray[0]!r} is not a dataset of this lifelong stream; give "
+                    f"keyword arguments per dataset, one of {', '.join(names)}")
+            pairs = []
+            for n in names:
+                if not isinstance(given.get(n) or {}, dict):
+                    raise LrbenchError(f"{where}.{n}: give {n}'s keyword arguments as a "
+                                       f"mapping, got {given[n]!r}")
+                pairs.append((n, given.get(n) or {}, f"{where}.{n}"))
+        for name, kwargs, at in pairs:
+            cls = dataset_class(name)
+            params = {k: v for k, v in inspect.signature(cls.__init__).parameters.items()
+                      if k not in RESERVED_KWARGS
+                      and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)}
+            try:
+                hints = typing.get_type_hints(cls.__init__)
+            except Exception:  # noqa: BLE001 (an unresolvable hint: names checked, not types)
+                hints = {}
+            for arg, value in kwargs.items():
+                if arg not in params:
+                    known = ", ".join(params) or "none"
+                    raise LrbenchError(
+                        f"{at}: {name} takes no argument {arg!r}.{closest(str(arg), params)} "
+                        f"Its arguments: {known}")
+                hint = hints.get(arg)
+                if hint is None or hint is typing.Any:
+                    continue
+                wants_bool = hint is bool or bool in typing.get_args(hint)
+                try:
+                    if isinstance(value, bool) and not wants_bool:
+                        raise ValueError("a yes/no value")
+                    checked = TypeAdapter(hint).validate_python(value)
+                    if hasattr(checked, "__next__"):  # an iterable is checked as it is read
+                        list(checked)
+                except (ValidationError, ValueError, TypeError) as exc:
+                    why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+                    raise LrbenchError(
+                        f"{at}.{arg}: {why} (got {value!r}); {name} takes "
+                        f"{_type_name(hint)}") from None
+
+
+def _type_name(hint: Any) -> str:
+    import typing
+
+    return str(hint).replace("typing.", "") if typing.get_args(hint) else getattr(
+        hint, "__name__", str(hint))
+
+
+def check_devices(cells: list[Cell]) -> None:
+    """Refuse a ``training.device`` this host does not have (``cuda`` without a GPU,
+    ``cuda:3`` with two, ``mps`` off a Mac): every cell would fail on it."""
+    wanted = sorted({c.training.device for c in cells} - {"cpu"})
+    if not wanted:
+        return
+    import torch
+
+    for device in wanted:
+        if device == "mps":
+            ok = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+            have = "no MPS device" if not ok else ""
+        else:
+            index = int(device.partition(":")[2] or 0)
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            ok, have = index < count, f"{count} CUDA device{'s' if count != 1 else ''}"
+        if not ok:
+            raise LrbenchError(f"training.device {device!r}: this host has {have}; use "
+                               "training.device=cpu or a device it has")
+
+
+def check_cache_dirs(cells: list[Cell]) -> None:
+    """Refuse a cache folder (``cache.dir``, else ``$LRBENCH_CACHE``, else
+    ``~/.cache/lrbench``) that cannot be created and written, when a cell caches (images,
+    or a frozen stem's features) or ``cache.dir`` is given: every such cell would fail."""
+    from benchmarks.run.cache import cache_dir
+    from benchmarks.run.cell import uses_feature_cache
+
+    for chosen in sorted({str(c.cache.dir) for c in cells
+                          if c.cache.dir or c.cache.images or uses_feature_cache(c)}):
+        folder = cache_dir(None if chosen == "None" else chosen)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            what = "cache.dir" if chosen != "None" else "the cache folder"
+            raise LrbenchError(
+                f"{what} {str(folder)!r} cannot be written ({exc.strerror or exc}); give "
+                "cache.dir a writable folder (or set $LRBENCH_CACHE)") from None

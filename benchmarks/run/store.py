@@ -1,7 +1,7 @@
 """The results store: its folder layout and the ``result.json`` format, read and written.
 
 Every file of a store is read and written here, and only here (DESIGN.md, "Results store";
-``reports`` reads stores through :func:`read_result` alone)::
+``reports`` reads stores through :func:`read_result` and :func:`matrix_cell_ids`)::
 
     results/<name>/
       matrix.yaml                       the resolved matrix
@@ -15,8 +15,13 @@ Every file of a store is read and written here, and only here (DESIGN.md, "Resul
 
 Every file is written through :func:`atomic_write` (a temporary file in the same folder,
 flushed to disk, then renamed over the target), so an interrupted run never leaves half a
-file; a rerun skips cells whose ``result.json`` is finished with the same config hash
-(:func:`finished`). :func:`store_lock` holds the store for one runner:
+file, and the next run removes the temporary files it left (:func:`clean_temporary`); a
+rerun skips cells whose ``result.json`` is finished with the same config hash
+(:func:`finished`). :func:`read_result` checks what it reads: a damaged file is a
+one-line :class:`DamagedResult` naming it and the command that recomputes it. Cells that
+are not cells of the current matrix (:func:`stale_cells`, :func:`matrix_cell_ids`; left by
+``--resume`` with a changed matrix) stay on disk, out of every table.
+:func:`store_lock` holds the store for one runner:
 
 * an operating-system lock (``filelock``) on ``<store>/.lock`` excludes every other process
   of this host at once, even under a race, and is released by the kernel if the holder
@@ -96,8 +101,13 @@ def store_lock(store: Path) -> Iterator[None]:
     except Timeout:
         held = _owner(owner_file)
         who = f" (pid {held[0]} on {held[1]})" if held else ""
+        gone = ""
+        if held and held[1] != hostname():  # its pid cannot be checked from this host
+            gone = (f"; if host {held[1]!r} is gone for good, delete "
+                    f"{str(store / '.lock')!r} and {str(owner_file)!r} and run again")
         raise LrbenchError(f"results store {str(store)!r} is in use by another lrbench run"
-                           f"{who}; wait for it to finish or choose another --out") from None
+                           f"{who}; wait for it to finish or choose another --out{gone}"
+                           ) from None
     me = f"{os.getpid()} {hostname()}"
     try:
         held = _owner(owner_file)
@@ -252,19 +262,112 @@ def result_path(store: Path, cell: Cell) -> Path:
 
 
 # -- result.json ----------------------------------------------------------------------------
-def read_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """A cell's ``result.json`` as parsed; None when there is no such file.
+class DamagedResult(LrbenchError):
+    """A ``result.json`` that is not what lrbench writes (not JSON, not an object, a field
+    missing or of the wrong type, a ragged R matrix): one line naming the file and what to
+    do. ``lrbench run`` recomputes such a cell (the file kept beside it)."""
 
-    An unreadable file raises (``OSError``, or ``ValueError`` when it is not JSON). lrbench
-    writes a JSON object; whether a file edited by hand still holds one, and the fields
-    the caller needs, is the caller's to check.
+
+def _advice(path: Path) -> str:
+    cell = path.parent
+    store = cell.parent.parent
+    if (store / "matrix.yaml").is_file():
+        return (f"recompute it with 'lrbench run {store / 'matrix.yaml'} --out {store}' "
+                f"(the damaged file is kept beside it), or delete the folder {str(cell)!r}")
+    return f"delete the folder {str(cell)!r} and run its matrix again"
+
+
+def _number(v: Any) -> bool:
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def _matrix_problem(name: str, mat: Any, n: int | None) -> str | None:
+    """Why ``mat`` is not an n x n R matrix of numbers (None when it is one)."""
+    if not isinstance(mat, list) or not all(isinstance(r, list) for r in mat):
+        return f"{name} is not a list of rows"
+    if len({len(r) for r in mat}) > 1 or (n is not None and (len(mat) != n or any(
+            len(r) != n for r in mat))):
+        return f"{name} is ragged (rows of {[len(r) for r in mat][:6]} values)"
+    if not all(_number(v) for r in mat for v in r):
+        return f"{name} holds a value that is not a number"
+    return None
+
+
+def result_problem(result: Any) -> str | None:
+    """What is wrong with a parsed ``result.json`` for the store's readers (the runner's
+    skip test and summary, the tidy table, ``reports``), or None when nothing is."""
+    if not isinstance(result, dict):
+        return f"a JSON {type(result).__name__} instead of an object"
+    cfg = result.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("scenario"), dict) or not \
+            isinstance(cfg["scenario"].get("name"), str) or not isinstance(
+            cfg.get("strategy"), str) or not isinstance(cfg.get("seed"), int):
+        return "its config (scenario name, strategy, seed) is missing or malformed"
+    if result.get("status") not in ("finished", "failed"):
+        return f"status {result.get('status')!r} is neither finished nor failed"
+    if result["status"] != "finished":
+        return None
+    payload = result.get("payload")
+    if not isinstance(payload, dict):
+        return "a finished cell without its payload"
+    n = payload.get("num_experiences")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return "payload.num_experiences is missing or not a positive integer"
+    mats = payload.get("r_matrix")
+    if not isinstance(mats, dict) or not mats:
+        return "payload.r_matrix is missing or not a mapping"
+    for metric, by_k in mats.items():
+        for k, mat in (by_k.items() if isinstance(by_k, dict) else [("", by_k)]):
+            problem = _matrix_problem(f"the R matrix of {metric}{'@' if k else ''}{k}", mat, n)
+            if problem:
+                return problem
+    for metric, by_k in (payload.get("seen") or {}).items() if isinstance(
+            payload.get("seen", {}), dict) else [("seen", None)]:
+        for k, curve in (by_k.items() if isinstance(by_k, dict) else [("", by_k)]):
+            if not isinstance(curve, list) or len(curve) != n or not all(map(_number, curve)):
+                return f"the seen curve of {metric}{'@' if k else ''}{k} is malformed"
+    summary = payload.get("summary", {})  # the run's headline; reports recompute theirs
+    if not isinstance(summary, dict) or not all(
+            _number(summary.get(key)) for key in ("final_mean", "forgetting", "final_seen")):
+        return "payload.summary is of the wrong type"
+    for key in ("losses", "timings", "cross_model"):
+        if not isinstance(payload.get(key) or {}, dict):
+            return f"payload.{key} is not a mapping"
+    return None
+
+
+def read_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A cell's ``result.json``, parsed and checked; None when there is no such file.
+
+    A file that cannot be read raises ``OSError``; one that is not what lrbench writes
+    (not JSON, or :func:`result_problem` finds a fault) raises :class:`DamagedResult`, one
+    line naming the file and what to do.
     """
+    path = Path(path)
     try:
-        text = Path(path).read_text()
+        text = path.read_text()
     except FileNotFoundError:
         return None
-    result: dict[str, Any] = json.loads(text)
-    return result
+    except UnicodeDecodeError:
+        text = "\0"
+    try:
+        result = json.loads(text)
+    except ValueError as exc:
+        raise DamagedResult(f"{path}: damaged result (not JSON: {exc}); {_advice(path)}"
+                            ) from None
+    problem = result_problem(result)
+    if problem:
+        raise DamagedResult(f"{path}: damaged result ({problem}); {_advice(path)}")
+    return dict(result)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged ``result.json`` aside (``result.json.damaged``) before its cell is
+    recomputed: nothing is lost, and the readers see only the new result."""
+    aside = path.with_name(path.name + ".damaged")
+    atomic_write(aside, path.read_bytes())
+    path.unlink()
+    return aside
 
 
 def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: float,
@@ -295,9 +398,9 @@ def finished(cell_dir: Path, cell: Cell,
     ``older``, one whose lrbench commit ``older`` does not call too old)."""
     try:
         result = read_result(cell_dir / "result.json")
-    except (OSError, ValueError):
+    except (OSError, DamagedResult):
         return False
-    if not isinstance(result, dict):
+    if result is None:
         return False
     ok = result.get("status") == "finished" and result.get("config_hash") == cell.hash
     if ok and older is not None:
@@ -355,7 +458,7 @@ def tidy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append({**base, "train_exp": i, "eval_exp": "train",
                              "metric": "steps" if name == "steps" else f"loss:{name}",
                              "k": "", "value": v})
-    for metric, by_k in payload["seen"].items():
+    for metric, by_k in (payload.get("seen") or {}).items():
         curves = by_k.items() if isinstance(by_k, dict) else [("", by_k)]
         for k, curve in curves:
             for i, v in enumerate(curve):
@@ -365,15 +468,91 @@ def tidy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_tidy(store: Path) -> int:
-    """Rebuild ``results.csv`` and ``results.parquet`` from every finished ``result.json``.
+def matrix_cell_ids(text: str | None) -> set[str] | None:
+    """The cell ids of a store's ``matrix.yaml`` (``<scenario>__<strategy>__seed<k>``, as
+    :func:`benchmarks.config.expand_cells` names them), read without the registries; None
+    when there is no such text or it cannot be read (every cell then counts as current)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) if text else None
+        names = [sc if isinstance(sc, str) else sc["name"] for sc in data["scenarios"]]
+        return {f"{sc}__{st}__seed{int(seed)}" for sc in names
+                for st in data["strategies"] for seed in data["seeds"]}
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def stale_cells(store: Path, cells: list[Cell] | None) -> list[Path]:
+    """The cell folders of ``store`` that are not cells of the current matrix (``cells``;
+    none when None): left by ``--resume`` with a changed matrix, kept on disk but out of
+    every table. A folder whose id is a current cell's but whose finished result has
+    another config hash is stale too (the matrix changed and it has not rerun yet)."""
+    if cells is None:
+        return []
+    current = {c.id: c.hash for c in cells}
+    stale = []
+    for folder in sorted(p.parent for p in (store / "cells").glob("*/result.json")):
+        if folder.name not in current:
+            stale.append(folder)
+            continue
+        try:
+            result = read_result(folder / "result.json")
+        except (OSError, DamagedResult):
+            continue  # not stale: damaged, and recomputed by the next run
+        if result is not None and result.get("config_hash") != current[folder.name]:
+            stale.append(folder)
+    return stale
+
+
+def stale_lines(stale: list[Path]) -> list[str]:
+    """One line per (store, scenario, strategy) of ``stale`` cell folders, with their
+    count and seeds (for stderr)."""
+    groups: dict[tuple[Path, str], list[str]] = {}
+    for folder in stale:
+        scenario, _, rest = folder.name.partition("__")
+        strategy, _, seed = rest.rpartition("__")
+        groups.setdefault((folder.parent.parent, f"{scenario} / {strategy or rest}"),
+                          []).append(seed or folder.name)
+    return [f"lrbench: note: {len(seeds)} stale cell{'s' if len(seeds) > 1 else ''} of "
+            f"{group} ({', '.join(seeds)}) in {str(store)!r}: not in its current matrix, "
+            "kept on disk, left out of the tables" for (store, group), seeds in groups.items()]
+
+
+def clean_temporary(store: Path) -> list[Path]:
+    """Remove the temporary files an interrupted writer left (``kill -9`` or a full disk
+    between :func:`atomic_write`'s write and its rename): ``metrics.io.TMP_GLOB`` in the
+    store's folder and its cells' folders. Call it holding the store's lock: no other
+    writer of this store can be mid-write then."""
+    from metrics.io import TMP_GLOB
+
+    removed = []
+    for folder in (store, *sorted(p for p in (store / "cells").glob("*") if p.is_dir())):
+        for path in folder.glob(TMP_GLOB):
+            if path.is_file():
+                with suppress(FileNotFoundError):
+                    path.unlink()
+                removed.append(path)
+    return removed
+
+
+def write_tidy(store: Path, cells: list[Cell] | None = None) -> int:
+    """Rebuild ``results.csv`` and ``results.parquet`` from every finished ``result.json``
+    of the current matrix (``cells``; every cell in the store when None): stale cells
+    (:func:`stale_cells`) and damaged results (recomputed by the next run) are left out.
 
     Returns the number of rows. ``k`` is text (empty for mAP@R) and ``eval_exp`` too
     (``seen`` marks the union of seen experiences), in both files.
     """
     rows: list[dict[str, Any]] = []
+    stale = set(stale_cells(store, cells))
     for path in sorted((store / "cells").glob("*/result.json")):
-        result = read_result(path)
+        if path.parent in stale:
+            continue
+        try:
+            result = read_result(path)
+        except (OSError, DamagedResult):
+            continue
         if result is not None and result.get("status") == "finished":
             rows += tidy_rows(result)
     buf = io.StringIO()
