@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="matrix file (YAML), e.g. configs/demo.yaml")
     p.add_argument("--out", help="results store (default: results/<matrix name>)")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
-    p.add_argument("--executor", choices=["local", "ray", "submitit"], default="local",
+    from benchmarks.run.executors import EXECUTORS  # light: the training stack loads lazily
+
+    p.add_argument("--executor", choices=list(EXECUTORS), default="local",
                    help="local processes, one Ray task per cell (pip install lrbench[ray]), "
                    "or one SLURM job per cell through submitit (pip install lrbench[slurm])")
     p.add_argument("--ray-address", help="address of a running Ray cluster (default: start "

@@ -322,11 +322,11 @@ class SlurmSpec(_Strict):
 
     cluster: Literal["slurm", "local"] = "slurm"
     partition: str | None = None
-    time_min: int = Field(60, ge=1, description="wall-clock limit of one cell's job")
-    cpus: int | None = Field(None, ge=1)
-    gpus: int | None = Field(None, ge=0)
-    mem_gb: float | None = Field(None, gt=0)
-    array_parallelism: int = Field(256, ge=1, description="jobs of the array run at once")
+    time_min: Int = Field(60, ge=1, description="wall-clock limit of one cell's job")
+    cpus: Int | None = Field(None, ge=1)
+    gpus: Int | None = Field(None, ge=0)
+    mem_gb: Float | None = Field(None, gt=0)
+    array_parallelism: Int = Field(256, ge=1, description="jobs of the array run at once")
     folder: str | None = None
 
 
@@ -691,7 +691,7 @@ def resolved_hparams(strategy: str, params: dict[str, Any]) -> dict[str, Any]:
     from strategies.registry import StrategyError
 
     try:
-        return make_config(strategy, params).model_dump(mode="json")
+        return make_config(strategy, params).resolved()
     except StrategyError as exc:
         raise LrbenchError(str(exc)) from None
 

@@ -29,7 +29,7 @@ the student's BatchNorm statistics, as fecd's (:class:`~strategies.teacher.Teach
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -73,6 +73,10 @@ class DKD(TeacherPlugin):
         synth_batch: int | None = Field(
             None, ge=2, description="synthetic images per training step (None: half the "
             "real batch, at least 2)")
+        #: added with the ablations; at their defaults dkd computes what it did before
+        hash_omits_default: ClassVar[frozenset[str]] = frozenset(
+            {"synthetic", "freeze_student_bn"})
+
         synthetic: Literal["bn", "noise"] = Field(
             "bn", description="the synthetic inputs: BatchNorm-statistics synthesis (the "
             "method), or Gaussian noise with the synthesised set's per-channel mean and "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ class FECD(TeacherPlugin):
 
     Ablations: ``estimation: teacher`` puts the same weight ``lambda_est`` on the plain
     teacher term instead (does the estimation help, or only the extra weight?);
-    ``estimation: off`` (or ``lambda_est: 0``) drops the term; ``freeze_student_bn``
+    ``estimation: none`` (or ``lambda_est: 0``) drops the term; ``freeze_student_bn``
     freezes the student's BatchNorm statistics (:class:`~strategies.teacher.TeacherPlugin`).
     """
 
@@ -47,7 +47,10 @@ class FECD(TeacherPlugin):
             "teacher_to_student", description="which distribution is the KL's target")
         freeze_student_bn: bool = Field(
             False, description="freeze the student's BatchNorm statistics from experience 2")
-        estimation: Literal["noise", "teacher", "off"] = Field(
+        #: added with the ablations; at "noise" fecd computes what it did before
+        hash_omits_default: ClassVar[frozenset[str]] = frozenset({"estimation"})
+
+        estimation: Literal["noise", "teacher", "none"] = Field(
             "noise", description="the estimated models' term: estimated by noise (the "
             "method), replaced by the same weight on the plain teacher term, or left out "
             "(ablations)")
@@ -64,7 +67,7 @@ class FECD(TeacherPlugin):
         corr = correlation_distillation(f_s, f_t, cfg.temperature, cfg.direction)
         strategy.add_loss("corr", cfg.lam * corr)
         n_estimated = int(strategy.experience.current_experience) - 1
-        if n_estimated <= 0 or not cfg.lambda_est or cfg.estimation == "off":
+        if n_estimated <= 0 or not cfg.lambda_est or cfg.estimation == "none":
             return
         if cfg.estimation == "teacher":
             # the ablation: the estimated models' term with F^_m = F_t, i.e. the same

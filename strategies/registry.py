@@ -41,9 +41,26 @@ class StrategyError(LrbenchError):
 
 
 class StrategyConfig(BaseModel):
-    """Base of every strategy's hyperparameters: unknown keys are errors, values typed."""
+    """Base of every strategy's hyperparameters: unknown keys are errors, values typed.
+
+    ``hash_omits_default`` names hyperparameters added after results were stored whose
+    default computes exactly what the strategy computed before they existed: at their
+    default they are left out of a cell's resolved hyperparameters (so of its hash), and
+    stores written before them still resume. Set one only with a test that the default
+    gives the old numbers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hash_omits_default: ClassVar[frozenset[str]] = frozenset()
+
+    def resolved(self) -> dict[str, Any]:
+        """Every hyperparameter as plain JSON values, less those at their default that
+        :attr:`hash_omits_default` names: what a cell records and hashes."""
+        out = self.model_dump(mode="json")
+        for name in self.hash_omits_default:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                out.pop(name, None)
+        return out
 
 
 @dataclass(frozen=True)
@@ -318,8 +335,12 @@ def make_config(name: str, hparams: dict[str, Any] | None = None) -> StrategyCon
     for key, value in (hparams or {}).items():  # pydantic would read true as 1
         field = spec.config_cls.model_fields.get(key)
         if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
-            raise StrategyError(f"strategy {name!r}: hyperparameter {key!r}: give a number, "
-                                f"not {str(value).lower()} (a yes/no value)")
+            choices = typing.get_args(field.annotation) if typing.get_origin(
+                field.annotation) is typing.Literal else ()
+            want = f"one of {', '.join(map(str, choices))}" if choices else "a number"
+            raise StrategyError(f"strategy {name!r}: hyperparameter {key!r}: give {want}, not "
+                                f"{str(value).lower()} (YAML reads yes/no/on/off as true/false: "
+                                "quote a word meant as text)")
     try:
         return spec.config_cls(**(hparams or {}))
     except ValidationError as exc:

@@ -38,7 +38,7 @@ def test_fecd_estimation_noise_differs_and_off_drops_the_term():
     noise = terms("fecd", {"lam": 2.0, "lambda_est": 5.0}, 2)
     assert any(row["estimation"] != pytest.approx(row["corr"] * 2.5, rel=1e-6)
                for row in noise)  # the estimated models are not the teacher
-    for off in ({"estimation": "off"}, {"lambda_est": 0.0}):
+    for off in ({"estimation": "none"}, {"lambda_est": 0.0}):
         rows = terms("fecd", off, 2)
         assert rows and all("estimation" not in row and row["corr"] > 0 for row in rows)
 
@@ -101,7 +101,7 @@ def test_freeze_student_bn_is_shared_by_fecd_and_dkd(name, hparams):
 
 @pytest.mark.parametrize("name,hparams", [
     ("fecd", {"estimation": "teacher"}),
-    ("fecd", {"estimation": "off", "freeze_student_bn": True}),
+    ("fecd", {"estimation": "none", "freeze_student_bn": True}),
     ("dkd", {"lambda_inv": 0.0}),
     ("dkd", {"synthetic": "noise", "n_synth": 16, "synth_steps": 5}),
     ("dkd", {"freeze_student_bn": True, "n_synth": 16, "synth_steps": 5}),

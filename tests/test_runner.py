@@ -145,6 +145,15 @@ def test_cells_are_typed_frozen_and_keep_their_hashes():
         "synth-tiny__finetune__seed1": "4b3fb83ae1a5824e",
         "synth-tiny__l2_kd__seed0": "a851fe6972a7e6a4",
         "synth-tiny__l2_kd__seed1": "bf9575c67470cef9"}
+    # fecd and dkd as stored before their ablation switches existed: at their defaults
+    # those switches are left out of the hash (StrategyConfig.hash_omits_default)
+    kd = {c.id: c.hash for c in expand_cells(load_config(
+        SMOKE, ["strategies={fecd: {}, dkd: {}}", "seeds=[0]"]))}
+    assert kd == {"synth-tiny__fecd__seed0": "cf29c6c25f54c810",
+                  "synth-tiny__dkd__seed0": "6bb0da8cdbf5293d"}
+    ablated = expand_cells(load_config(SMOKE, ["strategies={fecd: {estimation: none}}",
+                                               "seeds=[0]"]))[0]
+    assert ablated.hparams["estimation"] == "none" and ablated.hash != kd[ablated.id]
     cell = cells["synth-tiny__l2_kd__seed0"]
     with pytest.raises(ValueError, match="frozen"):
         cell.seed = 3

@@ -186,12 +186,13 @@ def matrix_difference(stored: str, config: MatrixConfig) -> str:
     ``key.path: old -> new`` (compared resolved, as :func:`same_matrix` does)."""
     import yaml
 
-    from benchmarks.config import parse_config
+    from benchmarks.config import RUN_ONLY_SECTIONS, parse_config
 
-    new = config.model_dump(mode="json")
+    skip = set(RUN_ONLY_SECTIONS)  # they never make a store "another matrix"
+    new = config.model_dump(mode="json", exclude=skip)
     try:
         old = parse_config(yaml.safe_load(stored), "matrix.yaml", registries=False
-                           ).model_dump(mode="json")
+                           ).model_dump(mode="json", exclude=skip)
     except (LrbenchError, yaml.YAMLError, TypeError, ValueError):
         return "its matrix.yaml is not a matrix this lrbench reads"
 
@@ -364,7 +365,10 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def set_aside(path: Path) -> Path:
     """Move a damaged ``result.json`` aside (``result.json.damaged``) before its cell is
     recomputed: nothing is lost, and the readers see only the new result."""
-    aside = path.with_name(path.name + ".damaged")
+    aside, n = path.with_name(path.name + ".damaged"), 1
+    while aside.exists():  # an earlier damaged file is kept too
+        n += 1
+        aside = path.with_name(f"{path.name}.damaged{n}")
     atomic_write(aside, path.read_bytes())
     path.unlink()
     return aside
