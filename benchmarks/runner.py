@@ -128,7 +128,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         clean_temporary(store)  # left by a writer killed mid-write: only we write now
         if tracker is not None:
             tracker.start()
-        write_matrix(store, config)
+        write_matrix(store, config, cells)
         write_skipped(store, broken)
         if broken:
             n_bad = sum(len(b) for b in broken.values())

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.run.store import matrix_cell_ids, read_result
+from benchmarks.run.store import current_cells, read_result
 from metrics.errors import LrbenchError
 from metrics.forgetting import forgetting
 
@@ -204,7 +204,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         if (store / "matrix.yaml").is_file():
             configs[str(store)] = (store / "matrix.yaml").read_text()
         overrides = _overrides(configs.get(str(store)))
-        current = matrix_cell_ids(configs.get(str(store)))
+        current = current_cells(store)
         for path in results:
             if current is not None and path.parent.name not in current:
                 stale.append(path.parent)
@@ -215,6 +215,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
                 raise LrbenchError(f"{path}: cannot be read ({exc.strerror}); fix its "
                                    "permissions or delete its cell folder") from None
             if result is None:  # removed since the listing
+                continue
+            want = current.get(path.parent.name) if current is not None else None
+            if want is not None and result.get("config_hash") != want:
+                stale.append(path.parent)  # this id's cell has another config now
                 continue
             cfg = result["config"]
             loaded.append((result, store, path, settings(cfg, overrides.get(cfg["strategy"]))))

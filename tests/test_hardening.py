@@ -115,6 +115,36 @@ def test_resume_with_a_changed_matrix_keeps_stale_cells_out_of_every_table(
     assert "l2_kd" not in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_a_cell_whose_config_changed_but_did_not_rerun_is_left_out_of_the_report(
+        smoke_store, tmp_path, capsys):
+    """--resume with l2_kd's lam changed, interrupted before its seed 1 reran: the report
+    must not average the old seed with the new one under one label (same id, other hash:
+    stale, by the store's cells.json)."""
+    import benchmarks.run.cell as cell_mod
+    from reports.load import load_results
+
+    store = copy_store(smoke_store, tmp_path)
+    real = cell_mod.run_cell
+
+    def only_seed0(cell, *args, **kwargs):
+        if cell.seed == 1:
+            raise KeyboardInterrupt  # the run stops before l2_kd seed 1 reruns
+        return real(cell, *args, **kwargs)
+
+    cell_mod.run_cell = only_seed0
+    try:
+        code = main(["run", str(SMOKE), "--out", str(store), "--resume", *FAST,
+                     "--set", "strategies.l2_kd.lam=2.0"])
+    finally:
+        cell_mod.run_cell = real
+    assert code == 130  # interrupted: l2_kd seed 0 reran with lam = 2, seed 1 did not
+    capsys.readouterr()
+    results = load_results([store])
+    assert sorted(p.name for p in results.stale) == ["synth-tiny__l2_kd__seed1"]
+    l2 = results.cells[results.cells.strategy == "l2_kd"]
+    assert list(l2.seed) == [0]  # only the cell computed with lam = 2
+
+
 def test_temporary_files_of_an_interrupted_writer_are_removed_by_the_next_run(
         smoke_store, tmp_path, capsys):
     store = copy_store(smoke_store, tmp_path)

@@ -272,6 +272,9 @@ def test_stores_merge(smoke_store, smoke_report, tmp_path):
     shutil.copytree(other.parent, a / "cells" / other.parent.name)
     res["config_hash"] = "different"
     other.write_text(json.dumps(res))
+    current = json.loads((b / "cells.json").read_text())  # b's own matrix says so too
+    current[other.parent.name] = "different"
+    (b / "cells.json").write_text(json.dumps(current))
     assert main(["report", str(a), str(b), "--out", str(out)]) == 2
 
 

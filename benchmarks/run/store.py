@@ -1,10 +1,11 @@
 """The results store: its folder layout and the ``result.json`` format, read and written.
 
 Every file of a store is read and written here, and only here (DESIGN.md, "Results store";
-``reports`` reads stores through :func:`read_result` and :func:`matrix_cell_ids`)::
+``reports`` reads stores through :func:`read_result` and :func:`current_cells`)::
 
     results/<name>/
       matrix.yaml                       the resolved matrix
+      cells.json                        the current matrix's cells: id -> config hash
       skipped.json                      broken images left out (only with --skip-corrupt)
       results.csv, results.parquet      tidy long table of every finished cell
       cells/<scenario>__<strategy>__seed<k>/
@@ -19,7 +20,7 @@ file, and the next run removes the temporary files it left (:func:`clean_tempora
 rerun skips cells whose ``result.json`` is finished with the same config hash
 (:func:`finished`). :func:`read_result` checks what it reads: a damaged file is a
 one-line :class:`DamagedResult` naming it and the command that recomputes it. Cells that
-are not cells of the current matrix (:func:`stale_cells`, :func:`matrix_cell_ids`; left by
+are not cells of the current matrix (:func:`stale_cells`, :func:`current_cells`; left by
 ``--resume`` with a changed matrix) stay on disk, out of every table.
 :func:`store_lock` holds the store for one runner:
 
@@ -235,11 +236,34 @@ def read_matrix(store: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def write_matrix(store: Path, config: MatrixConfig) -> None:
-    """Record the resolved matrix in ``matrix.yaml``."""
+def write_matrix(store: Path, config: MatrixConfig, cells: list[Cell] | None = None) -> None:
+    """Record the resolved matrix in ``matrix.yaml`` and its ``cells`` (id -> config hash)
+    in ``cells.json``: what the report counts as current (:func:`current_cells`)."""
     from benchmarks.config import resolved_yaml
 
     atomic_write(store / "matrix.yaml", resolved_yaml(config))
+    if cells is not None:
+        atomic_write(store / "cells.json", json.dumps({c.id: c.hash for c in cells},
+                                                      indent=1, sort_keys=True))
+
+
+def current_cells(store: Path) -> dict[str, str | None] | None:
+    """The current matrix's cells of ``store``: id -> config hash, from ``cells.json``
+    (written by each run); for a store written before it, the ids of ``matrix.yaml`` with
+    no hash (:func:`matrix_cell_ids`); None when neither can be read (every cell counts as
+    current). A result whose id is absent, or whose hash differs, is stale."""
+    try:
+        data = json.loads((Path(store) / "cells.json").read_text())
+        if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+            return {str(k): v for k, v in data.items()}
+    except (OSError, ValueError):
+        pass
+    try:
+        text = (Path(store) / "matrix.yaml").read_text()
+    except OSError:
+        return None
+    ids = matrix_cell_ids(text)
+    return None if ids is None else dict.fromkeys(ids)
 
 
 def write_skipped(store: Path, broken: dict[str, list[tuple[str, str]]]) -> None:
