@@ -26,17 +26,22 @@ across every comparison of every claim. The decision rule (``docs/metrics.md``, 
 
 * ``lower`` (``higher`` mirrored): the paired t-test is of H0 "d = -margin" (two-sided, so
   at margin 0 it is the report's †-test). **supported**: Holm-adjusted p < alpha and mean
-  d < -margin. **not supported**: the CI of d lies entirely at or above -margin (the data
-  exclude the claim). Otherwise, or when the test is undefined, **inconclusive**.
+  d < -margin. **not supported**: the one-sided paired t-test of the opposite, d > -margin,
+  has Holm-adjusted p < alpha. Otherwise, or when the tests are undefined,
+  **inconclusive**.
 * ``within`` (an equivalence claim, |d| <= margin): two one-sided paired t-tests (TOST),
-  p = the larger. **supported**: Holm-adjusted p < alpha. **not supported**: the CI lies
-  entirely outside [-margin, margin]. Otherwise **inconclusive**.
+  p = the larger. **supported**: Holm-adjusted p < alpha. **not supported**: |d| > margin
+  by a one-sided test (the smaller p of d > margin and d < -margin, doubled), Holm-adjusted
+  p < alpha. Otherwise **inconclusive**.
+
+Both tests of every comparison form one Holm family, so "supported" and "not supported"
+rest on evidence of the same strength (the bootstrap CI is reported, never decisive).
 
 A claim is supported when all its comparisons are, not supported when any is not, and
 inconclusive otherwise. Comparisons are made in the scenarios where both strategies ran
 (merged stores may differ); a claim with none is a one-line error. A test is undefined as
 in the report (fewer than 2 paired seeds, or no spread in the differences): it leaves the
-Holm family and its comparison is inconclusive unless its CI alone excludes the claim.
+Holm family and its comparison is inconclusive.
 """
 
 from __future__ import annotations
@@ -147,22 +152,35 @@ def _p_value(a: pd.Series, b: pd.Series, direction: str, margin: float) -> float
     return float(max(above, below))
 
 
-def _verdict(direction: str, margin: float, mean: float, low: float, high: float,
-             p_adj: float, alpha: float) -> str:
-    """One comparison's verdict (the rule in the module docstring)."""
-    significant = np.isfinite(p_adj) and p_adj < alpha
-    ci = np.isfinite(low) and np.isfinite(high)
+def _p_refute(a: pd.Series, b: pd.Series, direction: str, margin: float) -> float:
+    """The test of the claim's opposite over equal seeds: ``lower`` (d < -m) is refuted
+    by d > -m, ``higher`` by d < m, ``within`` by |d| > m (the smaller one-sided p of
+    d > m and d < -m, doubled). NaN when undefined, as :func:`_p_value`."""
+    if not np.isfinite(paired_p(a, b)):
+        return float("nan")
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    d = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy(dtype=float)
     if direction == "lower":
-        if significant and mean < -margin:
-            return "supported"
-        return "not supported" if ci and low >= -margin else "inconclusive"
+        return float(stats.ttest_1samp(d + margin, 0.0, alternative="greater").pvalue)
     if direction == "higher":
-        if significant and mean > margin:
-            return "supported"
-        return "not supported" if ci and high <= margin else "inconclusive"
-    if significant:
+        return float(stats.ttest_1samp(d - margin, 0.0, alternative="less").pvalue)
+    above = stats.ttest_1samp(d - margin, 0.0, alternative="greater").pvalue  # d > m
+    below = stats.ttest_1samp(d + margin, 0.0, alternative="less").pvalue  # d < -m
+    return float(min(1.0, 2 * min(above, below)))
+
+
+def _verdict(direction: str, margin: float, mean: float, p_adj: float,
+             p_refute_adj: float, alpha: float) -> str:
+    """One comparison's verdict (the rule in the module docstring): the claim's test and
+    its opposite's, both Holm-adjusted in one family, so "supported" and "not supported"
+    rest on evidence of the same strength."""
+    if np.isfinite(p_adj) and p_adj < alpha and (
+            direction == "within" or (mean < -margin if direction == "lower"
+                                      else mean > margin)):
         return "supported"
-    return "not supported" if ci and (low > margin or high < -margin) else "inconclusive"
+    if np.isfinite(p_refute_adj) and p_refute_adj < alpha:
+        return "not supported"
+    return "inconclusive"
 
 
 def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
@@ -193,21 +211,27 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
                         "claim": claim.name, "scenario": scenario, "strategy": strategy,
                         "versus": other, "metric": claim.metric, "column": claim.column,
                         "direction": claim.direction, "margin": claim.margin,
-                        "n_pairs": len(d), "mean_strategy": a.mean(), "mean_versus": b.mean(),
+                        "n_pairs": len(d), "mean_strategy": both.iloc[:, 0].mean(),
+                        "mean_versus": both.iloc[:, 1].mean(),  # over the paired seeds
                         "mean_diff": float(d.mean()) if len(d) else np.nan,
                         "ci_low": low, "ci_high": high,
-                        "p_value": _p_value(a, b, claim.direction, claim.margin)})
+                        "p_value": _p_value(a, b, claim.direction, claim.margin),
+                        "p_refute": _p_refute(a, b, claim.direction, claim.margin)})
         if not any(r["claim"] == claim.name for r in rows):
             raise LrbenchError(f"claim {claim.name!r}: no scenario of these results has both "
                                "a claimed strategy and one it is compared with; check its "
                                "strategies, versus and scenarios")
     columns = ["claim", "scenario", "strategy", "versus", "metric", "column", "direction",
                "margin", "n_pairs", "mean_strategy", "mean_versus", "mean_diff", "ci_low",
-               "ci_high", "p_value"]
+               "ci_high", "p_value", "p_refute"]
     data = pd.DataFrame(rows, columns=columns)
-    data["p_adjusted"] = holm(data["p_value"]) if len(data) else []
-    data["verdict"] = [_verdict(r.direction, r.margin, r.mean_diff, r.ci_low, r.ci_high,
-                                r.p_adjusted, claims.alpha) for r in data.itertuples()]
+    # one Holm family: every comparison's test of the claim and of its opposite
+    adjusted = list(holm(pd.concat([data["p_value"], data["p_refute"]], ignore_index=True))
+                    ) if len(data) else []
+    data["p_adjusted"] = adjusted[:len(data)]
+    data["p_refute_adjusted"] = adjusted[len(data):]
+    data["verdict"] = [_verdict(r.direction, r.margin, r.mean_diff, r.p_adjusted,
+                                r.p_refute_adjusted, claims.alpha) for r in data.itertuples()]
     overall = {}
     for claim in claims.claims:
         verdicts = set(data.loc[data.claim == claim.name, "verdict"])
