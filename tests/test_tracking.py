@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import SMOKE_FAST, tracked
 from test_runner import SMOKE, results
 
@@ -169,6 +170,25 @@ def test_lrbench_report_attaches_the_report_to_the_parent_run(jobs2_store, mlrun
     got = Path(client.download_artifacts(parent.info.run_id, "report/report.md",
                                          str(tmp_path / "back")))
     assert got.read_bytes() == (out / "report.md").read_bytes()
+
+
+def test_a_report_run_where_the_tracking_folder_is_not_creates_none(jobs2_store, tmp_path,
+                                                                    monkeypatch, capsys):
+    """A relative tracking folder is read from the working folder: a report run elsewhere
+    has no store to attach to, and must not leave an empty MLflow store behind."""
+    from benchmarks.cli import main
+
+    pytest.importorskip("mlflow")
+    store = tmp_path / "store"
+    shutil.copytree(jobs2_store, store)
+    matrix = yaml.safe_load((store / "matrix.yaml").read_text())
+    assert matrix["tracking"]["mlflow"]
+    matrix["tracking"]["uri"] = "mlruns"  # relative, as the default is
+    (store / "matrix.yaml").write_text(yaml.safe_dump(matrix, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(store), "--out", str(tmp_path / "r"), "--format", "csv"]) == 0
+    assert "MLflow" not in capsys.readouterr().out
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_command_line_flags_set_the_tracking_and_slurm_sections():

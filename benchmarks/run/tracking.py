@@ -337,6 +337,9 @@ def attach_report(store: Path, report: Path,
         return False
     if not tracking.mlflow:
         return False
+    _, artifacts = resolve_uri(tracking.uri)
+    if artifacts is not None and not (artifacts.parent / "mlflow.db").is_file():
+        return False  # no local store here (report run from another folder): create none
     try:
         tracker = open_tracker(tracking, store, str(data.get("name")), warn)
         parent = None if tracker is None else tracker.find_parent()
