@@ -43,6 +43,32 @@ def _root_arg(p: argparse.ArgumentParser) -> None:
                         "(default: $LRBENCH_DATA)")
 
 
+def _at_least(low: int) -> Any:
+    """An argparse type: an integer >= ``low`` (a bad value is argparse's one-line error,
+    naming the flag)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"give an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"give an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"give a number > 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for docs and tests)."""
     parser = _Parser(prog="lrbench", description=(
@@ -87,13 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("SLURM (--executor submitit; each overrides the matrix file's "
                              "slurm: section)")
     g.add_argument("--slurm-partition", metavar="NAME", help="partition of every cell's job")
-    g.add_argument("--slurm-time", metavar="MIN", type=int,
+    g.add_argument("--slurm-time", metavar="MIN", type=_at_least(1),
                    help="wall-clock limit of one cell's job in minutes (default 60)")
-    g.add_argument("--slurm-cpus", metavar="N", type=int,
+    g.add_argument("--slurm-cpus", metavar="N", type=_at_least(1),
                    help="CPUs per cell's job (default: training.threads)")
-    g.add_argument("--slurm-gpus", metavar="N", type=int,
+    g.add_argument("--slurm-gpus", metavar="N", type=_at_least(0),
                    help="GPUs per cell's job (default: 1 for CUDA cells, else 0)")
-    g.add_argument("--slurm-mem", metavar="GB", type=float, help="memory per cell's job")
+    g.add_argument("--slurm-mem", metavar="GB", type=_positive_float,
+                   help="memory per cell's job")
     g.add_argument("--slurm-cluster", choices=["slurm", "local"],
                    help="'local' runs the jobs as local processes through submitit's local "
                    "executor (same code path, no cluster)")

@@ -156,3 +156,18 @@ def test_check_command_refuses_an_unknown_trunk_in_one_line(capsys):
     assert main(["check", "finetune", "--trunk", "resnet19"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "--trunk" in err[0] and "Did you mean 'resnet18'?" in err[0]
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--slurm-time", "0", "argument --slurm-time: give an integer >= 1, got 0"),
+    ("--slurm-gpus", "-1", "argument --slurm-gpus: give an integer >= 0, got -1"),
+    ("--slurm-mem", "inf", "argument --slurm-mem: give a number > 0, got 'inf'"),
+])
+def test_a_bad_slurm_flag_names_the_flag(flag, value, message, capsys):
+    """The SLURM flags stand for slurm: settings; a bad value is blamed on the flag the
+    user typed, not on the --set it becomes."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "configs/smoke.yaml", flag, value, "--dry-run"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "--set" not in err[0]
