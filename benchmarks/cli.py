@@ -443,13 +443,16 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
     """``run --dry-run``: each cell with its hash and whether it is done or would run, the
     store, and whether the real run would be refused (exit 2 with the reason); nothing is
     written and nothing trains. Images are not decoded here: the real run does that once
-    (its answer is cached) and may still refuse a broken file."""
+    (its answer is cached) and may still refuse a broken file. With ``--skip-corrupt`` the
+    cells leave out the files the store's last run left out (``skipped.json``)."""
     from pathlib import Path
 
-    from benchmarks.run.preflight import check_cells
-    from benchmarks.run.store import cell_dir, check_store, finished
+    from benchmarks.run.preflight import check_cells, mark_skipped
+    from benchmarks.run.store import cell_dir, check_store, finished, read_skipped
 
     store = Path(out)
+    if args.skip_corrupt and read_skipped(store):
+        cells = mark_skipped(cells, read_skipped(store))
     refusal = None
     try:
         check_cells(cells)

@@ -764,7 +764,7 @@ def test_corrupt_image_refuses_the_matrix_before_anything_is_written(tmp_path):
     assert "\n" not in msg and not (tmp_path / "store").exists()
 
 
-def test_skip_corrupt_leaves_the_file_out_and_records_it(tmp_path, monkeypatch):
+def test_skip_corrupt_leaves_the_file_out_and_records_it(tmp_path, monkeypatch, capsys):
     import benchmarks.datasets as datasets
     from benchmarks.run.cell import build_benchmark
     from benchmarks.run.preflight import find_corrupt
@@ -777,6 +777,13 @@ def test_skip_corrupt_leaves_the_file_out_and_records_it(tmp_path, monkeypatch):
         "path"] == rel
     (cell,) = results(tmp_path / "store").values()
     assert cell["config"]["skip_files"] == {"cub200": [rel]}
+    # the dry run sees the finished cell as done (its cells leave out the stored broken files)
+    (tmp_path / "m.yaml").write_text((tmp_path / "store" / "matrix.yaml").read_text())
+    capsys.readouterr()
+    for flags, status in (([], "will run"), (["--skip-corrupt"], "done")):
+        assert main(["run", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "store"),
+                     "--dry-run", *flags]) == 0
+        assert capsys.readouterr().out.splitlines()[0].endswith(status)
     plain = expand_cells(config)[0]
     assert cell["config_hash"] != plain.hash  # without an image it is another cell
     stored = Cell.from_stored(cell["config"])

@@ -276,6 +276,17 @@ def write_skipped(store: Path, broken: dict[str, list[tuple[str, str]]]) -> None
         (store / "skipped.json").unlink(missing_ok=True)
 
 
+def read_skipped(store: Path) -> dict[str, list[tuple[str, str]]]:
+    """The broken files a run left out (``skipped.json``, written by :func:`write_skipped`);
+    empty when there is none or it cannot be read."""
+    try:
+        data = json.loads((Path(store) / "skipped.json").read_text())
+        return {str(name): [(str(f["path"]), str(f["reason"])) for f in files]
+                for name, files in data.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
 def cell_dir(store: Path, cell: Cell) -> Path:
     """The folder of one cell in ``store``."""
     return store / "cells" / cell.id
