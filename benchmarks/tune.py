@@ -231,7 +231,7 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
         raise LrbenchError(f"--validation must be a fraction between 0 and 1, got {validation}")
     source = str(path)
     raw = read_matrix(path, overrides)
-    base_config = parse_config(raw, source)  # names and hyperparameters checked here
+    base_config = parse_config(raw, source, overrides=overrides)  # names, hparams checked
     tuning = _with_validation(raw, validation, source)
     metric_key = _metric_parts(metric, base_config)
     direction = OBJECTIVES[objective][0]

@@ -126,6 +126,15 @@ def test_a_scenario_without_validation_is_refused_or_given_one(tmp_path, capsys)
         _with_validation(data, None, "m")
 
 
+def test_a_bad_set_is_blamed_on_the_flag(tmp_path, capsys):
+    path = write_matrix(tmp_path, MATRIX)
+    assert main(["tune", path, "--trials", "1", "--out", str(tmp_path / "s"),
+                 "--set", "training.lr=-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lrbench: error: --set 'training.lr=-1'")
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_test_store_is_never_a_tuning_store(tuned, smoke_store, capsys):
     path, _, _ = tuned
     assert main(["tune", path, "--trials", "1", "--out", str(smoke_store)]) == 2
