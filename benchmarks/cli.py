@@ -451,8 +451,9 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
     from benchmarks.run.store import cell_dir, check_store, finished, read_skipped
 
     store = Path(out)
-    if args.skip_corrupt and read_skipped(store):
-        cells = mark_skipped(cells, read_skipped(store))
+    skipped = read_skipped(store) if args.skip_corrupt else {}
+    if skipped:
+        cells = mark_skipped(cells, skipped)
     refusal = None
     try:
         check_cells(cells)

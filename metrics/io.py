@@ -47,3 +47,15 @@ def atomic_write(path: str | os.PathLike[str],
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it (a probe file,
+    removed at once), before anything is computed for it; ``OSError`` otherwise, for the
+    caller to turn into its own one-line message."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+    return folder

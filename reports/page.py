@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metrics.errors import LrbenchError, abridged
-from metrics.io import atomic_write
+from metrics.io import atomic_write, check_writable
 
 if TYPE_CHECKING:  # the heavy imports (pandas, matplotlib) wait until a report is built
     from reports.load import Results
@@ -94,10 +94,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     checked = check_claims(results, claims_file) if claims_file is not None else None
     tables = comparison_tables(results, metric, baseline, alpha)
     try:  # before anything is written: an unwritable folder is one line, not a traceback
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        check_writable(out)
     except OSError as exc:
         raise LrbenchError(f"cannot write the report to {str(out)!r} ({exc.strerror}); fix "
                            "its permissions or choose another --out") from None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.errors import LrbenchError, abridged
 from benchmarks.run.cell import build_benchmark
 from benchmarks.run.store import atomic_write
+from metrics.io import check_writable
 
 if TYPE_CHECKING:
     from benchmarks.config import Cell
@@ -292,10 +293,7 @@ def check_cache_dirs(cells: list[Cell]) -> None:
                           if c.cache.dir or c.cache.images or uses_feature_cache(c)}):
         folder = cache_dir(None if chosen == "None" else chosen)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            check_writable(folder)
         except OSError as exc:
             what = "cache.dir" if chosen != "None" else "the cache folder"
             raise LrbenchError(

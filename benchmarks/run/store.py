@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from benchmarks.errors import LrbenchError
-from metrics.io import atomic_write
+from metrics.io import atomic_write, check_writable
 
 if TYPE_CHECKING:
     from benchmarks.config import Cell, MatrixConfig
@@ -152,10 +152,7 @@ def prepare_store(out: str | Path, config: MatrixConfig, force: bool = False,
     (unless ``force`` or ``resume``); a one-line ``LrbenchError`` otherwise."""
     store = Path(out)
     try:
-        store.mkdir(parents=True, exist_ok=True)
-        probe = store / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        check_writable(store)
     except OSError as exc:
         raise LrbenchError(f"cannot write to results folder {str(store)!r} ({exc.strerror}); "
                            "fix its permissions or choose another --out") from None

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import LrbenchError
+from metrics.io import check_writable
 
 #: where tracking goes when it is enabled without a URI (a folder, as MLflow's own default)
 DEFAULT_URI = "mlruns"
@@ -286,10 +287,8 @@ def open_tracker(tracking: Any, store: str | Path, matrix_name: str,
             "MLflow server as --tracking-uri or tracking.uri")
     if artifacts is not None:
         try:
-            artifacts.mkdir(parents=True, exist_ok=True)
-            probe = artifacts.parent / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            check_writable(artifacts.parent)  # mlflow.db goes there
+            artifacts.mkdir(exist_ok=True)
         except OSError as exc:
             raise LrbenchError(f"cannot write the MLflow tracking folder {shown!r} "
                                f"({exc.strerror}); {hint}") from None
