@@ -1,5 +1,6 @@
-"""training.amp / training.channels_last: CUDA-only options that leave CPU runs and the
-hashes of existing cells untouched."""
+"""training.amp (CUDA only) and training.channels_last (any device): options that leave the
+hashes of existing cells untouched; amp leaves CPU runs untouched, channels-last computes
+them in NHWC, equal up to rounding and as deterministic."""
 
 from __future__ import annotations
 
@@ -32,18 +33,33 @@ def _run(device: str, **options) -> RetrievalTemplate:
     return tpl
 
 
-def test_amp_and_channels_last_are_inactive_on_cpu_with_one_note(monkeypatch, capsys):
+def test_amp_is_inactive_on_cpu_with_one_note(monkeypatch, capsys):
     monkeypatch.setattr(template_module, "_NOTED", set())
     plain = _run("cpu")
     assert "note" not in capsys.readouterr().err
-    asked = _run("cpu", amp=True, channels_last=True)
-    again = _run("cpu", amp=True, channels_last=True)
+    asked = _run("cpu", amp=True)
+    again = _run("cpu", amp=True)
     notes = [line for line in capsys.readouterr().err.splitlines() if "inactive" in line]
-    assert notes == ["lrbench: note: training.amp and training.channels_last: inactive on cpu "
-                     "(CUDA only); this run computes in float32"]  # once, one line
-    assert not asked.amp and not asked.channels_last
+    assert notes == ["lrbench: note: training.amp: inactive on cpu (CUDA only); this run "
+                     "computes in float32"]  # once, one line
+    assert not asked.amp
     assert asked.loss_history == plain.loss_history == again.loss_history
     assert np.array_equal(asked.metrics.r_matrix(1), plain.metrics.r_matrix(1), equal_nan=True)
+
+
+def test_channels_last_acts_on_cpu_deterministically_and_close_to_the_default(capsys):
+    plain = _run("cpu")
+    nhwc = _run("cpu", channels_last=True)
+    again = _run("cpu", channels_last=True)
+    assert "inactive" not in capsys.readouterr().err
+    assert nhwc.channels_last
+    conv = next(m for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.loss_history == again.loss_history  # deterministic
+    assert np.array_equal(nhwc.metrics.r_matrix(1), again.metrics.r_matrix(1), equal_nan=True)
+    for a, b in zip(nhwc.loss_history, plain.loss_history, strict=True):
+        assert a.keys() == b.keys()
+        assert all(abs(a[k] - b[k]) <= 1e-3 * max(1.0, abs(b[k])) for k in a)
 
 
 def test_the_options_keep_existing_cells_hashes(tmp_path):
