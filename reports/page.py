@@ -110,6 +110,15 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                 path = out / "tables" / f"{plots.slug(t.scenario)}.{fmt}"
                 atomic_write(path, text)
                 report.files.append(path)
+    if "csv" in formats:  # what each strategy's cells cost, per scenario
+        from reports.tables import cost_table
+
+        for sc in results.scenarios:
+            cost = cost_table(results, sc)
+            if not cost.empty:
+                path = out / "tables" / f"{plots.slug(sc)}-cost.csv"
+                atomic_write(path, cost.to_csv(float_format="%.4g"))
+                report.files.append(path)
     image_formats = [f for f in ("png", "svg") if f in formats]
     if ("md" in formats or "html" in formats) and "png" not in image_formats:
         image_formats.append("png")  # the page shows PNGs
@@ -148,7 +157,7 @@ FIGURE_TITLES = {
 
 def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, str, object]]:
     """(kind, heading/text, payload) blocks shared by the Markdown and HTML pages."""
-    from reports.tables import cross_model_table, loss_table, metric_title
+    from reports.tables import cost_table, cross_model_table, loss_table, metric_title
 
     blocks: list[tuple[str, str, object]] = []
     m = metric_title(metric)
@@ -204,6 +213,13 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                            "to compare with the metric loss), their total, and the steps "
                            "taken.", None))
             blocks.append(("losses", "", losses))
+        cost = cost_table(results, t.scenario)
+        if not cost.empty:
+            blocks.append(("p", "Compute per cell (seconds the worker spent training and "
+                           "evaluating, without the shared cache fill; 'x first': the median "
+                           "relative to the first row's). Times depend on the machine and its "
+                           "load: compare the rows of one run, not across runs.", None))
+            blocks.append(("cost", "", cost))
         cross = cross_model_table(results, t.scenario, metric)
         if not cross.empty:
             blocks.append(("p", f"Cross-model (backfill-free) {m}: the final model's queries "
@@ -254,7 +270,7 @@ def statistics_paragraph(tables: list[Table]) -> str:
 
 def markdown_page(results: Results, report: Report, metric: str) -> str:
     """``report.md``: tables inline, figures as relative PNG links."""
-    from reports.tables import loss_markdown, metric_title
+    from reports.tables import cost_markdown, loss_markdown, metric_title
 
     lines = [f"# lrbench report ({metric_title(metric)})", ""]
     for kind, text, payload in _sections(results, report, metric):
@@ -271,6 +287,8 @@ def markdown_page(results: Results, report: Report, metric: str) -> str:
             lines += [payload.to_markdown()]
         elif kind == "losses":
             lines += [loss_markdown(payload)]
+        elif kind == "cost":
+            lines += [cost_markdown(payload)]
         elif kind == "cross":
             lines += [frame_markdown(payload)]
         elif kind == "figure":
@@ -340,6 +358,8 @@ def html_page(results: Results, report: Report, metric: str) -> str:
             body.append(loss_html(payload))
         elif kind == "cross":
             body.append(payload.to_html(float_format="{:.3f}".format, na_rep="–"))
+        elif kind == "cost":
+            body.append(payload.to_html(float_format="{:.2f}".format, na_rep="–"))
         elif kind == "figure":
             data = base64.b64encode(Path(payload).read_bytes()).decode()
             body.append(f"<figure><img alt='{html.escape(text)}' "

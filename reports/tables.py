@@ -357,6 +357,47 @@ def loss_table(results: Results, scenario: str) -> pd.DataFrame:
                         columns=[f"exp {i}" for i in range(t)])
 
 
+def cost_table(results: Results, scenario: str) -> pd.DataFrame:
+    """What each strategy's cells cost, from their ``result.json`` timings: rows strategy;
+    columns ``cells``, the median, min and max seconds of a cell (training and the
+    evaluation after each experience, as the worker measured it, without the cache fill
+    every cell shares), the median relative to the first strategy's (the baseline row of
+    the tables, usually fine-tuning), and the median seconds per 100 optimisation steps.
+    Times depend on the machine and on its load: compare rows of one run. Empty when no
+    cell recorded its time."""
+    rows = results.cells[(results.cells.scenario == scenario) & results.cells.train_s.notna()] \
+        if "train_s" in results.cells else results.cells.iloc[:0]
+    if rows.empty:
+        return pd.DataFrame()
+    out: dict[str, list[float]] = {}
+    for strategy, group in rows.groupby("strategy", sort=False):
+        seconds = group.train_s.to_numpy(dtype=float)
+        steps = [sum(v for v in results.losses.get((scenario, strategy, int(seed)), {})
+                     .get("steps", []) if v) for seed in group.seed]
+        per100 = [100 * t / n for t, n in zip(seconds, steps, strict=True) if n]
+        out[str(strategy)] = [len(seconds), float(np.median(seconds)), float(seconds.min()),
+                              float(seconds.max()),
+                              float(np.median(per100)) if per100 else np.nan]
+    frame = pd.DataFrame.from_dict(out, orient="index", columns=[
+        "cells", "median s", "min s", "max s", "s per 100 steps"])
+    frame.insert(4, "x first", frame["median s"] / frame["median s"].iloc[0])
+    frame.index.name = "strategy"
+    return frame
+
+
+def cost_markdown(frame: pd.DataFrame) -> str:
+    """:func:`cost_table` as Markdown: whole seconds, the ratio with two decimals."""
+    head = ["strategy", *frame.columns]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(frame.columns)]
+    for name, row in frame.iterrows():
+        cells = [f"{int(row['cells'])}", *(f"{row[c]:.0f}" for c in
+                                           ("median s", "min s", "max s")),
+                 f"{row['x first']:.2f}", "–" if row["s per 100 steps"] != row["s per 100 steps"]
+                 else f"{row['s per 100 steps']:.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def loss_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """:func:`loss_table` as text cells (header, rows): steps as integers, losses to 4
     significant digits, "–" where a term was not added in an experience."""

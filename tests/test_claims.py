@@ -194,4 +194,4 @@ def test_the_documented_example_file_is_valid():
     example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "claims.yaml"
     claims = load_claims(example).claims
     assert [c.direction for c in claims] == ["lower", "within", "higher", "higher"]
-    assert claims[3].versus == "others" and claims[2].versus == ["fecd-noest"]
+    assert claims[3].versus == "others" and claims[2].versus == ["fecd-no-est"]

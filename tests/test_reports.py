@@ -317,6 +317,35 @@ def test_loss_terms_per_experience_match_result_json(smoke_store, smoke_report):
     assert "Every cell was computed by lrbench commit" in md
 
 
+def test_cost_table_is_the_cells_own_timings(smoke_store, smoke_report):
+    """The report's compute table: per strategy the median, min and max of result.json's
+    ``timings.total_s`` and the seconds per 100 steps, recomputed here by hand."""
+    from reports.load import load_results
+    from reports.tables import cost_table
+
+    by: dict[str, list[tuple[float, float]]] = {}
+    for path in (smoke_store / "cells").glob("*/result.json"):
+        res = json.loads(path.read_text())
+        by.setdefault(res["config"]["strategy"], []).append(
+            (res["payload"]["timings"]["total_s"], sum(res["payload"]["losses"]["steps"])))
+    table = cost_table(load_results([smoke_store]), "synth-tiny")
+    assert set(table.index) == set(by)
+    first = table.index[0]
+    for strategy, cells in by.items():
+        seconds = [t for t, _ in cells]
+        row = table.loc[strategy]
+        assert row["cells"] == len(cells)
+        assert row["median s"] == pytest.approx(statistics.median(seconds), rel=1e-12)
+        assert (row["min s"], row["max s"]) == (min(seconds), max(seconds))
+        assert row["s per 100 steps"] == pytest.approx(
+            statistics.median(100 * t / n for t, n in cells), rel=1e-12)
+        assert row["x first"] == pytest.approx(
+            row["median s"] / statistics.median(t for t, _ in by[first]), rel=1e-12)
+    md = (smoke_report / "report.md").read_text()
+    assert "| strategy | cells | median s | min s | max s | x first | s per 100 steps |" in md
+    assert "| 1.00 |" in md  # the first row against itself
+
+
 def test_cross_model_is_reported_when_measured(tmp_path):
     """With evaluation.cross_model the report shows the final model's queries against
     every earlier model's index, equal to result.json's matrix by hand."""
