@@ -31,7 +31,7 @@ class MMDKD(TeacherPlugin):
         sigma: float = Field(1.0, gt=0, description="Gaussian kernel bandwidth of the MMD")
         ce_weight: float = Field(
             0.1, ge=0, description="weight of the classifier's CE (chosen on a validation "
-            "split: docs/results/thesis-cub-subset-val.md)")
+            "split: docs/results/superseded/thesis-cub-subset-val.md)")
 
     #: searched by ``lrbench tune``
     tunable = {"lambda_kd": LogUniform(0.1, 10.0), "lambda_mmd": LogUniform(0.1, 100.0)}
