@@ -8,29 +8,37 @@ cd "$(dirname "$0")/../.."
 LRBENCH=${LRBENCH:-.venv/bin/lrbench}
 TUNE=results/thesis-cub-subset-val-tune
 
-# 1. the validation tables that chose every strategy's hyperparameters, and the choice
+# 1. the validation tables that chose every strategy's hyperparameters, the choice, and
+#    the tuning store's own report (every trial's metrics and what each cell cost)
 mkdir -p docs/results/tuning
 cp "$TUNE/tuning.csv" "$TUNE/tuning.md" "$TUNE/tuned.yaml" docs/results/tuning/
+rm -rf docs/results/tuning/report
+"$LRBENCH" report "$TUNE" --out docs/results/tuning/report --format md,csv,png
 
-# 2. per stream: the tuned test table (union-of-seen Recall@1 first, Holm-adjusted tests),
-#    on CUB with the ablation rows (the ablations run into the same store), and figures
-for stream in cub:thesis-cub-subset lifelong:thesis-lifelong; do
-    folder=docs/results/${stream%%:*} store=results/${stream#*:}
-    if [ -d "$store" ]; then
-        rm -rf "$folder"
-        "$LRBENCH" report "$store" --out "$folder" --format md,csv,png
+# 2. per stream: the tuned test table (union-of-seen Recall@1 first, Holm-adjusted tests)
+#    and its figures; on CUB with the ablation rows (the ablation store merged in: its
+#    finetune, fecd and dkd cells are the test matrix's own, same config hash)
+CUB=(results/thesis-cub-subset)
+[ -d results/thesis-cub-subset-ablations ] && CUB+=(results/thesis-cub-subset-ablations)
+LIFELONG=(results/thesis-lifelong)
+for stream in cub lifelong; do
+    if [ "$stream" = cub ]; then stores=("${CUB[@]}"); else stores=("${LIFELONG[@]}"); fi
+    if [ -d "${stores[0]}" ]; then
+        rm -rf "docs/results/$stream"
+        "$LRBENCH" report "${stores[@]}" --out "docs/results/$stream" --format md,csv,png
     else
-        echo "regenerate: $store not run yet, $folder left as it is" >&2
+        echo "regenerate: ${stores[0]} not run yet, docs/results/$stream left as it is" >&2
     fi
 done
 
-# 3. the thesis's claims, tested on both streams at once (one Holm family)
-if [ -d results/thesis-cub-subset ] && [ -d results/thesis-lifelong ]; then
+# 3. the thesis's claims, tested on every store at once (one Holm family)
+if [ -d "${CUB[0]}" ] && [ -d "${LIFELONG[0]}" ] && [ ${#CUB[@]} = 2 ]; then
     rm -rf docs/results/claims && mkdir -p docs/results/claims
-    "$LRBENCH" report results/thesis-cub-subset results/thesis-lifelong \
+    "$LRBENCH" report "${CUB[@]}" "${LIFELONG[@]}" \
         --claims docs/examples/claims.yaml --out docs/results/claims --format md,csv \
         > docs/results/claims/verdicts.txt
     cat docs/results/claims/verdicts.txt
 else
-    echo "regenerate: the claims need both stores; docs/results/claims left as it is" >&2
+    echo "regenerate: the claims need the CUB, ablation and lifelong stores;" \
+        "docs/results/claims left as it is" >&2
 fi
