@@ -239,8 +239,9 @@ class TrainingSpec(_Strict):
         False, description="mixed precision (bfloat16 autocast) on a CUDA device; inactive "
         "on CPU, with a one-line note")
     channels_last: bool = Field(
-        False, description="channels-last (NHWC) model and images, on any device: on CPU "
-        "about 30% off a MobileNetV2 training step, numbers equal up to float rounding")
+        False, description="channels-last (NHWC) model and images, on any device (on this "
+        "project's CPU it took 30% off a MobileNetV2 training step); numbers equal up to "
+        "float rounding")
 
     #: settings a cell's hash leaves out while they have their default value: added after
     #: stores existed, so the cells those stores hold keep their hashes and are reused

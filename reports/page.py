@@ -5,6 +5,8 @@ Output folder (default ``<first store>/report``)::
     report.md            tables inline, figures linked (PNG), failures, config, versions
     report.html          the same, self-contained: figures embedded, no external file
     tables/<scenario>.{md,csv,tex}
+    cost/<scenario>.csv  seconds per cell and per 100 steps, per strategy (with csv)
+    claims.{md,csv}      with --claims
     figures/<kind>_<scenario>_<metric>.{png,svg}
 
 Every file is written atomically, so an interrupted report never leaves half a file.
@@ -17,7 +19,7 @@ import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metrics.errors import LrbenchError, abridged
 from metrics.io import atomic_write, check_writable
@@ -110,14 +112,14 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                 path = out / "tables" / f"{plots.slug(t.scenario)}.{fmt}"
                 atomic_write(path, text)
                 report.files.append(path)
-    if "csv" in formats:  # what each strategy's cells cost, per scenario
-        from reports.tables import cost_table
+    if "csv" in formats:  # what each strategy's cells cost, per scenario (own folder: the
+        from reports.tables import cost_table  # tables/ CSVs share one tidy schema)
 
         for sc in results.scenarios:
-            cost = cost_table(results, sc)
+            cost = cost_table(results, sc, baseline)
             if not cost.empty:
-                path = out / "tables" / f"{plots.slug(sc)}-cost.csv"
-                atomic_write(path, cost.to_csv(float_format="%.4g"))
+                path = out / "cost" / f"{plots.slug(sc)}.csv"
+                atomic_write(path, cost.to_csv(float_format="%.6g"))
                 report.files.append(path)
     image_formats = [f for f in ("png", "svg") if f in formats]
     if ("md" in formats or "html" in formats) and "png" not in image_formats:
@@ -213,12 +215,14 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                            "to compare with the metric loss), their total, and the steps "
                            "taken.", None))
             blocks.append(("losses", "", losses))
-        cost = cost_table(results, t.scenario)
+        cost = cost_table(results, t.scenario, t.baseline)
         if not cost.empty:
-            blocks.append(("p", "Compute per cell (seconds the worker spent training and "
-                           "evaluating, without the shared cache fill; 'x first': the median "
-                           "relative to the first row's). Times depend on the machine and its "
-                           "load: compare the rows of one run, not across runs.", None))
+            blocks.append(("p", "Compute per cell: the seconds a cell's worker measured from "
+                           "building it to its last evaluation (training, evaluations, "
+                           "per-seed cache parts; not the shared cache fill before the workers "
+                           f"start), and the median relative to {cost.columns[4][2:]}'s. "
+                           "Times depend on the machine and its load: compare the rows of one "
+                           "run, not across runs.", None))
             blocks.append(("cost", "", cost))
         cross = cross_model_table(results, t.scenario, metric)
         if not cross.empty:
@@ -270,7 +274,7 @@ def statistics_paragraph(tables: list[Table]) -> str:
 
 def markdown_page(results: Results, report: Report, metric: str) -> str:
     """``report.md``: tables inline, figures as relative PNG links."""
-    from reports.tables import cost_markdown, loss_markdown, metric_title
+    from reports.tables import loss_markdown, metric_title
 
     lines = [f"# lrbench report ({metric_title(metric)})", ""]
     for kind, text, payload in _sections(results, report, metric):
@@ -288,7 +292,7 @@ def markdown_page(results: Results, report: Report, metric: str) -> str:
         elif kind == "losses":
             lines += [loss_markdown(payload)]
         elif kind == "cost":
-            lines += [cost_markdown(payload)]
+            lines += [frame_markdown(payload, COST_FORMATS)]
         elif kind == "cross":
             lines += [frame_markdown(payload)]
         elif kind == "figure":
@@ -309,13 +313,28 @@ figcaption{font-style:italic;color:#555}pre{background:#f6f6f6;padding:.8em;over
 .failed td{color:#a00}"""
 
 
-def frame_markdown(frame: object) -> str:
-    """A small numeric table (index = strategy) as Markdown, 3 decimals, "–" for NaN."""
+#: number formats of the cost table's columns (:func:`reports.tables.cost_table`); the
+#: ratio column, named after its reference strategy, takes the default
+COST_FORMATS = {"cells": "{:.0f}", "median s": "{:.1f}", "min s": "{:.1f}", "max s": "{:.1f}",
+                "s per 100 steps": "{:.2f}"}
+
+
+def _formatters(frame: object, formats: dict[str, str] | None) -> list[Any]:
+    """One formatter per column: ``formats[column]`` or 3 decimals; "–" for NaN."""
+    def one(fmt: str) -> Any:
+        return lambda v: "–" if v != v else fmt.format(v)  # NaN: undefined
+    return [one((formats or {}).get(str(c), "{:.3f}")) for c in frame.columns]
+
+
+def frame_markdown(frame: object, formats: dict[str, str] | None = None) -> str:
+    """A small numeric table (index = strategy) as Markdown: each column in its
+    ``formats`` entry, else 3 decimals; "–" for NaN."""
     head = [str(frame.index.name or ""), *map(str, frame.columns)]
+    fmts = _formatters(frame, formats)
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(frame.columns)]
     for name, row in frame.iterrows():
-        lines.append(f"| {name} | " + " | ".join(
-            "–" if v != v else f"{v:.3f}" for v in row) + " |")
+        lines.append(f"| {name} | " + " | ".join(f(v) for f, v in zip(fmts, row, strict=True))
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -359,7 +378,8 @@ def html_page(results: Results, report: Report, metric: str) -> str:
         elif kind == "cross":
             body.append(payload.to_html(float_format="{:.3f}".format, na_rep="–"))
         elif kind == "cost":
-            body.append(payload.to_html(float_format="{:.2f}".format, na_rep="–"))
+            body.append(payload.to_html(formatters=_formatters(payload, COST_FORMATS),
+                                        na_rep="–"))
         elif kind == "figure":
             data = base64.b64encode(Path(payload).read_bytes()).decode()
             body.append(f"<figure><img alt='{html.escape(text)}' "

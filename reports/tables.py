@@ -357,16 +357,21 @@ def loss_table(results: Results, scenario: str) -> pd.DataFrame:
                         columns=[f"exp {i}" for i in range(t)])
 
 
-def cost_table(results: Results, scenario: str) -> pd.DataFrame:
-    """What each strategy's cells cost, from their ``result.json`` timings: rows strategy;
-    columns ``cells``, the median, min and max seconds of a cell (training and the
-    evaluation after each experience, as the worker measured it, without the cache fill
-    every cell shares), the median relative to the first strategy's (the baseline row of
-    the tables, usually fine-tuning), and the median seconds per 100 optimisation steps.
-    Times depend on the machine and on its load: compare rows of one run. Empty when no
-    cell recorded its time."""
-    rows = results.cells[(results.cells.scenario == scenario) & results.cells.train_s.notna()] \
-        if "train_s" in results.cells else results.cells.iloc[:0]
+def cost_table(results: Results, scenario: str, baseline: str | None = None) -> pd.DataFrame:
+    """What each strategy's cells cost, from their ``result.json`` timings (``total_s``):
+    rows strategy; columns ``cells`` (those with a time), the median, min and max seconds of
+    a cell, the median relative to ``baseline``'s (``x <baseline>``; the first row's when
+    ``baseline`` did not run here), and the median seconds per 100 optimisation steps (NaN
+    without recorded steps). A cell's time is what its worker measured from building the
+    cell to its last evaluation: training, the evaluation after each experience, and the
+    per-seed parts of the caches; not the shared cache fill done before the workers start,
+    and, for a cell resumed from a checkpoint, only the part after the resume. Times
+    depend on the machine and its load: compare the rows of one run. Empty when no cell
+    recorded its time."""
+    cells = results.cells
+    if "train_s" not in cells:
+        return pd.DataFrame()
+    rows = cells[(cells.scenario == scenario) & cells.train_s.notna()]
     if rows.empty:
         return pd.DataFrame()
     out: dict[str, list[float]] = {}
@@ -380,22 +385,10 @@ def cost_table(results: Results, scenario: str) -> pd.DataFrame:
                               float(np.median(per100)) if per100 else np.nan]
     frame = pd.DataFrame.from_dict(out, orient="index", columns=[
         "cells", "median s", "min s", "max s", "s per 100 steps"])
-    frame.insert(4, "x first", frame["median s"] / frame["median s"].iloc[0])
+    ref = baseline if baseline in frame.index else frame.index[0]
+    frame.insert(4, f"x {ref}", frame["median s"] / frame.loc[ref, "median s"])
     frame.index.name = "strategy"
     return frame
-
-
-def cost_markdown(frame: pd.DataFrame) -> str:
-    """:func:`cost_table` as Markdown: whole seconds, the ratio with two decimals."""
-    head = ["strategy", *frame.columns]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(frame.columns)]
-    for name, row in frame.iterrows():
-        cells = [f"{int(row['cells'])}", *(f"{row[c]:.0f}" for c in
-                                           ("median s", "min s", "max s")),
-                 f"{row['x first']:.2f}", "–" if row["s per 100 steps"] != row["s per 100 steps"]
-                 else f"{row['s per 100 steps']:.1f}"]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def loss_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:

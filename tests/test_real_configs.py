@@ -1,7 +1,9 @@
-"""The real-data matrix files run what the tuning chose: every strategy of the CUB and
-lifelong test matrices, and the base of every ablation variant, has exactly the values of
-the committed tuning output (docs/results/tuning/tuned.yaml), so a test run can never drift
-from its validation table."""
+"""The real-data matrix files run what the tuning chose, on what it was tuned on: the CUB
+test matrix is the committed tuning output (docs/results/tuning/tuned.yaml) on the test
+split with 5 seeds; the lifelong matrix uses the same hyperparameters; every ablation is
+the tuned method with one setting changed and shares the test matrix's cells of finetune,
+fecd and dkd (same config hash, so they are computed once); the claims example names only
+strategies and scenarios these matrices run."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.config import expand_cells, load_config, resolved_hparams
+from benchmarks.config import Cell, expand_cells, load_config, resolved_hparams
 
 REPO = Path(__file__).resolve().parents[1]
 TUNED = REPO / "docs" / "results" / "tuning" / "tuned.yaml"
@@ -23,10 +25,13 @@ def _chosen() -> dict[str, dict]:
             for name, params in data["strategies"].items()}
 
 
-def _cells(name: str) -> dict[str, dict]:
-    """label -> (strategy, resolved hyperparameters) of a matrix file's cells."""
-    cells = expand_cells(load_config(REPO / "configs" / name))
-    return {c.strategy: (c.plugin_name, dict(c.hparams)) for c in cells}
+def _expanded(name: str) -> list[Cell]:
+    return expand_cells(load_config(REPO / "configs" / name))
+
+
+def _cells(name: str) -> dict[str, tuple[str, dict]]:
+    """label -> (registered strategy, resolved hyperparameters) of a matrix's cells."""
+    return {c.strategy: (c.plugin_name, dict(c.hparams)) for c in _expanded(name)}
 
 
 @pytest.mark.parametrize("matrix", ["thesis-cub-subset.yaml", "thesis-lifelong.yaml"])
@@ -39,7 +44,19 @@ def test_test_matrices_use_the_tuned_values(matrix):
         assert hparams == chosen[strategy], label
 
 
-def test_ablations_change_one_setting_of_the_tuned_method():
+def test_the_cub_test_matrix_is_the_tuned_matrix_on_the_test_split():
+    """Everything but the seeds (5 instead of the 2 tuning seeds) and the name equals
+    tuned.yaml, whose scenario has no validation split left: the settings the values were
+    chosen under are the settings they are tested under."""
+    tuned = load_config(TUNED, ["seeds=[0,1,2,3,4]"])
+    test = load_config(REPO / "configs" / "thesis-cub-subset.yaml")
+    assert test.seeds == [0, 1, 2, 3, 4]
+    assert all(sc.validation is None for sc in test.scenarios)
+    assert {c.id: c.hash for c in expand_cells(tuned)} == \
+        {c.id: c.hash for c in expand_cells(test)}
+
+
+def test_ablations_change_one_setting_of_the_tuned_method_and_share_its_cells():
     chosen = _chosen()
     for label, (strategy, hparams) in _cells("thesis-cub-subset-ablations.yaml").items():
         differs = {k for k in hparams if hparams[k] != chosen[strategy].get(k)}
@@ -47,3 +64,21 @@ def test_ablations_change_one_setting_of_the_tuned_method():
             assert not differs, label  # the tuned method itself
         else:
             assert len(differs) == 1, (label, differs)  # the one ablated setting
+    test = {c.id: c.hash for c in _expanded("thesis-cub-subset.yaml")}
+    ablations = {c.id: c.hash for c in _expanded("thesis-cub-subset-ablations.yaml")}
+    shared = set(test) & set(ablations)
+    assert {i.split("__")[1] for i in shared} == {"finetune", "fecd", "dkd"}
+    assert len(shared) == 15 and all(test[i] == ablations[i] for i in shared)
+
+
+def test_the_claims_example_names_what_the_matrices_run():
+    claims = yaml.safe_load((REPO / "docs" / "examples" / "claims.yaml").read_text())
+    cells = [c for name in ("thesis-cub-subset.yaml", "thesis-lifelong.yaml",
+                            "thesis-cub-subset-ablations.yaml") for c in _expanded(name)]
+    labels = {c.strategy for c in cells}
+    scenarios = {c.scenario.name for c in cells}
+    for claim in claims["claims"]:
+        versus = claim["versus"] if isinstance(claim["versus"], list) else [claim["versus"]]
+        named = set(claim["strategies"]) | (set(versus) - {"others"})
+        assert named <= labels, (claim["name"], named - labels)
+        assert set(claim.get("scenarios") or []) <= scenarios, claim["name"]

@@ -318,8 +318,8 @@ def test_loss_terms_per_experience_match_result_json(smoke_store, smoke_report):
 
 
 def test_cost_table_is_the_cells_own_timings(smoke_store, smoke_report):
-    """The report's compute table: per strategy the median, min and max of result.json's
-    ``timings.total_s`` and the seconds per 100 steps, recomputed here by hand."""
+    """The report's compute table on a real store: per strategy the median, min and max of
+    result.json's ``timings.total_s`` and the seconds per 100 steps, recomputed by hand."""
     from reports.load import load_results
     from reports.tables import cost_table
 
@@ -328,9 +328,8 @@ def test_cost_table_is_the_cells_own_timings(smoke_store, smoke_report):
         res = json.loads(path.read_text())
         by.setdefault(res["config"]["strategy"], []).append(
             (res["payload"]["timings"]["total_s"], sum(res["payload"]["losses"]["steps"])))
-    table = cost_table(load_results([smoke_store]), "synth-tiny")
-    assert set(table.index) == set(by)
-    first = table.index[0]
+    table = cost_table(load_results([smoke_store]), "synth-tiny", "finetune")
+    assert list(table.index) == ["finetune", "l2_kd"]  # the matrix's order
     for strategy, cells in by.items():
         seconds = [t for t, _ in cells]
         row = table.loc[strategy]
@@ -339,11 +338,53 @@ def test_cost_table_is_the_cells_own_timings(smoke_store, smoke_report):
         assert (row["min s"], row["max s"]) == (min(seconds), max(seconds))
         assert row["s per 100 steps"] == pytest.approx(
             statistics.median(100 * t / n for t, n in cells), rel=1e-12)
-        assert row["x first"] == pytest.approx(
-            row["median s"] / statistics.median(t for t, _ in by[first]), rel=1e-12)
+        assert row["x finetune"] == pytest.approx(
+            row["median s"] / statistics.median(t for t, _ in by["finetune"]), rel=1e-12)
     md = (smoke_report / "report.md").read_text()
-    assert "| strategy | cells | median s | min s | max s | x first | s per 100 steps |" in md
-    assert "| 1.00 |" in md  # the first row against itself
+    head = "| strategy | cells | median s | min s | max s | x finetune | s per 100 steps |"
+    rows = md.split(head)[1].split("\n\n")[0].strip().splitlines()[1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| finetune", "| l2_kd"]
+    assert rows[0].split(" | ")[5] == "1.000"  # finetune against itself
+    cost = list(csv.DictReader(io.StringIO(
+        (smoke_report / "cost" / "synth-tiny.csv").read_text())))
+    assert [r["strategy"] for r in cost] == ["finetune", "l2_kd"]
+    assert float(cost[1]["median s"]) == pytest.approx(table.loc["l2_kd", "median s"],
+                                                      rel=1e-5)
+
+
+def test_cost_table_edge_cases(tmp_path):
+    """Cells without a time are left out, cells without steps give "–" per 100 steps, the
+    ratio is to the baseline (to the first row when the baseline did not run)."""
+    from test_statistics import write_cell
+
+    from reports.load import load_results
+    from reports.tables import cost_table
+
+    store = tmp_path / "s"
+    for strategy, seconds in (("a", [10.0, 30.0, 20.0]), ("b", [40.0, 60.0, None])):
+        for seed, t in enumerate(seconds):
+            path = write_cell(store, "sc", strategy, seed, [[0.5]])
+            res = json.loads(path.read_text())
+            if t is None:
+                del res["payload"]["timings"]
+            else:
+                res["payload"]["timings"]["total_s"] = t
+                res["payload"]["losses"] = {"steps": [50.0, 50.0]} if strategy == "a" else {}
+            path.write_text(json.dumps(res))
+    results = load_results([store])
+    table = cost_table(results, "sc", "b")
+    assert table.loc["a"].tolist()[:4] == [3, 20.0, 10.0, 30.0]
+    assert table.loc["b"].tolist()[:4] == [2, 50.0, 40.0, 60.0]  # the untimed cell left out
+    assert table.loc["a", "s per 100 steps"] == 20.0  # median of 10, 30, 20 per 100 steps
+    assert table.loc["b", "s per 100 steps"] != table.loc["b", "s per 100 steps"]  # NaN
+    assert table["x b"].tolist() == [0.4, 1.0]
+    assert cost_table(results, "sc", "absent").columns[4] == "x a"
+    assert cost_table(results, "other").empty
+    assert main(["report", str(store), "--out", str(tmp_path / "r"), "--format", "md,csv",
+                 "--baseline", "b"]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| a | 3 | 20.0 | 10.0 | 30.0 | 0.400 | 20.00 |" in md
+    assert "| b | 2 | 50.0 | 40.0 | 60.0 | 1.000 | – |" in md
 
 
 def test_cross_model_is_reported_when_measured(tmp_path):

@@ -7,6 +7,8 @@
 * frozen-stem feature cache: training iterations/s of the thesis CPU model (ImageNet-shaped
   MobileNetV2, 18 of 19 stages frozen, P x K = 8 x 4 at 224 px) from cached stem outputs vs
   from images, and the embeddings of both paths compared;
+* channels-last on CPU: a training step of the current CPU protocol's model (blocks 14-18
+  trained on cached 160 px stem outputs, one thread) in NCHW and NHWC, taking turns;
 * distillation overhead: the median training step (forward, every plugin's loss, backward,
   optimizer step; data loading excluded) of each strategy on the same batches of that
   model, with a teacher in place (second experience): the strategies run side by side,
@@ -139,6 +141,60 @@ def test_feature_cache_target(perf_table):
     print(f"\nfeature cache: {row['feature_cache']:.1f} it/s vs {row['images']:.2f} it/s "
           f"from images ({speedup:.0f}x, target >= 3x)")
     assert speedup >= 3.0
+
+
+# -- channels-last on CPU -------------------------------------------------------------------
+def layout_turns(models: dict[str, torch.nn.Module], batches: dict[str, list[torch.Tensor]],
+                 labels: torch.Tensor, rounds: int = 5) -> dict[str, float]:
+    """Median time of one training step of each layout over ``rounds`` rounds that take
+    turns (after a warm-up round), so the machine's drift hits both alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(rounds + 1):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            _train_steps(model, batches[name], labels)
+            if r:
+                times[name].append((time.perf_counter() - t0) / len(batches[name]))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def test_channels_last_steps(benchmark, perf_table):
+    """The current CPU protocol's training step (ImageNet-shaped MobileNetV2, blocks 14-18
+    trained on cached 160 px stem outputs, 96 x 10 x 10, P x K = 8 x 4; one thread, as a
+    cell runs) in the default layout and channels-last (``training.channels_last``),
+    same weights and batches, taking turns."""
+    from strategies.model import EmbeddingNet
+
+    torch.manual_seed(0)
+    nchw = EmbeddingNet("mobilenet_v2", dim=512, pool="max", frozen_stages=14)
+    nhwc = EmbeddingNet("mobilenet_v2", dim=512, pool="max", frozen_stages=14)
+    nhwc.load_state_dict(nchw.state_dict())
+    nhwc = nhwc.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(P * K, 96, 10, 10, generator=g) for _ in range(4)]
+    batches = {"nchw": feats,
+               "channels_last": [f.contiguous(memory_format=torch.channels_last) for f in feats]}
+    labels = torch.arange(P).repeat_interleave(K)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        benchmark.group = "training step, MobileNetV2 blocks 14-18, 8 x 4 at 160 px, 1 thread"
+        out = benchmark.pedantic(layout_turns, args=(
+            {"nchw": nchw, "channels_last": nhwc}, batches, labels), rounds=1, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
+    benchmark.extra_info.update({f"{k}_step_median_s": v for k, v in out.items()})
+    perf_table["channels_last"] = out
+
+
+def test_channels_last_target(perf_table):
+    row = perf_table.get("channels_last", {})
+    if len(row) < 2:
+        pytest.skip("run the whole file: the comparison needs both layouts of this run")
+    speedup = row["nchw"] / row["channels_last"]
+    print(f"\nchannels-last: {1e3 * row['channels_last']:.0f} ms per step vs "
+          f"{1e3 * row['nchw']:.0f} ms in NCHW ({speedup:.2f}x, target >= 1.2x)")
+    assert speedup >= 1.2
 
 
 # -- distillation overhead ------------------------------------------------------------------

@@ -1,42 +1,62 @@
 #!/usr/bin/env bash
 # Rebuild every generated file of docs/results from the results stores, so that no table,
 # figure or claim verdict here is typed by hand. The runs that fill the stores are in
-# docs/results/README.md ("Reproduce"); they resume, so this can be run after any of them.
-#   bash docs/results/regenerate.sh            # from the repository root
+# docs/results/README.md ("Reproduce"); they resume, so this can be run after any of them:
+# a part whose stores are missing is left as it is, with a note. Each folder is written
+# to a temporary folder first and replaces the committed one only when its report worked.
+#   bash docs/results/regenerate.sh            # from anywhere in the repository
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LRBENCH=${LRBENCH:-.venv/bin/lrbench}
 TUNE=results/thesis-cub-subset-val-tune
-
-# 1. the validation tables that chose every strategy's hyperparameters, the choice, and
-#    the tuning store's own report (every trial's metrics and what each cell cost)
-mkdir -p docs/results/tuning
-cp "$TUNE/tuning.csv" "$TUNE/tuning.md" "$TUNE/tuned.yaml" docs/results/tuning/
-rm -rf docs/results/tuning/report
-"$LRBENCH" report "$TUNE" --out docs/results/tuning/report --format md,csv,png
-
-# 2. per stream: the tuned test table (union-of-seen Recall@1 first, Holm-adjusted tests)
-#    and its figures; on CUB with the ablation rows (the ablation store merged in: its
-#    finetune, fecd and dkd cells are the test matrix's own, same config hash)
 CUB=(results/thesis-cub-subset)
 [ -d results/thesis-cub-subset-ablations ] && CUB+=(results/thesis-cub-subset-ablations)
-LIFELONG=(results/thesis-lifelong)
-for stream in cub lifelong; do
-    if [ "$stream" = cub ]; then stores=("${CUB[@]}"); else stores=("${LIFELONG[@]}"); fi
-    if [ -d "${stores[0]}" ]; then
-        rm -rf "docs/results/$stream"
-        "$LRBENCH" report "${stores[@]}" --out "docs/results/$stream" --format md,csv,png
-    else
-        echo "regenerate: ${stores[0]} not run yet, docs/results/$stream left as it is" >&2
-    fi
-done
+LIFELONG=results/thesis-lifelong
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 
-# 3. the thesis's claims, tested on every store at once (one Holm family)
-if [ -d "${CUB[0]}" ] && [ -d "${LIFELONG[0]}" ] && [ ${#CUB[@]} = 2 ]; then
+# report DEST ARGS...: lrbench report ARGS --out <temporary>, then the result replaces DEST
+report() {
+    local dest=$1
+    shift
+    "$LRBENCH" report "$@" --out "$TMP/out"
+    rm -rf "$dest"
+    mkdir -p "$(dirname "$dest")"
+    mv "$TMP/out" "$dest"
+}
+
+# 1. the validation tables that chose every strategy's hyperparameters, the choice, and
+#    the tuning store's own report (every trial's metrics, what each cell cost)
+if [ -d "$TUNE" ]; then
+    mkdir -p docs/results/tuning
+    cp "$TUNE/tuning.csv" "$TUNE/tuning.md" "$TUNE/tuned.yaml" docs/results/tuning/
+    report docs/results/tuning/report "$TUNE" --format md,csv,png
+else
+    echo "regenerate: $TUNE not run yet, docs/results/tuning left as it is" >&2
+fi
+
+# 2. per stream: the tuned test table (union-of-seen Recall@1 first, Holm-adjusted tests),
+#    its figures and costs; on CUB with the ablation rows (the ablation store merged in:
+#    its finetune, fecd and dkd cells are the test matrix's own, same config hash)
+if [ -d "${CUB[0]}" ]; then
+    report docs/results/cub "${CUB[@]}" --format md,csv,png
+else
+    echo "regenerate: ${CUB[0]} not run yet, docs/results/cub left as it is" >&2
+fi
+if [ -d "$LIFELONG" ]; then
+    report docs/results/lifelong "$LIFELONG" --format md,csv,png
+else
+    echo "regenerate: $LIFELONG not run yet, docs/results/lifelong left as it is" >&2
+fi
+
+# 3. the thesis's claims, tested on every store at once (one Holm family): claims.md,
+#    claims.csv and the verdicts as printed
+if [ -d "${CUB[0]}" ] && [ ${#CUB[@]} = 2 ] && [ -d "$LIFELONG" ]; then
+    "$LRBENCH" report "${CUB[@]}" "$LIFELONG" --claims docs/examples/claims.yaml \
+        --format csv --out "$TMP/claims" > "$TMP/verdicts.txt"
     rm -rf docs/results/claims && mkdir -p docs/results/claims
-    "$LRBENCH" report "${CUB[@]}" "${LIFELONG[@]}" \
-        --claims docs/examples/claims.yaml --out docs/results/claims --format md,csv \
-        > docs/results/claims/verdicts.txt
+    mv "$TMP/claims/claims.md" "$TMP/claims/claims.csv" "$TMP/verdicts.txt" \
+        docs/results/claims/
     cat docs/results/claims/verdicts.txt
 else
     echo "regenerate: the claims need the CUB, ablation and lifelong stores;" \
