@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import threading
@@ -58,18 +59,34 @@ def _epoch(dataset: Dataset) -> int:
     return n
 
 
-def interleaved_epochs(datasets: dict[str, Dataset], rounds: int = 3) -> dict[str, float]:
-    """Median epoch time of each dataset over ``rounds`` rounds that take turns (a slow
-    spell of the machine then hits both alike), after one warm-up epoch each: the files (or
-    the cache) are then in the page cache, as from the second epoch of a run on."""
-    times: dict[str, list[float]] = {name: [] for name in datasets}
+def take_turns(runs: dict[str, Any], rounds: int = 3) -> dict[str, float]:
+    """Median seconds of each of ``runs`` (name -> a function of no argument) over
+    ``rounds`` rounds in which they take turns (a slow spell of the machine then hits all
+    alike), after one warm-up round each: files or caches are then warm, as from the second
+    epoch or step of a run on."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(rounds + 1):
-        for name, ds in datasets.items():
+        for name, run in runs.items():
             t0 = time.perf_counter()
-            _epoch(ds)
+            run()
             if r:
                 times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def interleaved_epochs(datasets: dict[str, Dataset], rounds: int = 3) -> dict[str, float]:
+    """Median epoch time of each dataset, the epochs taking turns (:func:`take_turns`)."""
+    return take_turns({name: functools.partial(_epoch, ds) for name, ds in datasets.items()},
+                      rounds)
+
+
+def both_variants(perf_table: dict[str, dict[str, float]], key: str) -> dict[str, float]:
+    """This run's measurements of ``key``, or a skip when a variant is missing (the
+    comparison needs both, from the same run)."""
+    row = perf_table.get(key, {})
+    if len(row) < 2:
+        pytest.skip("run the whole file: the comparison needs both variants of this run")
+    return row
 
 
 def test_image_cache_epoch(benchmark, perf_table, tmp_path_factory):
@@ -87,9 +104,7 @@ def test_image_cache_epoch(benchmark, perf_table, tmp_path_factory):
 
 
 def test_image_cache_target(perf_table):
-    row = perf_table.get("image_epoch", {})
-    if len(row) < 2:
-        pytest.skip("run the whole file: the comparison needs both variants of this run")
+    row = both_variants(perf_table, "image_epoch")
     speedup = row["decode_every_epoch"] / row["image_cache"]
     print(f"\nimage cache: {speedup:.1f}x faster per epoch (target >= 3x)")
     assert speedup >= 3.0
@@ -134,9 +149,7 @@ def test_feature_cache_iterations(benchmark, perf_table, variant):
 
 
 def test_feature_cache_target(perf_table):
-    row = perf_table.get("feature_cache", {})
-    if len(row) < 2:
-        pytest.skip("run the whole file: the comparison needs both variants of this run")
+    row = both_variants(perf_table, "feature_cache")
     speedup = row["feature_cache"] / row["images"]
     print(f"\nfeature cache: {row['feature_cache']:.1f} it/s vs {row['images']:.2f} it/s "
           f"from images ({speedup:.0f}x, target >= 3x)")
@@ -144,20 +157,6 @@ def test_feature_cache_target(perf_table):
 
 
 # -- channels-last on CPU -------------------------------------------------------------------
-def layout_turns(models: dict[str, torch.nn.Module], batches: dict[str, list[torch.Tensor]],
-                 labels: torch.Tensor, rounds: int = 5) -> dict[str, float]:
-    """Median time of one training step of each layout over ``rounds`` rounds that take
-    turns (after a warm-up round), so the machine's drift hits both alike."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(rounds + 1):
-        for name, model in models.items():
-            t0 = time.perf_counter()
-            _train_steps(model, batches[name], labels)
-            if r:
-                times[name].append((time.perf_counter() - t0) / len(batches[name]))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def test_channels_last_steps(benchmark, perf_table):
     """The current CPU protocol's training step (ImageNet-shaped MobileNetV2, blocks 14-18
     trained on cached 160 px stem outputs, 96 x 10 x 10, P x K = 8 x 4; one thread, as a
@@ -179,8 +178,10 @@ def test_channels_last_steps(benchmark, perf_table):
     torch.set_num_threads(1)
     try:
         benchmark.group = "training step, MobileNetV2 blocks 14-18, 8 x 4 at 160 px, 1 thread"
-        out = benchmark.pedantic(layout_turns, args=(
-            {"nchw": nchw, "channels_last": nhwc}, batches, labels), rounds=1, iterations=1)
+        runs = {name: functools.partial(_train_steps, model, batches[name], labels)
+                for name, model in (("nchw", nchw), ("channels_last", nhwc))}
+        out = benchmark.pedantic(take_turns, args=(runs, 5), rounds=1, iterations=1)
+        out = {name: t / len(feats) for name, t in out.items()}  # per step
     finally:
         torch.set_num_threads(threads)
     benchmark.extra_info.update({f"{k}_step_median_s": v for k, v in out.items()})
@@ -188,9 +189,7 @@ def test_channels_last_steps(benchmark, perf_table):
 
 
 def test_channels_last_target(perf_table):
-    row = perf_table.get("channels_last", {})
-    if len(row) < 2:
-        pytest.skip("run the whole file: the comparison needs both layouts of this run")
+    row = both_variants(perf_table, "channels_last")
     speedup = row["nchw"] / row["channels_last"]
     print(f"\nchannels-last: {1e3 * row['channels_last']:.0f} ms per step vs "
           f"{1e3 * row['nchw']:.0f} ms in NCHW ({speedup:.2f}x, target >= 1.2x)")
