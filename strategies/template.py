@@ -234,7 +234,7 @@ class RetrievalTemplate(SupervisedTemplate):
 
     @staticmethod
     def _active_options(device: str | torch.device, amp: bool, channels_last: bool
-                   ) -> tuple[bool, bool]:
+                        ) -> tuple[bool, bool]:
         """Which of ``amp`` and ``channels_last`` act on ``device``: ``amp`` on CUDA only
         (and only with bfloat16 support), with a one-line note when asked for where it does
         not act; ``channels_last`` everywhere."""
