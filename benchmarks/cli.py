@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "store), 2 for bad input.")
     p.add_argument("config", help="matrix file (YAML), e.g. configs/demo.yaml")
     p.add_argument("--out", help="results store (default: results/<matrix name>)")
-    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--jobs", type=_at_least(1), default=1,
+                   help="cells run in parallel processes")
     from benchmarks.run.executors import EXECUTORS  # light: the training stack loads lazily
 
     p.add_argument("--executor", choices=list(EXECUTORS), default="local",
@@ -185,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", type=float, default=None, metavar="FRACTION",
                    help="hold out this fraction of each class's train images in scenarios "
                    "without a validation split (default: refuse such scenarios)")
-    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--jobs", type=_at_least(1), default=1,
+                   help="cells run in parallel processes")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
 
@@ -393,8 +395,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, run_overrides(args), registries=False)
     if not args.dry_run and not args.check_determinism:
         get_executor(args.executor).check(config.slurm.model_dump())
-    if args.jobs < 1:
-        raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
     older = None
     if args.rerun_before:
         from benchmarks.run.store import older_than
@@ -513,8 +513,6 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     """``lrbench tune``: see :mod:`benchmarks.tune`."""
     from benchmarks.tune import tune
 
-    if args.jobs < 1:
-        raise LrbenchError(f"--jobs must be at least 1, got {args.jobs}")
     result = tune(args.config, args.trials, out=args.out, seed=args.seed,
                   objective=args.objective, metric=args.metric, validation=args.validation,
                   jobs=args.jobs, overrides=args.overrides, progress=sys.stderr.isatty())

@@ -171,7 +171,7 @@ class RetrievalTemplate(SupervisedTemplate):
             raise ValueError(f"P x K batches need P >= 2 classes and K >= 2 images, got {p} x {k}")
         self.p, self.k, self.iterations, self.epochs, self.seed = p, k, iterations, epochs, seed
         self.max_grad_norm = max_grad_norm
-        self.amp, self.channels_last = self._active_options(device, amp, channels_last)
+        self.amp, self.channels_last = self._amp_acts(device, amp), channels_last
         self.metrics = metrics or RetrievalMetrics()
         with warnings.catch_warnings():  # no loggers is a choice here, not a mistake
             warnings.filterwarnings("ignore", message="No loggers specified")
@@ -233,21 +233,19 @@ class RetrievalTemplate(SupervisedTemplate):
         return out
 
     @staticmethod
-    def _active_options(device: str | torch.device, amp: bool, channels_last: bool
-                        ) -> tuple[bool, bool]:
-        """Which of ``amp`` and ``channels_last`` act on ``device``: ``amp`` on CUDA only
-        (and only with bfloat16 support), with a one-line note when asked for where it does
-        not act; ``channels_last`` everywhere."""
+    def _amp_acts(device: str | torch.device, amp: bool) -> bool:
+        """Whether ``amp`` acts on ``device``: on CUDA with bfloat16 support only; a one-line
+        note when it was asked for where it does not (``channels_last`` acts everywhere)."""
         if not amp:
-            return False, channels_last
+            return False
         if torch.device(device).type != "cuda":
             note_once(f"training.amp: inactive on {torch.device(device).type} (CUDA only); "
                       "this run computes in float32")
-            return False, channels_last
+            return False
         if not torch.cuda.is_bf16_supported():
             note_once("training.amp: inactive, this GPU has no bfloat16 support")
-            amp = False
-        return amp, channels_last
+            return False
+        return True
 
     def forward(self) -> torch.Tensor:
         """The model on the minibatch; under bfloat16 autocast with ``amp`` (the embeddings
