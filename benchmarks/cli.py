@@ -496,8 +496,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
             for _, row in checked[checked.claim == name].iterrows():
                 print(f"{'':<14}   {comparison_line(row)}")
     pages = [p for p in report.files if p.name in ("report.md", "report.html")]
+    variants = sum(len(set(a.data.variant)) for a in report.ablations)
     print(f"{report.out}: {len(report.tables)} table(s), "
-          f"{sum(len(v) for v in report.figures.values())} figure file(s)"
+          + (f"{variants} ablation variant(s) in ablations/, " if variants else "")
+          + f"{sum(len(v) for v in report.figures.values())} figure file(s)"
           + (f"; open {pages[-1]}" if pages else ""))
     if len(args.stores) == 1:  # one store whose matrix tracks to MLflow: attach the report
         from pathlib import Path

@@ -188,7 +188,10 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
     direction, margin, n_pairs, mean_strategy, mean_versus, mean_diff, ci_low, ci_high
     (of the paired differences), p_value, p_adjusted (Holm over every comparison of every
     claim), verdict, and claim_verdict (the claim's, over its comparisons)."""
+    from reports.tables import variant_parents
+
     validate_claims(results, claims)
+    variants = variant_parents(results)
     tables: dict[str, pd.DataFrame] = {}
     rows = []
     for claim in claims.claims:
@@ -196,7 +199,9 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
         for scenario in claim.scenarios or results.scenarios:
             sc = cells[cells.scenario == scenario]
             present = list(dict.fromkeys(sc.strategy))
-            versus = [s for s in present if s not in claim.strategies] \
+            # "others": the scenario's strategies, not ablation variants (as in the report)
+            versus = [s for s in present if s not in claim.strategies
+                      and (scenario, s) not in variants] \
                 if claim.versus == "others" else claim.versus
             for strategy in claim.strategies:
                 for other in versus:

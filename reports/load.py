@@ -19,7 +19,7 @@ Metric names: ``recall@K`` (one per K the matrix evaluated) and ``map_at_r``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,25 @@ class Results:
     def scenarios(self) -> list[str]:
         """Scenario names in the order they first appear."""
         return list(dict.fromkeys(self.cells["scenario"])) if len(self.cells) else []
+
+    def without(self, rows: set[tuple[str, str]]) -> Results:
+        """These results less the cells of the (scenario, strategy) pairs in ``rows`` (the
+        ablation variants, kept out of the comparison tables and figures)."""
+        if not rows:
+            return self
+
+        def keep(key: tuple[str, str, int]) -> bool:
+            return (key[0], key[1]) not in rows
+
+        cells = self.cells[[(sc, st) not in rows for sc, st in
+                            zip(self.cells.scenario, self.cells.strategy, strict=True)]]
+        return replace(self, cells=cells.reset_index(drop=True),
+                       matrices={k: v for k, v in self.matrices.items() if keep(k)},
+                       seen={k: v for k, v in self.seen.items() if keep(k)},
+                       losses={k: v for k, v in self.losses.items() if keep(k)},
+                       warnings={k: v for k, v in self.warnings.items() if keep(k)},
+                       commits={k: v for k, v in self.commits.items() if keep(k)},
+                       cross={k: v for k, v in self.cross.items() if keep(k)})
 
 
 def _curves(payload: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -264,7 +283,8 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         base = {"scenario": key[0], "strategy": key[1], "seed": key[2],
                 "store": str(store), "cell": cell.name}
         if result.get("status") != "finished":
-            failed.append({**base, "status": result.get("status", "unknown"),
+            failed.append({**base, "plugin": str(cfg.get("plugin") or key[1]),
+                           "status": result.get("status", "unknown"),
                            "reason": result.get("reason", "")})
             continue
         finished.append(scenario)
@@ -282,7 +302,8 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         if result["payload"].get("cross_model"):
             cross[key] = {f"recall@{k}": np.array(m, dtype=float)
                           for k, m in result["payload"]["cross_model"].items()}
-        row = {**base, "num_experiences": result["payload"]["num_experiences"],
+        row = {**base, "plugin": str(cfg.get("plugin") or key[1]),
+               "num_experiences": result["payload"]["num_experiences"],
                "train_s": result["payload"].get("timings", {}).get("total_s")}
         for metric, mat in mats.items():
             row[f"final:{metric}"] = float(mat[-1].mean())
@@ -301,7 +322,8 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         ).sort_values(["_sc", "_name", "_split", "_st", "strategy", "seed"], kind="stable",
                       ignore_index=True).drop(columns=["_sc", "_name", "_split", "_st"])
     return Results(cells, matrices, pd.DataFrame(
-        failed, columns=["scenario", "strategy", "seed", "store", "cell", "status", "reason"]),
+        failed, columns=["scenario", "strategy", "seed", "store", "cell", "plugin", "status",
+                         "reason"]),
         paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())},
         seen_curves, losses, warnings, commits, stale, cross)
 

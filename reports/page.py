@@ -5,6 +5,7 @@ Output folder (default ``<first store>/report``)::
     report.md            tables inline, figures linked (PNG), failures, config, versions
     report.html          the same, self-contained: figures embedded, no external file
     tables/<scenario>.{md,csv,tex}
+    ablations/<scenario>.{md,csv,tex}  each ablation variant against the strategy it varies
     cost/<scenario>.csv  seconds per cell and per 100 steps, per strategy (with csv)
     claims.{md,csv}      with --claims
     figures/<kind>_<scenario>_<metric>.{png,svg}
@@ -53,6 +54,8 @@ class Report:
     stale: list[Path] = field(default_factory=list)
     #: the comparisons of ``--claims`` with their verdicts (:func:`reports.claims.check_claims`)
     claims: object = None
+    #: per scenario with ablation variants (:func:`reports.tables.ablation_tables`)
+    ablations: list[Any] = field(default_factory=list)
 
 
 def build_report(stores: list[str | Path], out: str | Path | None = None,
@@ -71,11 +74,17 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
 
     ``claims``: a claims file (:mod:`reports.claims`) tested against the results, written
     as ``claims.md`` and ``claims.csv``; a claim naming a strategy, scenario or metric the
-    results lack is a one-line error before anything is written."""
+    results lack is a one-line error before anything is written.
+
+    Ablation variants (a matrix entry whose plugin is another entry of its scenario, see
+    :func:`reports.tables.variant_parents`) are left out of the comparison tables and
+    their figures, and compared with the strategy they vary in an ablation table and
+    figure of their own (each with its own Holm family), so adding ablations never changes
+    the comparison's tests."""
     from reports import plots
     from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
-    from reports.tables import comparison_tables
+    from reports.tables import ablation_tables, comparison_tables, variant_parents
 
     formats = formats or ["md", "html", "tex", "csv", "png", "svg"]
     claims_file = load_claims(claims) if claims is not None else None
@@ -94,13 +103,15 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     metric = metric.lower()
     out = Path(out) if out else Path(stores[0]) / "report"
     checked = check_claims(results, claims_file) if claims_file is not None else None
-    tables = comparison_tables(results, metric, baseline, alpha)
+    main = results.without(set(variant_parents(results, baseline)))
+    tables = comparison_tables(main, metric, baseline, alpha)
+    ablations = ablation_tables(results, metric, baseline, alpha)
     try:  # before anything is written: an unwritable folder is one line, not a traceback
         check_writable(out)
     except OSError as exc:
         raise LrbenchError(f"cannot write the report to {str(out)!r} ({exc.strerror}); fix "
                            "its permissions or choose another --out") from None
-    report = Report(out, tables, claims=checked, stale=results.stale)
+    report = Report(out, tables, claims=checked, stale=results.stale, ablations=ablations)
     if checked is not None:
         for name, text in (("claims.md", claims_markdown(checked)),
                            ("claims.csv", claims_csv(checked))):
@@ -110,6 +121,12 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
         for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()), ("tex", t.to_latex())):
             if fmt in formats or (fmt == "md" and "html" in formats):
                 path = out / "tables" / f"{plots.slug(t.scenario)}.{fmt}"
+                atomic_write(path, text)
+                report.files.append(path)
+    for a in ablations:
+        for fmt, text in (("md", a.to_markdown()), ("csv", a.to_csv()), ("tex", a.to_latex())):
+            if fmt in formats or (fmt == "md" and "html" in formats):
+                path = out / "ablations" / f"{plots.slug(a.scenario)}.{fmt}"
                 atomic_write(path, text)
                 report.files.append(path)
     if "csv" in formats:  # what each strategy's cells cost, per scenario (own folder: the
@@ -125,17 +142,20 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     if ("md" in formats or "html" in formats) and "png" not in image_formats:
         image_formats.append("png")  # the page shows PNGs
     fig_dir = out / "figures"
-    for sc in results.scenarios:
+    for sc in main.scenarios:
         report.figures[f"seen_curves/{sc}"] = plots.seen_curves(
-            results, sc, metric, fig_dir, image_formats)
+            main, sc, metric, fig_dir, image_formats)
         report.figures[f"r_matrix/{sc}"] = plots.r_matrix_heatmaps(
-            results, sc, metric, fig_dir, image_formats)
+            main, sc, metric, fig_dir, image_formats)
         report.figures[f"task_curves/{sc}"] = plots.task_curves(
-            results, sc, metric, fig_dir, image_formats)
+            main, sc, metric, fig_dir, image_formats)
         report.figures[f"tradeoff/{sc}"] = plots.tradeoff_scatter(
-            results, sc, metric, fig_dir, image_formats)
-        report.figures[f"recall_bars/{sc}"] = plots.recall_bars(results, sc, fig_dir,
+            main, sc, metric, fig_dir, image_formats)
+        report.figures[f"recall_bars/{sc}"] = plots.recall_bars(main, sc, fig_dir,
                                                                image_formats)
+    for a in ablations:
+        report.figures[f"ablations/{a.scenario}"] = plots.ablation_deltas(a, fig_dir,
+                                                                         image_formats)
     for paths in report.figures.values():
         report.files += paths
     if "md" in formats:
@@ -154,6 +174,8 @@ FIGURE_TITLES = {
     "task_curves": "Each task across the stream (band: 95% bootstrap CI over seeds)",
     "tradeoff": "Final value against forgetting: up and to the left is better",
     "recall_bars": "Final mean Recall@K over all tasks (bars: 95% bootstrap CI over seeds)",
+    "ablations": "Ablations: each variant minus the strategy it varies, per seed pair "
+                 "(bars: 95% bootstrap CI of the mean difference; right of 0 = higher)",
 }
 
 
@@ -164,7 +186,8 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
     blocks: list[tuple[str, str, object]] = []
     m = metric_title(metric)
     n_cells = len(results.cells)
-    blocks.append(("p", statistics_paragraph(report.tables), None))  # first, see its doc
+    # first, see its doc
+    blocks.append(("p", statistics_paragraph(report.tables, bool(report.ablations)), None))
     blocks.append(("p", f"{n_cells} finished cells from {len(results.stores)} store(s): "
                    + ", ".join(f"`{s}`" for s in results.stores) + ".", None))
     blocks.append(("p", (
@@ -235,8 +258,20 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
         for kind, title in FIGURE_TITLES.items():
             paths = [p for p in report.figures.get(f"{kind}/{t.scenario}", [])
                      if p.suffix == ".png"]
-            if paths:
+            if paths and kind != "ablations":
                 blocks.append(("figure", title, paths[0]))
+        ablation = next((a for a in report.ablations if a.scenario == t.scenario), None)
+        if ablation is not None:
+            blocks.append(("p", f"**Ablations** ({t.scenario}): each variant against the "
+                           "strategy it varies, on the same seeds; the variants are left "
+                           "out of the comparison table and figures above (their loss "
+                           "terms and costs are in the tables above).", None))
+            blocks.append(("table", "", ablation))
+            blocks.append(("p", ablation.legend(), None))
+            paths = [p for p in report.figures.get(f"ablations/{t.scenario}", [])
+                     if p.suffix == ".png"]
+            if paths:
+                blocks.append(("figure", FIGURE_TITLES["ablations"], paths[0]))
     blocks.append(("h2", "Matrix configuration", None))
     for store, text in results.configs.items():
         blocks.append(("code", f"{store}/matrix.yaml", text))
@@ -246,9 +281,10 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
     return blocks
 
 
-def statistics_paragraph(tables: list[Table]) -> str:
+def statistics_paragraph(tables: list[Table], ablations: bool = False) -> str:
     """The report's first paragraph: which tests were run, and what they can and cannot
-    show with the number of seeds these results have (numbers computed, not assumed)."""
+    show with the number of seeds these results have (numbers computed, not assumed);
+    with ``ablations``, that the ablation tables are families of their own."""
     from reports.tables import power_note
 
     if not tables:
@@ -269,7 +305,9 @@ def statistics_paragraph(tables: list[Table]) -> str:
              "paired seeds or when the per-seed differences do not vary. ")
     pairs = sorted({n for t in tables for n in t.paired_seeds})
     m = max(t.family_size for t in tables)
-    return text + " ".join(power_note(n, alpha, m) for n in pairs)
+    return text + " ".join(power_note(n, alpha, m) for n in pairs) + (
+        " Ablation variants are compared with the strategy they vary in tables of their own, "
+        "each its own Holm family (below each comparison)." if ablations else "")
 
 
 def markdown_page(results: Results, report: Report, metric: str) -> str:

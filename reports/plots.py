@@ -11,7 +11,12 @@ paths. Every figure of a scenario shares one colour per strategy.
 * :func:`task_curves`: a panel per strategy, each task's value across the stream;
 * :func:`tradeoff_scatter`: final value against forgetting (plasticity vs stability),
   error bars = 95% bootstrap CIs;
-* :func:`recall_bars`: final mean Recall@K per strategy, grouped by K, 95% bootstrap CIs.
+* :func:`recall_bars`: final mean Recall@K per strategy, grouped by K, 95% bootstrap CIs;
+* :func:`ablation_deltas`: each ablation variant minus the strategy it varies, a panel per
+  column, 95% bootstrap CIs of the paired difference.
+
+The comparison figures draw the comparison table's strategies; ablation variants have
+their own figure (see :func:`reports.page.build_report`).
 
 With one seed, or seeds that all gave the same value, there is no band or bar (the CI is
 undefined or degenerate).
@@ -32,7 +37,7 @@ import seaborn as sns  # noqa: E402
 
 from metrics.io import atomic_write  # noqa: E402
 from reports.load import Results, summaries  # noqa: E402
-from reports.tables import bootstrap_ci, metric_title  # noqa: E402
+from reports.tables import AblationTable, bootstrap_ci, metric_title  # noqa: E402
 
 #: one paper column (inches), and the font size that stays legible at that width
 COLUMN_WIDTH = 3.5
@@ -281,3 +286,39 @@ def recall_bars(results: Results, scenario: str, out: Path, formats: list[str]) 
         ax.set_title(f"{scenario}: final Recall@K over all tasks")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         return _save(fig, out, f"recall_bars_{scenario}", formats)
+
+
+def ablation_deltas(table: AblationTable, out: Path, formats: list[str]) -> list[Path]:
+    """A panel per column of ``table``: each variant's mean difference from the strategy it
+    varies (dot) with its 95% bootstrap CI (bar), a line at 0; dark = Holm-significant,
+    light = not shown to differ. For forgetting, right of 0 means the variant forgets
+    more."""
+    data = table.data
+    variants = list(dict.fromkeys(data.variant))
+    cols = table.columns
+    names = [f"{v} (of {data[data.variant == v].parent.iloc[0]})" for v in variants]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(cols), sharey=True, squeeze=False, layout="constrained",
+                                 figsize=(1.7 * len(cols) + 1.6, 0.28 * len(variants) + 1.1))
+        for ax, (col, title) in zip(axes[0], cols, strict=True):
+            for y, v in enumerate(variants):
+                r = data[(data.variant == v) & (data.column == col)]
+                if r.empty or not np.isfinite(r["delta"].iloc[0]):
+                    continue
+                r = r.iloc[0]
+                colour = "#1f1f1f" if r["significant"] else "#9a9a9a"
+                err = None
+                if np.isfinite(r["ci_low"]):
+                    err = np.array([[max(r["delta"] - r["ci_low"], 0.0)],
+                                    [max(r["ci_high"] - r["delta"], 0.0)]])
+                ax.errorbar(r["delta"], y, xerr=err, fmt="o", ms=4, color=colour,
+                            capsize=2, elinewidth=0.9)
+            ax.axvline(0, color="#c44e52", lw=0.8, ls="--")
+            ax.set_title(f"Δ {title}", fontsize=FONT_SIZE)
+            ax.grid(axis="x", alpha=0.3)
+            ax.tick_params(axis="x", labelrotation=30)
+        axes[0][0].set_yticks(range(len(variants)), names)
+        axes[0][0].set_ylim(len(variants) - 0.5, -0.5)
+        fig.suptitle(f"{table.scenario}: ablations (variant - parent; dark: Holm p < "
+                     f"{table.alpha:g})", fontsize=FONT_SIZE + 1)
+        return _save(fig, out, f"ablations_{table.scenario}_{table.metric}", formats)

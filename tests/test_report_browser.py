@@ -62,8 +62,18 @@ def browse(chromium: str, page: Path, tmp: Path, *args: str) -> subprocess.Compl
                            page.as_uri()], capture_output=True, text=True, timeout=HANG_S)
 
 
-def test_report_renders_every_table_and_figure(chromium, smoke_store, tmp_path):
-    report = build_report([smoke_store], tmp_path / "report", formats=["html", "png"])
+@pytest.mark.parametrize("kind", ["smoke", "ablations"])
+def test_report_renders_every_table_and_figure(chromium, smoke_store, tmp_path, kind):
+    """The smoke matrix's report, and one with ablation variants (their own table and
+    figure)."""
+    if kind == "ablations":
+        from test_reports import ABLATION, ablation_store
+
+        store = ablation_store(tmp_path / "store", ABLATION)
+    else:
+        store = smoke_store
+    report = build_report([store], tmp_path / "report", formats=["html", "png"])
+    assert bool(report.ablations) == (kind == "ablations")
     n_figures = sum(len([p for p in files if p.suffix == ".png"])
                     for files in report.figures.values())
     assert n_figures >= 4

@@ -406,3 +406,158 @@ def test_cross_model_is_reported_when_measured(tmp_path):
                and ln.count("|") == 5)
     assert row == (f"| finetune | {c[-1][0]:.3f} | {c[-1][1]:.3f} | "
                    f"{res['payload']['seen']['recall']['1'][-1]:.3f} |")
+
+
+# -- ablation variants: their own table, the comparison untouched ---------------------------
+
+#: per seed: (R@1 on task 0 after task 1 = the final seen value, last task's R@1);
+#: task 0 was 0.80 after learning it, so forgetting = 0.80 - the first value
+ABLATION = {
+    "finetune": [(0.40, 0.90), (0.42, 0.91), (0.38, 0.89), (0.41, 0.92), (0.39, 0.90)],
+    "m": [(0.60, 0.90), (0.63, 0.88), (0.58, 0.91), (0.62, 0.90), (0.61, 0.89)],
+    "m-off": [(0.50, 0.91), (0.55, 0.90), (0.47, 0.92), (0.52, 0.90), (0.50, 0.91)],
+    "m-same": [(0.61, 0.89), (0.61, 0.90), (0.60, 0.90), (0.61, 0.91), (0.62, 0.88)],
+    "lone": [(0.55, 0.90), (0.56, 0.90), (0.54, 0.91), (0.57, 0.89), (0.55, 0.90)],
+}
+PLUGINS = {"m-off": "m", "m-same": "m", "lone": "absent"}
+
+
+def ablation_store(folder: Path, strategies: dict[str, list[tuple[float, float]]],
+                   seeds: dict[str, int] | None = None) -> Path:
+    from test_statistics import write_cell
+
+    for strategy, values in strategies.items():
+        for seed, (old, last) in list(enumerate(values))[:(seeds or {}).get(strategy, 5)]:
+            write_cell(folder, "sc", strategy, seed, [[0.80, 0.10], [old, last]],
+                       plugin=PLUGINS.get(strategy))
+    return folder
+
+
+def brute_holm(p: list[float]) -> list[float]:
+    """Holm by its definition: the i-th smallest of m times (m - i), running max, cap 1."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    out, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_ablation_table_against_hand_computed_values(tmp_path):
+    """Each variant against its parent (plugin = another entry of the scenario), paired by
+    seed: mean difference, paired t-test and Holm over the table's tests; an entry whose
+    plugin did not run (`lone`) and the baseline are not variants."""
+    from scipy import stats
+
+    from reports.load import load_results
+    from reports.tables import ablation_tables, bootstrap_ci, variant_parents
+
+    results = load_results([ablation_store(tmp_path / "s", ABLATION, {"m-same": 4})])
+    assert variant_parents(results, "finetune") == {("sc", "m-off"): "m", ("sc", "m-same"): "m"}
+    (table,) = ablation_tables(results, "recall@1", "finetune")
+    got = table.data.set_index(["variant", "column"])
+    assert list(dict.fromkeys(table.data.variant)) == ["m-off", "m-same"]
+    raw = []
+    for variant in ("m-off", "m-same"):
+        n = 4 if variant == "m-same" else 5
+        for col, pick in (("final_seen", lambda v: v[0]),
+                          ("avg_incremental_seen", lambda v: (0.80 + v[0]) / 2),
+                          ("forgetting", lambda v: 0.80 - v[0]), ("last_task", lambda v: v[1])):
+            a = [pick(v) for v in ABLATION[variant][:n]]
+            b = [pick(v) for v in ABLATION["m"][:n]]
+            diff = [x - y for x, y in zip(a, b, strict=True)]
+            row = got.loc[(variant, col)]
+            assert row["parent"] == "m" and row["n_pairs"] == n
+            assert row["delta"] == pytest.approx(statistics.fmean(diff), abs=1e-12)
+            assert row["mean"] == pytest.approx(statistics.fmean(a), abs=1e-12)
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx(bootstrap_ci(diff))
+            p = stats.ttest_rel(a, b).pvalue
+            assert row["p_value"] == pytest.approx(p, rel=1e-9)
+            raw.append(p)
+    assert list(table.data.p_adjusted) == pytest.approx(brute_holm(raw), rel=1e-9)
+    assert table.family_size == 8
+    off = got.loc[("m-off", "final_seen")]
+    assert off["delta"] == pytest.approx(-0.10, abs=1e-9) and off["significant"]
+    assert not got.loc[("m-same", "final_seen")]["significant"]  # inside the noise
+
+
+def test_ablations_leave_the_comparison_untouched(tmp_path):
+    """The comparison table, its tests and its figures are those of the matrix without the
+    variants; the variants get their own table, CSV, section and figure."""
+    with_variants = ablation_store(tmp_path / "with", ABLATION)
+    without = ablation_store(tmp_path / "without", {
+        k: v for k, v in ABLATION.items() if k not in ("m-off", "m-same")})
+    for store in (with_variants, without):
+        assert main(["report", str(store), "--out", str(store / "r"),
+                     "--format", "md,csv,png"]) == 0
+    a, b = (s / "r" / "tables" / "sc.csv" for s in (with_variants, without))
+    assert a.read_text() == b.read_text()  # same rows, same p-values, same Holm family
+    out = with_variants / "r"
+    assert not (without / "r" / "ablations").exists()
+    rows = list(csv.DictReader(io.StringIO((out / "ablations" / "sc.csv").read_text())))
+    assert {(r["variant"], r["parent"]) for r in rows} == {("m-off", "m"), ("m-same", "m")}
+    md = (out / "report.md").read_text()
+    assert "**Ablations** (sc)" in md
+    assert "| m-off | m | 5 | 0.508 | -0.100 [" in md
+    assert "over the 8 defined test(s) of this table" in md
+    figure = out / "figures" / "ablations_sc_recall-1.png"
+    assert _is_png(figure) and f"]({figure.relative_to(out)})" in md
+    # the comparison figures draw the comparison's strategies only
+    seen = (out / "figures" / "seen_curves_sc_recall-1.png").read_bytes()
+    assert seen == (without / "r" / "figures" / "seen_curves_sc_recall-1.png").read_bytes()
+
+
+def test_a_store_without_plugins_has_no_variants(smoke_store):
+    """Stores written before cells recorded their plugin, and matrices without variants:
+    no ablation table, every strategy in the comparison."""
+    from reports.load import load_results
+    from reports.tables import ablation_tables, variant_parents
+
+    results = load_results([smoke_store])
+    assert variant_parents(results) == {}
+    assert ablation_tables(results) == []
+
+
+def test_ablation_edge_cases(tmp_path):
+    """The baseline is never a variant; a variant whose parent's cells all failed stays a
+    variant (the comparison's family does not change with failures); a variant with one
+    paired seed has undefined tests, marked (n/a), left out of the Holm family."""
+    from reports.load import load_results
+    from reports.tables import ablation_tables, variant_parents
+
+    store = ablation_store(tmp_path / "s", ABLATION, {"m-same": 1})
+    results = load_results([store])
+    assert variant_parents(results, "m-off") == {("sc", "m-same"): "m"}
+    (table,) = ablation_tables(results, "recall@1", "finetune")
+    one = table.data[table.data.variant == "m-same"]
+    assert set(one.n_pairs) == {1} and one.p_value.isna().all()
+    assert table.family_size == 4  # m-off's four tests only
+    assert "| m-same | m | 1 | 0.610 | +0.010 (n/a) |" in table.to_markdown()
+    assert r"$\Delta$ Final R@1 seen" in table.to_latex()
+    for seed in range(5):  # every cell of the parent failed
+        path = store / "cells" / f"sc__m__seed{seed}" / "result.json"
+        res = json.loads(path.read_text())
+        path.write_text(json.dumps({**res, "status": "failed", "reason": "boom"}))
+    failed = load_results([store])
+    assert set(variant_parents(failed, "finetune")) == {("sc", "m-off"), ("sc", "m-same")}
+    assert main(["report", str(store), "--out", str(tmp_path / "r"), "--format", "md"]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| m-off | m | 0 | – | – | – | – | – |" in md  # no pair: nothing claimed
+    table_md = (tmp_path / "r" / "tables" / "sc.md").read_text()
+    assert "| m-off |" not in table_md and "| finetune | 5 |" in table_md
+
+
+def test_claims_versus_others_leaves_variants_out(tmp_path):
+    """``versus: others`` compares with the comparison table's strategies, not with the
+    claimed strategy's (or anyone's) ablation variants."""
+    import yaml
+
+    from reports.claims import check_claims, load_claims
+    from reports.load import load_results
+
+    store = ablation_store(tmp_path / "s", ABLATION)
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [
+        {"name": "m best", "strategies": ["m"], "versus": "others", "direction": "higher"}]}))
+    data = check_claims(load_results([store]), load_claims(path))
+    assert sorted(data.versus) == ["finetune", "lone"]

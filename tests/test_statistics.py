@@ -124,8 +124,9 @@ def test_power_note_numbers():
 
 def write_cell(store: Path, scenario: str, strategy: str, seed: int, r: list[list[float]],
                iterations: int = 5, hparams: dict[str, Any] | None = None,
-               status: str = "finished") -> Path:
-    """One result.json as the runner writes it (the fields the reports read)."""
+               status: str = "finished", plugin: str | None = None) -> Path:
+    """One result.json as the runner writes it (the fields the reports read); ``plugin``
+    is the strategy's plugin when ``strategy`` is a label of a variant."""
     cfg = {"scenario": {"name": scenario, "dataset": "synth-fg", "schedule": "4+4"},
            "strategy": strategy, "hparams": hparams or {}, "seed": seed,
            "model": {"trunk": "small_cnn", "dim": 32},
@@ -133,6 +134,8 @@ def write_cell(store: Path, scenario: str, strategy: str, seed: int, r: list[lis
            "evaluation": {"ks": [1], "map_at_r": True}, "cache": {"features": True},
            "data_root": str(store), "cache_dir": None,
            "id": f"{scenario}__{strategy}__seed{seed}"}
+    if plugin is not None:  # as the runner writes it: only for a variant
+        cfg["plugin"] = plugin
     cfg["hash"] = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
     result = {"id": cfg["id"], "config_hash": cfg["hash"], "config": cfg, "status": status,
               "versions": {"torch": "test"}}

@@ -36,8 +36,9 @@ else
 fi
 
 # 2. per stream: the tuned test table (union-of-seen Recall@1 first, Holm-adjusted tests),
-#    its figures and costs; on CUB with the ablation rows (the ablation store merged in:
-#    its finetune, fecd and dkd cells are the test matrix's own, same config hash)
+#    its figures and costs; on CUB also the ablation table, each variant against the
+#    strategy it varies (the ablation store merged in: its finetune, fecd and dkd cells are
+#    the test matrix's own, same config hash), in cub/ablations/
 if [ -d "${CUB[0]}" ]; then
     report docs/results/cub "${CUB[@]}" --format md,csv,png
 else
