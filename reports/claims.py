@@ -268,11 +268,13 @@ def claims_markdown(data: pd.DataFrame) -> str:
     """The claims, their verdicts and every comparison as a Markdown page."""
     alpha, verdicts = data.attrs["alpha"], data.attrs["verdicts"]
     m = int(np.isfinite(data["p_value"].astype(float)).sum())
+    family = m + int(np.isfinite(data["p_refute"].astype(float)).sum())
     lines = ["# Claims", "",
              f"Each comparison: paired differences over equal seeds (strategy − versus), "
-             f"their mean and 95% percentile bootstrap CI, a paired t-test, Holm-adjusted "
-             f"over all {m} defined test(s) of all claims; alpha = {alpha:g}. Decision rule: "
-             "docs/metrics.md, \"Claims\".", "",
+             f"their mean and 95% percentile bootstrap CI, a paired t-test of the claim and "
+             f"one of its opposite; Holm-adjusted in one family of all {family} defined "
+             f"test(s) ({m} comparison(s), each tested both ways); alpha = {alpha:g}. "
+             "Decision rule: docs/metrics.md, \"Claims\".", "",
              "| claim | verdict |", "|---|---|"]
     lines += [f"| {name} | **{verdict}** |" for name, verdict in verdicts.items()]
     lines += ["", "| claim | scenario | strategy | versus | measure | direction | mean diff "
