@@ -117,18 +117,14 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                            ("claims.csv", claims_csv(checked))):
             atomic_write(out / name, text)
             report.files.append(out / name)
-    for t in tables:
-        for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()), ("tex", t.to_latex())):
-            if fmt in formats or (fmt == "md" and "html" in formats):
-                path = out / "tables" / f"{plots.slug(t.scenario)}.{fmt}"
-                atomic_write(path, text)
-                report.files.append(path)
-    for a in ablations:
-        for fmt, text in (("md", a.to_markdown()), ("csv", a.to_csv()), ("tex", a.to_latex())):
-            if fmt in formats or (fmt == "md" and "html" in formats):
-                path = out / "ablations" / f"{plots.slug(a.scenario)}.{fmt}"
-                atomic_write(path, text)
-                report.files.append(path)
+    for folder, items in (("tables", tables), ("ablations", ablations)):
+        for t in items:
+            for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()),
+                              ("tex", t.to_latex())):
+                if fmt in formats or (fmt == "md" and "html" in formats):
+                    path = out / folder / f"{plots.slug(t.scenario)}.{fmt}"
+                    atomic_write(path, text)
+                    report.files.append(path)
     if "csv" in formats:  # what each strategy's cells cost, per scenario (own folder: the
         from reports.tables import cost_table  # tables/ CSVs share one tidy schema)
 

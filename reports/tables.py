@@ -133,8 +133,24 @@ def power_note(n: int, alpha: float = 0.05, m: int = 1) -> str:
     return text
 
 
+class _LongForm:
+    """What a table in long form (``data``: one row per row label and column) shares."""
+
+    data: pd.DataFrame
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """(column id, title) in display order."""
+        return list(dict.fromkeys(zip(self.data["column"], self.data["title"], strict=True)))
+
+    @property
+    def family_size(self) -> int:
+        """m of the table's Holm family: its defined tests (finite ``p_value``)."""
+        return int(np.isfinite(self.data["p_value"].astype(float)).sum())
+
+
 @dataclass
-class Table:
+class Table(_LongForm):
     """One scenario's comparison: long form (``data``), rendered by the ``to_*`` methods.
 
     ``data`` columns: strategy, column, title, mean, std, n, ci_low, ci_high, n_pairs,
@@ -152,16 +168,6 @@ class Table:
     def strategies(self) -> list[str]:
         """Row order: as the runs list them."""
         return list(dict.fromkeys(self.data["strategy"]))
-
-    @property
-    def columns(self) -> list[tuple[str, str]]:
-        """(column id, title) in display order."""
-        return list(dict.fromkeys(zip(self.data["column"], self.data["title"], strict=True)))
-
-    @property
-    def family_size(self) -> int:
-        """m of the Holm family: the defined tests against the baseline in this table."""
-        return int(np.isfinite(self.data["p_value"].astype(float)).sum())
 
     @property
     def paired_seeds(self) -> list[int]:
@@ -457,7 +463,7 @@ def variant_parents(results: Results, baseline: str | None = None) -> dict[tuple
 
 
 @dataclass
-class AblationTable:
+class AblationTable(_LongForm):
     """One scenario's ablation variants, each against the strategy it varies (its parent).
 
     ``data`` (long form) columns: variant, parent, column, title, mean (the variant's),
@@ -472,16 +478,6 @@ class AblationTable:
     metric: str
     alpha: float
     data: pd.DataFrame
-
-    @property
-    def columns(self) -> list[tuple[str, str]]:
-        """(column id, title) in display order."""
-        return list(dict.fromkeys(zip(self.data["column"], self.data["title"], strict=True)))
-
-    @property
-    def family_size(self) -> int:
-        """m of the Holm family: the defined tests of this table."""
-        return int(np.isfinite(self.data["p_value"].astype(float)).sum())
 
     def _rows(self, dagger: str, undefined: str = " (n/a)") -> list[list[str]]:
         """Header, then one row per variant: name, parent, paired seeds, its final seen
