@@ -215,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-by", default="", metavar="SETTING[,SETTING]",
                    help="one table per value of these cell settings (e.g. training.iterations) "
                    "instead of refusing stores whose cells differ in them")
+    p.add_argument("--no-ablations", action="store_true",
+                   help="keep ablation variants (an entry whose strategy: is another entry, "
+                   "e.g. a sweep) in the comparison table and its figures, tested like every "
+                   "strategy, instead of comparing each with the strategy it varies in "
+                   "ablations/")
 
     p = sub.add_parser("stream", help="show the experiences of a stream", description=(
         "Give a PROTOCOL name, or --dataset/--schedule for a class-incremental stream, or "
@@ -482,7 +487,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           require_baseline=args.baseline is not None, metric=args.metric,
                           formats=formats,
                           split_by=[k.strip() for k in args.split_by.split(",") if k.strip()],
-                          claims=args.claims)
+                          claims=args.claims, ablations=not args.no_ablations)
     from benchmarks.run.store import stale_lines
 
     for line in stale_lines(report.stale):

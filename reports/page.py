@@ -62,7 +62,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                  baseline: str | None = "finetune", metric: str = "recall@1",
                  formats: list[str] | None = None, alpha: float = 0.05,
                  split_by: list[str] | None = None, require_baseline: bool = False,
-                 claims: str | Path | None = None) -> Report:
+                 claims: str | Path | None = None, ablations: bool = True) -> Report:
     """Load ``stores``, write tables, figures and the report page into ``out``.
 
     ``require_baseline``: a ``baseline`` that is not a strategy of the results is a
@@ -80,7 +80,8 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     :func:`reports.tables.variant_parents`) are left out of the comparison tables and
     their figures, and compared with the strategy they vary in an ablation table and
     figure of their own (each with its own Holm family), so adding ablations never changes
-    the comparison's tests."""
+    the comparison's tests; ``ablations=False`` keeps them in the comparison instead (a
+    sweep whose every value should be tested against the baseline)."""
     from reports import plots
     from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
@@ -103,21 +104,21 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     metric = metric.lower()
     out = Path(out) if out else Path(stores[0]) / "report"
     checked = check_claims(results, claims_file) if claims_file is not None else None
-    main = results.without(set(variant_parents(results, baseline)))
+    main = results.without(set(variant_parents(results, baseline))) if ablations else results
     tables = comparison_tables(main, metric, baseline, alpha)
-    ablations = ablation_tables(results, metric, baseline, alpha)
+    abl_tables = ablation_tables(results, metric, baseline, alpha) if ablations else []
     try:  # before anything is written: an unwritable folder is one line, not a traceback
         check_writable(out)
     except OSError as exc:
         raise LrbenchError(f"cannot write the report to {str(out)!r} ({exc.strerror}); fix "
                            "its permissions or choose another --out") from None
-    report = Report(out, tables, claims=checked, stale=results.stale, ablations=ablations)
+    report = Report(out, tables, claims=checked, stale=results.stale, ablations=abl_tables)
     if checked is not None:
         for name, text in (("claims.md", claims_markdown(checked)),
                            ("claims.csv", claims_csv(checked))):
             atomic_write(out / name, text)
             report.files.append(out / name)
-    for folder, items in (("tables", tables), ("ablations", ablations)):
+    for folder, items in (("tables", tables), ("ablations", abl_tables)):
         for t in items:
             for fmt, text in (("md", t.to_markdown()), ("csv", t.to_csv()),
                               ("tex", t.to_latex())):
@@ -149,7 +150,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
             main, sc, metric, fig_dir, image_formats)
         report.figures[f"recall_bars/{sc}"] = plots.recall_bars(main, sc, fig_dir,
                                                                image_formats)
-    for a in ablations:
+    for a in abl_tables:
         report.figures[f"ablations/{a.scenario}"] = plots.ablation_deltas(a, fig_dir,
                                                                          image_formats)
     for paths in report.figures.values():

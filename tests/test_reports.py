@@ -561,3 +561,15 @@ def test_claims_versus_others_leaves_variants_out(tmp_path):
         {"name": "m best", "strategies": ["m"], "versus": "others", "direction": "higher"}]}))
     data = check_claims(load_results([store]), load_claims(path))
     assert sorted(data.versus) == ["finetune", "lone"]
+
+
+def test_no_ablations_keeps_variants_in_the_comparison(tmp_path):
+    """``--no-ablations``: a sweep's every entry in the comparison table, tested against the
+    baseline in one family, and no ablation table."""
+    store = ablation_store(tmp_path / "s", ABLATION)
+    assert main(["report", str(store), "--out", str(tmp_path / "r"), "--format", "md,csv",
+                 "--no-ablations"]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "r" / "tables" / "sc.csv").read_text())))
+    assert {r["strategy"] for r in rows} == set(ABLATION)
+    assert not (tmp_path / "r" / "ablations").exists()
+    assert "**Ablations**" not in (tmp_path / "r" / "report.md").read_text()
