@@ -54,14 +54,23 @@ def test_p_larger_than_the_experience_is_an_error():
         type(tpl)(model=tpl.model, optimizer=tpl.optimizer, iterations=None, epochs=None)
 
 
-def test_mid_stream_resume_equals_uninterrupted_run_with_classifier_growth(tmp_path):
-    """LwF: a teacher, a growing classifier; checkpoint after the second of 3 experiences."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_mid_stream_resume_equals_uninterrupted_run_with_classifier_growth(tmp_path,
+                                                                           channels_last):
+    """LwF: a teacher, a growing classifier; checkpoint after the second of 3 experiences;
+    in the default layout and channels-last (the real-data configs' CPU setting)."""
+
+    def template(**kwargs):
+        tpl = build_template("lwf", **kwargs)
+        tpl.channels_last = channels_last
+        return tpl
+
     bench = tiny_stream()
-    full = build_template("lwf")
+    full = template()
     full.run(bench)
-    part = build_template("lwf")
+    part = template()
     part.run(bench, checkpoint=tmp_path / "ckpt.pt", stop_after=2)
-    resumed = build_template("lwf", seed=0)
+    resumed = template(seed=0)
     torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
     resumed.load_checkpoint(tmp_path / "ckpt.pt")
     assert resumed.experiences_done == 2 and resumed.model.classifier.num_classes == 8
@@ -72,3 +81,5 @@ def test_mid_stream_resume_equals_uninterrupted_run_with_classifier_growth(tmp_p
     for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
+    conv = next(m for m in resumed.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
