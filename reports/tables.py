@@ -51,6 +51,12 @@ LABELS = {
 LOWER_IS_BETTER = {"forgetting", "forgetting_ratio"}
 
 
+def column_title(column: str, m: str) -> str:
+    """The title of a summary column for metric title ``m``: ``Final R@1 seen``,
+    ``Forgetting R@1`` (one naming for the comparison and the ablation tables)."""
+    return f"{LABELS[column]} {m}" + (" seen" if column.endswith("_seen") else "")
+
+
 def metric_title(metric: str) -> str:
     """``recall@1`` -> ``R@1``, ``map_at_r`` -> ``mAP@R``."""
     return f"R@{metric.split('@')[1]}" if metric.startswith("recall@") else (
@@ -303,11 +309,11 @@ def comparison_tables(results: Results, metric: str = "recall@1", baseline: str 
     finals = [m for m in results.metrics if m.startswith("recall@")] + (
         ["map_at_r"] if "map_at_r" in results.metrics else [])
     m = metric_title(metric)
-    lead = [("final_seen", f"Final {m} seen"), ("avg_incremental_seen", f"Avg inc. {m} seen")]
+    lead = [(c, column_title(c, m)) for c in ("final_seen", "avg_incremental_seen")]
     if cells[[c for c, _ in lead]].isna().all().all():
         lead = []  # a store from before the seen curves were recorded
     columns = lead + [(f"final:{m}", f"{metric_title(m)} per-task") for m in finals] + [
-        (c, f"{LABELS[c]} {m}") for c in
+        (c, column_title(c, m)) for c in
         ("forgetting", "forgetting_ratio", "bwt", "avg_incremental", "last_task")]
     tables = []
     for scenario in results.scenarios:
@@ -573,8 +579,6 @@ def ablation_tables(results: Results, metric: str = "recall@1", baseline: str | 
         return []
     cells = summaries(results, metric)
     m = metric_title(metric)
-    titles = {"final_seen": f"Final {m} seen", "avg_incremental_seen": f"Avg inc. {m} seen",
-              "forgetting": f"Forgetting {m}", "last_task": f"Last task {m}"}
     tables = []
     for scenario in results.scenarios:
         sc = cells[cells.scenario == scenario]
@@ -591,7 +595,7 @@ def ablation_tables(results: Results, metric: str = "recall@1", baseline: str | 
                 diff = both.iloc[:, 0] - both.iloc[:, 1]
                 low, high = bootstrap_ci(diff)
                 rows.append({"variant": variant, "parent": parent, "column": col,
-                             "title": titles[col], "mean": both.iloc[:, 0].mean(),
+                             "title": column_title(col, m), "mean": both.iloc[:, 0].mean(),
                              "parent_mean": both.iloc[:, 1].mean(),  # over the paired seeds
                              "delta": diff.mean() if len(diff) else np.nan,
                              "ci_low": low, "ci_high": high, "n_pairs": len(both),
