@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "numbers from one code version")
     p.add_argument("--checkpoints", action="store_true",
                    help="keep a checkpoint per cell after each experience (resumable cells)")
+    p.add_argument("--no-shared-first", dest="share_first", action="store_false",
+                   help="train every cell's first experience itself (by default, cells that "
+                   "differ only in hyperparameters their strategy declares inactive there "
+                   "train it once and share it: the same numbers, less time)")
     p.add_argument("--check-determinism", action="store_true",
                    help="run the first cell twice here and compare every metric value "
                    "(exit 0 when identical, 1 otherwise); the store is not touched")
@@ -188,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "without a validation split (default: refuse such scenarios)")
     p.add_argument("--jobs", type=_at_least(1), default=1,
                    help="cells run in parallel processes")
+    p.add_argument("--no-shared-first", dest="share_first", action="store_false",
+                   help="train every trial's first experience itself (by default, later "
+                   "trials resume from trial 0's where the searched hyperparameters are "
+                   "inactive in it: the same numbers, less time)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
 
@@ -435,7 +443,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     counts = run_matrix(config, out, jobs=args.jobs, force=args.force, resume=args.resume,
                         checkpoints=args.checkpoints, progress=True, executor=args.executor,
                         ray_address=args.ray_address, skip_corrupt=args.skip_corrupt,
-                        rerun_before=args.rerun_before,
+                        rerun_before=args.rerun_before, share_first=args.share_first,
                         plan=Plan(cells, broken, store, older, tracker))
     _print_summary(out, cells)
     print(f"{out}: {counts['finished']} finished, {counts['skipped']} skipped (already "
@@ -522,7 +530,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     result = tune(args.config, args.trials, out=args.out, seed=args.seed,
                   objective=args.objective, metric=args.metric, validation=args.validation,
-                  jobs=args.jobs, overrides=args.overrides, progress=sys.stderr.isatty())
+                  jobs=args.jobs, overrides=args.overrides, progress=sys.stderr.isatty(),
+                  share_first=args.share_first)
     for label, params in result.chosen.items():
         best = next(t for t in result.trials if t.strategy == label and t.chosen)
         values = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "nothing to tune"

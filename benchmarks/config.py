@@ -770,6 +770,24 @@ class Cell(_Strict):
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    @property
+    def first_experience_key(self) -> str:
+        """What decides this cell's state at the end of its first experience, hashed: its
+        :attr:`hash` with the strategy named by its plugin (a label changes no number) and
+        without the hyperparameters its plugin declares inactive there
+        (``inactive_in_first_experience``). Cells with one key may train that experience
+        once and share it (:mod:`benchmarks.runner`)."""
+        from strategies import get_strategy
+
+        idle = get_strategy(self.plugin_name).inactive_in_first_experience
+        body = {k: v for k, v in self._body().items()
+                if k not in ("data_root", "cache_dir", "plugin")}
+        body["strategy"] = self.plugin_name
+        body["hparams"] = {k: v for k, v in self.hparams.items() if k not in idle}
+        body["hash_version"] = HASH_VERSION
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(f"first-experience:{text}".encode()).hexdigest()[:16]
+
     def without_files(self, skips: dict[str, list[str]]) -> Cell:
         """This cell leaving the ``skips`` files out: another cell, with its own hash."""
         return self.model_copy(update={"skip_files": skips or None})

@@ -16,7 +16,12 @@ strategy
    the second experience a term of its own is non-zero;
 3. evaluates to a full R matrix (3 x 3 Recall@1, zero-shot entries included);
 4. checkpoints after the first experience and resumes to identical numbers;
-5. is deterministic under a seed (two runs, identical R matrices and losses).
+5. is deterministic under a seed (two runs, identical R matrices and losses);
+6. leaves the state after the first experience (model, optimizer, its own state, metrics,
+   losses, RNG) bit-identical when any hyperparameter it declares
+   ``inactive_in_first_experience`` takes another value (zero among them, where valid):
+   the runner shares that experience between such cells, so a wrong declaration would
+   change numbers.
 
 Failures raise ``AssertionError`` with what went wrong. ``lrbench check NAME`` runs the same
 checks from the command line, printing each as it passes.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +53,7 @@ from benchmarks.config import (
     TrainingSpec,
     resolved_hparams,
 )
-from strategies.registry import get_strategy
+from strategies.registry import StrategyError, StrategySpec, get_strategy, make_config
 
 _BASE_TERMS = {"experience", "total", "metric", "ce"}
 
@@ -158,4 +164,95 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
         f"{resumed.metrics.r_matrix(1)}")
     assert resumed.loss_history == first.loss_history, f"{name}: resumed losses differ"
     passed("checkpoint + resume identical")
+
+    # 6: what it declares inactive in the first experience changes nothing there
+    idle = sorted(spec.inactive_in_first_experience)
+    if idle:
+        def first_state(params: dict[str, Any]) -> dict[str, Any]:
+            tpl = build_template(name, params, seed, iterations, trunk=trunk)
+            tpl.run(bench, stop_after=1)
+            return tpl.state_dict()
+
+        base = dict(hparams or {})
+        reference = first_state(base)
+        current = make_config(name, base).model_dump()
+        for hp in idle:
+            for value in other_values(spec, hp, base):
+                diff = first_difference(reference, first_state({**base, hp: value}))
+                assert diff is None, (
+                    f"{name}: {hp}={value!r} (instead of {current[hp]!r}) changes the state "
+                    f"after the first experience ({diff}), yet the strategy declares it in "
+                    "inactive_in_first_experience; remove it from there")
+        passed(f"first experience unchanged by {', '.join(idle)}")
     return report
+
+
+def other_values(spec: StrategySpec, hp: str, hparams: dict[str, Any],
+                 most: int = 2) -> list[Any]:
+    """Up to ``most`` valid values of hyperparameter ``hp`` other than its value in
+    ``hparams`` (or its default): zero first where it is valid (a weight of zero often
+    skips code), then the ends of its tunable range, then a few more of its type; every
+    other option of a switch."""
+    current = make_config(spec.name, hparams).model_dump()[hp]
+    ann = spec.config_cls.model_fields[hp].annotation
+    kinds = set(typing.get_args(ann)) or {ann}
+    if typing.get_origin(ann) is typing.Literal:
+        candidates: list[Any] = list(typing.get_args(ann))
+        most = len(candidates)
+    elif ann is bool:
+        candidates = [not current]
+    else:
+        space = spec.tunables.get(hp)
+        ends = list(space.endpoints()) if space is not None else []
+        if int in kinds and float not in kinds:
+            candidates = [0, *ends, 2, 8, int(current or 0) * 3 + 1]
+        else:
+            x = float(current or 0.0)
+            candidates = [0.0, *ends, x * 3 + 0.5, x / 3 + 0.01, -x - 0.5]
+        if type(None) in kinds:
+            candidates.append(None)
+    out: list[Any] = []
+    for value in candidates:
+        if len(out) >= most:
+            break
+        if value == current or value in out or (isinstance(value, bool) and ann is not bool):
+            continue
+        try:
+            make_config(spec.name, {**hparams, hp: value})
+        except StrategyError:
+            continue
+        out.append(value)
+    return out
+
+
+def first_difference(a: Any, b: Any, where: str = "state") -> str | None:
+    """Where two checkpoint states first differ, bit for bit (None: identical)."""
+    import torch
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        if list(a) != list(b):
+            return f"{where}: keys {sorted(map(str, a))} != {sorted(map(str, b))}"
+        for key in a:
+            diff = first_difference(a[key], b[key], f"{where}[{key!r}]")
+            if diff:
+                return diff
+        return None
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if len(a) != len(b):
+            return f"{where}: length {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            diff = first_difference(x, y, f"{where}[{i}]")
+            if diff:
+                return diff
+        return None
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        same = a.shape == b.shape and a.dtype == b.dtype and torch.equal(
+            a.detach().cpu().contiguous().reshape(-1).view(torch.uint8),
+            b.detach().cpu().contiguous().reshape(-1).view(torch.uint8))
+        return None if same else f"{where}: tensors differ"
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return None if a.shape == b.shape and a.tobytes() == b.tobytes() \
+            else f"{where}: arrays differ"
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return None
+    return None if type(a) is type(b) and a == b else f"{where}: {a!r} != {b!r}"

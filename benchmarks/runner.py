@@ -11,6 +11,12 @@ this process (``jobs=1``) or in ``jobs`` worker processes, on Ray, or as SLURM j
 submitit; each computes with its own ``training.threads`` (so ``jobs`` changes only how
 many run at once, never a number), and results come back to this process, the only writer
 of the store, which also logs them to MLflow when the matrix tracks (``tracking``).
+
+Cells that differ only in hyperparameters their strategy declares inactive in the first
+experience (a tuning's trials, an ablation's variants) train that experience once: the first
+of them writes its checkpoint after it (``<store>/first/``) and the others resume from it,
+to the same bits (:attr:`~benchmarks.config.Cell.first_experience_key`; the contract kit
+proves every declaration). Only on the local executor, whose workers share the store's disk.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import platform
 import socket
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +41,11 @@ from benchmarks.run.store import (
     cell_dir,
     clean_temporary,
     finished,
+    first_experience_path,
     older_than,
     prepare_store,
     read_result,
+    remove_first_experiences,
     result_path,
     set_aside,
     stale_cells,
@@ -84,7 +93,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                resume: bool = False, checkpoints: bool = False, progress: bool = True,
                executor: str = "local", ray_address: str | None = None,
                skip_corrupt: bool = False, rerun_before: str | None = None,
-               plan: Plan | None = None) -> dict[str, Any]:
+               plan: Plan | None = None, share_first: bool = True,
+               keep_first: bool = False) -> dict[str, Any]:
     """Run every cell not yet finished; return counts of finished/skipped/failed cells.
 
     Every image of the real datasets is decoded once first
@@ -107,6 +117,12 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     local`` runs them as local processes; results travel back through the jobs' return
     values, as Ray's do.
 
+    ``share_first``: cells with one first-experience key train that experience once (see
+    the module docstring; local executor only). The shared checkpoints live for one call:
+    any found at the start (a killed run's) and those written are removed, unless
+    ``keep_first`` (a caller that runs more such cells next and removes them itself when
+    it ends, as ``tune`` does).
+
     With ``config.tracking`` on, each cell's result is logged to MLflow as it is written
     (and each cell a rerun skips, if not logged yet), from this process: see
     :mod:`benchmarks.run.tracking`.
@@ -126,6 +142,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
         clean_temporary(store)  # left by a writer killed mid-write: only we write now
+        if not keep_first:  # shared first experiences live for one command, never longer:
+            remove_first_experiences(store)  # one left by a killed run may be older code's
         if tracker is not None:
             tracker.start()
         write_matrix(store, config, cells)
@@ -167,10 +185,16 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
 
         logging = config.logging.model_dump()
 
-        def args(cell: Cell) -> tuple[str | None, dict[str, bool], str]:
+        share = share_first and ex.shares_disk
+        keys = Counter(c.first_experience_key for c in todo) if share else Counter()
+
+        def args(cell: Cell) -> tuple[str | None, dict[str, bool], str, str | None, bool]:
             folder = cell_dir(store, cell)
+            first = first_experience_path(store, cell) if share else None
+            # written only when another cell (of this run, or a later one) may use it
+            save = share and (keep_first or keys[cell.first_experience_key] > 1)
             return (str(folder / "checkpoint.pt") if checkpoints else None, logging,
-                    str(folder))
+                    str(folder), str(first) if first else None, save)
 
         if tracker is not None:  # kept from an earlier run: logged unless already there
             running = {cell.id for cell in todo}
@@ -197,6 +221,8 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                 tracker.finish("KILLED")
             raise
         bar.close()
+        if share and not keep_first:
+            remove_first_experiences(store, todo)
         counts["rows"] = write_tidy(store, cells)
         if tracker is not None:
             tracker.log_store(store)

@@ -304,7 +304,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
                           for k, m in result["payload"]["cross_model"].items()}
         row = {**base, "plugin": str(cfg.get("plugin") or key[1]),
                "num_experiences": result["payload"]["num_experiences"],
-               "train_s": result["payload"].get("timings", {}).get("total_s")}
+               "train_s": result["payload"].get("timings", {}).get("total_s"),
+               # experiences a resumed cell did not train itself (not in train_s)
+               "resumed_after": int(result["payload"].get("timings", {})
+                                    .get("resumed_after") or 0)}
         for metric, mat in mats.items():
             row[f"final:{metric}"] = float(mat[-1].mean())
         rows.append(row)

@@ -371,29 +371,36 @@ def loss_table(results: Results, scenario: str) -> pd.DataFrame:
 
 def cost_table(results: Results, scenario: str, baseline: str | None = None) -> pd.DataFrame:
     """What each strategy's cells cost, from their ``result.json`` timings (``total_s``):
-    rows strategy; columns ``cells`` (those with a time), the median, min and max seconds of
-    a cell, the median relative to ``baseline``'s (``x <baseline>``; the first row's when
-    ``baseline`` did not run here), and the median seconds per 100 optimisation steps (NaN
-    without recorded steps). A cell's time is what its worker measured from building the
-    cell to its last evaluation: training, the evaluation after each experience, and the
-    per-seed parts of the caches; not the shared cache fill done before the workers start,
-    and, for a cell resumed from a checkpoint, only the part after the resume. Times
-    depend on the machine and its load: compare the rows of one run. Empty when no cell
-    recorded its time."""
+    rows strategy; columns ``cells`` (those that timed the whole stream), the median, min
+    and max seconds of such a cell, the median relative to ``baseline``'s (``x
+    <baseline>``; the first row's when ``baseline`` did not run here), and the median
+    seconds per 100 optimisation steps over every timed cell (NaN without recorded steps).
+    A cell's time is what its worker measured from building the cell to its last
+    evaluation: training, the evaluation after each experience, and the per-seed parts of
+    the caches; not the shared cache fill done before the workers start. A cell resumed
+    from a checkpoint (its own, or a first experience shared with another cell) timed only
+    the experiences after the resume: it counts in the seconds per 100 steps, over those
+    experiences' steps, and not in the per-cell seconds (unless no cell of the strategy
+    timed the whole stream). Times depend on the machine and its load: compare the rows
+    of one run. Empty when no cell recorded its time."""
     cells = results.cells
     if "train_s" not in cells:
         return pd.DataFrame()
     rows = cells[(cells.scenario == scenario) & cells.train_s.notna()]
     if rows.empty:
         return pd.DataFrame()
+    resumed_after = rows.resumed_after if "resumed_after" in rows else pd.Series(0, rows.index)
     out: dict[str, list[float]] = {}
     for strategy, group in rows.groupby("strategy", sort=False):
+        skip = resumed_after[group.index].fillna(0).astype(int).to_numpy()
         seconds = group.train_s.to_numpy(dtype=float)
-        steps = [sum(v for v in results.losses.get((scenario, strategy, int(seed)), {})
-                     .get("steps", []) if v) for seed in group.seed]
+        steps = [sum(v for v in (results.losses.get((scenario, strategy, int(seed)), {})
+                                 .get("steps", []))[k:] if v)
+                 for seed, k in zip(group.seed, skip, strict=True)]
         per100 = [100 * t / n for t, n in zip(seconds, steps, strict=True) if n]
-        out[str(strategy)] = [len(seconds), float(np.median(seconds)), float(seconds.min()),
-                              float(seconds.max()),
+        whole = seconds[skip == 0] if (skip == 0).any() else seconds
+        out[str(strategy)] = [len(whole), float(np.median(whole)), float(whole.min()),
+                              float(whole.max()),
                               float(np.median(per100)) if per100 else np.nan]
     frame = pd.DataFrame.from_dict(out, orient="index", columns=[
         "cells", "median s", "min s", "max s", "s per 100 steps"])

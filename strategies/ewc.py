@@ -95,6 +95,8 @@ class EWC(StrategyPlugin, Callbacks):
 
     #: searched by ``lrbench tune``
     tunable = {"ewc_lambda": LogUniform(1.0, 1e5)}
+    #: the penalty's weight (the importances do not depend on it)
+    inactive_in_first_experience = frozenset({"ewc_lambda"})
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         config = config if config is not None else self.Config()

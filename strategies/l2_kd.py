@@ -21,6 +21,8 @@ class L2KD(TeacherPlugin):
 
     #: searched by ``lrbench tune``
     tunable = {"lam": LogUniform(0.01, 100.0)}
+    #: its weight acts through the teacher, which the first experience does not have
+    inactive_in_first_experience = frozenset({"lam"})
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         if self.teacher is None:

@@ -38,6 +38,8 @@ class LwF(TeacherPlugin):
 
     #: searched by ``lrbench tune`` (DESIGN.md default T = 2 stays fixed)
     tunable = {"lam": LogUniform(0.1, 100.0)}
+    #: the distillation term's (ce_weight trains the classifier from the first experience)
+    inactive_in_first_experience = frozenset({"lam", "temperature"})
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         cfg = self.config

@@ -84,6 +84,8 @@ class MAS(StrategyPlugin, Callbacks):
 
     #: searched by ``lrbench tune``
     tunable = {"lambda_reg": LogUniform(0.01, 100.0)}
+    #: the penalty's weight (the importances do not depend on it)
+    inactive_in_first_experience = frozenset({"lambda_reg"})
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         super().__init__(config)

@@ -35,6 +35,10 @@ class MMDKD(TeacherPlugin):
 
     #: searched by ``lrbench tune``
     tunable = {"lambda_kd": LogUniform(0.1, 10.0), "lambda_mmd": LogUniform(0.1, 100.0)}
+    #: the distillation terms' (ce_weight trains the classifier from the first
+    #: experience)
+    inactive_in_first_experience = frozenset({"lambda_kd", "lambda_mmd", "temperature",
+                                              "sigma"})
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         cfg = self.config

@@ -236,7 +236,14 @@ class StrategySpec:
         return {"name": self.name, "summary": self.summary, "source": self.source,
                 "package": prov["package"], "version": prov["version"],
                 "hyperparameters": self.hyperparameters(),
-                "tunable": {k: v.describe() for k, v in self.tunables.items()}}
+                "tunable": {k: v.describe() for k, v in self.tunables.items()},
+                "inactive_in_first_experience": sorted(self.inactive_in_first_experience)}
+
+    @property
+    def inactive_in_first_experience(self) -> frozenset[str]:
+        """Hyperparameters that change nothing in the first experience (see
+        :attr:`StrategyPlugin.inactive_in_first_experience`)."""
+        return frozenset(getattr(self.cls, "inactive_in_first_experience", ()) or ())
 
 
 _REGISTRY: dict[str, StrategySpec] = {}
@@ -259,6 +266,11 @@ def register_strategy(name: str, source: str = "builtin"):
         if existing is not None and existing.cls is not cls and not reloaded:
             raise ValueError(f"strategy name {name!r} is already registered by "
                              f"{existing.cls.__module__}.{existing.cls.__qualname__}")
+        unknown = sorted(set(getattr(cls, "inactive_in_first_experience", ())) -
+                         set(config.model_fields))
+        if unknown:
+            raise TypeError(f"strategy {name!r}: inactive_in_first_experience names "
+                            f"{', '.join(unknown)}, not hyperparameters of its Config")
         cls.strategy_name = name
         _REGISTRY[name] = StrategySpec(name, cls, source)
         return cls
@@ -407,6 +419,11 @@ class StrategyPlugin:
     #: the hyperparameters ``lrbench tune`` searches and their ranges (name -> Uniform,
     #: LogUniform, IntRange or Choice), declared next to ``Config``; empty: nothing to tune
     tunable: ClassVar[dict[str, Tunable]] = {}
+    #: hyperparameters that change nothing up to the end of the first experience (weights
+    #: of terms that need a teacher or importances): cells that differ only in them train
+    #: that experience once (``lrbench run`` shares it: ``Cell.first_experience_key``).
+    #: Empty (nothing shared) unless declared; the contract kit proves each name
+    inactive_in_first_experience: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: StrategyConfig | None = None, **plugin_kwargs: Any) -> None:
         """Keep ``config`` (the class's defaults when None) as ``self.config``, then

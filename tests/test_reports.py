@@ -385,6 +385,16 @@ def test_cost_table_edge_cases(tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| a | 3 | 20.0 | 10.0 | 30.0 | 0.400 | 20.00 |" in md
     assert "| b | 2 | 50.0 | 40.0 | 60.0 | 1.000 | – |" in md
+    # a cell resumed after its first experience (shared, or its own checkpoint) timed
+    # only the second: per 100 steps over that one's 50 steps, never a whole cell's time
+    path = write_cell(store, "sc", "a", 3, [[0.5]])
+    res = json.loads(path.read_text())
+    res["payload"]["timings"].update(total_s=12.5, resumed_after=1)
+    res["payload"]["losses"] = {"steps": [50.0, 50.0]}
+    path.write_text(json.dumps(res))
+    resumed = cost_table(load_results([store]), "sc", "b")
+    assert resumed.loc["a"].tolist()[:4] == [3, 20.0, 10.0, 30.0]
+    assert resumed.loc["a", "s per 100 steps"] == 22.5  # median of 10, 30, 20 and 25
 
 
 def test_cross_model_is_reported_when_measured(tmp_path):

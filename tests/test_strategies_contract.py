@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.contract import check_strategy
-from strategies import available_strategies
+from strategies import available_strategies, get_strategy
 
 #: smaller budgets where a default is sized for real runs (the kit must take seconds)
 KIT_HPARAMS = {"dkd": {"n_synth": 16, "synth_steps": 5}}
@@ -15,6 +15,11 @@ KIT_HPARAMS = {"dkd": {"n_synth": 16, "synth_steps": 5}}
 def test_contract(name, tmp_path):
     report = check_strategy(name, KIT_HPARAMS.get(name), tmp_path=tmp_path)
     assert "checkpoint + resume identical" in report.checks
+    # every name declared inactive in the first experience is proven so (the runner
+    # shares that experience between cells that differ in them)
+    idle = sorted(get_strategy(name).inactive_in_first_experience)
+    if idle:
+        assert report.checks[-1] == f"first experience unchanged by {', '.join(idle)}"
 
 
 def test_contract_with_a_timm_trunk(tmp_path):
@@ -23,3 +28,27 @@ def test_contract_with_a_timm_trunk(tmp_path):
     report = check_strategy("l2_kd", trunk="timm:resnet18", tmp_path=tmp_path)
     assert "checkpoint + resume identical" in report.checks
     assert any(c.startswith("regulariser active") for c in report.checks)
+
+
+@pytest.mark.parametrize(("name", "wrong"), [("lwf", "ce_weight"), ("replay", "mem_size"),
+                                             ("mmd_kd", "ce_weight")])
+def test_a_wrong_first_experience_declaration_fails_the_kit(name, wrong, tmp_path,
+                                                           monkeypatch):
+    """Declaring a hyperparameter that does act in the first experience (the CE weight
+    trains the classifier from the start; the memory is filled after it) is caught, naming
+    it."""
+    cls = get_strategy(name).cls
+    monkeypatch.setattr(cls, "inactive_in_first_experience",
+                        cls.inactive_in_first_experience | {wrong})
+    with pytest.raises(AssertionError, match=f"{wrong}=.*changes the state after the first"):
+        check_strategy(name, tmp_path=tmp_path)
+
+
+def test_an_unknown_first_experience_name_is_refused_at_registration():
+    from strategies.registry import StrategyPlugin, register_strategy
+
+    class Bad(StrategyPlugin):
+        inactive_in_first_experience = frozenset({"nope"})
+
+    with pytest.raises(TypeError, match="nope, not hyperparameters of its Config"):
+        register_strategy("bad-first")(Bad)

@@ -104,11 +104,36 @@ def test_second_call_trains_nothing_and_chooses_the_same(tuned, capsys):
 
 
 def test_same_seed_same_trials_in_a_fresh_store(tuned, tmp_path):
+    """The same seed gives the same trials, and sharing the first experience between
+    trials changes no value: a fresh store tuned with --no-shared-first equals it bit for
+    bit in every cell's payload."""
     path, store, argv = tuned
     other = tmp_path / "again"
-    assert main([*argv[:-4], "--out", str(other), "--seed", "3"]) == 0
+    assert main([*argv[:-4], "--out", str(other), "--seed", "3", "--no-shared-first"]) == 0
     assert [(r["label"], r["params"], r["mean"], r["chosen"]) for r in rows(other)] == [
         (r["label"], r["params"], r["mean"], r["chosen"]) for r in rows(store)]
+
+    def payloads(folder: Path) -> dict[str, tuple[str, dict]]:
+        out = {}
+        for f in sorted((folder / "cells").glob("*/result.json")):
+            payload = json.loads(f.read_text())["payload"]
+            timings = payload.pop("timings")
+            out[f.parent.name] = (json.dumps(payload, sort_keys=True), timings)
+        return out
+
+    shared, alone = payloads(store), payloads(other)
+    assert list(shared) == list(alone) and len(shared) == 4
+    for cell in shared:
+        assert shared[cell][0] == alone[cell][0], cell
+        assert not alone[cell][1]["shared_first_experience"]
+    # lam is inactive in the first experience: l2_kd's later trial and the fixed-lam
+    # entry resumed from trial 0's, which trained it; finetune has no such twin
+    took = {cell for cell, (_, t) in shared.items() if t["shared_first_experience"]}
+    assert took == {"synth-tiny__l2_kd-t001__seed0", "synth-tiny__l2-fixed-t000__seed0"}
+    for cell in took:
+        assert shared[cell][1]["resumed_after"] == 1
+        assert len(shared[cell][1]["per_experience_s"]) == 1  # only the second was timed
+    assert not (store / "first").exists()  # removed when the tuning ended
 
 
 def test_a_scenario_without_validation_is_refused_or_given_one(tmp_path, capsys):

@@ -143,17 +143,23 @@ def make_loggers(logging: dict[str, bool] | None, folder: Path | None) -> list[A
 
 def run_cell(cell: Cell, checkpoint: Path | None = None,
              log: Callable[[str], None] = print, logging: dict[str, bool] | None = None,
-             folder: Path | None = None) -> dict[str, Any]:
+             folder: Path | None = None, first: Path | None = None,
+             save_first: bool = False) -> dict[str, Any]:
     """Train and evaluate one cell; return its metric payload (raises on failure).
 
     ``logging`` asks for Avalanche loggers, written into ``folder`` (the cell's folder).
-    The cell computes with its own ``training.threads`` intra-op threads, whatever process
-    runs it, so its numbers never depend on ``--jobs``, the executor or the host.
+    ``first`` is the checkpoint of the first experience shared by the cells with this
+    cell's :attr:`~benchmarks.config.Cell.first_experience_key`: when it exists (and the
+    cell's own ``checkpoint`` does not) the cell resumes from it instead of training that
+    experience; when it does not, the cell writes it after its first experience if
+    ``save_first``. The cell computes with its own ``training.threads`` intra-op threads,
+    whatever process runs it, so its numbers never depend on ``--jobs``, the executor or
+    the host.
     """
     from strategies.template import torch_threads
 
     with torch_threads(cell.training.threads):
-        return _run_cell(cell, checkpoint, log, logging, folder)
+        return _run_cell(cell, checkpoint, log, logging, folder, first, save_first)
 
 
 @dataclass
@@ -203,7 +209,8 @@ def build_cell(cell: Cell, loggers: list[Any] | None = None) -> Built:
 
 
 def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
-              logging: dict[str, bool] | None, folder: Path | None) -> dict[str, Any]:
+              logging: dict[str, bool] | None, folder: Path | None,
+              first: Path | None = None, save_first: bool = False) -> dict[str, Any]:
     from metrics import forgetting
 
     t0 = time.perf_counter()
@@ -212,9 +219,20 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
     plugin, bench, tpl = built.plugin, built.benchmark, built.template
     metrics, ev = tpl.metrics, cell.evaluation
     n_exp = len(bench.train_stream)
+    shared = False
     if checkpoint is not None and checkpoint.is_file():
         tpl.load_checkpoint(checkpoint)
         log(f"resumed from {checkpoint.name} after {tpl.experiences_done}/{n_exp} experiences")
+    elif first is not None and first.is_file():
+        tpl.load_checkpoint(first)
+        if tpl.experiences_done != 1:
+            raise ValueError(f"{first} holds {tpl.experiences_done} experiences, not the first "
+                             "alone; delete it (it is only a shared start) and rerun")
+        shared = True
+        log(f"first experience shared: resumed from {first.name} (written by a cell that "
+            "differs from this one only in hyperparameters its strategy declares inactive "
+            "there)")
+    resumed = tpl.experiences_done
     k0 = min(ev.ks)  # the headline K: Recall@1 unless the matrix leaves K = 1 out
     timings = []
     while tpl.experiences_done < n_exp:
@@ -222,6 +240,8 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         tpl.run(bench, checkpoint=checkpoint, stop_after=tpl.experiences_done + 1)
         timings.append(time.perf_counter() - start)
         done = tpl.experiences_done
+        if done == 1 and first is not None and save_first and not first.is_file():
+            tpl.save_checkpoint(first)  # atomic: a cell starting now sees all of it or none
         eta = (n_exp - done) * sum(timings) / len(timings)
         log(f"{cell.strategy} {cell.scenario.name} seed {seed}: experience "
             f"{done - 1} of 0-{n_exp - 1} trained, R@{k0} on the seen-classes gallery "
@@ -241,7 +261,9 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
                     **forgetting(metrics.r_matrix(k0))},
         "losses": losses,
         "warnings": warnings,
-        "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings},
+        # a resumed cell times only what it trained: experiences ``resumed_after`` on
+        "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings,
+                    "resumed_after": resumed, "shared_first_experience": shared},
     }
     if ev.map_at_r:
         payload["r_matrix"]["map_at_r"] = metrics.r_matrix(metric="map_at_r").tolist()
@@ -307,8 +329,10 @@ def final_line(summary: dict[str, Any]) -> str:
 
 
 def _worker(cell: Cell, checkpoint: str | None = None,
-            logging: dict[str, bool] | None = None, folder: str | None = None) -> dict[str, Any]:
-    """Run a cell in a worker process; never raises (a failure is a result)."""
+            logging: dict[str, bool] | None = None, folder: str | None = None,
+            first: str | None = None, save_first: bool = False) -> dict[str, Any]:
+    """Run a cell in a worker process; never raises (a failure is a result). The
+    arguments after the cell are :func:`run_cell`'s, paths as text."""
     import warnings
 
     # spawned workers do not inherit the CLI's warning filters (Avalanche's import chatter)
@@ -323,7 +347,8 @@ def _worker(cell: Cell, checkpoint: str | None = None,
 
     try:
         payload = run_cell(cell, Path(checkpoint) if checkpoint else None, log, logging,
-                           Path(folder) if folder else None)
+                           Path(folder) if folder else None, Path(first) if first else None,
+                           save_first)
         return {"status": "finished", "payload": payload, "log": lines}
     except Exception as exc:  # a failed cell is recorded; the matrix goes on
         lines.append(traceback.format_exc())

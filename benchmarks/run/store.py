@@ -12,6 +12,8 @@ Every file of a store is read and written here, and only here (DESIGN.md, "Resul
         result.json                     config, status, R matrices, timings, versions, host
         log.txt                         the cell's log (a failure's traceback too)
         checkpoint.pt                   only with --checkpoints
+      first/<key>.pt                    a first experience shared by cells that differ only
+                                        in hyperparameters inactive there (during a run)
       submitit/                         submitit's job pickles and logs (--executor submitit)
 
 Every file is written through :func:`atomic_write` (a temporary file in the same folder,
@@ -289,6 +291,24 @@ def cell_dir(store: Path, cell: Cell) -> Path:
     return store / "cells" / cell.id
 
 
+def first_experience_path(store: Path, cell: Cell) -> Path:
+    """Where the cells with ``cell``'s first-experience key share that experience's
+    checkpoint (:attr:`~benchmarks.config.Cell.first_experience_key`)."""
+    return store / "first" / f"{cell.first_experience_key}.pt"
+
+
+def remove_first_experiences(store: Path, cells: list[Cell] | None = None) -> None:
+    """Remove the shared first-experience checkpoints of ``cells`` (None: all of them),
+    and their folder once empty: they only speed up a run, and are large."""
+    folder = store / "first"
+    paths = folder.glob("*.pt") if cells is None else {
+        first_experience_path(store, c) for c in cells}
+    for path in paths:
+        path.unlink(missing_ok=True)
+    with suppress(OSError):
+        folder.rmdir()
+
+
 def result_path(store: Path, cell: Cell) -> Path:
     """One cell's ``result.json`` in ``store`` (read it with :func:`read_result`)."""
     return cell_dir(store, cell) / "result.json"
@@ -558,12 +578,13 @@ def stale_lines(stale: list[Path]) -> list[str]:
 def clean_temporary(store: Path) -> list[Path]:
     """Remove the temporary files an interrupted writer left (``kill -9`` or a full disk
     between :func:`atomic_write`'s write and its rename): ``metrics.io.TMP_GLOB`` in the
-    store's folder and its cells' folders. Call it holding the store's lock: no other
-    writer of this store can be mid-write then."""
+    store's folder, its cells' folders and the shared first experiences' folder. Call it
+    holding the store's lock: no other writer of this store can be mid-write then."""
     from metrics.io import TMP_GLOB
 
     removed = []
-    for folder in (store, *sorted(p for p in (store / "cells").glob("*") if p.is_dir())):
+    for folder in (store, store / "first",
+                   *sorted(p for p in (store / "cells").glob("*") if p.is_dir())):
         for path in folder.glob(TMP_GLOB):
             if path.is_file():
                 with suppress(FileNotFoundError):
