@@ -241,6 +241,10 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                            "building it to its last evaluation (training, evaluations, "
                            "per-seed cache parts; not the shared cache fill before the workers "
                            f"start), and the median relative to {cost.columns[4][2:]}'s. "
+                           "A cell resumed from a checkpoint (its own, or a first experience "
+                           "shared with cells that differ only in hyperparameters inactive "
+                           "there) timed only what it trained: it counts in the seconds per "
+                           "100 steps, not in `cells` and the per-cell seconds. "
                            "Times depend on the machine and its load: compare the rows of one "
                            "run, not across runs.", None))
             blocks.append(("cost", "", cost))

@@ -380,9 +380,9 @@ def cost_table(results: Results, scenario: str, baseline: str | None = None) -> 
     the caches; not the shared cache fill done before the workers start. A cell resumed
     from a checkpoint (its own, or a first experience shared with another cell) timed only
     the experiences after the resume: it counts in the seconds per 100 steps, over those
-    experiences' steps, and not in the per-cell seconds (unless no cell of the strategy
-    timed the whole stream). Times depend on the machine and its load: compare the rows
-    of one run. Empty when no cell recorded its time."""
+    experiences' steps, and not in the per-cell seconds (NaN for a strategy whose cells
+    all resumed). Times depend on the machine and its load: compare the rows of one run.
+    Empty when no cell recorded its time."""
     cells = results.cells
     if "train_s" not in cells:
         return pd.DataFrame()
@@ -398,9 +398,10 @@ def cost_table(results: Results, scenario: str, baseline: str | None = None) -> 
                                  .get("steps", []))[k:] if v)
                  for seed, k in zip(group.seed, skip, strict=True)]
         per100 = [100 * t / n for t, n in zip(seconds, steps, strict=True) if n]
-        whole = seconds[skip == 0] if (skip == 0).any() else seconds
-        out[str(strategy)] = [len(whole), float(np.median(whole)), float(whole.min()),
-                              float(whole.max()),
+        whole = seconds[skip == 0]
+        out[str(strategy)] = [len(whole), *((float(np.median(whole)), float(whole.min()),
+                                             float(whole.max())) if len(whole) else
+                                            (np.nan,) * 3),
                               float(np.median(per100)) if per100 else np.nan]
     frame = pd.DataFrame.from_dict(out, orient="index", columns=[
         "cells", "median s", "min s", "max s", "s per 100 steps"])

@@ -395,6 +395,16 @@ def test_cost_table_edge_cases(tmp_path):
     resumed = cost_table(load_results([store]), "sc", "b")
     assert resumed.loc["a"].tolist()[:4] == [3, 20.0, 10.0, 30.0]
     assert resumed.loc["a", "s per 100 steps"] == 22.5  # median of 10, 30, 20 and 25
+    # a strategy whose every cell resumed has no whole-cell time, only its cost per step
+    for seed in (0, 1, 2):
+        path = write_cell(store, "sc", "c", seed, [[0.5]])
+        res = json.loads(path.read_text())
+        res["payload"]["timings"].update(total_s=5.0 * (seed + 1), resumed_after=1)
+        res["payload"]["losses"] = {"steps": [50.0, 50.0]}
+        path.write_text(json.dumps(res))
+    row = cost_table(load_results([store]), "sc", "b").loc["c"]
+    assert row["cells"] == 0 and row[["median s", "min s", "max s", "x b"]].isna().all()
+    assert row["s per 100 steps"] == 20.0  # median of 10, 20 and 30
 
 
 def test_cross_model_is_reported_when_measured(tmp_path):

@@ -54,7 +54,8 @@ fi
 #    claims.csv and the verdicts as printed
 if [ -d "${CUB[0]}" ] && [ ${#CUB[@]} = 2 ] && [ -d "$LIFELONG" ]; then
     "$LRBENCH" report "${CUB[@]}" "$LIFELONG" --claims docs/examples/claims.yaml \
-        --format csv --out "$TMP/claims" > "$TMP/verdicts.txt"
+        --format csv --out "$TMP/claims" | sed "s#$TMP/claims#docs/results/claims#" \
+        > "$TMP/verdicts.txt"
     rm -rf docs/results/claims && mkdir -p docs/results/claims
     mv "$TMP/claims/claims.md" "$TMP/claims/claims.csv" "$TMP/verdicts.txt" \
         docs/results/claims/
