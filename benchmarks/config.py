@@ -765,10 +765,8 @@ class Cell(_Strict):
         Its id is left out, and so are the data root and the cache folder: the same data at
         another path gives the same numbers, so moving it invalidates no finished cell.
         """
-        body = {k: v for k, v in self._body().items() if k not in ("data_root", "cache_dir")}
-        body["hash_version"] = HASH_VERSION
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest({k: v for k, v in self._body().items()
+                        if k not in ("data_root", "cache_dir")})
 
     @property
     def first_experience_key(self) -> str:
@@ -784,9 +782,7 @@ class Cell(_Strict):
                 if k not in ("data_root", "cache_dir", "plugin")}
         body["strategy"] = self.plugin_name
         body["hparams"] = {k: v for k, v in self.hparams.items() if k not in idle}
-        body["hash_version"] = HASH_VERSION
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(f"first-experience:{text}".encode()).hexdigest()[:16]
+        return _digest(body, "first-experience:")
 
     def without_files(self, skips: dict[str, list[str]]) -> Cell:
         """This cell leaving the ``skips`` files out: another cell, with its own hash."""
@@ -798,6 +794,14 @@ class Cell(_Strict):
         data = {k: v for k, v in config.items() if k not in ("id", "hash", "cache_dir")}
         data["cache"] = {**(data.get("cache") or {}), "dir": config.get("cache_dir")}
         return cls.model_validate(data)
+
+
+def _digest(body: dict[str, Any], prefix: str = "") -> str:
+    """SHA-256 (first 16 hex digits) of ``prefix`` and ``body``'s canonical JSON with
+    :data:`HASH_VERSION` (a cell's hash, its first-experience key)."""
+    text = json.dumps({**body, "hash_version": HASH_VERSION}, sort_keys=True,
+                      separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{prefix}{text}".encode()).hexdigest()[:16]
 
 
 def expand_cells(config: MatrixConfig) -> list[Cell]:

@@ -19,9 +19,10 @@ strategy
 5. is deterministic under a seed (two runs, identical R matrices and losses);
 6. leaves the state after the first experience (model, optimizer, its own state, metrics,
    losses, RNG) bit-identical when any hyperparameter it declares
-   ``inactive_in_first_experience`` takes another value (zero among them, where valid):
-   the runner shares that experience between such cells, so a wrong declaration would
-   change numbers.
+   ``inactive_in_first_experience`` takes other values (zero among them, where valid),
+   one at a time and all at once: the runner shares that experience between such cells,
+   so a wrong declaration would change numbers. A check on this stream and these values,
+   not a proof for every input: declare only what acts through a teacher or importances.
 
 Failures raise ``AssertionError`` with what went wrong. ``lrbench check NAME`` runs the same
 checks from the command line, printing each as it passes.
@@ -176,13 +177,22 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
         base = dict(hparams or {})
         reference = first_state(base)
         current = make_config(name, base).model_dump()
-        for hp in idle:
-            for value in other_values(spec, hp, base):
-                diff = first_difference(reference, first_state({**base, hp: value}))
-                assert diff is None, (
-                    f"{name}: {hp}={value!r} (instead of {current[hp]!r}) changes the state "
-                    f"after the first experience ({diff}), yet the strategy declares it in "
-                    "inactive_in_first_experience; remove it from there")
+        others = {hp: other_values(spec, hp, base) for hp in idle}
+        untried = [hp for hp, values in others.items() if not values]
+        assert not untried, (f"{name}: no other valid value of {', '.join(untried)} to try, so "
+                             "the kit cannot check its inactive_in_first_experience "
+                             "declaration; remove it from there")
+        # each name alone (every value tried), then all of them changed at once
+        variants = [{hp: value} for hp, values in others.items() for value in values]
+        variants.append({hp: values[0] for hp, values in others.items()})
+        for change in variants:
+            diff = first_difference(reference, first_state({**base, **change}))
+            assert diff is None, (
+                f"{name}: {', '.join(f'{k}={v!r}' for k, v in change.items())} (instead of "
+                f"{', '.join(f'{current[k]!r}' for k in change)}) changes the state after "
+                f"the first experience ({diff}), yet the strategy declares "
+                f"{'it' if len(change) == 1 else 'them'} in inactive_in_first_experience; "
+                "remove what acts there")
         passed(f"first experience unchanged by {', '.join(idle)}")
     return report
 

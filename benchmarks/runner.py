@@ -16,7 +16,8 @@ Cells that differ only in hyperparameters their strategy declares inactive in th
 experience (a tuning's trials, an ablation's variants) train that experience once: the first
 of them writes its checkpoint after it (``<store>/first/``) and the others resume from it,
 to the same bits (:attr:`~benchmarks.config.Cell.first_experience_key`; the contract kit
-proves every declaration). Only on the local executor, whose workers share the store's disk.
+checks every declaration). Only on the local executor, whose workers share the store's
+disk, and for CPU cells (:func:`sharable`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,13 @@ def make_plan(config: MatrixConfig, out: str | Path, force: bool = False,
     return Plan(cells, broken, prepare_store(out, config, force, resume), older, tracker)
 
 
+def sharable(cell: Cell) -> bool:
+    """Whether ``cell`` may share its first experience: on CPU only, where the contract
+    kit checks the declarations and a checkpoint holds every random state it uses (a
+    CUDA device's generator is not in it)."""
+    return cell.training.device == "cpu"
+
+
 def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool = False,
                resume: bool = False, checkpoints: bool = False, progress: bool = True,
                executor: str = "local", ray_address: str | None = None,
@@ -118,16 +126,18 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     values, as Ray's do.
 
     ``share_first``: cells with one first-experience key train that experience once (see
-    the module docstring; local executor only). The shared checkpoints live for one call:
-    any found at the start (a killed run's) and those written are removed, unless
-    ``keep_first`` (a caller that runs more such cells next and removes them itself when
-    it ends, as ``tune`` does).
+    the module docstring; local executor, CPU cells, no Avalanche loggers). The shared
+    checkpoints live for one call: any found at the start (an interrupted run's) and those
+    written are removed, unless ``keep_first`` (a caller that runs more such cells next and
+    removes them itself when it ends, as ``tune`` does).
 
     With ``config.tracking`` on, each cell's result is logged to MLflow as it is written
     (and each cell a rerun skips, if not logged yet), from this process: see
     :mod:`benchmarks.run.tracking`.
     """
     from tqdm import tqdm
+
+    from strategies import get_strategy
 
     ex = get_executor(executor)
     ex.check(config.slurm.model_dump())
@@ -185,14 +195,20 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
 
         logging = config.logging.model_dump()
 
-        share = share_first and ex.shares_disk
-        keys = Counter(c.first_experience_key for c in todo) if share else Counter()
+        # not with Avalanche's loggers (a cell's own logs would lack the first experience)
+        share = share_first and ex.shares_disk and not (logging["tensorboard"]
+                                                         or logging["csv"])
+        keys = Counter(c.first_experience_key for c in todo if sharable(c)) if share \
+            else Counter()
 
         def args(cell: Cell) -> tuple[str | None, dict[str, bool], str, str | None, bool]:
             folder = cell_dir(store, cell)
-            first = first_experience_path(store, cell) if share else None
-            # written only when another cell (of this run, or a later one) may use it
-            save = share and (keep_first or keys[cell.first_experience_key] > 1)
+            key = cell.first_experience_key if share and sharable(cell) else None
+            first = first_experience_path(store, cell) if key else None
+            # written only when another cell of this run, or of a later call (keep_first),
+            # may use it: one whose strategy declares something inactive there
+            save = key is not None and (keys[key] > 1 or (keep_first and bool(
+                get_strategy(cell.plugin_name).inactive_in_first_experience)))
             return (str(folder / "checkpoint.pt") if checkpoints else None, logging,
                     str(folder), str(first) if first else None, save)
 

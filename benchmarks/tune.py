@@ -24,10 +24,12 @@ the test split). The rules:
   trial order; the same seed and history ask for the same values, whose cells have the
   same config hash, so finished trials are reused and a second call trains nothing.
 * **The first experience once**: what a strategy declares inactive in the first experience
-  (``inactive_in_first_experience``: the weights of terms that need a teacher) cannot
-  change it, so trials 1.. of a strategy and seed resume from trial 0's checkpoint after
-  it (kept in ``<store>/first/`` for the call, removed when it ends): bit-identical
-  numbers, about a sixth less training on a 6-experience stream (:mod:`benchmarks.runner`).
+  (``inactive_in_first_experience``: the weights of terms that need a teacher; the contract
+  kit checks each name) cannot change it, so a strategy's later trials on a seed resume
+  from the checkpoint its first trial on that seed wrote after it (kept in
+  ``<store>/first/`` during the call, removed when it ends, or by the next call after an
+  interruption): the same numbers, about a sixth less training on a 6-experience stream
+  (:mod:`benchmarks.runner`).
 
 Outputs in the tuning store: ``tuning.csv`` / ``tuning.md`` (every trial, its values, the
 objective's mean and 95% bootstrap CI over seeds) and ``tuned.yaml`` (the input matrix with
@@ -212,6 +214,16 @@ def _check_store(store: Path, name: str) -> None:
                            f"{name!r}; choose another --out")
 
 
+def drop_first_experiences(store: Path) -> None:
+    """Remove the store's shared first experiences, holding its lock (a run of another
+    process on this store keeps its own; this call is then refused by the lock)."""
+    from benchmarks.run.store import remove_first_experiences, store_lock
+
+    if (store / "first").is_dir():
+        with store_lock(store):
+            remove_first_experiences(store)
+
+
 def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int = 0,
          objective: str = "final_seen", metric: str = "recall@1",
          validation: float | None = None, jobs: int = 1, overrides: list[str] | None = None,
@@ -223,7 +235,6 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     except ImportError:
         raise LrbenchError("lrbench tune needs Optuna: pip install 'lrbench[tune]'") from None
     from benchmarks.config import expand_cells
-    from benchmarks.run.store import remove_first_experiences
     from benchmarks.runner import run_matrix
     from metrics.statistics import bootstrap_ci
     from strategies import get_strategy, make_config
@@ -268,7 +279,7 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
         plans[label] = {"base": base, "entry": dict(entry or {}), "searched": searched,
                         "study": study, "n": trials if searched else 1}
 
-    remove_first_experiences(store)  # a killed call's may be older code's: one call each
+    drop_first_experiences(store)  # an interrupted call's may be older code's
     done: list[Trial] = []
     variants: dict[str, dict[str, Any]] = {}
     trained = 0
@@ -286,7 +297,7 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
             break
         config = parse_config({**tuning, "name": name, "strategies": dict(variants)}, source)
         # later trials resume from trial 0's first experience where nothing they change
-        # acts in it (each strategy declares what; the contract kit proves it)
+        # acts in it (each strategy declares what; the contract kit checks it)
         counts = run_matrix(config, store, jobs=jobs, resume=True, progress=progress,
                             share_first=share_first, keep_first=True)
         trained += counts["finished"] + counts["failed"]
@@ -304,7 +315,7 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
                 plan["study"].tell(ask, trial.mean)
             done.append(trial)
 
-    remove_first_experiences(store)
+    drop_first_experiences(store)
     chosen: dict[str, dict[str, Any]] = {}
     for label in plans:
         ok = [t for t in done if t.strategy == label and t.status == "finished"]

@@ -86,7 +86,8 @@ class DKD(TeacherPlugin):
 
     #: searched by ``lrbench tune`` (the synthesis budget is a stated cost, not tuned)
     tunable = {"lambda_rel": LogUniform(0.1, 10.0), "lambda_inv": LogUniform(0.1, 10.0)}
-    #: all of them act through the teacher, which the first experience does not have
+    #: all of them act through the teacher, which the first experience does not have (a
+    #: field added to Config joins them: the contract kit checks that it may)
     inactive_in_first_experience = frozenset(Config.model_fields)
 
     def __init__(self, config: StrategyConfig | None = None) -> None:

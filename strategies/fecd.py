@@ -57,7 +57,8 @@ class FECD(TeacherPlugin):
 
     #: searched by ``lrbench tune``
     tunable = {"lam": LogUniform(1.0, 100.0), "lambda_est": LogUniform(0.1, 100.0)}
-    #: all of them act through the teacher, which the first experience does not have
+    #: all of them act through the teacher, which the first experience does not have (a
+    #: field added to Config joins them: the contract kit checks that it may)
     inactive_in_first_experience = frozenset(Config.model_fields)
 
     def before_backward(self, strategy: Any, **kwargs: Any) -> None:

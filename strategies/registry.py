@@ -422,7 +422,7 @@ class StrategyPlugin:
     #: hyperparameters that change nothing up to the end of the first experience (weights
     #: of terms that need a teacher or importances): cells that differ only in them train
     #: that experience once (``lrbench run`` shares it: ``Cell.first_experience_key``).
-    #: Empty (nothing shared) unless declared; the contract kit proves each name
+    #: Empty (nothing shared) unless declared; the contract kit checks each name
     inactive_in_first_experience: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: StrategyConfig | None = None, **plugin_kwargs: Any) -> None:

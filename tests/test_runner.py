@@ -952,3 +952,40 @@ def test_variants_share_a_first_experience_only_where_it_cannot_change(tmp_path)
     log = (tmp_path / "shared" / "cells" / "synth-tiny__l2-strong__seed0" / "log.txt")
     assert "first experience shared" in log.read_text()
     assert not (tmp_path / "shared" / "first").exists()
+
+
+def test_an_unusable_shared_first_experience_is_trained_instead(tmp_path):
+    """A shared first experience that cannot be read (damaged, or written by another
+    stream) only costs time: the cell trains that experience itself, to the numbers of a
+    cell that never saw the file, and says so in its log."""
+    from benchmarks.run.cell import run_cell
+
+    cell = expand_cells(load_config(SMOKE, [*FAST, "seeds=[0]"]))[0]
+    alone = run_cell(cell, log=lambda m: None)
+    bad = tmp_path / "first.pt"
+    bad.write_bytes(b"not a checkpoint")
+    lines: list[str] = []
+    got = run_cell(cell, log=lines.append, first=bad, save_first=True)
+    assert not got["timings"]["shared_first_experience"] and got["timings"]["resumed_after"] == 0
+    assert json.dumps({k: v for k, v in got.items() if k != "timings"}, sort_keys=True) == \
+        json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True)
+    assert any("could not be used" in line for line in lines)
+    assert bad.read_bytes() == b"not a checkpoint"  # never overwritten while it exists
+
+
+def test_first_experiences_are_not_shared_with_avalanche_loggers_or_off_cpu(tmp_path):
+    """A follower's own Avalanche logs would lack the first experience, and a CUDA
+    generator is not in a checkpoint: neither shares."""
+    from benchmarks.runner import sharable
+
+    data = yaml.safe_load(SMOKE.read_text())
+    data.update(name="logged", seeds=[0], logging={"csv": True}, strategies={
+        "l2_kd": {"lam": 1.0}, "l2-strong": {"strategy": "l2_kd", "lam": 5.0}})
+    config = parse_config(data, "logged.yaml", overrides=FAST)
+    run_matrix(config, tmp_path / "logged", progress=False)
+    for result in results(tmp_path / "logged").values():
+        assert not result["payload"]["timings"]["shared_first_experience"]
+    cell = expand_cells(config)[0]
+    assert sharable(cell)
+    assert not sharable(cell.model_copy(update={"training": cell.training.model_copy(
+        update={"device": "cuda"})}))

@@ -52,3 +52,28 @@ def test_an_unknown_first_experience_name_is_refused_at_registration():
 
     with pytest.raises(TypeError, match="nope, not hyperparameters of its Config"):
         register_strategy("bad-first")(Bad)
+
+
+def test_first_difference_compares_bit_for_bit():
+    """The kit's state comparison: identical states give None; a key, a length, one bit
+    of a tensor (even -0.0 against 0.0) or of an array, or a value differing is named."""
+    import numpy as np
+    import torch
+
+    from benchmarks.contract import first_difference
+
+    state = {"model": {"w": torch.tensor([0.0, 1.5])}, "rng": (np.arange(3), 7),
+             "losses": [{"total": float("nan")}], "done": 1}
+    same = {"model": {"w": torch.tensor([0.0, 1.5])}, "rng": (np.arange(3), 7),
+            "losses": [{"total": float("nan")}], "done": 1}
+    assert first_difference(state, same) is None
+    cases = [
+        ({**same, "model": {"w": torch.tensor([-0.0, 1.5])}}, "state['model']['w']"),
+        ({**same, "model": {"v": torch.tensor([0.0, 1.5])}}, "state['model']: keys"),
+        ({**same, "rng": (np.array([0, 1, 3]), 7)}, "state['rng'][0]: arrays differ"),
+        ({**same, "rng": (np.arange(3),)}, "state['rng']: length 2 != 1"),
+        ({**same, "done": 2}, "state['done']: 1 != 2"),
+        ({**same, "done": 1.0}, "state['done']: 1 != 1.0"),
+    ]
+    for other, where in cases:
+        assert (first_difference(state, other) or "").startswith(where), where

@@ -224,14 +224,20 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         tpl.load_checkpoint(checkpoint)
         log(f"resumed from {checkpoint.name} after {tpl.experiences_done}/{n_exp} experiences")
     elif first is not None and first.is_file():
-        tpl.load_checkpoint(first)
-        if tpl.experiences_done != 1:
-            raise ValueError(f"{first} holds {tpl.experiences_done} experiences, not the first "
-                             "alone; delete it (it is only a shared start) and rerun")
-        shared = True
-        log(f"first experience shared: resumed from {first.name} (written by a cell that "
-            "differs from this one only in hyperparameters its strategy declares inactive "
-            "there)")
+        try:
+            tpl.load_checkpoint(first)
+            if tpl.experiences_done != 1:
+                raise ValueError(f"it holds {tpl.experiences_done} experiences, not one")
+            shared = True
+            log(f"first experience shared: resumed from {first.name} (written by a cell that "
+                "differs from this one only in hyperparameters its strategy declares "
+                "inactive there)")
+        except Exception as exc:  # unreadable or gone: only a shortcut, so train it here
+            log(f"note: the shared first experience {first.name} could not be used "
+                f"({type(exc).__name__}: {exc}); training it in this cell")
+            built = build_cell(cell, make_loggers(logging, folder))  # loading changed it
+            plugin, bench, tpl = built.plugin, built.benchmark, built.template
+            metrics = tpl.metrics
     resumed = tpl.experiences_done
     k0 = min(ev.ks)  # the headline K: Recall@1 unless the matrix leaves K = 1 out
     timings = []
@@ -241,7 +247,11 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         timings.append(time.perf_counter() - start)
         done = tpl.experiences_done
         if done == 1 and first is not None and save_first and not first.is_file():
-            tpl.save_checkpoint(first)  # atomic: a cell starting now sees all of it or none
+            try:  # atomic: a cell starting now sees all of it or none
+                tpl.save_checkpoint(first)
+            except OSError as exc:  # a full disk costs the others time, not this cell
+                log(f"note: could not write the shared first experience {first.name} "
+                    f"({exc.strerror or exc}); the cells that would use it train it themselves")
         eta = (n_exp - done) * sum(timings) / len(timings)
         log(f"{cell.strategy} {cell.scenario.name} seed {seed}: experience "
             f"{done - 1} of 0-{n_exp - 1} trained, R@{k0} on the seen-classes gallery "

@@ -32,7 +32,8 @@ Record = Callable[[Cell, dict[str, Any], float], None]
 class Launch:
     """How to run the cells: ``jobs`` at once (local, and submitit's local cluster), the
     Ray cluster's ``ray_address``, ``args(cell)``, the worker's arguments after the cell
-    (checkpoint, logging, folder: only for executors whose workers share the store's disk),
+    (:func:`~benchmarks.run.cell._worker`'s checkpoint, logging, folder and shared first
+    experience: only for executors whose workers share the store's disk),
     the ``store`` folder and the ``slurm`` settings (:class:`~benchmarks.config.SlurmSpec`
     as a mapping) of the submitit executor."""
 
