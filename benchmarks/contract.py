@@ -182,9 +182,16 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
         assert not untried, (f"{name}: no other valid value of {', '.join(untried)} to try, so "
                              "the kit cannot check its inactive_in_first_experience "
                              "declaration; remove it from there")
-        # each name alone (every value tried), then all of them changed at once
+        # each name alone (every value tried), then all of them changed at once (when the
+        # Config accepts that combination)
         variants = [{hp: value} for hp, values in others.items() for value in values]
-        variants.append({hp: values[0] for hp, values in others.items()})
+        together = {hp: values[0] for hp, values in others.items()}
+        if len(together) > 1:
+            try:
+                make_config(name, {**base, **together})
+                variants.append(together)
+            except StrategyError:
+                pass
         for change in variants:
             diff = first_difference(reference, first_state({**base, **change}))
             assert diff is None, (

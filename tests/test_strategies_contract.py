@@ -77,3 +77,33 @@ def test_first_difference_compares_bit_for_bit():
     ]
     for other, where in cases:
         assert (first_difference(state, other) or "").startswith(where), where
+
+
+def test_names_that_act_only_together_fail_the_kit(monkeypatch):
+    """Two weights, each harmless alone, that skip work in the first experience only when
+    both are zero (and so draw fewer random numbers): the kit's all-at-once run catches
+    the declaration that the one-at-a-time runs pass."""
+    import torch
+    from pydantic import Field
+
+    from strategies import registry
+    from strategies.registry import Callbacks, StrategyConfig, StrategyPlugin
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @registry.register_strategy("both_zero")
+    class BothZero(StrategyPlugin, Callbacks):
+        """Draws a random number in every experience unless both weights are zero."""
+
+        class Config(StrategyConfig):
+            a: float = Field(1.0, ge=0)
+            b: float = Field(1.0, ge=0)
+
+        inactive_in_first_experience = frozenset({"a", "b"})
+
+        def before_training_exp(self, strategy, **kwargs):
+            if self.config.a or self.config.b:
+                torch.rand(1)
+
+    with pytest.raises(AssertionError, match=r"a=0.0, b=0.0 .*declares them"):
+        check_strategy("both_zero")
