@@ -198,16 +198,16 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         # not with Avalanche's loggers (a cell's own logs would lack the first experience)
         share = share_first and ex.shares_disk and not (logging["tensorboard"]
                                                          or logging["csv"])
-        keys = Counter(c.first_experience_key for c in todo if sharable(c)) if share \
-            else Counter()
+        keys = {c.id: c.first_experience_key for c in todo if sharable(c)} if share else {}
+        cells_per_key = Counter(keys.values())
 
         def args(cell: Cell) -> tuple[str | None, dict[str, bool], str, str | None, bool]:
             folder = cell_dir(store, cell)
-            key = cell.first_experience_key if share and sharable(cell) else None
-            first = first_experience_path(store, cell) if key else None
+            key = keys.get(cell.id)
+            first = first_experience_path(store, key) if key else None
             # written only when another cell of this run, or of a later call (keep_first),
             # may use it: one whose strategy declares something inactive there
-            save = key is not None and (keys[key] > 1 or (keep_first and bool(
+            save = key is not None and (cells_per_key[key] > 1 or (keep_first and bool(
                 get_strategy(cell.plugin_name).inactive_in_first_experience)))
             return (str(folder / "checkpoint.pt") if checkpoints else None, logging,
                     str(folder), str(first) if first else None, save)
@@ -238,7 +238,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             raise
         bar.close()
         if share and not keep_first:
-            remove_first_experiences(store, todo)
+            remove_first_experiences(store, set(keys.values()))
         counts["rows"] = write_tidy(store, cells)
         if tracker is not None:
             tracker.log_store(store)

@@ -32,7 +32,7 @@ Statistics, each documented in ``docs/metrics.md``:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,6 +139,21 @@ def power_note(n: int, alpha: float = 0.05, m: int = 1) -> str:
     return text
 
 
+def latex_escape(text: str) -> str:
+    """``text`` with the LaTeX specials that names and titles hold escaped (_, %, &)."""
+    return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+def html_table(rows: list[list[str]], cell: Callable[[str], str]) -> str:
+    """An HTML table of ``rows`` (the first is the header), each text rendered by ``cell``
+    (which escapes it)."""
+    head, *body = rows
+    out = ["<table><thead><tr>" + "".join(f"<th>{cell(h)}</th>" for h in head)
+           + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in body]
+    return "\n".join(out + ["</tbody></table>"])
+
+
 class _LongForm:
     """What a table in long form (``data``: one row per row label and column) shares."""
 
@@ -226,33 +241,27 @@ class Table(_LongForm):
         """An HTML table (for report.html); bold and † as in :meth:`legend`."""
         import html
 
-        head, *body = self._rows(("\0b", "\0/b"), " †", " (n/a)")
-
         def cell(text: str) -> str:  # the placeholders survive escaping
             return html.escape(text).replace("\0b", "<b>").replace("\0/b", "</b>")
 
-        out = ["<table><thead><tr>" + "".join(f"<th>{cell(h)}</th>" for h in head)
-               + "</tr></thead><tbody>"]
-        out += ["<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in body]
-        return "\n".join(out + ["</tbody></table>"])
+        return html_table(self._rows(("\0b", "\0/b"), " †", " (n/a)"), cell)
 
     def to_latex(self) -> str:
         """A booktabs table (``\\usepackage{booktabs}``); bold and † as in :meth:`legend`."""
         cols = self.columns
 
-        def esc(text: str) -> str:
-            return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-
         lines = [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule",
-                 "Strategy & " + " & ".join(esc(t) for _, t in cols) + r" \\", r"\midrule"]
+                 "Strategy & " + " & ".join(latex_escape(t) for _, t in cols) + r" \\",
+                 r"\midrule"]
         for s in self.strategies:
             cells = [self._cell(s, c, (r"\textbf{", "}"), r"$^\dagger$", " (n/a)")
                      .replace("±", r"$\pm$").replace("–", "--") for c, _ in cols]
-            lines.append(esc(s) + " & " + " & ".join(cells) + r" \\")
+            lines.append(latex_escape(s) + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
-        caption = (f"% {esc(self.scenario)}: mean $\\pm$ std over seeds; bold = best or not "
-                   f"distinguishable from it (Holm-adjusted paired t-test, p >= {self.alpha}); "
-                   f"$^\\dagger$ = paired t-test vs {esc(self.baseline or '-')}, Holm-adjusted "
+        caption = (f"% {latex_escape(self.scenario)}: mean $\\pm$ std over seeds; bold = best "
+                   "or not distinguishable from it (Holm-adjusted paired t-test, p >= "
+                   f"{self.alpha}); $^\\dagger$ = paired t-test vs "
+                   f"{latex_escape(self.baseline or '-')}, Holm-adjusted "
                    f"p < {self.alpha}; n/a = undefined test; -- = undefined value; "
                    "definitions: docs/metrics.md")
         return caption + "\n" + "\n".join(lines) + "\n"
@@ -543,20 +552,14 @@ class AblationTable(_LongForm):
         """An HTML table (for report.html)."""
         import html
 
-        head, *body = self._rows(" †")
-        out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-               + "</tr></thead><tbody>"]
-        out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                for row in body]
-        return "\n".join(out + ["</tbody></table>"])
+        return html_table(self._rows(" †"), html.escape)
 
     def to_latex(self) -> str:
         """A booktabs table (``\\usepackage{booktabs}``), as :meth:`to_markdown`."""
         head, *body = self._rows(r"$^\dagger$")
 
         def esc(text: str) -> str:
-            return (text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-                    .replace("Δ", r"$\Delta$").replace("–", "--"))
+            return latex_escape(text).replace("Δ", r"$\Delta$").replace("–", "--")
 
         lines = [r"\begin{tabular}{ll" + "r" * (len(head) - 2) + "}", r"\toprule",
                  " & ".join(esc(h) for h in head) + r" \\", r"\midrule"]

@@ -936,7 +936,7 @@ def test_variants_share_a_first_experience_only_where_it_cannot_change(tmp_path)
     # one left by a killed run (older code, perhaps) is never used: removed at the start
     from benchmarks.run.store import first_experience_path
 
-    stale = first_experience_path(tmp_path / "shared", cells["l2_kd"])
+    stale = first_experience_path(tmp_path / "shared", cells["l2_kd"].first_experience_key)
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"not a checkpoint")
     run_matrix(config, tmp_path / "shared", progress=False)

@@ -49,7 +49,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,18 +291,18 @@ def cell_dir(store: Path, cell: Cell) -> Path:
     return store / "cells" / cell.id
 
 
-def first_experience_path(store: Path, cell: Cell) -> Path:
-    """Where the cells with ``cell``'s first-experience key share that experience's
+def first_experience_path(store: Path, key: str) -> Path:
+    """Where the cells with first-experience key ``key`` share that experience's
     checkpoint (:attr:`~benchmarks.config.Cell.first_experience_key`)."""
-    return store / "first" / f"{cell.first_experience_key}.pt"
+    return store / "first" / f"{key}.pt"
 
 
-def remove_first_experiences(store: Path, cells: list[Cell] | None = None) -> None:
-    """Remove the shared first-experience checkpoints of ``cells`` (None: all of them),
+def remove_first_experiences(store: Path, keys: Iterable[str] | None = None) -> None:
+    """Remove the shared first-experience checkpoints of ``keys`` (None: all of them),
     and their folder once empty: they only speed up a run, and are large."""
     folder = store / "first"
-    paths = folder.glob("*.pt") if cells is None else {
-        first_experience_path(store, c) for c in cells}
+    paths = folder.glob("*.pt") if keys is None else (
+        first_experience_path(store, k) for k in keys)
     for path in paths:
         path.unlink(missing_ok=True)
     with suppress(OSError):
