@@ -222,6 +222,11 @@ class TrainingSpec(_Strict):
     epochs: Float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: Float = Field(1e-3, gt=0, allow_inf_nan=False)
+    trunk_lr_mult: Float = Field(
+        1.0, gt=0, le=1000, allow_inf_nan=False, description="learning rate of the trunk's "
+        "trained layers relative to lr (the projection, classifier and a loss's proxies keep "
+        "lr): below 1 a pretrained trunk learns slowly under a faster new head (SLCA's slow "
+        "learner)")
     weight_decay: Float = Field(0.0, ge=0, allow_inf_nan=False)
     momentum: Float = Field(0.9, ge=0, lt=1)
     loss: str = Field("hard_mining", description="a metric loss of "
@@ -245,7 +250,7 @@ class TrainingSpec(_Strict):
 
     #: settings a cell's hash leaves out while they have their default value: added after
     #: stores existed, so the cells those stores hold keep their hashes and are reused
-    HASH_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("amp", "channels_last")
+    HASH_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("amp", "channels_last", "trunk_lr_mult")
 
     def hashed_dump(self) -> dict[str, Any]:
         """``model_dump()`` less the :data:`HASH_OMITS_DEFAULT` settings at their default."""

@@ -11,7 +11,9 @@ On a tiny synth-fg class-incremental stream (3 experiences x 4 classes, 32 px, a
 CNN, or another randomly initialised trunk: ``trunk="timm:resnet18"``) it checks that the
 strategy
 
-1. trains on 3 experiences and every logged loss is finite;
+1. trains on 3 experiences (only the leading ones it declares in ``trains_experiences``,
+   its model then bit-identical after every later experience) and every logged loss is
+   finite;
 2. changes the loss when its regulariser is on (strategies flagged ``regularizer``): from
    the second experience a term of its own is non-zero;
 3. evaluates to a full R matrix (3 x 3 Recall@1, zero-shot entries included);
@@ -121,18 +123,34 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
             if on_check is not None:
                 on_check(check)
 
-    # 1 + 3: trains on 3 experiences, finite losses, full R matrix
+    # 1 + 3: trains on 3 experiences (those it declares), finite losses, full R matrix
+    trains = spec.cls.trains_experiences
+    n_trained = 3 if trains is None else min(trains, 3)
     first = build_template(name, hparams, seed, iterations, trunk=trunk)
     first.run(bench)
     r = first.metrics.r_matrix(1)
     report.r_matrix = r
-    assert first.loss_history, f"{name}: no training iteration ran"
+    trained = sorted({int(row["experience"]) for row in first.loss_history})
+    assert trained == list(range(n_trained)), (
+        f"{name}: trained in experiences {trained or 'none'}, expected "
+        f"{list(range(n_trained)) or 'none'} (trains_experiences = {trains})")
     for row in first.loss_history:
         bad = {k: v for k, v in row.items() if not math.isfinite(v)}
         assert not bad, f"{name}: non-finite loss terms {bad} in experience {row['experience']}"
     assert r.shape == (3, 3) and np.isfinite(r).all(), f"{name}: R matrix not full:\n{r}"
     report.loss_terms = {k for row in first.loss_history for k in row} - {"experience"}
-    passed("trains on 3 experiences", "finite losses", "full R matrix")
+    passed(f"trains on {n_trained} of 3 experiences" if trains is not None
+           else "trains on 3 experiences", "finite losses", "full R matrix")
+
+    # 1b: a strategy that stops training leaves its model bit-identical from then on
+    if trains is not None:
+        states = frozen_states(name, hparams, seed, iterations, trunk, bench)
+        for i in range(n_trained + 1, len(states)):
+            diff = first_difference(states[n_trained], states[i], "model")
+            assert diff is None, (f"{name}: declares trains_experiences = {trains}, yet "
+                                  f"experience {i - 1} changed its model ({diff})")
+        passed(f"model unchanged after experience {n_trained - 1}" if n_trained
+               else "model never changes")
 
     # 2: the regulariser changes the loss
     if spec.cls.regularizer:
@@ -202,6 +220,22 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                 "remove what acts there")
         passed(f"first experience unchanged by {', '.join(idle)}")
     return report
+
+
+def frozen_states(name: str, hparams: dict[str, Any] | None, seed: int, iterations: int,
+                  trunk: str, bench: Any) -> list[dict[str, Any]]:
+    """The model's ``state_dict`` (weights and BatchNorm statistics, copied) before the
+    stream and after each experience of ``bench``."""
+    tpl = build_template(name, hparams, seed, iterations, trunk=trunk)
+
+    def copy_of() -> dict[str, Any]:
+        return {k: v.detach().clone() for k, v in tpl.model.state_dict().items()}
+
+    states = [copy_of()]
+    for done in range(1, len(bench.train_stream) + 1):
+        tpl.run(bench, stop_after=done)
+        states.append(copy_of())
+    return states
 
 
 def other_values(spec: StrategySpec, hp: str, hparams: dict[str, Any],

@@ -369,13 +369,15 @@ class EmbeddingNet(nn.Module):
     """The retrieval model; ``forward`` returns the L2-normalised embedding (B x dim).
 
     ``embed_raw`` gives the embedding before normalisation (MAS needs its norm),
-    ``logits`` the cosine classifier's output when the model has one.
+    ``logits`` the cosine classifier's output when the model has one. With
+    ``projection=False`` there is no ``W``: the embedding is ``normalize(pool(trunk(x)))``
+    in the trunk's own dimension (the untrained reference every method must beat).
     """
 
     def __init__(self, trunk: str = "small_cnn", dim: int = 512, pool: str = "max",
                  classifier: bool = False, freeze_bn: bool = False,
                  pretrained: bool | str | Path = False, scale: float = 20.0,
-                 frozen_stages: int = 0) -> None:
+                 frozen_stages: int = 0, projection: bool = True) -> None:
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
@@ -397,8 +399,11 @@ class EmbeddingNet(nn.Module):
             p.requires_grad_(False)
         self.stem.eval()
         self.pool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
-        self.embed = nn.Linear(channels, dim)
-        self.classifier = CosineClassifier(dim, scale) if classifier else None
+        #: without ``projection`` the pooled trunk features are the embedding (the
+        #: ``pretrained`` reference): ``dim`` is then the trunk's channel count
+        self.dim = dim if projection else channels
+        self.embed = nn.Linear(channels, dim) if projection else nn.Identity()
+        self.classifier = CosineClassifier(self.dim, scale) if classifier else None
 
     def train(self, mode: bool = True) -> EmbeddingNet:
         super().train(mode)

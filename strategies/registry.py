@@ -424,6 +424,14 @@ class StrategyPlugin:
     #: that experience once (``lrbench run`` shares it: ``Cell.first_experience_key``).
     #: Empty (nothing shared) unless declared; the contract kit checks each name
     inactive_in_first_experience: ClassVar[frozenset[str]] = frozenset()
+    #: how many leading experiences train (None: every one). The template stops before
+    #: the first step of any later experience, so nothing changes there (weights,
+    #: BatchNorm statistics, optimizer): ``pretrained`` trains none, ``first_session``
+    #: only the first
+    trains_experiences: ClassVar[int | None] = None
+    #: the model has no projection layer: the trunk's pooled features (their own
+    #: dimension, not ``model.dim``) are the embedding (``pretrained``)
+    pooled_embedding: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig | None = None, **plugin_kwargs: Any) -> None:
         """Keep ``config`` (the class's defaults when None) as ``self.config``, then

@@ -16,6 +16,11 @@ What it changes, and why:
   naming the iteration, the experience and the loss terms that were not finite;
 * the cosine classifier, when the model has one, grows to the classes seen at the start
   of each training experience;
+* a strategy may train only its first experiences (``trains_experiences``: the
+  ``pretrained`` reference trains none, ``first_session`` only the first): from then on
+  each experience stops before its first step, so the model does not change at all;
+* ``training.trunk_lr_mult`` (the cell builds the optimizer) gives the trunk's trained
+  layers a learning rate of their own against the new layers (projection, classifier);
 * the optimizer state is reset at the start of every experience (a new optimizer per
   task, as in the reference implementations), which makes a checkpoint taken between
   experiences complete;
@@ -310,6 +315,19 @@ class RetrievalTemplate(SupervisedTemplate):
                     f"gradient norm {norm:.3g} at {self._where()} exceeds max_grad_norm = "
                     f"{self.max_grad_norm:g} (an exploding gradient); lower the learning rate "
                     "or raise training.max_grad_norm")
+
+    def trains_now(self) -> bool:
+        """Whether the current experience trains: False from the first experience that a
+        strategy plugin's ``trains_experiences`` excludes (``pretrained``: every one;
+        ``first_session``: every one after the first)."""
+        limits = [p.trains_experiences for p in self._strategy_plugins()
+                  if p.trains_experiences is not None]
+        return not limits or int(self.experience.current_experience) < min(limits)
+
+    def _before_training_epoch(self, **kwargs: Any) -> None:
+        super()._before_training_epoch(**kwargs)
+        if not self.trains_now():  # Avalanche's early stop, checked before the first step
+            self.stop_training()
 
     def _after_training_iteration(self, **kwargs: Any) -> None:
         self.loss_history.append({"experience": float(self.experience.current_experience),

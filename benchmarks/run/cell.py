@@ -84,14 +84,44 @@ def build_benchmark(cell: Cell, model: Any = None, info_only: bool = False) -> A
                     dataset_kwargs=dict(sc.dataset_kwargs), **kw)
 
 
-def build_model(cell: Cell, classifier: bool = False) -> Any:
-    """The cell's ``EmbeddingNet`` (after ``seed_everything``, for its initial weights)."""
+def build_model(cell: Cell, classifier: bool = False, projection: bool = True) -> Any:
+    """The cell's ``EmbeddingNet`` (after ``seed_everything``, for its initial weights);
+    ``projection=False``: no embedding layer, the pooled trunk features are the embedding
+    (a strategy's ``pooled_embedding``)."""
     from strategies.model import EmbeddingNet
 
     m = cell.model
     return EmbeddingNet(m.trunk, dim=m.dim, pool=m.pool, pretrained=m.pretrained,
                         freeze_bn=m.freeze_bn, classifier=classifier,
-                        frozen_stages=m.frozen_stages)
+                        frozen_stages=m.frozen_stages, projection=projection)
+
+
+def make_optimizer(model: Any, criterion: Any, tr: Any) -> Any:
+    """The cell's optimizer (``training``: Adam or SGD) over the model's and the
+    criterion's trainable parameters. With ``trunk_lr_mult`` other than 1 the trunk's
+    trained layers (``model.trunk``: pretrained layers when the model loads weights) get
+    ``lr * trunk_lr_mult`` in a second parameter group, everything else (the projection,
+    a classifier, a loss's proxies: the new layers) ``lr``: SLCA's slow learner. Group 0
+    holds the new layers, so parameters Avalanche adds later (a grown classifier) join
+    them. At 1 there is one group, as before the option existed."""
+    import torch
+
+    from strategies.losses import trainable_parameters
+
+    params = trainable_parameters(model, criterion)  # a loss's proxies train too
+    groups: Any = params
+    if tr.trunk_lr_mult != 1.0:
+        trunk = {id(p) for p in model.trunk.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in trunk]},
+                  {"params": [p for p in params if id(p) in trunk],
+                   "lr": tr.lr * tr.trunk_lr_mult}]
+        groups = [g for g in groups if g["params"]]
+    # foreach: one kernel per operation over all parameters (the default only on CUDA);
+    # the same update, a third off a CPU training step of the thesis model
+    if tr.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=tr.lr, weight_decay=tr.weight_decay, foreach=True)
+    return torch.optim.SGD(groups, lr=tr.lr, momentum=tr.momentum,
+                           weight_decay=tr.weight_decay, foreach=True)
 
 
 def warm_caches(cells: list[Cell], log: Callable[[str], None] = print) -> None:
@@ -176,28 +206,20 @@ def build_cell(cell: Cell, loggers: list[Any] | None = None) -> Built:
     seeded, then its strategy plugin, model (initial weights), benchmark (through the
     caches it asks for), metric loss, optimizer, retrieval metrics and template. The
     runner and the contract kit (:mod:`benchmarks.contract`) both build cells here."""
-    import torch
-
     from metrics.plugins import RetrievalMetrics
     from strategies import make_plugin
-    from strategies.losses import make_metric_loss, trainable_parameters
+    from strategies.losses import make_metric_loss
     from strategies.template import RetrievalTemplate, seed_everything
 
     seed_everything(cell.seed)
     plugin = make_plugin(cell.plugin_name, cell.hparams)
     tr, ev = cell.training, cell.evaluation
-    model = build_model(cell, classifier=plugin.needs_classifier)
+    model = build_model(cell, classifier=plugin.needs_classifier,
+                        projection=not plugin.pooled_embedding)
     bench = build_benchmark(cell, model)
     n_classes = sum(e.num_classes for e in bench.stream_info.experiences)
-    criterion = make_metric_loss(tr.loss, tr.margin, cell.model.dim, n_classes)
-    params = trainable_parameters(model, criterion)  # a loss's proxies train too
-    # foreach: one kernel per operation over all parameters (the default only on CUDA);
-    # the same update, a third off a CPU training step of the thesis model
-    if tr.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=tr.lr, weight_decay=tr.weight_decay, foreach=True)
-    else:
-        opt = torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum,
-                              weight_decay=tr.weight_decay, foreach=True)
+    criterion = make_metric_loss(tr.loss, tr.margin, model.dim, n_classes)
+    opt = make_optimizer(model, criterion, tr)
     metrics = RetrievalMetrics(ks=ev.ks, map_at_r=ev.map_at_r, cross_model=ev.cross_model)
     tpl = RetrievalTemplate(model=model, optimizer=opt, criterion=criterion, p=tr.p,
                             k=tr.k, iterations=tr.iterations, epochs=tr.epochs,
