@@ -69,6 +69,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed_list(text: str) -> list[int]:
+    """An argparse type: comma-separated seeds, each in 0..2**32 - 1."""
+    from benchmarks.config import SEED_MAX
+
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give seeds as S,S,..., got {text!r}") from None
+    if not seeds or any(not 0 <= s <= SEED_MAX for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"give distinct seeds in 0..{SEED_MAX}, got {text!r}")
+    return seeds
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for docs and tests)."""
     parser = _Parser(prog="lrbench", description=(
@@ -157,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every cell's first experience itself (by default, cells that "
                    "differ only in hyperparameters their strategy declares inactive there "
                    "train it once and share it: the same numbers, less time)")
+    p.add_argument("--allow-tuning-seeds", action="store_true",
+                   help="run even where the matrix's seeds reuse a seed that tuned its "
+                   "hyperparameters (tuned_on_seeds, written by lrbench tune); by default "
+                   "refused, as test numbers on tuning seeds are optimistic")
     p.add_argument("--check-determinism", action="store_true",
                    help="run the first cell twice here and compare every metric value "
                    "(exit 0 when identical, 1 otherwise); the store is not touched")
@@ -177,9 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
                        "Needs pip install 'lrbench[tune]'.")
     p.add_argument("config", help="matrix file (YAML) whose strategies are tuned")
     p.add_argument("--trials", type=int, default=20,
-                   help="trials per strategy with something to tune (default: 20)")
+                   help="trials per strategy with something to tune (default: 20): trial 0 "
+                   "the matrix's values, then a scrambled Sobol start over the declared "
+                   "ranges (about half), then TPE")
     p.add_argument("--out", help="tuning store (default: results/<matrix name>-tune)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed from which each strategy's "
+                   "sampler seed is derived with its label (default: 0)")
+    p.add_argument("--also-tune", dest="also", action="append", default=[], metavar="OPTION",
+                   help="also search this training option for every strategy that trains "
+                   "(trunk_lr_mult: log-uniform [0.01, 1]; lr: log-uniform [1e-5, 1e-2]); "
+                   "the choice goes into each strategy's training: override")
+    p.add_argument("--extend-edges", dest="extend", type=_positive_float, metavar="FACTOR",
+                   help="when a strategy's best value is the smallest or largest it tried, "
+                   "try it moved outward (a log range's value times or divided by FACTOR, "
+                   "a linear one's by FACTOR - 1 declared widths), up to --extend-rounds "
+                   "times, so the search ends with its optimum bracketed or a warning")
+    p.add_argument("--extend-rounds", type=_at_least(0), default=3,
+                   help="extension trials per strategy at most (default: 3)")
+    p.add_argument("--test-seeds", type=_seed_list, metavar="S,S,...",
+                   help="seeds tuned.yaml gets for the test run (must differ from the "
+                   "tuning matrix's seeds; default: the tuning's, which lrbench run refuses)")
     p.add_argument("--objective", default="final_seen",
                    choices=["final_seen", "avg_incremental_seen", "final_mean", "forgetting"],
                    help="what is optimised, on validation, mean over seeds and scenarios: the "
@@ -414,6 +448,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         older = older_than(args.rerun_before)
     check_names(config, args.config, args.overrides)
+    reused = config.tuning_seed_overlap()
+    if reused and not args.allow_tuning_seeds:
+        raise LrbenchError(
+            f"{args.config}: seeds {', '.join(map(str, reused))} also tuned this matrix's "
+            "hyperparameters (tuned_on_seeds): test numbers on them are optimistic; give "
+            "other seeds (--set seeds=[...]) or pass --allow-tuning-seeds")
     cells = expand_cells(config)
     out = args.out or os.path.join("results", config.name)
     if args.dry_run:
@@ -531,7 +571,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     result = tune(args.config, args.trials, out=args.out, seed=args.seed,
                   objective=args.objective, metric=args.metric, validation=args.validation,
                   jobs=args.jobs, overrides=args.overrides, progress=sys.stderr.isatty(),
-                  share_first=args.share_first)
+                  share_first=args.share_first, also=args.also, extend=args.extend,
+                  extend_rounds=args.extend_rounds, test_seeds=args.test_seeds)
+    for edge in result.edges:
+        if edge.side is not None:
+            print(f"lrbench: warning: {edge.line()}", file=sys.stderr)
     for label, params in result.chosen.items():
         best = next(t for t in result.trials if t.strategy == label and t.chosen)
         values = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "nothing to tune"

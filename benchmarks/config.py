@@ -338,7 +338,7 @@ class SlurmSpec(_Strict):
 
 
 #: sections that change no number: left out when a store's matrix is compared with a rerun's
-RUN_ONLY_SECTIONS = ("tracking", "slurm")
+RUN_ONLY_SECTIONS = ("tracking", "slurm", "tuned_on_seeds")
 
 
 class CacheSpec(_Strict):
@@ -370,6 +370,14 @@ class MatrixConfig(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    tuned_on_seeds: list[Seed] = Field(
+        default_factory=list, description="the seeds whose validation runs chose this "
+        "matrix's hyperparameters (lrbench tune writes it into tuned.yaml): lrbench run "
+        "refuses a matrix whose seeds reuse one of them, unless --allow-tuning-seeds")
+
+    def tuning_seed_overlap(self) -> list[int]:
+        """The seeds of this matrix that also tuned its hyperparameters (sorted)."""
+        return sorted(set(self.seeds) & set(self.tuned_on_seeds))
 
 
 #: a part of an error's location that pydantic adds for a member of a union or a

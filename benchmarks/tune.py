@@ -39,10 +39,12 @@ objective's mean and 95% bootstrap CI over seeds) and ``tuned.yaml`` (the input 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,8 @@ class Trial:
     mean: float = math.nan
     ci: tuple[float, float] = (math.nan, math.nan)
     chosen: bool = False
+    #: how its values were drawn (:data:`KINDS`)
+    kind: str = "default"
 
 
 @dataclass
@@ -95,6 +99,8 @@ class TuneResult:
     chosen: dict[str, dict[str, Any]]
     trained: int
     files: list[Path]
+    #: for every continuous searched value: bracketed by the trials, or at an edge
+    edges: list[Edge] = field(default_factory=list)
 
 
 def _distribution(space: Any) -> Any:
@@ -224,19 +230,185 @@ def drop_first_experiences(store: Path) -> None:
             remove_first_experiences(store)
 
 
+#: training options every strategy can have searched beside its own hyperparameters
+#: (``lrbench tune --also-tune NAME``), with their ranges; a chosen value goes into the
+#: strategy's ``training:`` override in tuned.yaml
+def training_tunables() -> dict[str, Any]:
+    """Name -> range of the training options ``--also-tune`` accepts."""
+    from strategies.registry import LogUniform
+
+    return {"trunk_lr_mult": LogUniform(0.01, 1.0), "lr": LogUniform(1e-5, 1e-2)}
+
+
+#: what the trials of a strategy are, in order: its matrix values, a space-filling start,
+#: then Optuna's TPE; ``extend`` trials move a best value at an edge outward
+KINDS = ("default", "sobol", "tpe", "extend")
+
+
+def label_seed(seed: int, label: str) -> int:
+    """The sampler seed of one strategy's search: derived from ``--seed`` and its label, so
+    every strategy gets its own space-filling points and TPE draws (one seed for all would
+    give every strategy the same quantiles of its ranges)."""
+    digest = hashlib.sha256(f"{seed}:{label}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def sobol_points(spaces: dict[str, Any], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` points of a scrambled Sobol sequence over ``spaces`` (name -> range), mapped
+    to each range (log ranges uniformly in log space, integers and choices by equal
+    strata): a start that covers every range, where random draws leave gaps."""
+    from scipy.stats import qmc
+
+    from strategies.registry import Choice, IntRange
+
+    if n <= 0 or not spaces:
+        return []
+    with warnings.catch_warnings():  # balance needs a power of 2; the first n are still
+        warnings.simplefilter("ignore")  # well spread
+        u = qmc.Sobol(len(spaces), scramble=True, seed=seed).random(n)
+    out = []
+    for row in u:
+        point: dict[str, Any] = {}
+        for x, (name, space) in zip(row, spaces.items(), strict=True):
+            if isinstance(space, Choice):
+                point[name] = space.options[min(int(x * len(space.options)),
+                                                len(space.options) - 1)]
+            elif isinstance(space, IntRange):
+                point[name] = min(space.low + int(x * (space.high - space.low + 1)), space.high)
+            elif space.log:
+                point[name] = float(math.exp(math.log(space.low) + x * (
+                    math.log(space.high) - math.log(space.low))))
+            else:
+                point[name] = float(space.low + x * (space.high - space.low))
+        out.append(point)
+    return out
+
+
+@dataclass
+class Edge:
+    """Where one searched value's best lies among the values tried (:func:`edges`)."""
+
+    strategy: str
+    param: str
+    best: Any
+    low: Any
+    high: Any
+    #: ``low`` / ``high``: the best is the smallest / largest value tried; ``single``: only
+    #: one value was tried; None: bracketed
+    side: str | None
+    #: why it cannot be searched further out (a range that is not continuous, a Config
+    #: bound), or None
+    stuck: str | None = None
+
+    def line(self) -> str:
+        """One line on what the search showed for this value."""
+        name = f"{self.strategy} {self.param}"
+        if self.side is None:
+            return (f"{name}: the best value {self.best:.4g} lies inside the values tried "
+                    f"[{self.low:.4g}, {self.high:.4g}] (bracketed)")
+        if self.side == "single":
+            return f"{name}: only one value ({self.best:.4g}) was tried: nothing is bracketed"
+        which = "smallest" if self.side == "low" else "largest"
+        text = (f"{name}: the best value {self.best:.4g} is the {which} value tried "
+                f"([{self.low:.4g}, {self.high:.4g}]): the optimum may lie beyond it")
+        return text + (f"; {self.stuck}" if self.stuck else
+                       "; rerun with --extend-edges 10 to search further out")
+
+
+def edges(trials: list[Trial], label: str, spaces: dict[str, Any],
+          direction: str) -> list[Edge]:
+    """For each continuous searched value of strategy ``label``: is its best trial's value
+    strictly inside the values its finished trials tried, or at their smallest / largest?
+    (Choices have no edge and are left out; an integer range counts like a real one.)"""
+    from strategies.registry import Choice
+
+    ok = [t for t in trials if t.strategy == label and t.status == "finished"]
+    if len(ok) < 1:
+        return []
+    best = _best(ok, direction)
+    out = []
+    for name, space in spaces.items():
+        if isinstance(space, Choice):
+            continue
+        tried = sorted({float(t.params[name]) for t in ok if name in t.params})
+        value = float(best.params[name])
+        side = None
+        if len(tried) < 2:
+            side = "single"
+        elif value <= tried[0]:
+            side = "low"
+        elif value >= tried[-1]:
+            side = "high"
+        out.append(Edge(label, name, value, tried[0], tried[-1], side))
+    return out
+
+
+def _best(trials: list[Trial], direction: str) -> Trial:
+    sign = 1.0 if direction == "maximize" else -1.0
+    return max(trials, key=lambda t: (sign * t.mean, -t.number))
+
+
+def extended_value(space: Any, value: float, side: str, factor: float) -> float | None:
+    """``value`` moved outward past the edge ``side`` by ``factor``: a log range's value
+    times or divided by ``factor``, a linear range's by ``factor - 1`` of its declared
+    width; None for an integer range (not extended)."""
+    from strategies.registry import IntRange
+
+    if isinstance(space, IntRange):
+        return None
+    if space.log:
+        return value * factor if side == "high" else value / factor
+    step = (factor - 1) * (space.high - space.low)
+    return value + step if side == "high" else value - step
+
+
+@dataclass
+class Plan:
+    """One strategy label's search: what it runs, its ranges and its own sampler."""
+
+    label: str
+    base: str
+    entry: dict[str, Any]
+    spaces: dict[str, Any]
+    study: Any
+    seed: int
+    n: int
+    start: list[dict[str, Any]] = field(default_factory=list)
+
+    def variant(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The matrix entry of a trial: its strategy values at the top, searched training
+        options (``training.NAME``) in its ``training:`` override."""
+        entry = {**self.entry, "strategy": self.base}
+        training = dict(entry.pop("training", None) or {})
+        for key, value in params.items():
+            if key.startswith("training."):
+                training[key.removeprefix("training.")] = value
+            else:
+                entry[key] = value
+        if training:
+            entry["training"] = training
+        return entry
+
+
 def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int = 0,
          objective: str = "final_seen", metric: str = "recall@1",
          validation: float | None = None, jobs: int = 1, overrides: list[str] | None = None,
-         progress: bool = True, share_first: bool = True) -> TuneResult:
+         progress: bool = True, share_first: bool = True, also: list[str] | None = None,
+         extend: float | None = None, extend_rounds: int = 3,
+         test_seeds: list[int] | None = None) -> TuneResult:
     """Tune every strategy of the matrix file ``path`` (see the module docstring);
-    ``share_first`` as :func:`~benchmarks.runner.run_matrix`'s."""
+    ``share_first`` as :func:`~benchmarks.runner.run_matrix`'s; ``also``: training options
+    (:func:`training_tunables`) searched for every strategy that trains; ``extend``: the
+    factor by which a best value at the edge of what was tried is moved outward, for up
+    to ``extend_rounds`` more trials of that strategy; ``test_seeds``: the seeds tuned.yaml
+    gets (disjoint from the tuning seeds)."""
     try:
         import optuna
     except ImportError:
         raise LrbenchError("lrbench tune needs Optuna: pip install 'lrbench[tune]'") from None
     from benchmarks.config import expand_cells
     from benchmarks.runner import run_matrix
-    from metrics.statistics import bootstrap_ci
+    from metrics.statistics import t_interval
     from strategies import get_strategy, make_config
     from strategies.registry import tunable_problems
 
@@ -247,9 +419,23 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
                            f"{', '.join(OBJECTIVES)}")
     if validation is not None and not 0 < validation < 1:
         raise LrbenchError(f"--validation must be a fraction between 0 and 1, got {validation}")
+    if extend is not None and not (math.isfinite(extend) and extend > 1):
+        raise LrbenchError(f"--extend-edges must be a factor above 1 (e.g. 10), got {extend}")
+    if extend_rounds < 0:
+        raise LrbenchError(f"--extend-rounds must be 0 or more, got {extend_rounds}")
+    known_also = training_tunables()
+    for name in also or []:
+        if name not in known_also:
+            raise LrbenchError(f"--also-tune {name!r}: not a training option tune can search; "
+                               f"use one of {', '.join(known_also)}")
     source = str(path)
     raw = read_matrix(path, overrides)
     base_config = parse_config(raw, source, overrides=overrides)  # names, hparams checked
+    overlap = sorted(set(test_seeds or ()) & set(base_config.seeds))
+    if overlap:
+        raise LrbenchError(f"--test-seeds {', '.join(map(str, overlap))} also tune: test "
+                           "seeds must be disjoint from the tuning matrix's seeds "
+                           f"{base_config.seeds}")
     tuning = _with_validation(raw, validation, source)
     metric_key = _metric_parts(metric, base_config)
     direction = OBJECTIVES[objective][0]
@@ -258,43 +444,49 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     _check_store(store, name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    # one study per strategy label of the matrix, each with the same trial budget
-    plans: dict[str, dict[str, Any]] = {}
+    # one study per strategy label of the matrix, each with the same trial budget and a
+    # sampler seed of its own
+    plans: dict[str, Plan] = {}
     for label, entry in base_config.strategies.items():
-        base, params, _ = strategy_entry(label, entry)
+        base, params, training = strategy_entry(label, entry)
         spec = get_strategy(base)
         problems = tunable_problems(spec.cls)
         if problems:
             raise LrbenchError(f"strategy {base!r} declares an invalid tunable range: "
                                f"{problems[0]}; fix its 'tunable' declaration")
-        searched = {k: _distribution(v) for k, v in spec.tunables.items() if k not in params}
+        spaces = {k: v for k, v in spec.tunables.items() if k not in params}
+        if spec.cls.trains_experiences != 0:  # a strategy that never trains has no lr
+            spaces.update({f"training.{k}": known_also[k] for k in also or []
+                           if k not in training})
         if not is_safe_name(f"{label}-t000"):
             raise LrbenchError(f"strategy label {label!r} is too long to name its trials "
                                f"({label}-t000); shorten it to at most 59 characters")
-        study = optuna.create_study(direction=direction,
-                                    sampler=optuna.samplers.TPESampler(seed=seed))
-        if searched:
+        own = label_seed(seed, label)
+        n = trials if spaces else 1
+        n_start = min(n - 1, max(2, (n - 1) // 2 + 1)) if spaces else 0
+        # TPE takes over once the defaults and the space-filling start are told
+        study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
+            seed=own, n_startup_trials=n_start + 1))
+        plan = Plan(label, base, dict(entry or {}), spaces, study, own, n)
+        if spaces:
             defaults = make_config(base, params).model_dump()
-            study.enqueue_trial({k: defaults[k] for k in searched})
-        plans[label] = {"base": base, "entry": dict(entry or {}), "searched": searched,
-                        "study": study, "n": trials if searched else 1}
+            spec_training = base_config.training.model_copy(update=training).model_dump()
+            first = {k: (spec_training[k.removeprefix("training.")] if k.startswith(
+                "training.") else defaults[k]) for k in spaces}
+            plan.start = [first, *sobol_points(spaces, n_start, own)]
+            for point in plan.start:
+                study.enqueue_trial(point)
+        plans[label] = plan
 
+    distributions = {label: {k: _distribution(v) for k, v in plan.spaces.items()}
+                     for label, plan in plans.items()}
     drop_first_experiences(store)  # an interrupted call's may be older code's
     done: list[Trial] = []
     variants: dict[str, dict[str, Any]] = {}
     trained = 0
-    for number in range(trials):
-        asked = []
-        for label, plan in plans.items():
-            if number >= plan["n"]:
-                continue
-            ask = plan["study"].ask(plan["searched"])
-            params = dict(ask.params)
-            trial = Trial(label, number, f"{label}-t{number:03d}", params)
-            variants[trial.label] = {**plan["entry"], **params, "strategy": plan["base"]}
-            asked.append((plan, ask, trial))
-        if not asked:
-            break
+
+    def run_round(asked: list[tuple[Plan, Any, Trial]]) -> None:
+        nonlocal trained
         config = parse_config({**tuning, "name": name, "strategies": dict(variants)}, source)
         # later trials resume from trial 0's first experience where nothing they change
         # acts in it (each strategy declares what; the contract kit checks it)
@@ -307,13 +499,60 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
                                     objective, metric_key)
             if per_seed is None:
                 trial.status = "failed"
-                plan["study"].tell(ask, state=optuna.trial.TrialState.FAIL)
+                if ask is not None:
+                    plan.study.tell(ask, state=optuna.trial.TrialState.FAIL)
             else:
                 trial.per_seed = per_seed
                 trial.mean = float(np.mean(list(per_seed.values())))
-                trial.ci = bootstrap_ci(list(per_seed.values()))
-                plan["study"].tell(ask, trial.mean)
+                trial.ci = t_interval(list(per_seed.values()))
+                if ask is not None:
+                    plan.study.tell(ask, trial.mean)
             done.append(trial)
+
+    for number in range(trials):
+        asked = []
+        for label, plan in plans.items():
+            if number >= plan.n:
+                continue
+            ask = plan.study.ask(distributions[label])
+            kind = ("default" if number == 0 else "sobol" if number < len(plan.start)
+                    else "tpe") if plan.spaces else "default"
+            trial = Trial(label, number, f"{label}-t{number:03d}", dict(ask.params), kind=kind)
+            variants[trial.label] = plan.variant(trial.params)
+            asked.append((plan, ask, trial))
+        if not asked:
+            break
+        run_round(asked)
+
+    # a best value at the edge of what was tried: search further out, or say so
+    for _ in range(extend_rounds if extend else 0):
+        asked = []
+        for label, plan in plans.items():
+            for edge in edges(done, label, plan.spaces, direction):
+                if edge.side not in ("low", "high"):
+                    continue
+                space = plan.spaces[edge.param]
+                value = extended_value(space, edge.best, edge.side, extend)
+                if value is None:
+                    continue
+                best = _best([t for t in done if t.strategy == label
+                              and t.status == "finished"], direction)
+                params = {**best.params, edge.param: value}
+                if any(t.params == params for t in done if t.strategy == label):
+                    continue
+                try:
+                    parse_config({**tuning, "name": name, "strategies": {
+                        "probe": plan.variant(params)}}, source)
+                except LrbenchError:
+                    continue  # the Config's own bound: reported as stuck below
+                number = 1 + max(t.number for t in done if t.strategy == label)
+                trial = Trial(label, number, f"{label}-t{number:03d}", params, kind="extend")
+                variants[trial.label] = plan.variant(params)
+                asked.append((plan, None, trial))
+                break  # one extension per strategy and round
+        if not asked:
+            break
+        run_round(asked)
 
     drop_first_experiences(store)
     chosen: dict[str, dict[str, Any]] = {}
@@ -322,14 +561,31 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
         if not ok:
             raise LrbenchError(f"every trial of {label!r} failed (see {store}/cells/*/log.txt);"
                                " fix the cause and rerun the same command to resume")
-        sign = 1.0 if direction == "maximize" else -1.0
-        best = max(ok, key=lambda t: (sign * t.mean, -t.number))
+        best = _best(ok, direction)
         best.chosen = True
         chosen[label] = dict(best.params)
+    found = []
+    for label, plan in plans.items():
+        for edge in edges(done, label, plan.spaces, direction):
+            if edge.side in ("low", "high"):
+                value = extended_value(plan.spaces[edge.param], edge.best, edge.side,
+                                       extend or 10.0)
+                if value is None:
+                    edge.stuck = "an integer range is not extended"
+                else:
+                    try:
+                        parse_config({**tuning, "name": name, "strategies": {"probe": (
+                            plan.variant({**chosen[label], edge.param: value}))}}, source)
+                        if extend:
+                            edge.stuck = (f"still at the edge after {extend_rounds} "
+                                          "extension round(s): raise --extend-rounds")
+                    except LrbenchError:
+                        edge.stuck = "the Config allows no value further out"
+            found.append(edge)
     done.sort(key=lambda t: (list(plans).index(t.strategy), t.number))
     files = _write_outputs(store, raw, base_config, done, chosen, trials, seed, objective,
-                           metric, validation, source)
-    return TuneResult(store, done, chosen, trained, files)
+                           metric, validation, source, found, test_seeds)
+    return TuneResult(store, done, chosen, trained, files, found)
 
 
 def _fmt(value: float) -> str:
@@ -339,7 +595,8 @@ def _fmt(value: float) -> str:
 def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
                    trials: list[Trial], chosen: dict[str, dict[str, Any]], budget: int, seed: int,
                    objective: str, metric: str, validation: float | None,
-                   source: str) -> list[Path]:
+                   source: str, found: list[Edge] | None = None,
+                   test_seeds: list[int] | None = None) -> list[Path]:
     """``tuning.csv``, ``tuning.md`` and ``tuned.yaml`` in ``store``, written atomically."""
     import csv
 
@@ -349,42 +606,73 @@ def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
             f"{OBJECTIVES[objective][0]}d), mean over seeds {config.seeds} of the mean over "
             f"{len(config.scenarios)} scenario(s)")
     budget_text = (f"{budget} trial(s) per strategy with something to tune (trial 0 = the "
-                   f"matrix's values), Optuna TPE seed {seed}")
+                   "matrix's values, then a scrambled Sobol start over the declared ranges, "
+                   f"then Optuna TPE; each strategy's sampler seeded from --seed {seed} and "
+                   "its label)")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["strategy", "trial", "label", "params", "objective", "metric", "mean",
-                     "ci_low", "ci_high", "seeds", "status", "chosen"])
+    writer.writerow(["strategy", "trial", "label", "kind", "params", "objective", "metric",
+                     "mean", "ci_low", "ci_high", "seeds", "per_seed", "status", "chosen"])
     for t in trials:
-        writer.writerow([t.strategy, t.number, t.label, json.dumps(t.params, sort_keys=True),
-                         objective, metric, *(f"{v:.6g}" if math.isfinite(v) else ""
-                                              for v in (t.mean, *t.ci)),
-                         len(t.per_seed), t.status, t.chosen])
+        writer.writerow([t.strategy, t.number, t.label, t.kind,
+                         json.dumps(t.params, sort_keys=True), objective, metric,
+                         *(f"{v:.6g}" if math.isfinite(v) else "" for v in (t.mean, *t.ci)),
+                         len(t.per_seed), json.dumps({str(k): v for k, v in t.per_seed.items()}),
+                         t.status, t.chosen])
     lines = [f"# Tuning: {config.name}", "",
              f"Source matrix: `{source}`. Budget: {budget_text}. Objective: {what}. "
-             "CI: 95% percentile bootstrap over seeds (undefined with one seed). "
+             "CI: 95% Student-t interval over seeds (undefined with one seed). "
              f"Chosen values are in `tuned.yaml`, for the run on the test split.", "",
-             "| strategy | trial | values | mean | 95% CI | seeds | chosen |",
-             "|---|---:|---|---:|---|---:|:---:|"]
+             "| strategy | trial | drawn by | values | mean | 95% CI | seeds | chosen |",
+             "|---|---:|---|---|---:|---|---:|:---:|"]
     for t in trials:
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in t.params.items()) or "(nothing to tune)"
         mean = _fmt(t.mean) if t.status == "finished" else "failed"
-        lines.append(f"| {t.strategy} | {t.number} | {values} | {mean} | "
+        lines.append(f"| {t.strategy} | {t.number} | {t.kind} | {values} | {mean} | "
                      f"[{_fmt(t.ci[0])}, {_fmt(t.ci[1])}] | {len(t.per_seed)} | "
                      f"{'**yes**' if t.chosen else ''} |")
+    if found:
+        lines += ["", "## Is each optimum bracketed?", "",
+                  "A chosen value strictly inside the values tried is bracketed; one at the "
+                  "smallest or largest tried may have its optimum further out "
+                  "(`--extend-edges FACTOR` searches there).", "",
+                  "| strategy | value | chosen | tried | bracketed |", "|---|---|---:|---|---|"]
+        for e in found:
+            status = "yes" if e.side is None else (
+                f"**no**: the {'smallest' if e.side == 'low' else 'largest'} tried"
+                + (f" ({e.stuck})" if e.stuck else ""))
+            lines.append(f"| {e.strategy} | {e.param} | {e.best:.4g} | "
+                         f"[{e.low:.4g}, {e.high:.4g}] | {status} |")
     tuned = _without_validation(raw)
     tuned["name"] = f"{config.name}-tuned"
+    if test_seeds:
+        tuned["seeds"] = list(test_seeds)
+    tuned["tuned_on_seeds"] = list(config.seeds)
     strategies = {}
     for label, entry in (raw.get("strategies") or {}).items():
-        strategies[label] = {**dict(entry or {}), **chosen.get(label, {})}
+        values = chosen.get(label, {})
+        merged = {**dict(entry or {}), **{k: v for k, v in values.items()
+                                          if not k.startswith("training.")}}
+        training = {k.removeprefix("training."): v for k, v in values.items()
+                    if k.startswith("training.")}
+        if training:
+            merged["training"] = {**dict(merged.get("training") or {}), **training}
+        strategies[label] = merged
     tuned["strategies"] = strategies
     parse_config(tuned, "tuned.yaml")  # what is written is a valid matrix
+    seeds_note = (f"# Test seeds: {test_seeds}; tuned_on_seeds lists the tuning's seeds, "
+                  "which lrbench run refuses to reuse.\n" if test_seeds else
+                  f"# seeds are still the tuning's ({config.seeds}): give test seeds "
+                  "disjoint from them (lrbench run refuses to reuse tuned_on_seeds), e.g. "
+                  "--set seeds=[0,1,2,3,4], or pass --test-seeds to lrbench tune.\n")
     header = (f"# Tuned by 'lrbench tune {source}': {budget_text}.\n"
               f"# Objective: {what}.\n"
               "# Trials were evaluated on held-out train images (each scenario's validation "
               f"split{', --validation ' + str(validation) + ' where unset' if validation else ''}"
               "); validation is removed here: this matrix evaluates on the test split.\n"
-              f"# Every trial: {store / 'tuning.md'}\n")
+              + seeds_note +
+              "# Every trial: tuning.md beside the tuning store's tuned.yaml\n")
     out = [store / "tuning.csv", store / "tuning.md", store / "tuned.yaml"]
     atomic_write(out[0], buf.getvalue())
     atomic_write(out[1], "\n".join(lines) + "\n")

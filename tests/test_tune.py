@@ -4,6 +4,7 @@ the store, deterministic under the sampler's seed (tiny synth-fg matrix, 1 seed)
 from __future__ import annotations
 
 import csv
+import math
 import json
 from pathlib import Path
 
@@ -164,3 +165,135 @@ def test_a_test_store_is_never_a_tuning_store(tuned, smoke_store, capsys):
     path, _, _ = tuned
     assert main(["tune", path, "--trials", "1", "--out", str(smoke_store)]) == 2
     assert "holds another matrix than the tuning store" in capsys.readouterr().err
+
+
+def test_each_strategy_gets_its_own_space_filling_start():
+    """Two strategies with the same range get different points (their own sampler seeds),
+    and a Sobol start of 4 points puts one in each quarter of a log range."""
+    from benchmarks.tune import label_seed, sobol_points
+    from strategies.registry import LogUniform
+
+    space = {"lam": LogUniform(0.01, 100.0)}
+    a = sobol_points(space, 4, label_seed(0, "mas"))
+    b = sobol_points(space, 4, label_seed(0, "l2_kd"))
+    assert a != b
+    for points in (a, b):
+        quarters = sorted(int((math.log10(p["lam"]) + 2) // 1) for p in points)
+        assert quarters == [0, 1, 2, 3]  # log10 in [-2, -1), [-1, 0), [0, 1), [1, 2)
+    assert sobol_points(space, 4, label_seed(0, "mas")) == a  # deterministic
+
+
+def _toy(monkeypatch, optimum: float) -> list[float]:
+    """Replace training by a toy objective of l2_kd's lam peaking at ``optimum`` (finetune
+    scores a constant); returns the lam values evaluated, in order."""
+    import benchmarks.runner
+    import benchmarks.tune as tune_module
+
+    seen: list[float] = []
+
+    def fake_run(config, store, **kwargs):
+        return {"finished": 0, "failed": 0, "skipped": 0}
+
+    def fake_value(store, cells, objective, metric):
+        lam = cells[0].hparams.get("lam")
+        if lam is None:
+            return {c.seed: 0.5 for c in cells}
+        seen.append(lam)
+        return {c.seed: -(math.log10(lam) - math.log10(optimum)) ** 2 for c in cells}
+
+    monkeypatch.setattr(benchmarks.runner, "run_matrix", fake_run)
+    monkeypatch.setattr(tune_module, "_trial_value", fake_value)
+    return seen
+
+
+TOY = {**MATRIX, "strategies": {"finetune": {}, "l2_kd": {}}}
+
+
+def test_an_optimum_beyond_the_range_is_warned_about(tmp_path, monkeypatch, capsys):
+    """lam's optimum at 1000 lies above the declared range [0.01, 100]: the best trial is
+    the largest value tried, and tune says so in one line (and in tuning.md)."""
+    seen = _toy(monkeypatch, 1000.0)
+    path = write_matrix(tmp_path, TOY)
+    assert main(["tune", path, "--trials", "5", "--out", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(seen) == 5
+    warn = [line for line in err if "warning" in line]
+    assert len(warn) == 1 and "l2_kd lam: the best value" in warn[0]
+    assert f"{max(seen):.4g} is the largest value tried" in warn[0]
+    assert "--extend-edges" in warn[0]
+    md = (tmp_path / "s" / "tuning.md").read_text()
+    assert "| l2_kd | lam |" in md and "**no**: the largest tried" in md
+
+
+def test_extend_edges_ends_with_the_optimum_bracketed(tmp_path, monkeypatch, capsys):
+    """With --extend-edges 10 the search moves past the range's top, ten times at a time,
+    until a value is worse: the chosen lam is then inside the values tried, and no
+    warning is printed."""
+    seen = _toy(monkeypatch, 1000.0)
+    path = write_matrix(tmp_path, TOY)
+    assert main(["tune", path, "--trials", "5", "--out", str(tmp_path / "s"),
+                 "--extend-edges", "10", "--extend-rounds", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err
+    trials = [r for r in rows(tmp_path / "s") if r["strategy"] == "l2_kd"]
+    kinds = [r["kind"] for r in trials]
+    assert kinds[:5] == ["default", "sobol", "sobol", "sobol", "tpe"] and "extend" in kinds
+    chosen = json.loads(next(r for r in trials if r["chosen"] == "True")["params"])["lam"]
+    assert min(seen) < chosen < max(seen) and max(seen) > 100.0
+    assert abs(math.log10(chosen) - 3) < 1.0  # within a factor of 10 of the optimum
+    assert "| l2_kd | lam |" in (tmp_path / "s" / "tuning.md").read_text()
+
+
+def test_an_optimum_inside_the_range_is_bracketed_without_extension(tmp_path, monkeypatch,
+                                                                    capsys):
+    _toy(monkeypatch, 1.5)
+    path = write_matrix(tmp_path, TOY)
+    assert main(["tune", path, "--trials", "6", "--out", str(tmp_path / "s")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "| l2_kd | lam |" in (tmp_path / "s" / "tuning.md").read_text()
+    assert "| yes |" in (tmp_path / "s" / "tuning.md").read_text()
+
+
+def test_tuning_seeds_are_kept_away_from_test_seeds(tmp_path, monkeypatch, capsys):
+    """tuned.yaml records the seeds that tuned it; lrbench run refuses to reuse them unless
+    told to; --test-seeds writes disjoint ones, and refuses overlapping ones."""
+    _toy(monkeypatch, 1.5)
+    path = write_matrix(tmp_path, TOY)
+    assert main(["tune", path, "--trials", "2", "--out", str(tmp_path / "s")]) == 0
+    tuned = tmp_path / "s" / "tuned.yaml"
+    data = yaml.safe_load(tuned.read_text())
+    assert data["tuned_on_seeds"] == [0] and data["seeds"] == [0]
+    capsys.readouterr()
+    assert main(["run", str(tuned), "--out", str(tmp_path / "t"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seeds 0 also tuned" in err[0]
+    assert "--allow-tuning-seeds" in err[0] and not (tmp_path / "t").exists()
+    assert main(["run", str(tuned), "--out", str(tmp_path / "t"), "--dry-run",
+                 "--allow-tuning-seeds"]) == 0
+    assert main(["tune", path, "--trials", "2", "--out", str(tmp_path / "s"),
+                 "--test-seeds", "3,4"]) == 0
+    data = yaml.safe_load(tuned.read_text())
+    assert data["tuned_on_seeds"] == [0] and data["seeds"] == [3, 4]
+    capsys.readouterr()
+    assert main(["tune", path, "--trials", "2", "--out", str(tmp_path / "s"),
+                 "--test-seeds", "0,4"]) == 2
+    assert "--test-seeds 0 also tune" in capsys.readouterr().err
+
+
+def test_also_tune_searches_a_training_option_for_every_strategy(tmp_path, monkeypatch):
+    """--also-tune trunk_lr_mult adds it to every strategy's search (finetune too), trial 0
+    at the matrix's value, and writes the choice into each strategy's training: override."""
+    _toy(monkeypatch, 1.5)
+    path = write_matrix(tmp_path, TOY)
+    assert main(["tune", path, "--trials", "3", "--out", str(tmp_path / "s"),
+                 "--also-tune", "trunk_lr_mult"]) == 0
+    trials = rows(tmp_path / "s")
+    assert [r["strategy"] for r in trials] == ["finetune"] * 3 + ["l2_kd"] * 3
+    first = json.loads(trials[0]["params"])
+    assert first == {"training.trunk_lr_mult": 1.0}
+    assert all(0.01 <= json.loads(r["params"])["training.trunk_lr_mult"] <= 1.0
+               for r in trials)
+    data = yaml.safe_load((tmp_path / "s" / "tuned.yaml").read_text())
+    for label in ("finetune", "l2_kd"):
+        assert "trunk_lr_mult" in data["strategies"][label]["training"]
+        assert not any(k.startswith("training.") for k in data["strategies"][label])
