@@ -251,9 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: all)")
     p.add_argument("--claims", metavar="FILE",
                    help="a claims file (YAML, format in docs/metrics.md): test each claim "
-                   "against the results (paired tests over seeds, Holm across all claims, "
-                   "bootstrap CIs), print supported / not supported / inconclusive with the "
+                   "against the results (one paired test over seeds per comparison, one-sided "
+                   "for a direction, Holm within each family, t intervals), print supported / not supported / inconclusive with the "
                    "numbers, and write claims.md and claims.csv into the report folder")
+    p.add_argument("--ci", choices=["t", "bootstrap"], default="t",
+                   help="the 95%% interval of every mean and mean difference: Student's t "
+                   "(default), or a percentile bootstrap (too narrow with few seeds)")
+    p.add_argument("--primary", default="final_seen",
+                   choices=["final_seen", "avg_incremental_seen", "forgetting", "last_task",
+                            "avg_incremental", "bwt", "forgetting_ratio"],
+                   help="the column whose pairwise tests (every pair of strategies) form the "
+                   "confirmatory Holm family (default: final_seen); the others are secondary")
+    p.add_argument("--reference", default="pretrained",
+                   help="the untrained strategy of the 'Δ vs' column and the figures' "
+                   "reference line, when the results have it (default: pretrained)")
     p.add_argument("--split-by", default="", metavar="SETTING[,SETTING]",
                    help="one table per value of these cell settings (e.g. training.iterations) "
                    "instead of refusing stores whose cells differ in them")
@@ -535,7 +546,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           require_baseline=args.baseline is not None, metric=args.metric,
                           formats=formats,
                           split_by=[k.strip() for k in args.split_by.split(",") if k.strip()],
-                          claims=args.claims, ablations=not args.no_ablations)
+                          claims=args.claims, ablations=not args.no_ablations,
+                          ci=args.ci, primary=args.primary, reference=args.reference)
     from benchmarks.run.store import stale_lines
 
     for line in stale_lines(report.stale):

@@ -19,23 +19,26 @@ one metric, in a direction, with a margin::
         direction: within
         margin: 0.05
 
+``strategies: all`` names every strategy of a scenario but the ones compared with and the
+ablation variants (``versus: pretrained`` with ``strategies: all``: "every method beats
+the untrained model"). A claim may name a ``family`` (default ``claims``): the tests of
+one family are Holm-adjusted together, and the page states each family and its size.
+
 Each (scenario, strategy, versus) is one comparison, with the report's statistics
 (:mod:`reports.tables`): the paired differences d = strategy - versus over equal seeds,
-their mean and 95% percentile bootstrap CI, a paired t-test, and one Holm-Bonferroni family
-across every comparison of every claim. The decision rule (``docs/metrics.md``, "Claims"):
+their mean and 95% Student-t interval, and **one test per comparison**, Holm-Bonferroni
+adjusted within the claim's family. The decision rule (``docs/metrics.md``, "Claims"):
 
-* ``lower`` (``higher`` mirrored): the paired t-test is of H0 "d = -margin" (two-sided, so
-  at margin 0 it is the report's †-test). **supported**: Holm-adjusted p < alpha and mean
-  d < -margin. **not supported**: the one-sided paired t-test of the opposite, d > -margin,
-  has Holm-adjusted p < alpha. Otherwise, or when the tests are undefined,
-  **inconclusive**.
-* ``within`` (an equivalence claim, |d| <= margin): two one-sided paired t-tests (TOST),
-  p = the larger. **supported**: Holm-adjusted p < alpha. **not supported**: |d| > margin
-  by a one-sided test (the smaller p of d > margin and d < -margin, doubled), Holm-adjusted
-  p < alpha. Otherwise **inconclusive**.
-
-Both tests of every comparison form one Holm family, so "supported" and "not supported"
-rest on evidence of the same strength (the bootstrap CI is reported, never decisive).
+* ``higher`` (``lower`` mirrored) is a **one-sided** paired t-test of H1 "d > margin"
+  (``lower``: d < -margin). **supported**: Holm-adjusted p < alpha.
+* ``within`` (an equivalence claim, |d| <= margin): two one-sided tests (TOST), p = the
+  larger; **supported**: Holm-adjusted p < alpha.
+* **not supported**: the evidence goes the other way: the one-sided test of the opposite
+  (d <= margin for ``higher``; |d| > margin for ``within``, the smaller one-sided p
+  doubled) has p < alpha / m, m the size of the claim's family (Bonferroni). It is a
+  check of the estimate's side, not a second member of the family, so testing a claim
+  costs one test of power, not two.
+* otherwise, or when the test is undefined, **inconclusive**.
 
 A claim is supported when all its comparisons are, not supported when any is not, and
 inconclusive otherwise. Comparisons are made in the scenarios where both strategies ran
@@ -58,7 +61,7 @@ from scipy import stats
 
 from metrics.errors import LrbenchError
 from reports.load import SUMMARY_COLUMNS, Results, summaries
-from reports.tables import bootstrap_ci, holm, paired_p
+from reports.tables import holm, paired_p, t_interval
 
 VERDICTS = ("supported", "not supported", "inconclusive")
 
@@ -69,18 +72,19 @@ class Claim(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    strategies: list[str] = Field(min_length=1)
+    strategies: list[str] | Literal["all"] = Field(min_length=1)
     versus: list[str] | Literal["others"]
     metric: str = "recall@1"
     column: Literal[SUMMARY_COLUMNS] = "final_seen"  # type: ignore[valid-type]
     direction: Literal["lower", "higher", "within"]
-    margin: float = Field(0.0, ge=0)
+    margin: float = Field(0.0, ge=0, allow_inf_nan=False)
     scenarios: list[str] | None = None
+    family: str = Field("claims", min_length=1, description="the Holm family of its tests")
 
     @field_validator("strategies", "versus", "scenarios", mode="before")
     @classmethod
     def _listed(cls, value: object) -> object:
-        return [value] if isinstance(value, str) and value != "others" else value
+        return [value] if isinstance(value, str) and value not in ("others", "all") else value
 
 
 class ClaimsFile(BaseModel):
@@ -123,7 +127,11 @@ def validate_claims(results: Results, claims: ClaimsFile) -> None:
     ``LrbenchError`` otherwise), checked before anything is written."""
     strategies = list(dict.fromkeys(results.cells.strategy))
     for claim in claims.claims:
-        named = claim.strategies + ([] if claim.versus == "others" else list(claim.versus))
+        if claim.strategies == "all" and claim.versus == "others":
+            raise LrbenchError(f"claim {claim.name!r}: 'strategies: all' needs the strategies "
+                               "it is compared with in 'versus', not 'others'")
+        named = ([] if claim.strategies == "all" else claim.strategies) + (
+            [] if claim.versus == "others" else list(claim.versus))
         for name in named:
             if name not in strategies:
                 raise _unknown("strategy", name, strategies, claim.name)
@@ -132,34 +140,40 @@ def validate_claims(results: Results, claims: ClaimsFile) -> None:
                 raise _unknown("scenario", name, results.scenarios, claim.name)
         if claim.metric not in results.metrics:
             raise _unknown("metric", claim.metric, results.metrics, claim.name)
-        if claim.versus != "others" and set(claim.versus) & set(claim.strategies):
+        if claim.versus != "others" and claim.strategies != "all" and \
+                set(claim.versus) & set(claim.strategies):
             raise LrbenchError(f"claim {claim.name!r}: a strategy cannot be compared with "
                                "itself; remove it from 'strategies' or 'versus'")
 
 
+def _differences(a: pd.Series, b: pd.Series) -> np.ndarray:
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    return (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy(dtype=float)
+
+
 def _p_value(a: pd.Series, b: pd.Series, direction: str, margin: float) -> float:
-    """The claim's paired test over equal seeds (NaN when undefined, as in the report)."""
+    """The claim's one test over equal seeds (NaN when undefined, as in the report): a
+    one-sided paired t-test for a direction, TOST for ``within``."""
     if not np.isfinite(paired_p(a, b)):
         return float("nan")  # fewer than 2 pairs, or no spread in the differences
+    d = _differences(a, b)
     if direction == "lower":
-        return paired_p(a + margin, b)
+        return float(stats.ttest_1samp(d + margin, 0.0, alternative="less").pvalue)
     if direction == "higher":
-        return paired_p(a - margin, b)
-    both = pd.concat([a, b], axis=1, join="inner").dropna()
-    d = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy(dtype=float)
+        return float(stats.ttest_1samp(d - margin, 0.0, alternative="greater").pvalue)
     above = stats.ttest_1samp(d + margin, 0.0, alternative="greater").pvalue  # d > -m
     below = stats.ttest_1samp(d - margin, 0.0, alternative="less").pvalue  # d < m
     return float(max(above, below))
 
 
 def _p_refute(a: pd.Series, b: pd.Series, direction: str, margin: float) -> float:
-    """The test of the claim's opposite over equal seeds: ``lower`` (d < -m) is refuted
-    by d > -m, ``higher`` by d < m, ``within`` by |d| > m (the smaller one-sided p of
-    d > m and d < -m, doubled). NaN when undefined, as :func:`_p_value`."""
+    """The one-sided test of the claim's opposite over equal seeds: ``lower`` (d < -m) by
+    d > -m, ``higher`` by d < m, ``within`` by |d| > m (the smaller one-sided p of d > m
+    and d < -m, doubled). Not a member of the Holm family: the verdict compares it with
+    alpha / m (:func:`_verdict`). NaN when undefined, as :func:`_p_value`."""
     if not np.isfinite(paired_p(a, b)):
         return float("nan")
-    both = pd.concat([a, b], axis=1, join="inner").dropna()
-    d = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy(dtype=float)
+    d = _differences(a, b)
     if direction == "lower":
         return float(stats.ttest_1samp(d + margin, 0.0, alternative="greater").pvalue)
     if direction == "higher":
@@ -169,16 +183,11 @@ def _p_refute(a: pd.Series, b: pd.Series, direction: str, margin: float) -> floa
     return float(min(1.0, 2 * min(above, below)))
 
 
-def _verdict(direction: str, margin: float, mean: float, p_adj: float,
-             p_refute_adj: float, alpha: float) -> str:
-    """One comparison's verdict (the rule in the module docstring): the claim's test and
-    its opposite's, both Holm-adjusted in one family, so "supported" and "not supported"
-    rest on evidence of the same strength."""
-    if np.isfinite(p_adj) and p_adj < alpha and (
-            direction == "within" or (mean < -margin if direction == "lower"
-                                      else mean > margin)):
+def _verdict(p_adj: float, p_refute: float, family_size: int, alpha: float) -> str:
+    """One comparison's verdict (the rule in the module docstring)."""
+    if np.isfinite(p_adj) and p_adj < alpha:
         return "supported"
-    if np.isfinite(p_refute_adj) and p_refute_adj < alpha:
+    if np.isfinite(p_refute) and p_refute < alpha / max(family_size, 1):
         return "not supported"
     return "inconclusive"
 
@@ -203,7 +212,9 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
             versus = [s for s in present if s not in claim.strategies
                       and (scenario, s) not in variants] \
                 if claim.versus == "others" else claim.versus
-            for strategy in claim.strategies:
+            named = [s for s in present if s not in versus and (scenario, s) not in variants] \
+                if claim.strategies == "all" else claim.strategies
+            for strategy in named:
                 for other in versus:
                     if strategy not in present or other not in present:
                         continue  # tested where both ran (a merged store may lack one)
@@ -211,9 +222,10 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
                     b = sc[sc.strategy == other].set_index("seed")[claim.column].astype(float)
                     both = pd.concat([a, b], axis=1, join="inner").dropna()
                     d = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy(dtype=float)
-                    low, high = bootstrap_ci(d)
+                    low, high = t_interval(d)
                     rows.append({
-                        "claim": claim.name, "scenario": scenario, "strategy": strategy,
+                        "claim": claim.name, "family": claim.family,
+                        "scenario": scenario, "strategy": strategy,
                         "versus": other, "metric": claim.metric, "column": claim.column,
                         "direction": claim.direction, "margin": claim.margin,
                         "n_pairs": len(d), "mean_strategy": both.iloc[:, 0].mean(),
@@ -226,17 +238,19 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
             raise LrbenchError(f"claim {claim.name!r}: no scenario of these results has both "
                                "a claimed strategy and one it is compared with; check its "
                                "strategies, versus and scenarios")
-    columns = ["claim", "scenario", "strategy", "versus", "metric", "column", "direction",
-               "margin", "n_pairs", "mean_strategy", "mean_versus", "mean_diff", "ci_low",
-               "ci_high", "p_value", "p_refute"]
+    columns = ["claim", "family", "scenario", "strategy", "versus", "metric", "column",
+               "direction", "margin", "n_pairs", "mean_strategy", "mean_versus", "mean_diff",
+               "ci_low", "ci_high", "p_value", "p_refute"]
     data = pd.DataFrame(rows, columns=columns)
-    # one Holm family: every comparison's test of the claim and of its opposite
-    adjusted = list(holm(pd.concat([data["p_value"], data["p_refute"]], ignore_index=True))
-                    ) if len(data) else []
-    data["p_adjusted"] = adjusted[:len(data)]
-    data["p_refute_adjusted"] = adjusted[len(data):]
-    data["verdict"] = [_verdict(r.direction, r.margin, r.mean_diff, r.p_adjusted,
-                                r.p_refute_adjusted, claims.alpha) for r in data.itertuples()]
+    # Holm within each family: one test per comparison
+    data["p_adjusted"] = np.nan
+    sizes: dict[str, int] = {}
+    for family, group in data.groupby("family", sort=False):
+        data.loc[group.index, "p_adjusted"] = holm(group["p_value"])
+        sizes[str(family)] = int(np.isfinite(group["p_value"].astype(float)).sum())
+    data["family_size"] = data["family"].map(sizes)
+    data["verdict"] = [_verdict(r.p_adjusted, r.p_refute, r.family_size, claims.alpha)
+                       for r in data.itertuples()]
     overall = {}
     for claim in claims.claims:
         verdicts = set(data.loc[data.claim == claim.name, "verdict"])
@@ -244,6 +258,7 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
                                "supported" if verdicts == {"supported"} else "inconclusive")
     data["claim_verdict"] = data["claim"].map(overall)
     data.attrs["verdicts"] = overall
+    data.attrs["families"] = sizes
     data.attrs["alpha"] = claims.alpha
     return data
 
@@ -259,7 +274,7 @@ def _p(value: float) -> str:
 def comparison_line(r: pd.Series) -> str:
     """One comparison in words, with the numbers behind its verdict."""
     return (f"{r['strategy']} vs {r['versus']} on {r['scenario']}: {r['column']} "
-            f"{r['metric']} diff {_num(r['mean_diff'])} [95% CI {_num(r['ci_low'])}, "
+            f"{r['metric']} diff {_num(r['mean_diff'])} [95% t CI {_num(r['ci_low'])}, "
             f"{_num(r['ci_high'])}], {r['n_pairs']} paired seeds, adjusted p "
             f"{_p(r['p_adjusted'])} -> {r['verdict']}")
 
@@ -267,14 +282,17 @@ def comparison_line(r: pd.Series) -> str:
 def claims_markdown(data: pd.DataFrame) -> str:
     """The claims, their verdicts and every comparison as a Markdown page."""
     alpha, verdicts = data.attrs["alpha"], data.attrs["verdicts"]
-    m = int(np.isfinite(data["p_value"].astype(float)).sum())
-    family = m + int(np.isfinite(data["p_refute"].astype(float)).sum())
+    families = data.attrs.get("families", {})
+    stated = "; ".join(f"`{f}`: {m} defined test(s)" for f, m in families.items())
     lines = ["# Claims", "",
-             f"Each comparison: paired differences over equal seeds (strategy − versus), "
-             f"their mean and 95% percentile bootstrap CI, a paired t-test of the claim and "
-             f"one of its opposite; Holm-adjusted in one family of all {family} defined "
-             f"test(s) ({m} comparison(s), each tested both ways); alpha = {alpha:g}. "
-             "Decision rule: docs/metrics.md, \"Claims\".", "",
+             "Each comparison: paired differences over equal seeds (strategy − versus), "
+             "their mean and 95% Student-t interval, and **one test**: a one-sided paired "
+             "t-test for a direction (higher / lower, beyond the margin), two one-sided "
+             "tests for `within`. Holm-Bonferroni within each family "
+             f"({stated}); alpha = {alpha:g}. Supported: adjusted p < alpha. Not supported: "
+             "the one-sided test of the opposite has p < alpha / m (m: the family's size), a "
+             "check outside the family. Otherwise inconclusive. Decision rule: "
+             "docs/metrics.md, \"Claims\".", "",
              "| claim | verdict |", "|---|---|"]
     lines += [f"| {name} | **{verdict}** |" for name, verdict in verdicts.items()]
     lines += ["", "| claim | scenario | strategy | versus | measure | direction | mean diff "

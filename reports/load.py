@@ -281,7 +281,8 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
             continue
         seen[key] = (result.get("config_hash"), store, flat)
         base = {"scenario": key[0], "strategy": key[1], "seed": key[2],
-                "store": str(store), "cell": cell.name}
+                "store": str(store), "cell": cell.name,
+                "config_hash": str(result.get("config_hash") or "")}
         if result.get("status") != "finished":
             failed.append({**base, "plugin": str(cfg.get("plugin") or key[1]),
                            "status": result.get("status", "unknown"),
@@ -325,8 +326,8 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         ).sort_values(["_sc", "_name", "_split", "_st", "strategy", "seed"], kind="stable",
                       ignore_index=True).drop(columns=["_sc", "_name", "_split", "_st"])
     return Results(cells, matrices, pd.DataFrame(
-        failed, columns=["scenario", "strategy", "seed", "store", "cell", "plugin", "status",
-                         "reason"]),
+        failed, columns=["scenario", "strategy", "seed", "store", "cell", "config_hash",
+                         "plugin", "status", "reason"]),
         paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())},
         seen_curves, losses, warnings, commits, stale, cross)
 

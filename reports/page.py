@@ -4,7 +4,10 @@ Output folder (default ``<first store>/report``)::
 
     report.md            tables inline, figures linked (PNG), failures, config, versions
     report.html          the same, self-contained: figures embedded, no external file
-    tables/<scenario>.{md,csv,tex}
+    tables/<scenario>.{md,csv,tex}   the comparison: mean, std, interval, tests
+    pairwise/<scenario>.{md,csv}     every pair of strategies on the primary column
+    cells/<scenario>.csv             every per-cell value the tables, figures and claims
+                                     are computed from (with each cell's hash and commit)
     ablations/<scenario>.{md,csv,tex}  each ablation variant against the strategy it varies
     cost/<scenario>.csv  seconds per cell and per 100 steps, per strategy (with csv)
     claims.{md,csv}      with --claims
@@ -62,7 +65,9 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                  baseline: str | None = "finetune", metric: str = "recall@1",
                  formats: list[str] | None = None, alpha: float = 0.05,
                  split_by: list[str] | None = None, require_baseline: bool = False,
-                 claims: str | Path | None = None, ablations: bool = True) -> Report:
+                 claims: str | Path | None = None, ablations: bool = True, ci: str = "t",
+                 primary: str = "final_seen", reference: str | None = "pretrained"
+                 ) -> Report:
     """Load ``stores``, write tables, figures and the report page into ``out``.
 
     ``require_baseline``: a ``baseline`` that is not a strategy of the results is a
@@ -81,7 +86,11 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     their figures, and compared with the strategy they vary in an ablation table and
     figure of their own (each with its own Holm family), so adding ablations never changes
     the comparison's tests; ``ablations=False`` keeps them in the comparison instead (a
-    sweep whose every value should be tested against the baseline)."""
+    sweep whose every value should be tested against the baseline).
+
+    ``ci``: the interval shown (``t``, Student's t, the default; ``bootstrap``);
+    ``primary``: the column whose pairwise tests form the confirmatory family; ``reference``:
+    the untrained strategy of the "Δ vs" column and the figures' reference line."""
     from reports import plots
     from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
@@ -105,8 +114,8 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     out = Path(out) if out else Path(stores[0]) / "report"
     checked = check_claims(results, claims_file) if claims_file is not None else None
     main = results.without(set(variant_parents(results, baseline))) if ablations else results
-    tables = comparison_tables(main, metric, baseline, alpha)
-    abl_tables = ablation_tables(results, metric, baseline, alpha) if ablations else []
+    tables = comparison_tables(main, metric, baseline, alpha, ci, primary, reference)
+    abl_tables = ablation_tables(results, metric, baseline, alpha, ci) if ablations else []
     try:  # before anything is written: an unwritable folder is one line, not a traceback
         check_writable(out)
     except OSError as exc:
@@ -126,6 +135,19 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                     path = out / folder / f"{plots.slug(t.scenario)}.{fmt}"
                     atomic_write(path, text)
                     report.files.append(path)
+    for t in tables:  # every pair on the primary column
+        for fmt, text in (("md", t.pairwise_markdown()), ("csv", t.pairwise_csv())):
+            if fmt in formats or (fmt == "md" and "html" in formats):
+                path = out / "pairwise" / f"{plots.slug(t.scenario)}.{fmt}"
+                atomic_write(path, text)
+                report.files.append(path)
+    if "csv" in formats:  # the raw per-cell values behind every number
+        from reports.tables import cell_values
+
+        for scenario, text in cell_values(main, tables).items():
+            path = out / "cells" / f"{plots.slug(scenario)}.csv"
+            atomic_write(path, text)
+            report.files.append(path)
     if "csv" in formats:  # what each strategy's cells cost, per scenario (own folder: the
         from reports.tables import cost_table  # tables/ CSVs share one tidy schema)
 
@@ -141,15 +163,18 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     fig_dir = out / "figures"
     for sc in main.scenarios:
         report.figures[f"seen_curves/{sc}"] = plots.seen_curves(
-            main, sc, metric, fig_dir, image_formats)
+            main, sc, metric, fig_dir, image_formats, reference or "")
         report.figures[f"r_matrix/{sc}"] = plots.r_matrix_heatmaps(
             main, sc, metric, fig_dir, image_formats)
         report.figures[f"task_curves/{sc}"] = plots.task_curves(
             main, sc, metric, fig_dir, image_formats)
         report.figures[f"tradeoff/{sc}"] = plots.tradeoff_scatter(
-            main, sc, metric, fig_dir, image_formats)
+            main, sc, metric, fig_dir, image_formats, reference or "")
         report.figures[f"recall_bars/{sc}"] = plots.recall_bars(main, sc, fig_dir,
                                                                image_formats)
+    for t in tables:
+        report.figures[f"critical_difference/{t.scenario}"] = plots.critical_difference(
+            t, fig_dir, image_formats)
     for a in abl_tables:
         report.figures[f"ablations/{a.scenario}"] = plots.ablation_deltas(a, fig_dir,
                                                                          image_formats)
@@ -166,13 +191,17 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
 
 FIGURE_TITLES = {
     "seen_curves": "The headline over the stream: the seen-classes gallery after each "
-                   "experience (band: 95% bootstrap CI over seeds)",
+                   "experience (band: 95% Student-t CI over seeds; dashed: the untrained "
+                   "model)",
+    "critical_difference": "Mean ranks over seeds on the primary column; a bar joins "
+                           "strategies the Nemenyi test cannot tell apart",
     "r_matrix": "R matrix: value on each task (column) after each training experience (row)",
-    "task_curves": "Each task across the stream (band: 95% bootstrap CI over seeds)",
-    "tradeoff": "Final value against forgetting: up and to the left is better",
-    "recall_bars": "Final mean Recall@K over all tasks (bars: 95% bootstrap CI over seeds)",
+    "task_curves": "Each task across the stream (band: 95% Student-t CI over seeds)",
+    "tradeoff": "Final value against forgetting: up and to the left is better (dashed: the "
+                "untrained model)",
+    "recall_bars": "Final mean Recall@K over all tasks (bars: 95% Student-t CI over seeds)",
     "ablations": "Ablations: each variant minus the strategy it varies, per seed pair "
-                 "(bars: 95% bootstrap CI of the mean difference; right of 0 = higher)",
+                 "(bars: 95% Student-t CI of the mean difference; right of 0 = higher)",
 }
 
 
@@ -188,7 +217,8 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
     blocks.append(("p", f"{n_cells} finished cells from {len(results.stores)} store(s): "
                    + ", ".join(f"`{s}`" for s in results.stores) + ".", None))
     blocks.append(("p", (
-        f"Values are mean ± sample std over seeds (95% bootstrap CIs in the CSV tables). "
+        f"Values are mean ± sample std over seeds ({_ci_name(report)} in the CSV tables; "
+        "every per-cell value behind them in `cells/`). "
         f"Each number is named for its gallery. **Seen**: the test images of every class "
         f"learnt so far searched as one gallery, as a deployed retrieval system would; it "
         f"leads, because drift between old and new features only shows there. \"Final {m} "
@@ -228,6 +258,16 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
         blocks.append(("h2", t.scenario, None))
         blocks.append(("table", "", t))
         blocks.append(("p", t.legend(), None))
+        if not t.pairwise.empty:
+            distinct = t.pairwise[t.pairwise.distinct]
+            blocks.append(("p", f"**Which pairs differ** on the primary column "
+                           f"({len(distinct)} of {len(t.pairwise)} pairs after Holm over "
+                           f"{t.family_size} defined tests; the confirmatory family): "
+                           + (", ".join(f"{r.a} {'>' if r.diff > 0 else '<'} {r.b}"
+                                        for r in distinct.itertuples()) or "none")
+                           + ". Every pair with its difference and interval: "
+                           f"`pairwise/{t.scenario}.csv`.", None))
+            blocks.append(("pairwise", "", t))
         losses = loss_table(results, t.scenario)
         if not losses.empty:
             blocks.append(("p", "Loss terms per experience (mean over seeds and steps): the "
@@ -282,6 +322,12 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
     return blocks
 
 
+def _ci_name(report: Report) -> str:
+    from metrics.statistics import describe_ci
+
+    return describe_ci(report.tables[0].ci_method if report.tables else "t")
+
+
 def statistics_paragraph(tables: list[Table], ablations: bool = False) -> str:
     """The report's first paragraph: which tests were run, and what they can and cannot
     show with the number of seeds these results have (numbers computed, not assumed);
@@ -292,19 +338,24 @@ def statistics_paragraph(tables: list[Table], ablations: bool = False) -> str:
         return "No table: nothing to test."
     alpha = tables[0].alpha
     bases = sorted({t.baseline for t in tables if t.baseline})
-    text = ("**Statistics.** Bold marks the best mean of a column and every strategy not "
-            "distinguishable from it: its two-sided paired t-test over seeds against the "
-            f"best strategy (runs with the same seed paired) is undefined or has a "
-            f"Holm-adjusted p ≥ {alpha:g} (all such tests of a table form one family). ")
-    if not bases:
-        return text + "No baseline in these results: no † test. " + power_note(
-            min(int(t.data["n"].max()) for t in tables), alpha)
-    text += (f"† marks a difference from {', '.join(f'`{b}`' for b in bases)} in the same "
-             f"test, Holm-Bonferroni adjusted over all strategy x column tests of the table, "
-             f"adjusted p < {alpha:g} (raw and adjusted p-values in the CSV tables). A test "
-             "is undefined, marked (n/a) and left out of the correction, with fewer than 2 "
-             "paired seeds or when the per-seed differences do not vary. ")
-    pairs = sorted({n for t in tables for n in t.paired_seeds})
+    primaries = sorted({t.primary for t in tables})
+    text = ("**Statistics.** Two families per table. The **confirmatory** family is every "
+            f"pair of strategies on the primary column ({', '.join(primaries)}), each a "
+            "two-sided paired t-test over seeds (runs with the same seed paired), "
+            f"Holm-Bonferroni adjusted over the pairs; adjusted p < {alpha:g} is a finding. "
+            "The other columns form a **secondary** family (each strategy against the "
+            "baseline and against the column's best, Holm on their own): descriptive "
+            "support, not a finding on its own. Bold marks the best mean of a column and "
+            "every strategy not distinguishable from it within the column's family. ")
+    if bases:
+        text += (f"† marks a difference from {', '.join(f'`{b}`' for b in bases)} within the "
+                 "column's family (raw and adjusted p-values in the CSV tables). ")
+    text += ("A test is undefined, marked (n/a) and left out of its family, with fewer than "
+             "2 paired seeds or when the per-seed differences do not vary. A Friedman test "
+             "over the seeds with the Nemenyi post-hoc test (Demšar 2006) draws the "
+             "critical-difference diagram. ")
+    pairs = sorted({n for t in tables for n in t.paired_seeds}) or sorted(
+        {int(t.data["n"].max()) for t in tables})
     m = max(t.family_size for t in tables)
     return text + " ".join(power_note(n, alpha, m) for n in pairs) + (
         " Ablation variants are compared with the strategy they vary in tables of their own, "
@@ -328,6 +379,8 @@ def markdown_page(results: Results, report: Report, metric: str) -> str:
             lines.append("")
         elif kind == "table":
             lines += [payload.to_markdown()]
+        elif kind == "pairwise":
+            lines += [payload.pairwise_markdown()]
         elif kind == "losses":
             lines += [loss_markdown(payload)]
         elif kind == "cost":
@@ -412,6 +465,11 @@ def html_page(results: Results, report: Report, metric: str) -> str:
             body.append("</tbody></table>")
         elif kind == "table":
             body.append(payload.to_html())
+        elif kind == "pairwise":
+            from reports.tables import html_table
+
+            body.append(html_table(payload.pairwise_rows(), lambda c: html.escape(c).replace(
+                "**yes**", "<b>yes</b>")))
         elif kind == "losses":
             body.append(loss_html(payload))
         elif kind == "cross":

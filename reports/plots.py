@@ -6,14 +6,17 @@ paths. Every figure of a scenario shares one colour per strategy.
 * :func:`r_matrix_heatmaps`: the mean R matrix of each strategy, annotated, one colour
   scale shared by all strategies of a scenario;
 * :func:`seen_curves`: the headline over the stream, the seen-gallery value after each
-  experience, a line per strategy labelled at its end, band = 95% bootstrap CI over seeds
-  (:func:`reports.tables.bootstrap_ci`, as in the CSV tables);
+  experience, a line per strategy labelled at its end, band = 95% Student-t CI over seeds
+  (:func:`metrics.statistics.t_interval`, as in the CSV tables); the untrained reference
+  (``pretrained``) as a dashed black line;
 * :func:`task_curves`: a panel per strategy, each task's value across the stream;
-* :func:`tradeoff_scatter`: final value against forgetting (plasticity vs stability),
-  error bars = 95% bootstrap CIs;
-* :func:`recall_bars`: final mean Recall@K per strategy, grouped by K, 95% bootstrap CIs;
+* :func:`tradeoff_scatter`: final seen value against forgetting (plasticity vs
+  stability), error bars = 95% t CIs, the untrained reference as a dashed line;
+* :func:`recall_bars`: final mean Recall@K per strategy, grouped by K, 95% t CIs;
 * :func:`ablation_deltas`: each ablation variant minus the strategy it varies, a panel per
-  column, 95% bootstrap CIs of the paired difference.
+  column, 95% t CIs of the paired difference;
+* :func:`critical_difference`: mean ranks on the primary column with the groups the
+  Nemenyi test cannot tell apart (scikit-posthocs' diagram).
 
 The comparison figures draw the comparison table's strategies; ablation variants have
 their own figure (see :func:`reports.page.build_report`).
@@ -37,7 +40,14 @@ import seaborn as sns  # noqa: E402
 
 from metrics.io import atomic_write  # noqa: E402
 from reports.load import Results, summaries  # noqa: E402
-from reports.tables import AblationTable, bootstrap_ci, metric_title  # noqa: E402
+from reports.tables import (  # noqa: E402
+    REFERENCE,
+    AblationTable,
+    Table,
+    column_title,
+    metric_title,
+    t_interval,
+)
 
 #: one paper column (inches), and the font size that stays legible at that width
 COLUMN_WIDTH = 3.5
@@ -120,11 +130,13 @@ def r_matrix_heatmaps(results: Results, scenario: str, metric: str, out: Path,
 
 
 def seen_curves(results: Results, scenario: str, metric: str, out: Path,
-                formats: list[str]) -> list[Path]:
+                formats: list[str], reference: str = REFERENCE) -> list[Path]:
     """The headline over the stream: ``metric`` on the seen gallery (every class learnt so
-    far, searched together) after each experience, a line per strategy, band = 95%
-    bootstrap CI over seeds, each line labelled at its end (labels spread, never on top of
-    each other). Nothing is drawn for stores without seen curves."""
+    far, searched together) after each experience, a line per strategy, band = 95% t CI
+    over seeds, each line labelled at its end (labels spread, never on top of each
+    other); the untrained ``reference``, when it ran, as a dashed black line (what not
+    learning at all retrieves on the same galleries). Nothing is drawn for stores without
+    seen curves."""
     rows = [{"strategy": st, "seed": seed, "after": i, "value": v}
             for (sc, st, seed), curves in results.seen.items() if sc == scenario
             and metric in curves for i, v in enumerate(curves[metric])]
@@ -134,13 +146,22 @@ def seen_curves(results: Results, scenario: str, metric: str, out: Path,
     strategies = [s for s in dict.fromkeys(results.cells.strategy) if s in set(data.strategy)]
     t = int(data.after.max()) + 1
     pal = colours(strategies)
+    ref = data[data.strategy == reference]
+    drawn = [s for s in strategies if s != reference]
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.35, 2.6))
-        sns.lineplot(data=data, x="after", y="value", hue="strategy", hue_order=strategies,
-                     palette=pal, errorbar=bootstrap_ci, marker="o", markersize=3,
-                     linewidth=1.2, ax=ax, legend=False, err_kws={"alpha": 0.08})
+        sns.lineplot(data=data[data.strategy.isin(drawn)], x="after", y="value",
+                     hue="strategy", hue_order=drawn, palette=pal, errorbar=t_interval,
+                     marker="o", markersize=3, linewidth=1.2, ax=ax, legend=False,
+                     err_kws={"alpha": 0.08})
         ends = data[data.after == t - 1].groupby("strategy")["value"].mean()
-        _direct_labels(ax, {s: float(ends[s]) for s in strategies if s in ends}, t - 1, pal)
+        labels = {s: float(ends[s]) for s in drawn if s in ends}
+        if len(ref):
+            curve = ref.groupby("after")["value"].mean()
+            ax.plot(curve.index, curve.to_numpy(), color="black", ls="--", lw=1.3, zorder=5)
+            pal = {**pal, f"{reference} (untrained)": (0.0, 0.0, 0.0)}
+            labels[f"{reference} (untrained)"] = float(curve.iloc[-1])
+        _direct_labels(ax, labels, t - 1, pal)
         ax.set_xticks(range(t))
         ax.set_xlim(-0.2, t - 1 + 0.2)
         ax.set_xlabel("after training experience")
@@ -207,7 +228,7 @@ def task_curves(results: Results, scenario: str, metric: str, out: Path,
                 continue
             st = strategies[k]
             sns.lineplot(data=data[data.strategy == st], x="after", y="value", hue="task",
-                         palette=tasks, errorbar=bootstrap_ci, marker="o", markersize=2.5,
+                         palette=tasks, errorbar=t_interval, marker="o", markersize=2.5,
                          linewidth=1.0, ax=ax, legend=False, err_kws={"alpha": 0.15})
             if len(seen_data):
                 sns.lineplot(data=seen_data[seen_data.strategy == st], x="after", y="value",
@@ -235,8 +256,8 @@ def task_curves(results: Results, scenario: str, metric: str, out: Path,
 
 
 def _ci_err(values: pd.Series) -> np.ndarray | None:
-    """Asymmetric error bar (2 x 1) of the bootstrap CI around the mean; None if undefined."""
-    low, high = bootstrap_ci(values)
+    """Asymmetric error bar (2 x 1) of the t CI around the mean; None if undefined."""
+    low, high = t_interval(values)
     if not np.isfinite(low):
         return None
     mean = float(values.mean())
@@ -244,23 +265,32 @@ def _ci_err(values: pd.Series) -> np.ndarray | None:
 
 
 def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
-                     formats: list[str]) -> list[Path]:
-    """Final mean value against forgetting, mean and 95% CI over seeds per strategy."""
+                     formats: list[str], reference: str = REFERENCE) -> list[Path]:
+    """The headline (final value on the seen-classes gallery; the final per-task mean for
+    stores without seen curves) against forgetting, mean and 95% t CI over seeds per
+    strategy; the untrained ``reference``, when it ran, as a dashed horizontal line."""
     cells = summaries(results, metric)
     sc = cells[cells.scenario == scenario]
     strategies = list(dict.fromkeys(sc.strategy))
     pal = colours(strategies)
+    seen = bool(sc["final_seen"].notna().any())
+    ycol = "final_seen" if seen else f"final:{metric}"
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.6))
         for s in strategies:
             g = sc[sc.strategy == s]
-            x, y = g["forgetting"].astype(float), g[f"final:{metric}"].astype(float)
+            x, y = g["forgetting"].astype(float), g[ycol].astype(float)
+            if s == reference:
+                ax.axhline(y.mean(), color="black", ls="--", lw=1.1,
+                           label=f"{reference} (untrained)")
+                continue
             ax.errorbar(x.mean(), y.mean(), xerr=_ci_err(x), yerr=_ci_err(y), fmt="o", ms=5,
                         color=pal[s], capsize=2, elinewidth=0.8, label=s)
         # a legend, not labels at the points: points close together would overprint them
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         ax.set_xlabel(f"forgetting ({metric_title(metric)}, lower is better)")
-        ax.set_ylabel(f"final {metric_title(metric)}, per-task galleries")
+        ax.set_ylabel(column_title("final_seen", metric_title(metric)) if seen
+                      else f"final {metric_title(metric)}, per-task galleries")
         ax.set_title(f"{scenario}: plasticity vs stability")
         ax.grid(alpha=0.3)
         return _save(fig, out, f"tradeoff_{scenario}_{metric}", formats)
@@ -278,7 +308,7 @@ def recall_bars(results: Results, scenario: str, out: Path, formats: list[str]) 
         fig, ax = plt.subplots(figsize=(max(COLUMN_WIDTH, 0.45 * len(strategies) * len(recalls)
                                             / 2), 2.4))
         sns.barplot(data=data, x="K", y="value", hue="strategy", hue_order=strategies,
-                    palette=colours(strategies), errorbar=bootstrap_ci, err_kws={"linewidth": 0.8},
+                    palette=colours(strategies), errorbar=t_interval, err_kws={"linewidth": 0.8},
                     capsize=0.1, ax=ax)
         ax.set_xlabel("")
         ax.set_ylabel("final mean Recall@K")
@@ -322,3 +352,30 @@ def ablation_deltas(table: AblationTable, out: Path, formats: list[str]) -> list
         fig.suptitle(f"{table.scenario}: ablations (variant - parent; dark: Holm p < "
                      f"{table.alpha:g})", fontsize=FONT_SIZE + 1)
         return _save(fig, out, f"ablations_{table.scenario}_{table.metric}", formats)
+
+
+def critical_difference(table: Table, out: Path, formats: list[str]) -> list[Path]:
+    """The critical-difference diagram of ``table``'s primary column (Demšar 2006, drawn by
+    scikit-posthocs): each strategy at its mean rank over the seeds (1 = best), a bar
+    joining the strategies the Nemenyi test cannot tell apart at the table's alpha, the
+    Friedman test in the title. Nothing when the tests are undefined."""
+    import scikit_posthocs as sp
+
+    ranks = table.ranks
+    if ranks is None:
+        return []
+    n = len(ranks.mean_ranks)
+    title = column_title(table.primary, metric_title(table.metric))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(max(COLUMN_WIDTH * 1.6, 0.42 * n + 2.4),
+                                        0.22 * n + 1.1))
+        sp.critical_difference_diagram(
+            ranks.mean_ranks, ranks.nemenyi, ax=ax, alpha=ranks.alpha,
+            label_fmt_left="{label} ({rank:.2f})  ", label_fmt_right="  ({rank:.2f}) {label}",
+            label_props={"fontsize": FONT_SIZE - 1},
+            crossbar_props={"color": "black", "linewidth": 2.2})
+        ax.set_title(f"{table.scenario}: mean rank on {title} over {ranks.blocks} seeds "
+                     f"(1 = best)\nFriedman p = {ranks.friedman_p:.2g}; bars join strategies "
+                     f"the Nemenyi test cannot tell apart (alpha {ranks.alpha:g})",
+                     fontsize=FONT_SIZE)
+        return _save(fig, out, f"critical_difference_{table.scenario}_{table.metric}", formats)

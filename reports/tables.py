@@ -13,33 +13,53 @@ single experience) is NaN, never 0: it is left out of the mean and shown as "–
 
 Statistics, each documented in ``docs/metrics.md``:
 
-* **CI**: a 95% percentile bootstrap CI of the mean over seeds (``scipy.stats.bootstrap``,
-  fixed seed, so a report is deterministic); NaN (undefined) with one seed, ``low == high``
-  (degenerate) when every seed gave the same value. In the CSV (``ci_low``, ``ci_high``).
-* **†**: a two-sided **paired t-test over seeds** (``scipy.stats.ttest_rel``) of each
-  strategy against the baseline, pairing runs with the same seed (same class order and
-  initialisation). The p-values of all strategy x column tests of one table form one
-  family and are **Holm-Bonferroni adjusted** (:func:`holm`); † marks adjusted p < alpha.
-  A test is **undefined** with fewer than 2 paired seeds or when the paired differences
-  have zero variance (t = d / 0): its p-value is NaN, it gets no †, it is shown as "n/a"
-  and it is left out of the Holm family (it does not count towards m).
-* **Bold**: the best mean of a column and every strategy *not distinguishable* from it:
-  the paired t-test of its values against the best strategy's (same seeds) is undefined or
-  not significant at alpha after Holm adjustment over all such tests of the table. Bold
-  therefore means "not shown to be worse than the best", not "as good as the best": with
-  few seeds many strategies are bold. A column with no defined value has no bold.
+* **CI**: a 95% **Student-t** interval of the mean over seeds by default
+  (:func:`metrics.statistics.mean_ci`; ``ci="bootstrap"`` for a percentile bootstrap,
+  which is too narrow with few seeds); NaN (undefined) with one seed, ``low == high``
+  (degenerate) when every seed gave the same value. In the CSV (``ci_low``, ``ci_high``,
+  ``ci_method``).
+* **Two families.** Each table declares its **primary column** (``final_seen`` unless the
+  report is told otherwise): its tests form the **confirmatory family**, **every pair of
+  strategies** compared by a two-sided **paired t-test over seeds**
+  (``scipy.stats.ttest_rel``, runs with the same seed paired: same class order and
+  initialisation), Holm-Bonferroni adjusted over all pairs (:func:`holm`;
+  :attr:`Table.pairwise`). Every other column's tests (each strategy against the baseline
+  and against the column's best) form the **secondary family**, adjusted on their own and
+  labelled as such. A test is **undefined** with fewer than 2 paired seeds or when the
+  paired differences have zero variance (t = d / 0): its p-value is NaN, it is shown as
+  "n/a" and it is left out of its family (it does not count towards m).
+* **†**: differs from the baseline, Holm-adjusted p < alpha within the column's family.
+* **Bold**: the best mean of a column and every strategy *not distinguishable* from it
+  (its test against the best is undefined or not significant after Holm within the
+  column's family). Bold therefore means "not shown to be worse than the best", not "as
+  good as the best": with few seeds many strategies are bold.
+* **Δ vs the reference** (``pretrained``, the untrained model, when the results have it):
+  a column of the per-seed differences of the primary column from the reference's, their
+  mean and t interval; descriptive (its tests are the pairwise ones).
+* **Critical differences** across strategies (Demšar 2006): a Friedman test over the
+  seeds as blocks and the Nemenyi post-hoc test over mean ranks, from scikit-posthocs
+  (:func:`rank_tests`), drawn by :func:`reports.plots.critical_difference`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from metrics.statistics import CI_SEED, N_RESAMPLES, bootstrap_ci  # noqa: F401 (re-exported)
+from metrics.errors import LrbenchError
+from metrics.statistics import (  # noqa: F401 (re-exported)
+    CI_SEED,
+    N_RESAMPLES,
+    bootstrap_ci,
+    describe_ci,
+    mean_ci,
+    t_interval,
+)
 from reports.load import Results, summaries
 
 #: column id -> title
@@ -48,6 +68,10 @@ LABELS = {
     "final_mean": "final", "forgetting": "Forgetting", "forgetting_ratio": "F. ratio",
     "bwt": "BWT", "avg_incremental": "Per-task inc.", "last_task": "Last task",
 }
+#: the reference strategy of the "Δ vs" column: the untrained model
+REFERENCE = "pretrained"
+#: the column id of the per-seed difference from the reference
+DELTA = "delta_reference"
 LOWER_IS_BETTER = {"forgetting", "forgetting_ratio"}
 
 
@@ -55,6 +79,12 @@ def column_title(column: str, m: str) -> str:
     """The title of a summary column for metric title ``m``: ``Final R@1 seen``,
     ``Forgetting R@1`` (one naming for the comparison and the ablation tables)."""
     return f"{LABELS[column]} {m}" + (" seen" if column.endswith("_seen") else "")
+
+
+def signed_interval(mean: float, low: float, high: float) -> str:
+    """``+0.123 [+0.101, +0.145]`` (the interval left out when undefined)."""
+    text = f"{mean:+.3f}"
+    return text + (f" [{low:+.3f}, {high:+.3f}]" if np.isfinite(low) else "")
 
 
 def metric_title(metric: str) -> str:
@@ -184,6 +214,30 @@ class Table(_LongForm):
     baseline: str | None
     alpha: float
     data: pd.DataFrame
+    #: the column whose tests form the confirmatory family
+    primary: str = "final_seen"
+    #: the interval shown (:data:`metrics.statistics.CI_METHODS`)
+    ci_method: str = "t"
+    #: every pair of strategies on the primary column (:func:`pairwise_tests`)
+    pairwise: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: the strategy of the Δ column, when the results have it
+    reference: str | None = None
+    #: Friedman test and Nemenyi post-hoc over mean ranks (:func:`rank_tests`), or None
+    ranks: Any = None
+
+    @property
+    def family_size(self) -> int:
+        """m of the confirmatory family: the defined pairwise tests on the primary column."""
+        if self.pairwise.empty:
+            return 0
+        return int(np.isfinite(self.pairwise["p_value"].astype(float)).sum())
+
+    @property
+    def secondary_size(self) -> int:
+        """m of the secondary family: the defined tests of every other column."""
+        sec = self.data[self.data.family == "secondary"]
+        return int(np.isfinite(sec["p_value"].astype(float)).sum()
+                   + np.isfinite(sec["p_vs_best"].astype(float)).sum())
 
     @property
     def strategies(self) -> list[str]:
@@ -202,6 +256,8 @@ class Table(_LongForm):
         if row.empty or not np.isfinite(row["mean"].iloc[0]):
             return "–"
         r = row.iloc[0]
+        if column == DELTA:
+            return signed_interval(r["mean"], r["ci_low"], r["ci_high"])
         text = f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if np.isfinite(r["std"]) else "")
         if r["bold"]:
             text = f"{bold[0]}{text}{bold[1]}"
@@ -220,14 +276,25 @@ class Table(_LongForm):
         return rows
 
     def legend(self) -> str:
-        """One sentence under the table: what bold, † and "(n/a)" mean here."""
-        text = ("Bold: best mean, or not distinguishable from it (paired t-test vs the best, "
-                f"Holm-adjusted within the table, p ≥ {self.alpha:g} or undefined).")
+        """Sentences under the table: the interval, the two families, bold, † and "(n/a)"."""
+        primary = column_title(self.primary, metric_title(self.metric)) \
+            if self.primary in LABELS else self.primary
+        text = (f"Mean ± sample std over seeds ({describe_ci(self.ci_method)} in the CSV). "
+                f"Confirmatory family: every pair of strategies on {primary}, paired t-test, "
+                f"Holm over its {self.family_size} defined test(s); the other columns are a "
+                f"secondary family ({self.secondary_size} defined tests, Holm on their own). "
+                "Bold: best mean, or not distinguishable from it (paired t-test vs the best, "
+                f"Holm-adjusted within the column's family, p ≥ {self.alpha:g} or undefined).")
         if self.baseline:
             text += (f" †: differs from `{self.baseline}`, paired t-test, Holm-adjusted "
-                     f"p < {self.alpha:g} over {self.family_size} defined test(s); "
+                     f"p < {self.alpha:g} within the column's family; "
                      "(n/a): the test is undefined (fewer than 2 paired seeds or no spread "
                      "in the differences), no p-value.")
+        if self.reference:
+            text += (f" Δ vs {self.reference}: the mean per-seed difference of {primary} from "
+                     f"`{self.reference}` (the untrained model) with its "
+                     f"{describe_ci(self.ci_method).removesuffix(' over seeds')}: below 0, "
+                     "the method ends worse than not learning at all.")
         return text
 
     def to_markdown(self) -> str:
@@ -269,11 +336,45 @@ class Table(_LongForm):
     def to_csv(self) -> str:
         """Long form: one row per strategy and column, with mean, std, n, CI and p-values
         (raw and Holm-adjusted; empty = undefined)."""
-        out = self.data.assign(scenario=self.scenario, baseline=self.baseline or "")
+        out = self.data.assign(scenario=self.scenario, baseline=self.baseline or "",
+                               ci_method=self.ci_method)
         cols = ["scenario", "strategy", "column", "title", "mean", "std", "n", "ci_low",
-                "ci_high", "baseline", "n_pairs", "p_value", "p_adjusted", "significant",
-                "p_vs_best", "p_vs_best_adjusted", "best", "bold"]
+                "ci_high", "ci_method", "family", "baseline", "n_pairs", "p_value",
+                "p_adjusted", "significant", "p_vs_best", "p_vs_best_adjusted", "best", "bold"]
         return out[cols].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+    def pairwise_rows(self) -> list[list[str]]:
+        """Header, then one row per pair: A, B, paired seeds, mean A - B with its interval,
+        p, Holm-adjusted p and whether the pair is distinguishable."""
+        head = ["A", "B", "seeds", f"A − B ({self.ci_method} 95% CI)", "p", "adjusted p",
+                "distinguishable"]
+        rows = [head]
+        for r in self.pairwise.itertuples():
+            rows.append([r.a, r.b, str(r.n_pairs), signed_interval(r.diff, r.ci_low, r.ci_high)
+                         if np.isfinite(r.diff) else "–",
+                         _p_text(r.p_value), _p_text(r.p_adjusted),
+                         "**yes**" if r.distinct else ("n/a" if not np.isfinite(r.p_value)
+                                                       else "no")])
+        return rows
+
+    def pairwise_markdown(self) -> str:
+        """Every pair on the primary column as a Markdown table."""
+        head, *body = self.pairwise_rows()
+        lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|---:|---:|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines) + "\n"
+
+    def pairwise_csv(self) -> str:
+        """Every pair on the primary column, one row each (empty = undefined)."""
+        out = self.pairwise.assign(scenario=self.scenario, column=self.primary,
+                                   metric=self.metric, ci_method=self.ci_method)
+        cols = ["scenario", "metric", "column", "a", "b", "n_pairs", "mean_a", "mean_b",
+                "diff", "ci_low", "ci_high", "ci_method", "p_value", "p_adjusted", "distinct"]
+        return out[cols].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def _p_text(p: float) -> str:
+    return "n/a" if not np.isfinite(p) else f"{p:.3g}"
 
 
 def _per_seed(sc: pd.DataFrame, strategy: str, col: str) -> pd.Series:
@@ -284,17 +385,18 @@ def _n_pairs(a: pd.Series, b: pd.Series) -> int:
     return int(len(pd.concat([a, b], axis=1, join="inner").dropna()))
 
 
-def mark_bold(data: pd.DataFrame, values: dict[tuple[str, str], pd.Series],
-              alpha: float) -> pd.DataFrame:
-    """Fill ``best``, ``bold``, ``p_vs_best`` and ``p_vs_best_adjusted`` of a table's long
-    form (see the module docstring); ``values[(strategy, column)]`` are per-seed values."""
+def mark_best(data: pd.DataFrame, values: dict[tuple[str, str], pd.Series],
+              skip: Sequence[str] = ()) -> pd.DataFrame:
+    """Fill ``best`` (the best mean of each column) and ``p_vs_best`` (each other
+    strategy's paired test against that best) of a table's long form; columns in ``skip``
+    get neither. ``values[(strategy, column)]`` are per-seed values."""
     data = data.copy()
     data["best"] = False
     data["p_vs_best"] = np.nan
     for col in dict.fromkeys(data.column):
         sel = data.column == col
         means = data.loc[sel, "mean"].astype(float)
-        if not np.isfinite(means).any():
+        if col in skip or not np.isfinite(means).any():
             continue
         target = means.min() if col in LOWER_IS_BETTER else means.max()
         top = sel & np.isclose(data["mean"].astype(float), target, rtol=0, atol=1e-12)
@@ -303,49 +405,217 @@ def mark_bold(data: pd.DataFrame, values: dict[tuple[str, str], pd.Series],
         for i in data.index[sel & ~top & np.isfinite(data["mean"].astype(float))]:
             data.loc[i, "p_vs_best"] = paired_p(values[(data.loc[i, "strategy"], col)],
                                                 values[(ref, col)])
-    data["p_vs_best_adjusted"] = holm(data["p_vs_best"])
-    distinct = np.isfinite(data["p_vs_best_adjusted"]) & (data["p_vs_best_adjusted"] < alpha)
+    return data
+
+
+def bold_from(data: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """``bold``: the best of a column, and every strategy whose adjusted test against it
+    (``p_vs_best_adjusted``) is undefined or not below ``alpha``."""
+    data = data.copy()
+    distinct = np.isfinite(data["p_vs_best_adjusted"].astype(float)) & (
+        data["p_vs_best_adjusted"].astype(float) < alpha)
     data["bold"] = data["best"] | (np.isfinite(data["mean"].astype(float))
                                    & data["column"].isin(data.loc[data.best, "column"])
                                    & ~distinct)
     return data
 
 
-def comparison_tables(results: Results, metric: str = "recall@1", baseline: str | None =
-                      "finetune", alpha: float = 0.05) -> list[Table]:
-    """One :class:`Table` per scenario (see the module docstring)."""
-    cells = summaries(results, metric)
+def mark_bold(data: pd.DataFrame, values: dict[tuple[str, str], pd.Series],
+              alpha: float) -> pd.DataFrame:
+    """:func:`mark_best`, every vs-best test Holm-adjusted as one family, then
+    :func:`bold_from` (``best``, ``bold``, ``p_vs_best``, ``p_vs_best_adjusted``)."""
+    data = mark_best(data, values)
+    data["p_vs_best_adjusted"] = holm(data["p_vs_best"])
+    return bold_from(data, alpha)
+
+
+def pairwise_tests(values: dict[str, pd.Series], alpha: float = 0.05,
+                   ci: str = "t") -> pd.DataFrame:
+    """Every pair (a, b) of strategies, in row order, on one column: the paired seeds, both
+    means over them, the mean difference a - b with its interval (``ci`` method, of the
+    per-seed differences), the two-sided paired t-test's p, Holm-adjusted over all pairs
+    (one family), and ``distinct`` (adjusted p < alpha)."""
+    names = list(values)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = pd.concat([values[a], values[b]], axis=1, join="inner").dropna()
+            d = (both.iloc[:, 0] - both.iloc[:, 1]).to_numpy(dtype=float)
+            low, high = mean_ci(d, ci)
+            rows.append({"a": a, "b": b, "n_pairs": len(d),
+                         "mean_a": both.iloc[:, 0].mean(), "mean_b": both.iloc[:, 1].mean(),
+                         "diff": float(d.mean()) if len(d) else np.nan,
+                         "ci_low": low, "ci_high": high,
+                         "p_value": paired_p(values[a], values[b])})
+    out = pd.DataFrame(rows, columns=["a", "b", "n_pairs", "mean_a", "mean_b", "diff",
+                                      "ci_low", "ci_high", "p_value"])
+    out["p_adjusted"] = holm(out["p_value"]) if len(out) else []
+    out["distinct"] = np.isfinite(out["p_adjusted"].astype(float)) & (
+        out["p_adjusted"].astype(float) < alpha)
+    return out
+
+
+def _pair_adjusted(pairwise: pd.DataFrame, a: str, b: str) -> float:
+    """The Holm-adjusted p of the pair {a, b} in ``pairwise`` (NaN when absent)."""
+    row = pairwise[((pairwise.a == a) & (pairwise.b == b))
+                   | ((pairwise.a == b) & (pairwise.b == a))]
+    return float(row["p_adjusted"].iloc[0]) if len(row) else np.nan
+
+
+@dataclass
+class RankTests:
+    """Friedman's test over blocks (seeds) and the Nemenyi post-hoc over mean ranks."""
+
+    mean_ranks: pd.Series  # strategy -> mean rank (1 = best)
+    friedman_stat: float
+    friedman_p: float
+    nemenyi: pd.DataFrame  # strategy x strategy p-values
+    blocks: int
+    alpha: float
+
+    def distinct(self) -> pd.DataFrame:
+        """strategy x strategy: True where Nemenyi's p < alpha."""
+        return self.nemenyi < self.alpha
+
+
+def rank_tests(values: dict[str, pd.Series], higher_is_better: bool = True,
+               alpha: float = 0.05) -> RankTests | None:
+    """Friedman test and Nemenyi post-hoc (scikit-posthocs) of the strategies' per-seed
+    values, each seed a block and only seeds every strategy has; None with fewer than 3
+    strategies or 2 complete blocks (the test is undefined)."""
+    import scikit_posthocs as sp
+
+    frame = pd.concat(values, axis=1).dropna()
+    if frame.shape[1] < 3 or frame.shape[0] < 2:
+        return None
+    ranks = (frame if not higher_is_better else -frame).rank(axis=1, method="average")
+    stat, p = stats.friedmanchisquare(*[frame[c].to_numpy() for c in frame.columns])
+    nemenyi = sp.posthoc_nemenyi_friedman(frame if not higher_is_better else -frame)
+    nemenyi.index = nemenyi.columns = list(frame.columns)
+    return RankTests(ranks.mean(axis=0), float(stat), float(p), nemenyi, int(frame.shape[0]),
+                     alpha)
+
+
+def _summary_columns(results: Results, cells: pd.DataFrame, metric: str,
+                     reference: str | None) -> list[tuple[str, str]]:
+    """(column id, title) of a comparison table, in display order."""
     finals = [m for m in results.metrics if m.startswith("recall@")] + (
         ["map_at_r"] if "map_at_r" in results.metrics else [])
     m = metric_title(metric)
     lead = [(c, column_title(c, m)) for c in ("final_seen", "avg_incremental_seen")]
     if cells[[c for c, _ in lead]].isna().all().all():
         lead = []  # a store from before the seen curves were recorded
-    columns = lead + [(f"final:{m}", f"{metric_title(m)} per-task") for m in finals] + [
+    delta = [(DELTA, f"Δ vs {reference}")] if reference and lead else []
+    return lead[:1] + delta + lead[1:] + [
+        (f"final:{x}", f"{metric_title(x)} per-task") for x in finals] + [
         (c, column_title(c, m)) for c in
         ("forgetting", "forgetting_ratio", "bwt", "avg_incremental", "last_task")]
+
+
+def comparison_tables(results: Results, metric: str = "recall@1", baseline: str | None =
+                      "finetune", alpha: float = 0.05, ci: str = "t",
+                      primary: str = "final_seen", reference: str | None = REFERENCE
+                      ) -> list[Table]:
+    """One :class:`Table` per scenario (see the module docstring). ``primary``: the column
+    of the confirmatory family (every pair compared); ``reference``: the strategy of the Δ
+    column (left out when the scenario lacks it)."""
+    cells = summaries(results, metric)
     tables = []
     for scenario in results.scenarios:
         sc = cells[cells.scenario == scenario]
         strategies = list(dict.fromkeys(sc.strategy))
         base = baseline if baseline in strategies else None
+        ref = reference if reference in strategies else None
+        columns = _summary_columns(results, sc, metric, ref)
+        if primary not in {c for c, _ in columns}:
+            raise LrbenchError(f"primary column {primary!r} is not a column of the table of "
+                               f"{scenario!r}; use one of "
+                               f"{', '.join(c for c, _ in columns if c != DELTA)}")
         rows, values = [], {}
         for col, title in columns:
             for s in strategies:
-                v = values[(s, col)] = _per_seed(sc, s, col)
-                tested = base is not None and s != base
+                if col == DELTA:
+                    v = _per_seed(sc, s, primary) - _per_seed(sc, ref, primary)
+                else:
+                    v = _per_seed(sc, s, col)
+                values[(s, col)] = v
+                tested = base is not None and s != base and col != DELTA
                 b = _per_seed(sc, base, col) if tested else None
-                low, high = bootstrap_ci(v)
+                low, high = mean_ci(v, ci)
                 rows.append({"strategy": s, "column": col, "title": title, "mean": v.mean(),
                              "std": v.std(ddof=1) if v.notna().sum() > 1 else np.nan,
                              "n": int(v.notna().sum()), "ci_low": low, "ci_high": high,
+                             "family": ("primary" if col == primary else "none"
+                                        if col == DELTA else "secondary"),
                              "n_pairs": _n_pairs(v, b) if tested else 0,
                              "p_value": paired_p(v, b) if tested else np.nan})
-        data = pd.DataFrame(rows)
-        data["p_adjusted"] = holm(data["p_value"])
-        data["significant"] = np.isfinite(data["p_adjusted"]) & (data["p_adjusted"] < alpha)
-        tables.append(Table(scenario, metric, base, alpha, mark_bold(data, values, alpha)))
+        data = mark_best(pd.DataFrame(rows), values, skip=(DELTA,))
+        pairs = pairwise_tests({s: values[(s, primary)] for s in strategies}, alpha, ci)
+        data["p_adjusted"] = np.nan
+        data["p_vs_best_adjusted"] = np.nan
+        # the confirmatory family: the pairwise tests on the primary column
+        prim = data.family == "primary"
+        best = data[prim & data.best]
+        top = best.strategy.iloc[0] if len(best) else None
+        for i in data.index[prim]:
+            s = data.loc[i, "strategy"]
+            if base is not None and s != base:
+                data.loc[i, "p_adjusted"] = _pair_adjusted(pairs, s, base)
+            if top is not None and s != top and np.isfinite(data.loc[i, "p_vs_best"]):
+                data.loc[i, "p_vs_best_adjusted"] = _pair_adjusted(pairs, s, top)
+        # the secondary family: every other column's tests, vs the baseline and vs the best
+        sec = data.index[data.family == "secondary"]
+        adjusted = holm(pd.concat([data.loc[sec, "p_value"], data.loc[sec, "p_vs_best"]],
+                                  ignore_index=True))
+        data.loc[sec, "p_adjusted"] = adjusted[:len(sec)]
+        data.loc[sec, "p_vs_best_adjusted"] = adjusted[len(sec):]
+        data = bold_from(data, alpha)
+        data["significant"] = np.isfinite(data["p_adjusted"].astype(float)) & (
+            data["p_adjusted"].astype(float) < alpha)
+        higher = primary not in LOWER_IS_BETTER
+        ranks = rank_tests({s: values[(s, primary)] for s in strategies}, higher, alpha)
+        tables.append(Table(scenario, metric, base, alpha, data.reset_index(drop=True),
+                            primary, ci, pairs, ref, ranks))
     return tables
+
+
+def cell_values(results: Results, tables: list[Table]) -> dict[str, str]:
+    """Per scenario, the tidy per-cell CSV from which every number of its table, pairwise
+    table, figures and claims is recomputed: one row per cell and quantity (each summary
+    column of every metric; each point of the seen curve, ``train_exp``; each R-matrix
+    entry, ``train_exp`` and ``eval_exp``), with the cell's config hash and commit."""
+    out = {}
+    for t in tables:
+        rows = []
+        sc = results.cells[results.cells.scenario == t.scenario]
+        for metric in results.metrics:
+            per = summaries(results, metric)
+            per = per[per.scenario == t.scenario]
+            for r in per.itertuples():
+                key = (r.scenario, r.strategy, int(r.seed))
+                common = {"scenario": r.scenario, "strategy": r.strategy, "seed": int(r.seed),
+                          "metric": metric}
+                tail = {"config_hash": r.config_hash,
+                        "commit": results.commits.get(key, "unknown")}
+                for col in ("final_seen", "avg_incremental_seen", "final_mean", "forgetting",
+                            "forgetting_ratio", "bwt", "avg_incremental", "last_task"):
+                    value = getattr(r, col) if col != "final_mean" else float(
+                        results.matrices[key][metric][-1].mean())
+                    rows.append({**common, "quantity": col, "train_exp": "",
+                                 "eval_exp": "", "value": value, **tail})
+                curve = results.seen.get(key, {}).get(metric)
+                for i, v in enumerate([] if curve is None else curve):
+                    rows.append({**common, "quantity": "seen", "train_exp": i, "eval_exp": "",
+                                 "value": float(v), **tail})
+                mat = results.matrices[key][metric]
+                for i in range(mat.shape[0]):
+                    for j in range(mat.shape[1]):
+                        rows.append({**common, "quantity": "r", "train_exp": i, "eval_exp": j,
+                                     "value": float(mat[i, j]), **tail})
+        if not sc.empty:
+            out[t.scenario] = pd.DataFrame(rows).to_csv(index=False, float_format="%.17g",
+                                                        lineterminator="\n")
+    return out
 
 
 def loss_table(results: Results, scenario: str) -> pd.DataFrame:
@@ -491,7 +761,8 @@ class AblationTable(_LongForm):
 
     ``data`` (long form) columns: variant, parent, column, title, mean (the variant's),
     parent_mean (both over the seeds both ran), delta (mean of the per-seed differences
-    variant - parent), ci_low, ci_high (95% bootstrap CI of that mean difference),
+    variant - parent), ci_low, ci_high (95% interval of that mean difference, Student-t
+    unless asked otherwise),
     n_pairs, p_value (paired t-test), p_adjusted (Holm over every variant x column test of
     this table: a family of its own, so the comparison table's tests do not depend on how
     many ablations ran) and significant.
@@ -533,7 +804,7 @@ class AblationTable(_LongForm):
         """One sentence under the table: what Δ, the CI and † mean here."""
         return ("Δ: the variant minus the strategy it varies (\"of\"), mean of the per-seed "
                 "differences over the seeds both ran (same class order and initialisation), "
-                "with its 95% bootstrap CI; for forgetting a positive Δ means the variant "
+                "with its 95% Student-t CI; for forgetting a positive Δ means the variant "
                 f"forgets more. †: paired t-test, Holm-adjusted p < {self.alpha:g} over the "
                 f"{self.family_size} defined test(s) of this table (a family of its own: the "
                 "comparison table's tests do not change with the number of ablations); "
@@ -566,7 +837,7 @@ class AblationTable(_LongForm):
         lines += [" & ".join(esc(c) for c in row) + r" \\" for row in body]
         lines += [r"\bottomrule", r"\end{tabular}"]
         caption = (f"% {esc(self.scenario)}: ablation variants minus the strategy they vary, "
-                   "mean of per-seed differences [95% bootstrap CI]; $^\\dagger$ = paired "
+                   "mean of per-seed differences [95% Student-t CI]; $^\\dagger$ = paired "
                    f"t-test, Holm-adjusted within the table, p < {self.alpha}")
         return caption + "\n" + "\n".join(lines) + "\n"
 
@@ -580,7 +851,7 @@ class AblationTable(_LongForm):
 
 
 def ablation_tables(results: Results, metric: str = "recall@1", baseline: str | None =
-                    "finetune", alpha: float = 0.05) -> list[AblationTable]:
+                    "finetune", alpha: float = 0.05, ci: str = "t") -> list[AblationTable]:
     """One :class:`AblationTable` per scenario with ablation variants
     (:func:`variant_parents`): each variant against its parent on the headline columns
     (:data:`ABLATION_COLUMNS` present in the results), paired by seed, Holm within the
@@ -604,7 +875,7 @@ def ablation_tables(results: Results, metric: str = "recall@1", baseline: str | 
                 if not v.notna().any() and not p.notna().any():
                     continue  # e.g. no seen curves in this store, or one experience
                 diff = both.iloc[:, 0] - both.iloc[:, 1]
-                low, high = bootstrap_ci(diff)
+                low, high = mean_ci(diff, ci)
                 rows.append({"variant": variant, "parent": parent, "column": col,
                              "title": column_title(col, m), "mean": both.iloc[:, 0].mean(),
                              "parent_mean": both.iloc[:, 1].mean(),  # over the paired seeds

@@ -58,8 +58,11 @@ def brute_force_rows(store: Path) -> dict[tuple[str, str, str], tuple[float, flo
 
 def check_statistics_match(store: Path, report_dir: Path, baseline: str = "finetune",
                            alpha: float = 0.05) -> None:
-    """CI, raw and Holm-adjusted p-values and the dagger of every CSV row, recomputed from
-    the result.json files with scipy and the brute-force Holm of test_statistics."""
+    """CI (Student-t, by its formula), raw and Holm-adjusted p-values and the dagger of
+    every CSV row, recomputed from the result.json files with scipy and the brute-force
+    Holm of test_statistics: the primary column's family is every pair of strategies (the
+    pairwise CSV), the other columns' family their tests against the baseline and the
+    best."""
     import numpy as np
     from scipy import stats
     from test_statistics import brute_force_holm
@@ -68,13 +71,14 @@ def check_statistics_match(store: Path, report_dir: Path, baseline: str = "finet
     rows = table_rows(report_dir)
     for r in rows:
         v = per[(r["scenario"], r["strategy"], r["column"])]
+        assert r["ci_method"] == "t"
         if len(v) < 2:
             assert r["ci_low"] == r["ci_high"] == "", r
         else:
-            ci = stats.bootstrap((np.array(list(v.values())),), np.mean, method="percentile",
-                                 rng=np.random.default_rng(0)).confidence_interval
+            x = list(v.values())
+            h = stats.t.ppf(0.975, len(x) - 1) * statistics.stdev(x) / math.sqrt(len(x))
             assert (float(r["ci_low"]), float(r["ci_high"])) == pytest.approx(
-                (ci.low, ci.high), abs=1e-5), r
+                (statistics.mean(x) - h, statistics.mean(x) + h), abs=1e-5), r
         base = per.get((r["scenario"], baseline, r["column"]))
         seeds = sorted(set(v) & set(base or {}))
         if r["strategy"] == baseline or base is None or len(seeds) < 2:
@@ -89,13 +93,41 @@ def check_statistics_match(store: Path, report_dir: Path, baseline: str = "finet
             assert float(r["p_value"]) == pytest.approx(expected, rel=1e-4), r
     for scenario in {r["scenario"] for r in rows}:
         table = [r for r in rows if r["scenario"] == scenario]
-        raw = [float(r["p_value"]) if r["p_value"] else float("nan") for r in table]
-        for r, adj in zip(table, brute_force_holm(raw), strict=True):
+        # confirmatory: every pair on the primary column
+        pairs = list(csv.DictReader(io.StringIO(
+            (report_dir / "pairwise" / f"{scenario}.csv").read_text())))
+        names = list(dict.fromkeys(r["strategy"] for r in table))
+        assert len(pairs) == len(names) * (len(names) - 1) // 2
+        raw = []
+        for pr in pairs:
+            a, b = per[(scenario, pr["a"], "final_seen")], per[(scenario, pr["b"], "final_seen")]
+            seeds = sorted(set(a) & set(b))
+            d = [a[s] - b[s] for s in seeds]
+            p = float("nan") if len(d) < 2 or max(d) - min(d) < 1e-12 else stats.ttest_rel(
+                [a[s] for s in seeds], [b[s] for s in seeds]).pvalue
+            raw.append(p)
+            assert float(pr["diff"]) == pytest.approx(statistics.mean(d), abs=1e-6)
+        for pr, adj in zip(pairs, brute_force_holm(raw), strict=True):
             if adj != adj:
-                assert r["p_adjusted"] == "", r
+                assert pr["p_adjusted"] == "" and pr["distinct"] == "False", pr
             else:
-                assert float(r["p_adjusted"]) == pytest.approx(adj, rel=1e-4), r
-                assert (r["significant"] == "True") == (adj < alpha), r
+                assert float(pr["p_adjusted"]) == pytest.approx(adj, rel=1e-4), pr
+                assert (pr["distinct"] == "True") == (adj < alpha), pr
+                for r in table:  # the dagger of the primary column reads its pair
+                    if r["column"] == "final_seen" and {r["strategy"], baseline} == {
+                            pr["a"], pr["b"]}:
+                        assert float(r["p_adjusted"]) == pytest.approx(adj, rel=1e-4)
+                        assert (r["significant"] == "True") == (adj < alpha), r
+        # secondary: every other column's tests against the baseline and the best
+        sec = [r for r in table if r["family"] == "secondary"]
+        raw = [float(r[k]) if r[k] else float("nan") for k in ("p_value", "p_vs_best")
+               for r in sec]
+        adjusted = [r[k] for k in ("p_adjusted", "p_vs_best_adjusted") for r in sec]
+        for got, adj in zip(adjusted, brute_force_holm(raw), strict=True):
+            assert got == "" if adj != adj else float(got) == pytest.approx(adj, rel=1e-4)
+        for r in sec:
+            adj = float(r["p_adjusted"]) if r["p_adjusted"] else float("nan")
+            assert (r["significant"] == "True") == (adj < alpha), r
 
 
 def table_rows(report_dir: Path) -> list[dict[str, str]]:
@@ -470,7 +502,7 @@ def test_ablation_table_against_hand_computed_values(tmp_path):
     from scipy import stats
 
     from reports.load import load_results
-    from reports.tables import ablation_tables, bootstrap_ci, variant_parents
+    from reports.tables import ablation_tables, t_interval, variant_parents
 
     results = load_results([ablation_store(tmp_path / "s", ABLATION, {"m-same": 4})])
     assert variant_parents(results, "finetune") == {("sc", "m-off"): "m", ("sc", "m-same"): "m"}
@@ -490,7 +522,7 @@ def test_ablation_table_against_hand_computed_values(tmp_path):
             assert row["parent"] == "m" and row["n_pairs"] == n
             assert row["delta"] == pytest.approx(statistics.fmean(diff), abs=1e-12)
             assert row["mean"] == pytest.approx(statistics.fmean(a), abs=1e-12)
-            assert (row["ci_low"], row["ci_high"]) == pytest.approx(bootstrap_ci(diff))
+            assert (row["ci_low"], row["ci_high"]) == pytest.approx(t_interval(diff))
             p = stats.ttest_rel(a, b).pvalue
             assert row["p_value"] == pytest.approx(p, rel=1e-9)
             raw.append(p)

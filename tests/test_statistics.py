@@ -189,11 +189,26 @@ def test_bold_marks_the_best_and_what_is_within_noise_of_it(noisy_store):
     md = table.to_markdown()
     assert "| finetune | 5 | 0.400 ± 0.019 |" in md
     assert "| b | 5 | **0.598 ± 0.028** † |" in md
-    # the dagger uses the adjusted p: 3 strategies x 6 defined columns (seen final and avg
-    # inc., R@1 and mAP@R per task, per-task inc., last task) form the family
-    assert table.family_size == 18
-    np.testing.assert_allclose(table.data["p_adjusted"],
-                               brute_force_holm(table.data["p_value"].tolist()), rtol=1e-12)
+    # two families. Confirmatory: every pair of the 4 strategies on the primary column
+    # (Final R@1 seen), Holm over the 6 pairs; the dagger and bold of that column read it
+    assert table.primary == "final_seen" and table.family_size == 6
+    pairs = table.pairwise
+    assert len(pairs) == 6 and {frozenset((r.a, r.b)) for r in pairs.itertuples()} == {
+        frozenset((x, y)) for i, x in enumerate(NOISY) for y in list(NOISY)[i + 1:]}
+    np.testing.assert_allclose(pairs["p_adjusted"], brute_force_holm(pairs["p_value"].tolist()),
+                               rtol=1e-12)
+    prim = table.data[table.data.family == "primary"].set_index("strategy")
+    for s in ("a", "b", "d"):
+        pair = pairs[pairs.a.isin([s, "finetune"]) & pairs.b.isin([s, "finetune"])].iloc[0]
+        assert prim.loc[s, "p_adjusted"] == pair["p_adjusted"]
+        assert prim.loc[s, "p_value"] == pytest.approx(pair["p_value"], rel=1e-12)
+    # secondary: the 5 other defined columns (seen avg inc., R@1 and mAP@R per task,
+    # per-task inc., last task), each strategy against finetune and against the best
+    sec = table.data[table.data.family == "secondary"]
+    raw = pd.concat([sec["p_value"], sec["p_vs_best"]]).tolist()
+    adjusted = pd.concat([sec["p_adjusted"], sec["p_vs_best_adjusted"]]).tolist()
+    assert table.secondary_size == 30 == int(np.isfinite(raw).sum())
+    np.testing.assert_allclose(adjusted, brute_force_holm(raw), rtol=1e-12)
 
 
 def test_bold_rule_with_a_lower_is_better_column():
@@ -248,7 +263,8 @@ def test_first_paragraph_says_what_the_seeds_can_show(noisy_store, tmp_path):
     first = page.split("\n\n")[1]
     assert first.startswith("**Statistics.**")
     assert "With 5 paired seeds" in first and "|t| > 2.78" in first
-    assert "Holm over 18 tests" in first and "p = 0.0625" in first
+    assert "Holm over 6 tests" in first and "p = 0.0625" in first  # 4 strategies: 6 pairs
+    assert "confirmatory" in first and "secondary" in first
 
 
 # -- merging stores -----------------------------------------------------------------------
