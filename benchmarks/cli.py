@@ -251,9 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: all)")
     p.add_argument("--claims", metavar="FILE",
                    help="a claims file (YAML, format in docs/metrics.md): test each claim "
-                   "against the results (one paired test over seeds per comparison, one-sided "
-                   "for a direction, Holm within each family, t intervals), print supported / not supported / inconclusive with the "
-                   "numbers, and write claims.md and claims.csv into the report folder")
+                   "against the results (one paired test over seeds per comparison, "
+                   "one-sided for a direction, Holm within each family, t intervals), print "
+                   "supported / not supported / inconclusive with the numbers, and write "
+                   "claims.md and claims.csv into the report folder")
     p.add_argument("--ci", choices=["t", "bootstrap"], default="t",
                    help="the 95%% interval of every mean and mean difference: Student's t "
                    "(default), or a percentile bootstrap (too narrow with few seeds)")

@@ -63,7 +63,6 @@ def check_statistics_match(store: Path, report_dir: Path, baseline: str = "finet
     Holm of test_statistics: the primary column's family is every pair of strategies (the
     pairwise CSV), the other columns' family their tests against the baseline and the
     best."""
-    import numpy as np
     from scipy import stats
     from test_statistics import brute_force_holm
 

@@ -4,8 +4,8 @@ the store, deterministic under the sampler's seed (tiny synth-fg matrix, 1 seed)
 from __future__ import annotations
 
 import csv
-import math
 import json
+import math
 from pathlib import Path
 
 import pytest

@@ -111,8 +111,13 @@ def make_optimizer(model: Any, criterion: Any, tr: Any) -> Any:
     params = trainable_parameters(model, criterion)  # a loss's proxies train too
     groups: Any = params
     if tr.trunk_lr_mult != 1.0:
+        # Avalanche maps every model parameter to a group by identity (a frozen stem's
+        # too, which a single group receives silently): group 0 takes all but the trunk
         trunk = {id(p) for p in model.trunk.parameters()}
-        groups = [{"params": [p for p in params if id(p) not in trunk]},
+        owned = list(criterion.parameters()) if isinstance(criterion, torch.nn.Module) else []
+        rest = list({id(p): p for p in (*model.parameters(), *owned)
+                     if id(p) not in trunk}.values())
+        groups = [{"params": rest},
                   {"params": [p for p in params if id(p) in trunk],
                    "lr": tr.lr * tr.trunk_lr_mult}]
         groups = [g for g in groups if g["params"]]
