@@ -257,7 +257,8 @@ class Table(_LongForm):
             return "–"
         r = row.iloc[0]
         if column == DELTA:
-            return signed_interval(r["mean"], r["ci_low"], r["ci_high"])
+            return "(reference)" if strategy == self.reference else signed_interval(
+                r["mean"], r["ci_low"], r["ci_high"])
         text = f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if np.isfinite(r["std"]) else "")
         if r["bold"]:
             text = f"{bold[0]}{text}{bold[1]}"
