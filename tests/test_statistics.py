@@ -22,6 +22,7 @@ from reports.load import load_results
 from reports.page import build_report
 from reports.tables import (
     bootstrap_ci,
+    t_interval,
     comparison_tables,
     effect_for_power,
     holm,
@@ -347,3 +348,55 @@ def test_brute_force_holm_is_itself_right():
             running = max(running, min(1.0, (4 - k) * p[i]))
             expected[i] = running
         np.testing.assert_allclose(brute_force_holm(p), expected)
+
+
+def test_t_interval_equals_scipy_on_a_hand_case():
+    """mean ± t_{0.975, n-1} s / sqrt(n): 0.44 ± 2.776 x 0.0158 / sqrt(5) for the finetune
+    values below, as scipy.stats.t.interval gives it."""
+    v = [0.42, 0.45, 0.43, 0.46, 0.44]
+    low, high = t_interval(v)
+    ref = stats.t.interval(0.95, 4, loc=np.mean(v), scale=stats.sem(v))
+    assert (low, high) == pytest.approx(ref, abs=1e-15)
+    half = stats.t.ppf(0.975, 4) * np.std(v, ddof=1) / np.sqrt(5)
+    assert (low, high) == pytest.approx((0.44 - half, 0.44 + half), abs=1e-12)
+    assert half == pytest.approx(0.019632, abs=1e-6)  # by hand: 2.7764 x 0.015811 / 2.2361
+    assert all(np.isnan(t_interval([0.5]))) and t_interval([0.4, 0.4]) == (0.4, 0.4)
+    # wider than the percentile bootstrap on the same five values
+    b_low, b_high = bootstrap_ci(v)
+    assert high - low > b_high - b_low
+
+
+#: final seen R@1 per seed (the seen curve's last point): the untrained reference
+#: `pretrained` (one value: no training, only the class order differs), and two methods
+REF = {"pretrained": [0.30, 0.31, 0.30, 0.29, 0.30],
+       "finetune": [0.25, 0.27, 0.24, 0.26, 0.25],
+       "good": [0.40, 0.43, 0.41, 0.39, 0.42]}
+
+
+def test_delta_vs_the_untrained_reference_by_hand(tmp_path):
+    """The Δ column: per seed, the primary column minus pretrained's, its mean and t
+    interval, computed here by hand; pretrained's own row reads (reference); the figures
+    draw it as a dashed reference line."""
+    store = tmp_path / "ref"
+    for strategy, finals in REF.items():
+        for seed, v in enumerate(finals):
+            write_cell(store, "sc", strategy, seed, [[0.5, 0.1], [v, v]])
+    build_report([store], tmp_path / "r", formats=["md", "csv", "svg"])
+    rows = csv_rows((tmp_path / "r" / "tables" / "sc.csv").read_text())
+    for s in ("finetune", "good"):
+        d = [a - b for a, b in zip(REF[s], REF["pretrained"], strict=True)]
+        r = rows[(s, "delta_reference")]
+        assert r["title"] == "Δ vs pretrained" and r["family"] == "none"
+        assert float(r["mean"]) == pytest.approx(sum(d) / 5, abs=1e-6)
+        half = stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / np.sqrt(5)
+        assert float(r["ci_low"]) == pytest.approx(np.mean(d) - half, abs=1e-6)
+        assert float(r["ci_high"]) == pytest.approx(np.mean(d) + half, abs=1e-6)
+    assert float(rows[("finetune", "delta_reference")]["ci_high"]) < 0 < float(
+        rows[("good", "delta_reference")]["ci_low"])  # finetune ends below not learning
+    md = (tmp_path / "r" / "tables" / "sc.md").read_text()
+    assert "| pretrained | 5 | 0.300 ± 0.007 † | (reference) |" in md
+    # d = 0.10, 0.12, 0.11, 0.10, 0.12: mean 0.110, s 0.01, half-width 2.776 x 0.01 / 2.236
+    assert "| good | 5 | **0.410 ± 0.016** † | +0.110 [+0.098, +0.122] |" in md
+    for kind in ("seen_curves", "tradeoff"):
+        svg = (tmp_path / "r" / "figures" / f"{kind}_sc_recall-1.svg").read_text()
+        assert "pretrained (untrained)" in svg, kind
