@@ -22,12 +22,12 @@ from reports.load import load_results
 from reports.page import build_report
 from reports.tables import (
     bootstrap_ci,
-    t_interval,
     comparison_tables,
     effect_for_power,
     holm,
     paired_p,
     power_note,
+    t_interval,
 )
 
 

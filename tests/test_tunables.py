@@ -16,7 +16,7 @@ from strategies import (
 from strategies.registry import StrategyConfig, StrategyPlugin, tunable_problems
 
 #: strategies with nothing to tune: the bounds, and replay, whose memory is a stated budget
-NOTHING_TO_TUNE = {"finetune", "joint", "replay"}
+NOTHING_TO_TUNE = {"finetune", "joint", "replay", "pretrained", "first_session"}
 
 
 @pytest.mark.parametrize("name", sorted(available_strategies()))
