@@ -531,6 +531,10 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
         reuse = not args.force and finished(cell_dir(store, cell), cell, older)
         done += reuse
         print(f"{cell.hash}  {cell.id:<48}  {'done' if reuse else 'will run'}")
+    from benchmarks.run.fetch import describe_weights
+
+    for line in describe_weights(cells):
+        print(line)
     where = "exists" if store.is_dir() else "will be created"
     print(f"{len(cells)} cells: {done} done, {len(cells) - done} will run; store {out} "
           f"({where})")
