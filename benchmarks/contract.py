@@ -25,6 +25,8 @@ strategy
    one at a time and all at once: the runner shares that experience between such cells,
    so a wrong declaration would change numbers. A check on this stream and these values,
    not a proof for every input: declare only what acts through a teacher or importances.
+7. with a trunk other than the small CNN, embeds a 224 px image in 512 dimensions (the
+   papers' size; ``lrbench check finetune --trunk bninception``).
 
 Failures raise ``AssertionError`` with what went wrong. ``lrbench check NAME`` runs the same
 checks from the command line, printing each as it passes.
@@ -65,6 +67,11 @@ _BASE_TERMS = {"experience", "total", "metric", "ce"}
 TINY_SCENARIO = ScenarioSpec(
     name="contract-tiny", dataset="synth-fg", schedule="4+4+4", order="sorted", image_size=32,
     dataset_kwargs={"num_classes": 12, "train_per_class": 10, "test_per_class": 6})
+
+
+#: the image size and embedding dimension a trunk other than the small CNN is also checked
+#: at (the papers' 224 px, 512-d)
+FULL_SIZE, FULL_DIM = 224, 512
 
 
 def tiny_cell(name: str, hparams: dict[str, Any] | None = None, seed: int = 0,
@@ -219,6 +226,21 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                 f"{'it' if len(change) == 1 else 'them'} in inactive_in_first_experience; "
                 "remove what acts there")
         passed(f"first experience unchanged by {', '.join(idle)}")
+
+    # 7: another trunk embeds a full-size image at the default dimension (512)
+    if trunk != "small_cnn":
+        import torch
+
+        from strategies.model import EmbeddingNet
+
+        torch.manual_seed(seed)
+        model = EmbeddingNet(trunk, dim=FULL_DIM).eval()
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, FULL_SIZE, FULL_SIZE))
+        assert out.shape == (2, FULL_DIM) and bool(torch.isfinite(out).all()), (
+            f"{trunk}: a {FULL_SIZE} px image embeds to {tuple(out.shape)[1:]}, not "
+            f"{FULL_DIM}-d")
+        passed(f"{trunk} embeds a {FULL_SIZE} px image in {FULL_DIM} dimensions")
     return report
 
 
