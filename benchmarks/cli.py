@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm-folder", metavar="DIR",
                    help="submitit's pickles and job logs (default STORE/submitit; on a "
                    "cluster a disk the nodes share)")
-    g = p.add_argument_group("MLflow tracking (each overrides the matrix file's tracking: "
-                             "section)")
+    g = p.add_argument_group("MLflow and W&B tracking (each overrides the matrix file's "
+                             "tracking: section)")
     g.add_argument("--track", action="store_true",
                    help="log one MLflow parent run for the matrix and a child run per cell "
                    "(pip install lrbench[mlflow])")
@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "a SQLite database inside), sqlite:///PATH or http(s)://SERVER")
     g.add_argument("--experiment", metavar="NAME",
                    help="MLflow experiment (default: the matrix name)")
+    g.add_argument("--wandb", action="store_true",
+                   help="also log each cell as a Weights & Biases run, grouped by the store "
+                   "(tracking.wandb; pip install lrbench[wandb]; WANDB_MODE=offline writes "
+                   "them locally for 'wandb sync')")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
     p.add_argument("--dry-run", action="store_true",
@@ -433,6 +437,8 @@ def run_overrides(args: argparse.Namespace) -> list[str]:
     out = list(args.overrides)
     if args.track or args.tracking_uri or args.experiment:
         out.append("tracking.mlflow=true")
+    if getattr(args, "wandb", False):
+        out.append("tracking.wandb=true")
     flags = {"tracking.uri": args.tracking_uri, "tracking.experiment": args.experiment,
              "slurm.partition": args.slurm_partition, "slurm.time_min": args.slurm_time,
              "slurm.cpus": args.slurm_cpus, "slurm.gpus": args.slurm_gpus,

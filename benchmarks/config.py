@@ -18,6 +18,7 @@ strategies:
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
 logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
 tracking: {mlflow: false, uri: null, experiment: null}  # MLflow runs (benchmarks.run.tracking)
+# (and wandb: true for W&B runs, benchmarks.run.wandb_tracking)
 slurm: {partition: null, time_min: 60, cpus: null, gpus: null, mem_gb: null}  # --executor submitit
 cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.run.cache
 ```
@@ -349,6 +350,11 @@ class TrackingSpec(_Strict):
     mlflow: bool = False
     uri: str | None = None
     experiment: str | None = None
+    wandb: bool = Field(False, description="also log each cell as a Weights & Biases run "
+                        "(benchmarks.run.wandb_tracking; pip install 'lrbench[wandb]')")
+    wandb_project: str | None = Field(None, description="W&B project (default: the matrix "
+                                      "name)")
+    wandb_entity: str | None = Field(None, description="W&B entity (default: W&B's own)")
 
 
 class SlurmSpec(_Strict):
