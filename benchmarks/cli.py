@@ -541,12 +541,25 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
 
     for line in describe_weights(cells):
         print(line)
+    for line in _estimate_lines(cells):
+        print(line)
     where = "exists" if store.is_dir() else "will be created"
     print(f"{len(cells)} cells: {done} done, {len(cells) - done} will run; store {out} "
           f"({where})")
     if refusal:
         raise LrbenchError(f"the run would be refused: {refusal}")
     return 0
+
+
+def _estimate_lines(cells: list[Any]) -> list[str]:
+    """The dry run's expected wall time (:mod:`benchmarks.run.estimate`), or why not."""
+    from benchmarks.run.estimate import estimate, stream_infos
+
+    try:
+        infos, notes = stream_infos(cells)
+        return [*estimate(cells, infos), *notes]
+    except Exception as exc:  # noqa: BLE001 (an estimate never fails the dry run)
+        return [f"expected wall time: not estimated ({' '.join(str(exc).split())[:160]})"]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
