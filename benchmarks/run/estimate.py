@@ -7,8 +7,9 @@ How (each cell, then summed; cells run one at a time, ``--jobs N`` divides it by
   the same cost as its weights), on random images of its size, with its optimizer and
   ``training.threads``, is timed here on up to 16 images (one warm-up step, then the
   median of 2), and an inference pass likewise; a frozen, cached stem is run once and the
-  steps and passes timed on its output, as a cell trains and evaluates from the cache. The cell's time is its optimisation steps
-  x P x K images at the measured training rate, plus its evaluations (after each
+  steps and passes timed on its output, as a cell trains and evaluates from the cache.
+  The cell's time is its optimisation steps x P x K images at the measured training
+  rate, plus its evaluations (after each
   experience every test image of the stream is embedded) at the inference rate;
 * **a GPU**: the floating-point operations of one training image (forward and backward)
   and one inference image are counted (``torch.utils.flop_counter``), and divided by a
