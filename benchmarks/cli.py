@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trunk", default="small_cnn",
                    help="the model's trunk, as model.trunk in a matrix (e.g. timm:resnet18, "
                    "randomly initialised); default small_cnn")
+    p.add_argument("--device", default="cpu",
+                   help="where the kit trains, as training.device (cpu, cuda, cuda:N, mps); "
+                   "default cpu")
     return parser
 
 
@@ -640,6 +643,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from benchmarks.config import check_trunk
 
     check_trunk(args.trunk, "--trunk")  # unknown (or timm missing): one line, exit 2
+    if args.device != "cpu":  # an unknown device, or one this host lacks: one line, exit 2
+        from benchmarks.config import _device
+        from benchmarks.contract import tiny_cell
+        from benchmarks.run.preflight import check_devices
+
+        try:
+            _device(args.device)
+        except ValueError as exc:
+            raise LrbenchError(f"--device: {exc}") from None
+        check_devices([tiny_cell(name, hparams, device=args.device)])
     model = "small CNN" if args.trunk == "small_cnn" else args.trunk
     print(f"{name}: contract kit (3 synth-fg experiences, {model})", flush=True)
     done: list[str] = []
@@ -649,7 +662,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  ok    {check}", flush=True)
 
     try:
-        check_strategy(name, hparams, on_check=passed, trunk=args.trunk)
+        check_strategy(name, hparams, on_check=passed, trunk=args.trunk, device=args.device)
     except LrbenchError:  # unknown strategy, bad hyperparameter: exit 2
         raise
     except Exception as exc:  # a failed check, or the plugin raised while training

@@ -1,4 +1,4 @@
-"""CUDA random state in checkpoints, as plain tensors.
+"""CUDA random state in checkpoints, as plain tensors; CUDA's deterministic settings.
 
 A cell resumed on a GPU must draw what the uninterrupted cell drew: dropout masks, a
 strategy's noise (``fecd``'s feature estimates), synthesis seeds made on the device. So a
@@ -34,3 +34,12 @@ def set_cuda_rng_state(states: Sequence[torch.Tensor] | None) -> int:
         torch.cuda.set_rng_state(torch.as_tensor(states[index], dtype=torch.uint8).cpu(),
                                  device=index)
     return count
+
+
+def deterministic_cuda() -> None:
+    """cuDNN's deterministic algorithms, no autotuning: a cell trained on a GPU repeats
+    its numbers, and a resumed one continues them (the GPU check tests this). Costs some
+    speed; operations without a deterministic CUDA kernel still run (a warning, no error),
+    and matmuls need ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (``tools/gpu-check.sh`` sets it)."""
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False

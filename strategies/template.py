@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader
 
 from metrics.io import atomic_write
 from metrics.plugins import RetrievalMetrics
-from strategies.devices import cuda_rng_state, set_cuda_rng_state
+from strategies.devices import cuda_rng_state, deterministic_cuda, set_cuda_rng_state
 from strategies.losses import HardMiningLoss
 from strategies.registry import StrategyPlugin
 
@@ -179,6 +179,8 @@ class RetrievalTemplate(SupervisedTemplate):
         self.p, self.k, self.iterations, self.epochs, self.seed = p, k, iterations, epochs, seed
         self.max_grad_norm = max_grad_norm
         self.amp, self.channels_last = self._amp_acts(device, amp), channels_last
+        if torch.device(device).type == "cuda":
+            deterministic_cuda()
         self.metrics = metrics or RetrievalMetrics()
         with warnings.catch_warnings():  # no loggers is a choice here, not a mistake
             warnings.filterwarnings("ignore", message="No loggers specified")
