@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from benchmarks import gpu_check
-from conftest import REPO
 
 
 def test_script_says_no_cuda_device_and_exits_0():
