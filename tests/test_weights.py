@@ -219,7 +219,7 @@ def test_preflight_refuses_missing_weights_before_anything_else(torch_home, monk
 
 def test_result_records_the_weights_file_and_its_hash(tmp_path, offline_file, monkeypatch):
     """A cell with pretrained weights records their name, file and full SHA-256 in its
-    result.json; the dry run says where the file is."""
+    result.json, and the report lists them; the dry run says where the file is."""
     from benchmarks.cli import main
     from benchmarks.config import parse_config
     from benchmarks.runner import run_matrix
@@ -246,6 +246,13 @@ def test_result_records_the_weights_file_and_its_hash(tmp_path, offline_file, mo
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     assert main(["run", str(tmp_path / "w.yaml"), "--dry-run", "--out",
                  str(tmp_path / "store")]) == 0
+    # the report names them too
+    assert main(["report", str(tmp_path / "store"), "--out", str(tmp_path / "report"),
+                 "--format", "md"]) == 0
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "## Pretrained weights" in page
+    assert f"torchvision:MobileNet_V2_Weights.IMAGENET1K_V1: {MOBILENET} sha256 " \
+        f"{rec['sha256']}" in page
 
 
 # -- timm: its Hugging Face cache, HF_HUB_OFFLINE honoured ----------------------------------
