@@ -302,3 +302,15 @@ def test_timm_offline_with_nothing_cached_is_one_line(hf_offline):
     msg = str(err.value)
     assert "\n" not in msg and "timm:resnet18.a1_in1k" in msg and str(hf_offline) in msg
     assert "models--timm--resnet18.a1_in1k" in msg
+
+
+def test_googlenet_input_transform_is_torchvisions():
+    """GoogLeNet with torchvision's weights gets torchvision's ``transform_input`` (Google's
+    weights expect [-1, 1] inputs) as the first operation of its first stage."""
+    from torchvision.models import googlenet
+
+    from strategies.model import _GoogLeNetInput
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ref = googlenet(weights=None, aux_logits=False, transform_input=True, init_weights=False)
+    assert torch.allclose(_GoogLeNetInput()(x), ref._transform_input(x), atol=1e-6)
