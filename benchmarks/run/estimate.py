@@ -165,7 +165,6 @@ def estimate(cells: list[Cell], infos: dict[str, Any]) -> list[str]:
     import torch
 
     from benchmarks.run.cell import uses_feature_cache
-    from strategies.template import seed_everything, torch_threads
 
     rates: dict[str, tuple[float, float, float, float]] = {}
     cpu_s = gpu_s = 0.0
@@ -179,8 +178,10 @@ def estimate(cells: list[Cell], infos: dict[str, Any]) -> list[str]:
         key = repr((m.hashed_dump(), sc.image_size, tr.threads, tr.optimizer,
                     uses_feature_cache(cell)))
         if key not in rates:
-            seed_everything(0)
-            with torch_threads(tr.threads):
+            torch.manual_seed(0)  # not strategies.template's helpers: no Avalanche import
+            before = torch.get_num_threads()
+            torch.set_num_threads(tr.threads)
+            try:
                 model = _model(cell)
                 images = torch.randn(min(MEASURE_BATCH, tr.p * tr.k), 3, sc.image_size,
                                      sc.image_size)
@@ -189,6 +190,8 @@ def estimate(cells: list[Cell], infos: dict[str, Any]) -> list[str]:
                 infer = step_rate(model, images, False, cached_stem=cached)
                 flops = (flops_per_image(model, sc.image_size, True),
                          flops_per_image(model, sc.image_size, False))
+            finally:
+                torch.set_num_threads(before)
             rates[key] = (train, infer, *flops)
             shown.append(f"{m.trunk} at {sc.image_size} px: {train:.1f} training and "
                          f"{infer:.1f} inference images/s here ({tr.threads} thread"
