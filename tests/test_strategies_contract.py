@@ -28,6 +28,15 @@ def test_contract_with_a_timm_trunk(tmp_path):
     report = check_strategy("l2_kd", trunk="timm:resnet18", tmp_path=tmp_path)
     assert "checkpoint + resume identical" in report.checks
     assert any(c.startswith("regulariser active") for c in report.checks)
+    assert report.checks[-1] == "timm:resnet18 embeds a 224 px image in 512 dimensions"
+
+
+@pytest.mark.slow  # minutes on two cores: BN-Inception's 11M parameters, 3 runs of 3 tasks
+def test_contract_with_the_thesis_backbone(tmp_path):
+    """``lrbench check finetune --trunk bninception``: randomly initialised (no network
+    here), it passes the kit and embeds a 224 px image in 512 dimensions."""
+    report = check_strategy("finetune", trunk="bninception", tmp_path=tmp_path)
+    assert report.checks[-1] == "bninception embeds a 224 px image in 512 dimensions"
 
 
 @pytest.mark.parametrize(("name", "wrong"), [("lwf", "ce_weight"), ("replay", "mem_size"),

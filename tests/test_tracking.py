@@ -202,13 +202,16 @@ def test_command_line_flags_set_the_tracking_and_slurm_sections():
 
     plain = config()
     assert not plain.tracking.mlflow and plain.slurm.partition == "cpu"
+    off = {"wandb": False, "wandb_project": None, "wandb_entity": None}
     assert config("--track").tracking.model_dump() == {
-        "mlflow": True, "uri": None, "experiment": None}
+        "mlflow": True, "uri": None, "experiment": None, **off}
+    assert config("--wandb").tracking.model_dump() == {
+        "mlflow": False, "uri": None, "experiment": None, **off, "wandb": True}
     on = config("--tracking-uri", "runs/here", "--experiment", "e1", "--slurm-partition",
                 "gpu", "--slurm-time", "30", "--slurm-cpus", "4", "--slurm-gpus", "1",
                 "--slurm-mem", "16", "--slurm-cluster", "local", "--slurm-folder", "/x/y")
     assert on.tracking.model_dump() == {"mlflow": True, "uri": "runs/here",
-                                        "experiment": "e1"}
+                                        "experiment": "e1", **off}
     assert on.slurm.model_dump() == {"cluster": "local", "partition": "gpu", "time_min": 30,
                                      "cpus": 4, "gpus": 1, "mem_gb": 16.0,
                                      "array_parallelism": 256, "folder": "/x/y"}

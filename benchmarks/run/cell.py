@@ -93,7 +93,8 @@ def build_model(cell: Cell, classifier: bool = False, projection: bool = True) -
     m = cell.model
     return EmbeddingNet(m.trunk, dim=m.dim, pool=m.pool, pretrained=m.pretrained,
                         freeze_bn=m.freeze_bn, classifier=classifier,
-                        frozen_stages=m.frozen_stages, projection=projection)
+                        frozen_stages=m.frozen_stages, projection=projection,
+                        weights=m.weights)
 
 
 def make_optimizer(model: Any, criterion: Any, tr: Any) -> Any:
@@ -302,6 +303,8 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings,
                     "resumed_after": resumed, "shared_first_experience": shared},
     }
+    if getattr(tpl.model, "weights_record", None):  # pretrained: true: what was loaded
+        payload["weights"] = tpl.model.weights_record
     if ev.map_at_r:
         payload["r_matrix"]["map_at_r"] = metrics.r_matrix(metric="map_at_r").tolist()
         payload["seen"]["map_at_r"] = metrics.seen_curve(metric="map_at_r").tolist()

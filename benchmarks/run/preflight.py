@@ -118,7 +118,11 @@ def check_data(cells: list[Cell], skip_corrupt: bool = False, progress: bool = T
     cache folders (:func:`check_cache_dirs`), batch shapes (:func:`check_cells`), then
     broken images (:func:`find_corrupt`), refused, or with ``skip_corrupt`` left out of the
     cells (:func:`mark_skipped`, then the shapes again without them). Returns the cells to
-    run and the broken files."""
+    run and the broken files. Pretrained weights come first: fetched once, or the matrix
+    refused in its first seconds (:func:`benchmarks.run.fetch.fetch_weights`)."""
+    from benchmarks.run.fetch import fetch_weights
+
+    fetch_weights(cells)
     check_dataset_kwargs(cells)
     if devices:
         check_devices(cells)

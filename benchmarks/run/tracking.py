@@ -266,10 +266,53 @@ def _quiet_mlflow() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+class Trackers:
+    """Several trackers (MLflow's and W&B's) behind one tracker's interface."""
+
+    def __init__(self, trackers: list[Any]) -> None:
+        self.trackers = trackers
+
+    def start(self) -> None:
+        """Start every tracker."""
+        for t in self.trackers:
+            t.start()
+
+    def log_cell(self, result_path: Path) -> None:
+        """Log one cell's result to every tracker."""
+        for t in self.trackers:
+            t.log_cell(result_path)
+
+    def log_store(self, store: Path) -> None:
+        """Attach the store's files wherever a tracker keeps them."""
+        for t in self.trackers:
+            t.log_store(store)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End every tracker's run."""
+        for t in self.trackers:
+            t.finish(status)
+
+
 def open_tracker(tracking: Any, store: str | Path, matrix_name: str,
-                 warn: Callable[[str], None] | None = None) -> Tracker | None:
-    """The :class:`Tracker` of ``store`` for a ``tracking`` section
-    (:class:`~benchmarks.config.TrackingSpec`), or None when tracking is off.
+                 warn: Callable[[str], None] | None = None) -> Any:
+    """The trackers of ``store`` for a ``tracking`` section
+    (:class:`~benchmarks.config.TrackingSpec`): MLflow's :class:`Tracker` with ``mlflow``,
+    W&B's (:mod:`benchmarks.run.wandb_tracking`) with ``wandb``, both behind one interface
+    (:class:`Trackers`) with both, None when tracking is off; each is checked before any
+    training."""
+    from benchmarks.run.wandb_tracking import open_wandb
+
+    found = [t for t in (open_mlflow(tracking, store, matrix_name, warn),
+                         open_wandb(tracking, store, matrix_name, warn)) if t is not None]
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else Trackers(found)
+
+
+def open_mlflow(tracking: Any, store: str | Path, matrix_name: str,
+                warn: Callable[[str], None] | None = None) -> Tracker | None:
+    """The MLflow :class:`Tracker` of ``store`` for a ``tracking`` section, or None when
+    ``tracking.mlflow`` is off.
 
     Checks everything before any training: MLflow installed, the URI usable (its folder
     writable, its server reachable), the experiment there or created; every problem is a
@@ -340,7 +383,7 @@ def attach_report(store: Path, report: Path,
     if artifacts is not None and not (artifacts.parent / "mlflow.db").is_file():
         return False  # no local store here (report run from another folder): create none
     try:
-        tracker = open_tracker(tracking, store, str(data.get("name")), warn)
+        tracker = open_mlflow(tracking, store, str(data.get("name")), warn)
         parent = None if tracker is None else tracker.find_parent()
     except LrbenchError as exc:
         warn(f"lrbench: warning: the report was not logged to MLflow: {exc}")
