@@ -35,9 +35,9 @@ def ridge_losses(g_fit: torch.Tensor, t_fit: torch.Tensor, g_val: torch.Tensor,
 
 @register_strategy("ranpac")
 class RanPAC(StatisticsBaseline):
-    """Statistics only, on the untrained trunk: RanPAC's random ReLU features and ridge
-    statistics; a query becomes the ridge prediction of its class's mean embedding.
+    """Statistics only (untrained trunk): RanPAC's random ReLU features and ridge statistics.
 
+    A query becomes the ridge prediction of its class's mean embedding.
     h = ReLU(R^T f) with R a d x M Gaussian matrix (seeded); G = sum h h^T and, per class,
     the sums of h and of f over the seen classes' train embeddings. The query transform is
     q' = W^T ReLU(R^T q), W = (G + lambda I)^-1 sum_c (sum_{i in c} h_i) mu_c^T: RanPAC's
@@ -105,8 +105,9 @@ class RanPAC(StatisticsBaseline):
 
 @register_strategy("ranpac_fs")
 class RanPACFirstSession(RanPAC):
-    """``ranpac`` on the first session's trunk: experience 0 trains as ``first_session``
-    (RanPAC's first-session adaptation), then only statistics accumulate."""
+    """ranpac on the first session's trunk (experience 0 trains as first_session).
+
+    RanPAC's first-session adaptation; then only statistics accumulate."""
 
     trains_experiences = 1
     pooled_embedding = False

@@ -127,15 +127,14 @@ def shrink(cov: torch.Tensor, gamma: float) -> torch.Tensor:
 
 @register_strategy("slda")
 class SLDA(StatisticsBaseline):
-    """Statistics only, on the untrained trunk: queries mapped by the inverse of the shrunk
-    within-class covariance of every seen class, s(q, g) = (Lambda q)^T g.
+    """Statistics only (untrained trunk): queries mapped by the inverse within-class covariance.
 
-    Lambda = ((1 - gamma) Sigma_w + gamma tr(Sigma_w)/d I)^-1 with Sigma_w the pooled
-    within-class covariance of the seen classes' train embeddings, accumulated as sums
-    (class counts and sums, one d x d second moment): the same after the last experience
-    whatever order the classes came in. q^T Lambda g is the whitened inner product
-    (Lambda^1/2 q)^T (Lambda^1/2 g), applied to the query alone; gamma = 1 is the plain
-    cosine of ``pretrained``."""
+    s(q, g) = (Lambda q)^T g, Lambda = ((1 - gamma) Sigma_w + gamma tr(Sigma_w)/d I)^-1
+    with Sigma_w the pooled within-class covariance of the seen classes' train
+    embeddings, accumulated as sums (class counts and sums, one d x d second moment): the
+    same after the last experience whatever order the classes came in. q^T Lambda g is the
+    whitened inner product (Lambda^1/2 q)^T (Lambda^1/2 g), applied to the query alone;
+    gamma = 1 is the plain cosine of ``pretrained``."""
 
     class Config(StrategyConfig):
         shrinkage: float = Field(0.5, gt=0, le=1, description="gamma: weight of the scaled "
@@ -166,8 +165,9 @@ class SLDA(StatisticsBaseline):
 
 @register_strategy("slda_fs")
 class SLDAFirstSession(SLDA):
-    """``slda`` on the first session's trunk: experience 0 trains as ``first_session``,
-    then the model is frozen and only statistics accumulate."""
+    """slda on the first session's trunk (experience 0 trains as first_session).
+
+    Then the model is frozen and only statistics accumulate."""
 
     trains_experiences = 1
     pooled_embedding = False
