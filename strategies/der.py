@@ -95,7 +95,9 @@ class DERPlusPlus(BufferStrategy, StrategyPlugin, Callbacks):
         self._reset_experience()
         e = int(strategy.experience.current_experience)
         self._rng = np.random.RandomState(self.config.seed * 7919 + e)
-        self._stream = strategy.experience.origin_stream
+        # the buffer's images, re-read through the train transform; its pairs follow the
+        # buffer as the reservoir replaces them
+        self._items = StoredItems(strategy.experience.origin_stream, self.pairs)
         if self.reservoir:
             self._batches = batch_indices(strategy)
 
@@ -104,7 +106,9 @@ class DERPlusPlus(BufferStrategy, StrategyPlugin, Callbacks):
         n = len(self.pairs)
         if n == 0:
             return
-        items = StoredItems(self._stream, self.pairs)
+        items = self._items
+        assert items is not None
+        items.pairs = self.pairs
         size = len(strategy.mb_y)
         if self.config.alpha > 0:
             pick = self._rng.choice(n, size=min(size, n), replace=False)

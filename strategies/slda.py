@@ -129,12 +129,12 @@ def shrink(cov: torch.Tensor, gamma: float) -> torch.Tensor:
 class SLDA(StatisticsBaseline):
     """Statistics only (untrained trunk): queries mapped by the inverse within-class covariance.
 
-    s(q, g) = (Lambda q)^T g, Lambda = ((1 - gamma) Sigma_w + gamma tr(Sigma_w)/d I)^-1
-    with Sigma_w the pooled within-class covariance of the seen classes' train
-    embeddings, accumulated as sums (class counts and sums, one d x d second moment): the
-    same after the last experience whatever order the classes came in. q^T Lambda g is the
-    whitened inner product (Lambda^1/2 q)^T (Lambda^1/2 g), applied to the query alone;
-    gamma = 1 is the plain cosine of ``pretrained``."""
+    s(q, g) = (A q)^T g with A = P Lambda P, Lambda = ((1 - gamma) Sigma_w + gamma
+    tr(Sigma_w)/d I)^-1, Sigma_w the pooled within-class covariance of the seen classes'
+    train embeddings and P = I - m m^T the projection off the direction m of their mean,
+    all from sums (class counts and sums, one d x d second moment): the same after the last
+    experience whatever order the classes came in. q^T A g is the whitened inner product
+    (Lambda^1/2 P q)^T (Lambda^1/2 P g), computed by transforming the query alone."""
 
     class Config(StrategyConfig):
         shrinkage: float = Field(0.5, gt=0, le=1, description="gamma: weight of the scaled "
@@ -152,15 +152,24 @@ class SLDA(StatisticsBaseline):
         add_class_sums(per_class, feats, labels)
 
     def refresh(self) -> None:
-        cov = within_class_covariance(self.stats["second"], self.stats["per_class"])
+        per_class = self.stats["per_class"]
+        cov = within_class_covariance(self.stats["second"], per_class)
         self._precision = torch.linalg.inv(shrink(cov, self.config.shrinkage))
+        mean = sum(v[1] for v in per_class.values()) / sum(v[0] for v in per_class.values())
+        common = mean / mean.norm().clamp(min=1e-12)
+        off = torch.eye(len(common), dtype=common.dtype) - torch.outer(common, common)
+        self._matrix = off @ self._precision @ off
 
     def precision(self) -> torch.Tensor:
-        """Lambda, the query-side matrix."""
+        """Lambda, the inverse of the shrunk within-class covariance."""
         return self._precision
 
+    def matrix(self) -> torch.Tensor:
+        """A = P Lambda P, the query-side matrix (P: the common direction projected out)."""
+        return self._matrix
+
     def transform64(self, q: torch.Tensor) -> torch.Tensor:
-        return q @ self._precision
+        return q @ self._matrix
 
 
 @register_strategy("slda_fs")

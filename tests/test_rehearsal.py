@@ -281,7 +281,8 @@ def _chunks(seed: int = 0):
 def test_slda_precision_is_order_independent_and_the_one_pass_formula():
     """After the last experience Lambda equals the inverse of the shrunk pooled
     within-class covariance computed in one pass over all classes' features (each class
-    centred on its own mean, divided by N - C), whatever order experiences arrive in."""
+    centred on its own mean, divided by N - C), and A = P Lambda P with P projecting off
+    the direction of all features' mean, whatever order experiences arrive in."""
     from strategies.slda import SLDA
 
     feats, labels, holdout, parts = _chunks()
@@ -292,12 +293,16 @@ def test_slda_precision_is_order_independent_and_the_one_pass_formula():
     cov = centred.T @ centred / (66 - 6)
     shrunk = (1 - gamma) * cov + gamma * torch.trace(cov) / 5 * torch.eye(5, dtype=torch.float64)
     reference = torch.linalg.inv(shrunk)
+    m = feats.mean(dim=0)
+    m = m / m.norm()
+    p = torch.eye(5, dtype=torch.float64) - torch.outer(m, m)
     for order in ([0, 1, 2], [2, 0, 1]):
         plugin = SLDA(make_config("slda", {"shrinkage": gamma}))
         for e in order:
             plugin.accumulate(feats[parts[e]], labels[parts[e]], holdout[parts[e]])
         plugin.refresh()
         assert torch.allclose(plugin.precision(), reference, rtol=1e-9, atol=1e-9)
+        assert torch.allclose(plugin.matrix(), p @ reference @ p, rtol=1e-9, atol=1e-9)
 
 
 def test_ranpac_transform_is_order_independent_and_the_one_pass_ridge():
@@ -383,15 +388,23 @@ def test_a_query_transform_reaches_only_the_queries():
     assert torch.allclose(composed(emb), emb @ a * 2)
 
 
-def test_slda_at_full_shrinkage_is_the_pretrained_reference():
-    """gamma = 1: Lambda is a multiple of the identity, so the R matrix is ``pretrained``'s."""
+def test_the_evaluation_ranks_plain_gallery_vectors_against_transformed_queries():
+    """End to end (``slda`` on the kit's stream): the seen-classes Recall after the last
+    experience is that of the transformed test embeddings as queries against the plain ones
+    as the gallery (each query's own image left out), not the leave-one-out value."""
+    from metrics.retrieval import evaluate_query_gallery, evaluate_retrieval
+
     bench = tiny_stream()
-    ours = build_template("slda", {"shrinkage": 1.0})
-    ours.run(bench)
-    ref = build_template("pretrained")
-    ref.run(bench)
-    for k in (1, 2):
-        assert np.array_equal(ours.metrics.r_matrix(k), ref.metrics.r_matrix(k))
+    tpl = build_template("slda")
+    tpl.run(bench)
+    plugin = tpl._strategy_plugins()[0]
+    parts = [embed_items(tpl, exp.dataset) for exp in bench.test_stream]
+    emb = torch.cat([f for f, _ in parts]).float()
+    lab = torch.cat([y for _, y in parts])
+    expected = evaluate_query_gallery(plugin.query_transform(emb), lab, emb, lab, (1, 2))
+    assert tpl.metrics.seen_curve(1)[-1] == expected.recall[1]
+    assert tpl.metrics.seen_curve(2)[-1] == expected.recall[2]
+    assert evaluate_retrieval(emb, lab, (1,)).recall[1] != expected.recall[1]
 
 
 # -- bad input -------------------------------------------------------------------------------
