@@ -105,6 +105,16 @@ def test_evaluation_items_are_the_train_images_without_augmentation():
         assert torch.equal(trained, plain) or torch.equal(trained, plain.flip(-1))
 
 
+@pytest.mark.parametrize("name", ["replay", "der", "er_aml"])
+def test_herding_variants_pass_the_contract_kit(name, tmp_path):
+    """``selection: herding`` on every buffer strategy trains, checkpoints and resumes
+    exactly, deterministically (the kit; the defaults run in test_strategies_contract)."""
+    from benchmarks.contract import check_strategy
+
+    report = check_strategy(name, {"selection": "herding"}, tmp_path=tmp_path)
+    assert "checkpoint + resume identical" in report.checks
+
+
 # -- replay ----------------------------------------------------------------------------------
 def test_replay_random_selection_draws_what_replay_drew_before_it_existed():
     """``selection: random`` (the default, left out of the hash) keeps the rule replay had:
