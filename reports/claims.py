@@ -309,4 +309,4 @@ def claims_markdown(data: pd.DataFrame) -> str:
 
 def claims_csv(data: pd.DataFrame) -> str:
     """Every comparison, one row each (empty = undefined)."""
-    return data.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    return data.to_csv(index=False, float_format="%.12g", lineterminator="\n")

@@ -342,7 +342,7 @@ class Table(_LongForm):
         cols = ["scenario", "strategy", "column", "title", "mean", "std", "n", "ci_low",
                 "ci_high", "ci_method", "family", "baseline", "n_pairs", "p_value",
                 "p_adjusted", "significant", "p_vs_best", "p_vs_best_adjusted", "best", "bold"]
-        return out[cols].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+        return out[cols].to_csv(index=False, float_format="%.12g", lineterminator="\n")
 
     def pairwise_rows(self) -> list[list[str]]:
         """Header, then one row per pair: A, B, paired seeds, mean A - B with its interval,
@@ -371,7 +371,7 @@ class Table(_LongForm):
                                    metric=self.metric, ci_method=self.ci_method)
         cols = ["scenario", "metric", "column", "a", "b", "n_pairs", "mean_a", "mean_b",
                 "diff", "ci_low", "ci_high", "ci_method", "p_value", "p_adjusted", "distinct"]
-        return out[cols].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+        return out[cols].to_csv(index=False, float_format="%.12g", lineterminator="\n")
 
 
 def _p_text(p: float) -> str:
@@ -848,7 +848,7 @@ class AblationTable(_LongForm):
         cols = ["scenario", "variant", "parent", "column", "title", "mean", "parent_mean",
                 "delta", "ci_low", "ci_high", "n_pairs", "p_value", "p_adjusted",
                 "significant"]
-        return out[cols].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+        return out[cols].to_csv(index=False, float_format="%.12g", lineterminator="\n")
 
 
 def ablation_tables(results: Results, metric: str = "recall@1", baseline: str | None =

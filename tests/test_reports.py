@@ -624,3 +624,48 @@ def test_no_ablations_keeps_variants_in_the_comparison(tmp_path):
     assert {r["strategy"] for r in rows} == set(ABLATION)
     assert not (tmp_path / "r" / "ablations").exists()
     assert "**Ablations**" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def recompute_from_cells(report_dir: Path) -> int:
+    """Every mean, std and Student-t interval of the report's summary tables, recomputed
+    with pandas and scipy from its per-cell CSVs (cells/<scenario>.csv) alone, to 1e-9;
+    returns the number of values checked."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    checked = 0
+    for path in sorted((report_dir / "tables").glob("*.csv")):
+        table = pd.read_csv(path)
+        cells = pd.read_csv(report_dir / "cells" / path.name)
+        metric = "recall@1"
+        for r in table.itertuples():
+            col = r.column
+            if col.startswith("final:"):
+                quantity, m = "final_mean", col.removeprefix("final:")
+            elif col == "delta_reference":
+                quantity, m = "final_seen", metric
+            else:
+                quantity, m = col, metric
+            pick = cells[(cells.quantity == quantity) & (cells.metric == m)]
+            values = pick[pick.strategy == r.strategy].set_index("seed")["value"]
+            if col == "delta_reference":
+                ref = pick[pick.strategy == "pretrained"].set_index("seed")["value"]
+                values = (values - ref).dropna()
+            values = values.dropna()
+            if values.empty:
+                assert np.isnan(r.mean)
+                continue
+            assert r.mean == pytest.approx(values.mean(), abs=1e-9), (path, r)
+            if len(values) > 1:
+                assert r.std == pytest.approx(values.std(ddof=1), abs=1e-9), (path, r)
+                if values.std() > 0:
+                    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(),
+                                                 scale=stats.sem(values))
+                    assert (r.ci_low, r.ci_high) == pytest.approx((low, high), abs=1e-9), r
+            checked += 1
+    return checked
+
+
+def test_every_summary_is_recomputed_from_the_per_cell_csv(smoke_report):
+    assert recompute_from_cells(smoke_report) == 2 * 11
