@@ -128,7 +128,11 @@ def _as_avalanche(ds: Dataset) -> Any:
     return _make_taskaware_classification_dataset(ds, task_labels=0)
 
 
-def _benchmark(trains: list[Dataset], tests: list[Dataset], info: StreamInfo) -> Any:
+def _benchmark(trains: list[Dataset], tests: list[Dataset], info: StreamInfo,
+               eval_views: list[Dataset] | None = None) -> Any:
+    """The Avalanche benchmark; its train stream carries ``eval_views``: per experience,
+    its train images (same indices) read without augmentation (:func:`evaluation_view`),
+    for strategies that compute features of the train set (herding, statistics)."""
     from avalanche.benchmarks import benchmark_from_datasets
     from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 
@@ -138,7 +142,23 @@ def _benchmark(trains: list[Dataset], tests: list[Dataset], info: StreamInfo) ->
         )
     )
     bench.stream_info = info
+    if eval_views is not None:
+        bench.train_stream.eval_views = eval_views
     return bench
+
+
+def evaluation_view(train: Any, test: Any) -> Any:
+    """``train``'s images read the way ``test``'s are: a shallow copy with ``test``'s
+    transform (no augmentation), or, for cached stem features, the centre view. The train
+    sets carry their augmentation inside, which Avalanche's ``.eval()`` cannot remove."""
+    import copy
+
+    view = copy.copy(train)
+    if isinstance(getattr(train, "train", None), bool):  # cached stem features
+        view.train = False
+    elif hasattr(train, "transform"):
+        view.transform = getattr(test, "transform", None)
+    return view
 
 
 #: ``wrap(train, test, image_size, generated) -> (train, test)``: replaces a named dataset's
@@ -232,7 +252,8 @@ def class_incremental(
         )
     labels = class_order(n_classes, order)
     train_by, test_by = _indices_by_label(train.targets), _indices_by_label(test.targets)
-    trains, tests, exps = [], [], []
+    train_eval = evaluation_view(train, test)
+    trains, tests, exps, evals = [], [], [], []
     start = 0
     for i, count in enumerate(counts):
         chunk = labels[start:start + count]
@@ -247,6 +268,7 @@ def class_incremental(
             )
         trains.append(RelabeledSubset(train, tr_idx, label_map))
         tests.append(RelabeledSubset(test, te_idx, label_map))
+        evals.append(RelabeledSubset(train_eval, tr_idx, label_map))
         exps.append(ExperienceInfo(
             i, name, len(chunk), len(tr_idx), len(te_idx), list(label_map.values()),
             [jsonable(train.class_ids[c]) for c in chunk], [train.classes[c] for c in chunk],
@@ -254,7 +276,7 @@ def class_incremental(
         ))
         start += count
     info = StreamInfo("class_incremental", exps)
-    return info if info_only else _benchmark(trains, tests, info)
+    return info if info_only else _benchmark(trains, tests, info, evals)
 
 
 def lifelong(
@@ -276,7 +298,7 @@ def lifelong(
     """
     if not datasets:
         raise LrbenchError("lifelong stream needs at least one dataset, e.g. flowers102,cub200")
-    trains, tests, exps = [], [], []
+    trains, tests, exps, evals = [], [], [], []
     offset = 0
     for i, spec in enumerate(datasets):
         kw = (dataset_kwargs or {}).get(spec, {}) if isinstance(spec, str) else {}
@@ -287,6 +309,8 @@ def lifelong(
         label_map = {c: offset + c for c in range(n)}
         trains.append(RelabeledSubset(train, range(len(train)), label_map))
         tests.append(RelabeledSubset(test, range(len(test)), label_map))
+        evals.append(RelabeledSubset(evaluation_view(train, test), range(len(train)),
+                                     label_map))
         if not len(train) or not len(test):
             raise LrbenchError(f"dataset {name} in the lifelong stream has an empty split")
         exps.append(ExperienceInfo(
@@ -297,7 +321,7 @@ def lifelong(
         ))
         offset += n
     info = StreamInfo("lifelong", exps)
-    return info if info_only else _benchmark(trains, tests, info)
+    return info if info_only else _benchmark(trains, tests, info, evals)
 
 
 def jsonable(value: Any) -> Any:

@@ -15,6 +15,15 @@ per-experience Recall@K and mAP@R, the union of seen experiences (the number to 
 it exposes drift between old and new features that per-task galleries hide), and optionally
 the cross-model (backfill-free) Recall@K of the new model's queries against galleries
 embedded by each earlier model.
+
+A strategy plugin may transform the QUERY side only: a plugin of the evaluated strategy
+with a callable ``query_transform(embeddings) -> embeddings`` (the statistics-only
+baselines: a metric learnt from accumulated feature statistics) has every query embedded
+as usual and then transformed, while the gallery keeps the plain embeddings, the vectors
+an index would store. Each test image is then a transformed query against every other
+image's plain embedding (the query itself removed by index, as without a transform), and
+the ranking is by cosine similarity between the two. Without such a plugin nothing
+changes.
 """
 
 from __future__ import annotations
@@ -33,6 +42,22 @@ from metrics.retrieval import (
     evaluate_query_gallery,
     evaluate_retrieval,
 )
+
+
+def query_transform(strategy: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The composed ``query_transform`` of the strategy's plugins that have one (in plugin
+    order), or None when none has (see the module docstring)."""
+    found = [fn for p in getattr(strategy, "plugins", ()) or ()
+             if callable(fn := getattr(p, "query_transform", None))]
+    if not found:
+        return None
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        for fn in found:
+            x = fn(x)
+        return x
+
+    return transform
 
 
 def default_embedding(output: Any) -> torch.Tensor:
@@ -92,6 +117,7 @@ class RetrievalMetrics(PluginMetric[dict]):
         self._emb: list[torch.Tensor] = []
         self._lab: list[torch.Tensor] = []
         self._pass: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def result(self) -> dict[str, Any]:
         """Summary of what has been measured so far."""
@@ -121,6 +147,15 @@ class RetrievalMetrics(PluginMetric[dict]):
 
     def before_eval(self, strategy: Any) -> None:
         self.reset()
+        self._transform = query_transform(strategy)
+
+    def _evaluate(self, emb: torch.Tensor, lab: torch.Tensor) -> RetrievalResult:
+        """Leave-one-out retrieval on one set; with a query transform, the transformed
+        queries against the plain embeddings, each query's own image left out by index."""
+        if self._transform is None:
+            return evaluate_retrieval(emb, lab, self.ks, self.map_at_r, self.block_size)
+        return evaluate_query_gallery(self._transform(emb), lab, emb, lab, self.ks,
+                                      self.map_at_r, True, self.block_size)
 
     def before_eval_exp(self, strategy: Any) -> None:
         self._emb, self._lab = [], []
@@ -136,7 +171,7 @@ class RetrievalMetrics(PluginMetric[dict]):
         j = int(strategy.experience.current_experience)
         emb, lab = torch.cat(self._emb), torch.cat(self._lab)
         self._pass[j] = (emb, lab)
-        res = evaluate_retrieval(emb, lab, self.ks, self.map_at_r, self.block_size)
+        res = self._evaluate(emb, lab)
         if self.trained_exp is None:
             self.initial[j] = res
         else:
@@ -152,7 +187,7 @@ class RetrievalMetrics(PluginMetric[dict]):
         if self.seen_union and seen:
             emb = torch.cat([self._pass[j][0] for j in seen])
             lab = torch.cat([self._pass[j][1] for j in seen])
-            res = evaluate_retrieval(emb, lab, self.ks, self.map_at_r, self.block_size)
+            res = self._evaluate(emb, lab)
             self.seen[i] = res
             values += self._values(strategy, res, "seen", suffix="_seen")
         if self.cross_model:
@@ -161,6 +196,8 @@ class RetrievalMetrics(PluginMetric[dict]):
                 if m >= i or not all(j in self._galleries[m] for j in seen):
                     continue
                 q = torch.cat([self._pass[j][0] for j in seen])
+                if self._transform is not None:
+                    q = self._transform(q)
                 lab = torch.cat([self._pass[j][1] for j in seen])
                 g = torch.cat([self._galleries[m][j] for j in seen]).to(q.device)
                 res = evaluate_query_gallery(q, lab, g, lab, self.ks, False, True,

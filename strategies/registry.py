@@ -24,6 +24,7 @@ import importlib.metadata
 import math
 import sys
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -360,8 +361,12 @@ def make_config(name: str, hparams: dict[str, Any] | None = None) -> StrategyCon
         where = ".".join(str(p) for p in err.get("loc", ())) or "?"
         known = ", ".join(spec.config_cls.model_fields) or "none"
         if err.get("type") == "extra_forbidden":
-            raise StrategyError(f"strategy {name!r} has no hyperparameter {where!r}; its "
-                                f"hyperparameters: {known}") from None
+            others = sorted(n for n, s in available_strategies().items()
+                            if where in s.config_cls.model_fields)
+            elsewhere = (f" ({where!r} is a hyperparameter of {', '.join(others)}, not of "
+                         f"{name!r})") if others else ""
+            raise StrategyError(f"strategy {name!r} has no hyperparameter {where!r}"
+                                f"{elsewhere}; its hyperparameters: {known}") from None
         raise StrategyError(f"strategy {name!r}: hyperparameter {where!r}: {err['msg']} "
                             f"(got {err.get('input')!r})") from None
 
@@ -443,6 +448,15 @@ class StrategyPlugin:
     def state_dict(self) -> dict[str, Any]:
         """What this plugin must carry across a checkpoint (tensors and plain values)."""
         return {}
+
+    @classmethod
+    def stream_problem(cls, config: StrategyConfig, train_images: Sequence[int]
+                       ) -> str | None:
+        """Why this strategy, with ``config``, cannot run on a stream whose experiences hold
+        ``train_images`` train images each (None: it can). ``lrbench run`` and ``lrbench
+        tune`` ask before any training and refuse the matrix in one line (a buffer larger
+        than the data it can have seen: :class:`strategies.buffers.BufferStrategy`)."""
+        return None
 
     @staticmethod
     def log_added_loss(strategy: Any, name: str, before: float) -> None:

@@ -243,6 +243,21 @@ CASES: dict[str, Case] = {
                                        str(t / "new")], "pip install 'lrbench[slurm]'"),
     "slurm-absent": (lambda t, s: ["run", matrix(t), "--executor", "submitit", "--out",
                                    str(t / "new")], "found no SLURM here"),
+    # rehearsal and statistics-only strategies (issue #31)
+    "buffer-zero": (lambda t, s: ["run", matrix(t, **{"strategies.der": {"mem_size": 0}}),
+                                  "--out", str(t / "new")],
+                    "strategy 'der': hyperparameter 'mem_size': Input should be greater than "
+                    "or equal to 1"),
+    "buffer-too-large": (lambda t, s: ["run", matrix(t, strategies={"replay": {
+        "mem_size": 100000}}), "--out", str(t / "new")],
+        "mem_size 100000 is larger than the data the buffer can have seen (80 train images"),
+    "herding-no-buffer": (lambda t, s: ["run", matrix(t, **{"strategies.finetune": {
+        "selection": "herding"}}), "--out", str(t / "new")],
+        "'selection' is a hyperparameter of der, er_aml, replay, not of 'finetune'"),
+    "projection-zero": (lambda t, s: ["run", matrix(t, **{"strategies.ranpac": {
+        "proj_dim": 0}}), "--out", str(t / "new")],
+        "strategy 'ranpac': hyperparameter 'proj_dim': Input should be greater than or "
+        "equal to 1"),
     "trunk-unknown": (lambda t, s: ["run", matrix(t, **{"model.trunk": "resnet19"}), "--out",
                                     str(s)], "Did you mean 'resnet18'?"),
     "timm-weights-no-hash": (lambda t, s: ["run", matrix(t, **{

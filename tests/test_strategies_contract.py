@@ -8,7 +8,8 @@ from benchmarks.contract import check_strategy
 from strategies import available_strategies, get_strategy
 
 #: smaller budgets where a default is sized for real runs (the kit must take seconds)
-KIT_HPARAMS = {"dkd": {"n_synth": 16, "synth_steps": 5}}
+KIT_HPARAMS = {"dkd": {"n_synth": 16, "synth_steps": 5},
+               "ranpac": {"proj_dim": 256}, "ranpac_fs": {"proj_dim": 256}}
 
 
 @pytest.mark.parametrize("name", sorted(available_strategies()))

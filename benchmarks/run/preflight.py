@@ -146,7 +146,11 @@ def check_cells(cells: list[Cell]) -> None:
     * K images per class need every class to hold K train images (the P x K sampler
       would otherwise repeat images silently);
     * every test image is a query whose gallery is the other test images: a class with a
-      single test image has nothing to find (always a miss)."""
+      single test image has nothing to find (always a miss);
+    * the strategy can run on the stream's sizes (its ``stream_problem``: a buffer larger
+      than the data it can have seen)."""
+    from strategies import get_strategy, make_config
+
     shapes: dict[str, Any] = {}
     for cell in cells:
         sc = cell.scenario
@@ -183,6 +187,11 @@ def check_cells(cells: list[Cell]) -> None:
                         "test image: as a query it has no other image of its class to find "
                         "(always a miss); give it at least 2 test images or leave the class "
                         "out of the dataset")
+        spec = get_strategy(cell.plugin_name)
+        problem = spec.cls.stream_problem(make_config(cell.plugin_name, cell.hparams),
+                                          [e.train_images for e in info.experiences])
+        if problem:
+            raise LrbenchError(f"strategy {cell.strategy!r} on {where}: {problem}")
 
 
 #: keyword arguments every loader takes from lrbench itself, never from a matrix file
