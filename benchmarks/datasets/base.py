@@ -125,7 +125,8 @@ class ImageListDataset(LabelledImages):
         if download and not self._looks_present():
             self.download()
         if not self.root.is_dir():
-            raise self.missing(f"dataset root {str(self.root)!r} does not exist")
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise self.missing(f"dataset root {str(self.root)!r} {what}")
         index = self.build_index()
         self._set_index(index)
 
