@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from strategies.registry import Callbacks, StrategyConfig, StrategyPlugin, register_strategy
+from strategies.registry import (
+    Callbacks,
+    StrategyConfig,
+    StrategyPlugin,
+    derived_seed,
+    register_strategy,
+)
 
 
 @register_strategy("replay")
@@ -22,7 +28,7 @@ class Replay(StrategyPlugin, Callbacks):
 
     class Config(StrategyConfig):
         mem_size: int = Field(500, ge=1, description="total number of stored images")
-        seed: int = Field(0, description="seed of the exemplar selection")
+        seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the exemplar selection")
 
     #: nothing to tune: the memory size is a stated budget, not a hyperparameter to search
     #: (``lrbench tune`` runs replay once, at its matrix values, as it does finetune/joint)
@@ -52,7 +58,8 @@ class Replay(StrategyPlugin, Callbacks):
         quota = max(1, self.config.mem_size // max(1, len(self.memory) + len(new_classes)))
         for c in self.memory:
             self.memory[c] = self.memory[c][:quota]
-        rng = np.random.RandomState(self.config.seed * 7919 + exp.current_experience)
+        rng = np.random.RandomState(derived_seed(self.config.seed, 7919,
+                                                 exp.current_experience))
         for c in new_classes:
             idx = np.flatnonzero(targets == c)
             chosen = rng.choice(idx, size=min(quota, len(idx)), replace=False)
