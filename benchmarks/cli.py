@@ -533,7 +533,7 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
     from pathlib import Path
 
     from benchmarks.run.preflight import check_cells, mark_skipped
-    from benchmarks.run.store import cell_dir, check_store, finished, read_skipped
+    from benchmarks.run.store import cell_dir, check_layout, check_store, finished, read_skipped
 
     store = Path(out)
     skipped = read_skipped(store) if args.skip_corrupt else {}
@@ -543,6 +543,7 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
     try:
         check_cells(cells)
         if store.is_dir():
+            check_layout(store, config)
             check_store(store, config, args.force, args.resume)
     except LrbenchError as exc:
         refusal = str(exc)

@@ -47,6 +47,7 @@ from pydantic import (
 )
 
 from benchmarks.errors import LrbenchError, closest
+from metrics.errors import short_repr
 
 
 class _Strict(BaseModel):
@@ -419,17 +420,6 @@ def _is_type_error(err: Any) -> bool:
     return kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "none_required")
 
 
-def short_repr(value: Any, width: int = 80) -> str:
-    """``repr(value)`` cut to ``width`` characters, without building the whole text of a
-    large value first (``reprlib``: a few items of each level)."""
-    import reprlib
-
-    short = reprlib.Repr()
-    short.maxstring, short.maxother, short.maxlevel = width, width, 3
-    text = short.repr(value)
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
 def blame(source: str, overrides: list[str] | None, where: str) -> str:
     """Who gave the value at ``where``: the last ``--set`` that wrote it or below it (or
     a section above it), else the matrix file ``source``."""
@@ -611,14 +601,15 @@ def read_yaml(path: str | Path, what: str = "matrix file", limit: int = MAX_BYTE
     from metrics.io import check_regular, read_regular
 
     path = Path(path)
-    if not check_regular(path, what):
+    fix = f"give the path of a {what} (a YAML text file)"
+    if not check_regular(path, what, fix):
         raise FileNotFoundError(2, "No such file", str(path))
     size = path.stat().st_size
     if size > limit:
         raise LrbenchError(f"{path}: {size:,} bytes, more than a {what} may hold "
                            f"({limit:,}); is it the right file?")
     try:
-        raw = read_regular(path, limit, what)
+        raw = read_regular(path, limit, what, fix)
     except PermissionError as exc:
         raise LrbenchError(f"{path}: cannot read this {what} ({exc.strerror}); fix its "
                            "permissions") from None

@@ -58,7 +58,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from scipy import stats
 
-from metrics.errors import LrbenchError
+from metrics.errors import LrbenchError, short_repr
 from reports.load import SUMMARY_COLUMNS, Results, summaries
 from reports.tables import holm, paired_p, t_interval
 
@@ -107,7 +107,7 @@ class ClaimsFile(BaseModel):
 
 def load_claims(path: str | Path) -> ClaimsFile:
     """Read and validate a claims file; every problem is a one-line ``LrbenchError``."""
-    from benchmarks.config import read_yaml, short_repr
+    from benchmarks.run.store import read_yaml
 
     path = Path(path)
     try:  # lrbench's one YAML reader: UTF-8, a key once, bounded (an alias bomb: one line)

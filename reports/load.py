@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.config import parse_yaml
-from benchmarks.run.store import current_cells, read_result, read_store_text
+from benchmarks.run.store import current_cells, parse_yaml, read_result, read_store_text
 from metrics.errors import LrbenchError
 from metrics.forgetting import forgetting
 

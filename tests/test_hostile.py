@@ -11,6 +11,7 @@ fixed sleep. Every case is a row of docs/errors.md, "Hostile input".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -345,8 +347,21 @@ def test_08_kill_9_of_a_jobs_2_run_leaves_no_process(store, tmp_path):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     assert len(started) >= 2, started  # two workers (and the resource tracker)
-    _, alive = psutil.wait_procs(started, timeout=10)
-    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+
+    def alive(p: psutil.Process) -> bool:  # a zombie has ended (whoever reaps it)
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(map(alive, started)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polled: done as soon as they are gone
+    left = [p for p in started if alive(p)]
+    for p in left:  # (not to leave them behind if the test fails)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    assert not left, [p.pid for p in left]
     assert finished_md5(store) == before
 
 

@@ -242,9 +242,23 @@ def config_cell_ids(config: MatrixConfig) -> list[str]:
 def _yaml(text: str, source: str) -> Any:
     """A store's YAML text through lrbench's one YAML reader (its bounds: an alias bomb
     in a ``matrix.yaml`` is a one-line error, not gigabytes)."""
-    from benchmarks.config import parse_yaml
-
     return parse_yaml(text, source)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """:func:`benchmarks.config.parse_yaml`, lrbench's one YAML reader, for the packages
+    that read stores only through this module (``reports``)."""
+    from benchmarks.config import parse_yaml as parse
+
+    return parse(text, source)
+
+
+def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
+    """:func:`benchmarks.config.read_yaml` (a claims file, a store's ``matrix.yaml``), for
+    the packages that read files only through this module (``reports``)."""
+    from benchmarks.config import read_yaml as read
+
+    return read(path, what)
 
 
 def same_matrix(stored: str, config: MatrixConfig) -> bool:
