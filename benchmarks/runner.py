@@ -34,9 +34,9 @@ from typing import Any
 
 from benchmarks.config import Cell, MatrixConfig, expand_cells
 from benchmarks.errors import LrbenchError
-from benchmarks.run.cell import final_line, note_signals, versions, warm_caches
+from benchmarks.run.cell import final_line, versions, warm_caches
 from benchmarks.run.executors import Launch, get_executor
-from benchmarks.run.preflight import check_checkpoints, check_data
+from benchmarks.run.preflight import check_data, settle_checkpoints
 from benchmarks.run.store import (
     DamagedResult,
     cell_dir,
@@ -47,7 +47,6 @@ from benchmarks.run.store import (
     prepare_store,
     read_result,
     remove_first_experiences,
-    replaced_result,
     result_path,
     set_aside,
     stale_cells,
@@ -140,10 +139,6 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
 
     from strategies import get_strategy
 
-    if force and resume:
-        raise LrbenchError("--resume and --force contradict each other: --resume keeps the "
-                           "finished cells that still match, --force recomputes every cell; "
-                           "give one of them")
     ex = get_executor(executor)
     ex.check(config.slurm.model_dump())
     if not ex.shares_disk and (checkpoints or config.logging.tensorboard
@@ -157,16 +152,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
         clean_temporary(store)  # left by a writer killed mid-write: only we write now
-        # before anything is written or trained: a checkpoint the run would resume from
-        # that does not load as tensors and plain values refuses the run in one line (a
-        # run removes the shared first experiences it finds unread, unless keep_first)
-        if checkpoints:
-            check_checkpoints([cell_dir(store, c) / "checkpoint.pt" for c in cells
-                               if force or not finished(cell_dir(store, c), c, plan.older)])
-        if keep_first:
-            check_checkpoints(sorted((store / "first").glob("*.pt")))
-        if not keep_first:  # shared first experiences live for one command, never longer:
-            remove_first_experiences(store)  # one left by a killed run may be older code's
+        settle_checkpoints(store, cells, checkpoints, keep_first, force, plan.older)
         if tracker is not None:
             tracker.start()
         write_matrix(store, config, cells)
@@ -196,17 +182,12 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                    disable=not progress)
 
         def record(cell: Cell, outcome: dict[str, Any], started: float) -> None:
+            kept = write_result(store, cell, outcome, started, vers, host)
+            also = f" (its finished result of another config kept as {kept})" if kept else ""
             if outcome["status"] == "finished":
-                bar.write(f"done   {cell.id}: {final_line(outcome['payload']['summary'])}")
+                bar.write(f"done   {cell.id}: {final_line(outcome['payload']['summary'])}{also}")
             else:
-                bar.write(f"FAILED {cell.id}: {outcome['reason']}")
-            # a finished result of another config (--resume with a changed matrix) is never
-            # overwritten: kept beside the new one, out of every table
-            kept = replaced_result(result_path(store, cell), cell)
-            if kept is not None:
-                bar.write(f"lrbench: note: {cell.id} held a finished result of another "
-                          f"config: kept as {kept}", file=sys.stderr)
-            write_result(store, cell, outcome, started, vers, host)
+                bar.write(f"FAILED {cell.id}: {outcome['reason']}{also}")
             if tracker is not None:
                 tracker.log_cell(result_path(store, cell))
             counts[outcome["status"]] += 1
@@ -242,8 +223,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         launch = Launch(jobs=jobs, ray_address=ray_address, args=args, store=store,
                         slurm=config.slurm.model_dump())
         try:
-            with note_signals():  # a KeyboardInterrupt without SIGINT fails its cell only
-                ex.run(todo, record, launch)
+            ex.run(todo, record, launch)
         except KeyboardInterrupt:
             # first Ctrl-C: running cells stop, finished ones are already on disk; rebuild
             # the tidy table and release the lock. A second Ctrl-C stops this at once; the

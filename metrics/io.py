@@ -144,3 +144,15 @@ def read_regular(path: str | os.PathLike[str], limit: int, what: str = "file",
         raise NotARegularFile(f"{str(path)!r}: this {what} holds more than {limit:,} bytes, "
                               "more than one may; is it the right file?")
     return data
+
+
+def keep_aside(path: Path, suffix: str) -> Path:
+    """Rename ``path`` (a file, or whatever is there in its place: a folder, a FIFO, a
+    link) to ``<name>.<suffix>``, or ``<name>.<suffix>N`` beside earlier ones, and return
+    the new path: kept, and out of every reader's way."""
+    aside, n = path.with_name(f"{path.name}.{suffix}"), 1
+    while os.path.lexists(aside):  # an earlier one is kept too
+        n += 1
+        aside = path.with_name(f"{path.name}.{suffix}{n}")
+    os.rename(path, aside)
+    return aside

@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks.config import Cell
 from benchmarks.errors import LrbenchError
-from benchmarks.run.cell import _worker
+from benchmarks.run.cell import _worker, note_signals
 
 #: ``record(cell, outcome, started)``: one cell's outcome back in this process
 Record = Callable[[Cell, dict[str, Any], float], None]
@@ -47,9 +47,10 @@ class Launch:
 def run_local(todo: list[Cell], record: Record, launch: Launch) -> None:
     """Run cells in this process (``jobs`` 1) or in ``jobs`` spawned processes."""
     if launch.jobs <= 1:
-        for cell in todo:
-            started = time.time()
-            record(cell, _worker(cell, *launch.args(cell)), started)
+        with note_signals():  # a KeyboardInterrupt without SIGINT fails its cell only
+            for cell in todo:
+                started = time.time()
+                record(cell, _worker(cell, *launch.args(cell)), started)
     else:
         _run_pool(todo, launch.jobs, record, launch.args)
 

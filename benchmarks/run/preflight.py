@@ -114,6 +114,25 @@ def check_checkpoints(paths: list[Path]) -> None:
         read_checkpoint(path)
 
 
+def settle_checkpoints(store: Path, cells: list[Cell], checkpoints: bool, keep_first: bool,
+                       force: bool, older: Any = None) -> None:
+    """The checkpoints a run of ``cells`` may load, holding the store's lock, before anything
+    is written or trained: with ``checkpoints``, each unfinished cell's ``checkpoint.pt``
+    is checked (:func:`check_checkpoints`); the shared first experiences an earlier command
+    left are removed unread (they live for one command; one left by a killed run may be
+    older code's), or with ``keep_first`` (a caller that shares them across its runs, as
+    ``tune``) checked too."""
+    from benchmarks.run.store import cell_dir, finished, remove_first_experiences
+
+    if checkpoints:
+        check_checkpoints([cell_dir(store, c) / "checkpoint.pt" for c in cells
+                           if force or not finished(cell_dir(store, c), c, older)])
+    if keep_first:
+        check_checkpoints(sorted((store / "first").glob("*.pt")))
+    else:
+        remove_first_experiences(store)
+
+
 def check_models(cells: list[Cell]) -> None:
     """Refuse, before any training, a model no cell could build: ``model.frozen_stages``
     not below its trunk's stage count, a built-in trunk's ``pretrained`` weights that are

@@ -66,7 +66,14 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from benchmarks.errors import LrbenchError
-from metrics.io import NotARegularFile, atomic_write, check_regular, check_writable, read_regular
+from metrics.io import (
+    NotARegularFile,
+    atomic_write,
+    check_regular,
+    check_writable,
+    keep_aside,
+    read_regular,
+)
 
 if TYPE_CHECKING:
     from benchmarks.config import Cell, MatrixConfig
@@ -554,18 +561,6 @@ def set_aside(path: Path) -> Path:
     return keep_aside(path, "damaged")
 
 
-def keep_aside(path: Path, suffix: str) -> Path:
-    """Rename ``path`` (a file, or whatever is there in its place: a folder, a FIFO, a
-    link) to ``<name>.<suffix>``, or ``<name>.<suffix>N`` beside earlier ones, and return
-    the new path: kept, and out of every reader's way."""
-    aside, n = path.with_name(f"{path.name}.{suffix}"), 1
-    while os.path.lexists(aside):  # an earlier one is kept too
-        n += 1
-        aside = path.with_name(f"{path.name}.{suffix}{n}")
-    os.rename(path, aside)
-    return aside
-
-
 def replaced_result(path: Path, cell: Cell) -> Path | None:
     """Keep a copy of a finished ``result.json`` of another config (another hash for the
     same cell id: ``--resume`` with a changed matrix, a changed lrbench) before its cell is
@@ -582,9 +577,12 @@ def replaced_result(path: Path, cell: Cell) -> Path | None:
 
 
 def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: float,
-                 versions: dict[str, str], host: dict[str, Any]) -> None:
+                 versions: dict[str, str], host: dict[str, Any]) -> Path | None:
     """Write one cell's ``log.txt`` and ``result.json`` from its worker's ``outcome``
-    (``status`` finished with a ``payload``, or failed with a ``reason``; its ``log``)."""
+    (``status`` finished with a ``payload``, or failed with a ``reason``; its ``log``).
+
+    A finished result of another config there (``--resume`` with a changed matrix) is
+    never overwritten: it is kept (:func:`replaced_result`), and where is returned."""
     from benchmarks.config import HASH_VERSION
 
     folder = cell_dir(store, cell)
@@ -599,8 +597,10 @@ def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: floa
         result["payload"] = outcome["payload"]
     else:
         result["reason"] = outcome["reason"]
+    kept = replaced_result(folder / "result.json", cell)
     atomic_write(folder / "log.txt", "\n".join(outcome["log"]) + "\n")
     atomic_write(folder / "result.json", json.dumps(result, indent=1))
+    return kept
 
 
 def finished(cell_dir: Path, cell: Cell,
