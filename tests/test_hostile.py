@@ -94,9 +94,13 @@ def cli(*argv: str, cwd: Path = REPO, path: list[Path] = (), env: dict | None = 
 
 
 @pytest.fixture
-def exiter(tmp_path) -> Path:
+def exiter(tmp_path, monkeypatch) -> Path:
     """The test-only ``exiter`` strategy (tests/hostile_plugin.py) as an entry point: the
-    folder to put on a subprocess's PYTHONPATH."""
+    folder to put on a subprocess's PYTHONPATH (importing the module registers it: into a
+    copy of the registry, so this process's registry stays as it was)."""
+    import strategies.registry as registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     from hostile_plugin import install_exiter
 
     return install_exiter(tmp_path / "exiter-site")
@@ -320,12 +324,16 @@ def test_07_result_json_that_is_not_a_file(kind, store, tmp_path):
     assert {k: after[k] for k in before} == before and CELL in after
 
 
-def test_08_kill_9_of_a_jobs_2_run_leaves_no_process(store, tmp_path):
+def test_08_kill_9_of_a_jobs_2_run_leaves_no_process(store, tmp_path, monkeypatch):
     """kill -9 of ``lrbench run --jobs 2`` while both workers are mid-cell (held at the
     gate): every process it started (the workers, multiprocessing's resource tracker) is
     gone within 10 s (polled), and the store's finished results are untouched."""
     import psutil
-    from gate_plugin import install_gate, wait_for
+
+    import strategies.registry as registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # (importing the
+    from gate_plugin import install_gate, wait_for  # module registers gate: in a copy)
 
     folder = tmp_path / "gate"
     folder.mkdir()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import io
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -300,6 +301,9 @@ def check_images(
     for path, _ in tqdm(samples, desc=f"checking {len(samples)} images", disable=not progress,
                         unit="img", leave=False):
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the decoder
+                bad.append((path, "not a regular file"))
+                continue
             with Image.open(path) as img:
                 img.load()
         except (*DECODE_ERRORS, Image.DecompressionBombError) as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,8 @@ def find_corrupt(cells: list[Cell], progress: bool = True
                     gone.append((rel, f"cannot be opened ({exc.strerror or exc})"))
                     files.append((rel, -1, str(exc.strerror)))
                     continue
+                if not stat.S_ISREG(st.st_mode):  # a FIFO would block the decoder
+                    gone.append((rel, "not a regular file"))
                 files.append((rel, st.st_size, st.st_mtime_ns))
             key = hashlib.sha256(json.dumps([CHECK_VERSION, str(ds.root), files]).encode()
                                  ).hexdigest()[:24]
