@@ -240,6 +240,18 @@ def test_04_conflicting_copies_resume_and_force(store, tmp_path, capsys):
     assert not (tmp_path / "rep").exists()
     assert (finished_md5(store), finished_md5(other)) == (before, before_other)
 
+    from reports.load import load_results
+
+    failed = tmp_path / "failed"  # a failed copy gives way to a finished one, either order
+    shutil.copytree(store, failed)
+    path = failed / "cells" / CELL / "result.json"
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**{k: v for k, v in result.items() if k != "payload"},
+                                "status": "failed", "reason": "RuntimeError: boom"}))
+    for stores in ((store, failed), (failed, store)):
+        merged = load_results(list(stores))
+        assert CELL in set(merged.cells.cell) and merged.failed.empty
+
     refused(*lrbench(capsys, "run", SMOKE, "--out", store, *FAST, "--resume", "--force")[::2],
             "--resume and --force contradict each other")
     assert finished_md5(store) == before
