@@ -82,6 +82,19 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _seed_value(text: str) -> int:
+    """An argparse type: one seed in 0..2**32 - 1 (NumPy's seed range)."""
+    from benchmarks.config import SEED_MAX
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give an integer, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"give a seed in 0..{SEED_MAX}, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for docs and tests)."""
     parser = _Parser(prog="lrbench", description=(
@@ -162,8 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "would run, and say whether the run would be refused (exit 2, with "
                         "the reason); trains and writes nothing")
     p.add_argument("--resume", action="store_true",
-                   help="reuse a store written by a different matrix (matching cells kept)")
-    p.add_argument("--force", action="store_true", help="recompute every cell")
+                   help="reuse a store written by a different matrix (matching cells kept; "
+                   "a finished result a changed cell replaces is kept as "
+                   "result.json.replaced)")
+    p.add_argument("--force", action="store_true", help="recompute every cell (not with "
+                   "--resume)")
     p.add_argument("--rerun-before", metavar="COMMIT",
                    help="recompute finished cells computed by an lrbench commit older than "
                    "COMMIT (an ancestor of it in this repository's history, or unknown): "
@@ -202,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the matrix's values, then a scrambled Sobol start over the declared "
                    "ranges (about half), then TPE")
     p.add_argument("--out", help="tuning store (default: results/<matrix name>-tune)")
-    p.add_argument("--seed", type=int, default=0, help="seed from which each strategy's "
+    p.add_argument("--seed", type=_seed_value, default=0, help="seed from which each strategy's "
                    "sampler seed is derived with its label (default: 0)")
     p.add_argument("--also-tune", dest="also", action="append", default=[], metavar="OPTION",
                    help="also search this training option for every strategy that trains "
@@ -460,6 +476,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # the checks that need no strategy come first: importing the strategies (and Avalanche)
     # takes seconds, which a typo in the file or a wrong flag should not cost; a cell's
     # hash covers its resolved hyperparameters, so the strategies are checked next
+    if args.resume and args.force:
+        raise LrbenchError("--resume and --force contradict each other: --resume keeps the "
+                           "finished cells that still match, --force recomputes every cell; "
+                           "give one of them")
     config = load_config(args.config, run_overrides(args), registries=False)
     if not args.dry_run and not args.check_determinism:
         get_executor(args.executor).check(config.slurm.model_dump())
@@ -522,7 +542,7 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
     from pathlib import Path
 
     from benchmarks.run.preflight import check_cells, mark_skipped
-    from benchmarks.run.store import cell_dir, check_store, finished, read_skipped
+    from benchmarks.run.store import cell_dir, check_layout, check_store, finished, read_skipped
 
     store = Path(out)
     skipped = read_skipped(store) if args.skip_corrupt else {}
@@ -532,6 +552,7 @@ def _dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
     try:
         check_cells(cells)
         if store.is_dir():
+            check_layout(store, config)
             check_store(store, config, args.force, args.resume)
     except LrbenchError as exc:
         refusal = str(exc)
@@ -615,12 +636,18 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     for edge in result.edges:
         if edge.side is not None:
             print(f"lrbench: warning: {edge.line()}", file=sys.stderr)
+    failed = [t.label for t in result.trials if t.status != "finished"]
     for label, params in result.chosen.items():
         best = next(t for t in result.trials if t.strategy == label and t.chosen)
         values = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "nothing to tune"
         print(f"{label:<12} {best.label}: {args.objective} {best.mean:.4f} ({values})")
     print(f"{result.store}: {len(result.trials)} trial(s), {result.trained} cell(s) trained "
           f"now; every trial in {result.files[1]}, the test matrix in {result.files[2]}")
+    if failed:  # a cell that did not finish is never a success, whatever the cause
+        print(f"lrbench: {len(failed)} trial(s) failed ({abridged(failed, 3)}): their reasons "
+              f"are in {result.store}/cells/*/result.json and log.txt; the choice is among "
+              "the others", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -661,12 +688,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
         done.append(check)
         print(f"  ok    {check}", flush=True)
 
+    from benchmarks.run.cell import failure_reason, interrupted, note_signals
+
     try:
-        check_strategy(name, hparams, on_check=passed, trunk=args.trunk, device=args.device)
+        with note_signals():
+            check_strategy(name, hparams, on_check=passed, trunk=args.trunk,
+                           device=args.device)
     except LrbenchError:  # unknown strategy, bad hyperparameter: exit 2
         raise
-    except Exception as exc:  # a failed check, or the plugin raised while training
-        reason = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:  # a failed check, or the plugin raised (or exited) in a
+        # cell: SystemExit, KeyboardInterrupt without a signal included
+        if isinstance(exc, KeyboardInterrupt) and interrupted():
+            raise
+        reason = str(exc) if isinstance(exc, AssertionError) else failure_reason(exc)
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
@@ -674,6 +708,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f" (raised at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
         print(f"  FAIL  {' '.join((reason + where).split())}")
         print(f"{name}: failed after {len(done)} passing check(s)")
+        if not isinstance(exc, Exception):  # said on stderr too: it is easy to miss
+            print(f"lrbench: {name}: a contract-kit cell failed: {failure_reason(exc)}",
+                  file=sys.stderr)
         return 1
     print(f"{name}: all {len(done)} checks passed")
     return 0
@@ -742,6 +779,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("lrbench: terminated", file=sys.stderr)
         return 143
+    except SystemExit as exc:  # raised inside a command (a plugin, a library it calls):
+        # never a silent success
+        print(f"lrbench: error: the command was ended by SystemExit({exc.code!r}) raised "
+              "inside it (a strategy plugin, or a library it calls); what finished before "
+              "is kept", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lrbench: interrupted", file=sys.stderr)
         return 130

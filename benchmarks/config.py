@@ -48,24 +48,38 @@ from pydantic import (
 )
 
 from benchmarks.errors import LrbenchError, closest
+from metrics.errors import short_repr
 
 
 class _Strict(BaseModel):
     """Unknown keys are errors; a validated section never changes afterwards."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every real number of a matrix is finite: .inf or a --set 1e400 (read as the text
+    # "1e400", then inf) is refused when the matrix is read, not by every cell later
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 #: names that become folder names (store, cell ids): no separator, no dot-only name, no
-#: "__" (the cell id's separator, so ids cannot collide), bounded length
-SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+#: "__" (the cell id's separator, so ids cannot collide), bounded length; matched whole
+#: (``re.fullmatch``: ``$`` alone would let a trailing newline through)
+SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"
 SAFE_NAME_HELP = ("letters, digits and . _ + - only, starting with a letter or digit, at most "
                   "64 characters, no '__'")
 
 
 def is_safe_name(name: str) -> bool:
     """Whether ``name`` may become a folder name of the store (see :data:`SAFE_NAME`)."""
-    return bool(re.match(SAFE_NAME, name)) and "__" not in name
+    return isinstance(name, str) and re.fullmatch(SAFE_NAME, name) is not None \
+        and "__" not in name
+
+
+def case_collisions(names: list[str]) -> list[str]:
+    """The names of ``names`` that differ from another only in letter case (sorted): on a
+    case-insensitive disk (macOS, Windows) their folders are one folder."""
+    by_fold: dict[str, set[str]] = {}
+    for name in names:
+        by_fold.setdefault(str(name).casefold(), set()).add(str(name))
+    return sorted(n for group in by_fold.values() if len(group) > 1 for n in group)
 
 
 def _safe_name(name: str) -> str:
@@ -203,7 +217,9 @@ class ModelSpec(_Strict):
     pool: Literal["max", "avg"] = "max"
     pretrained: bool | str = False
     freeze_bn: bool = False
-    frozen_stages: Int = Field(0, ge=0, description="leading trunk stages that never train")
+    frozen_stages: Int = Field(0, ge=0, le=10_000, description="leading trunk stages that "
+                               "never train (fewer than the trunk's stages: checked before "
+                               "training, benchmarks.run.preflight.check_models)")
     weights: str | None = Field(
         None, description="with pretrained: true, a member of a torchvision trunk's weights "
         "enum (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; checked with the strategies)")
@@ -236,6 +252,10 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _timm_weights(self) -> ModelSpec:
+        if self.trunk == "small_cnn" and self.pretrained is not False:
+            raise ValueError(f"pretrained: {self.pretrained!r}: the small_cnn trunk has no "
+                             "pretrained weights (it trains from scratch); remove pretrained "
+                             "or choose a trunk that has them, e.g. mobilenet_v2")
         if self.trunk.startswith("timm:") and self.pretrained and self.pretrained is not True:
             from strategies.model import parse_pretrained
 
@@ -268,7 +288,7 @@ class TrainingSpec(_Strict):
     loss: str = Field("hard_mining", description="a metric loss of "
                       "strategies.losses.METRIC_LOSSES (checked there, with the strategies)")
     margin: Float = Field(0.1, ge=0, allow_inf_nan=False)
-    eval_mb_size: Int = Field(128, ge=1)
+    eval_mb_size: Int = Field(128, ge=1, le=100_000)
     device: Annotated[str, AfterValidator(_device)] = "cpu"
     threads: Int = Field(
         1, ge=1, le=256, description="intra-op torch threads of a cell: its numbers depend "
@@ -480,8 +500,7 @@ def _format_error(exc: ValidationError, source: str, overrides: list[str] | None
     if _is_type_error(err) and len(group) > 1:
         wanted = dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in group)
         msg = "Input should be " + " or ".join(wanted)
-    got = repr(err.get("input"))
-    got = got if len(got) <= 80 else got[:77] + "..."
+    got = short_repr(err.get("input"))
     return LrbenchError(f"{source}: {where}: {msg} (got {got})")
 
 
@@ -490,6 +509,9 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise LrbenchError(f"--set {assignment!r}: write it as key.path=value")
     path, _, raw = assignment.partition("=")
+    if not all(key.strip() for key in path.split(".")):
+        raise LrbenchError(f"--set {assignment!r}: give the key before '=' (each part of "
+                           "its dotted path non-empty), e.g. --set training.iterations=20")
     try:
         value = yaml.load(raw, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
     except MatrixFileError as exc:
@@ -533,8 +555,9 @@ class _StrictLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise MatrixFileError(f"nested deeper than {MAX_DEPTH} levels; a matrix file "
-                                      "is a few levels deep", self.peek_event().start_mark)
+                raise MatrixFileError(f"nested deeper than {MAX_DEPTH} levels; a matrix or "
+                                      "claims file is a few levels deep",
+                                      self.peek_event().start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -546,6 +569,9 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *base``: merged below by SafeLoader (its keys may be
+                # given again here, which is what a merge is for)
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, list | dict):
                 continue  # unhashable: yaml itself refuses it below
@@ -607,34 +633,70 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     return parse_config(read_matrix(path, overrides), str(path), registries, overrides)
 
 
-def read_matrix(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """A matrix file's raw mapping with ``--set`` ``overrides`` applied, not yet validated
-    (``lrbench tune`` writes a matrix derived from it); a one-line error when it is not a
-    readable YAML mapping."""
+def read_yaml(path: str | Path, what: str = "matrix file", limit: int = MAX_BYTES) -> Any:
+    """The one way lrbench reads a YAML file (matrix files, a store's ``matrix.yaml``,
+    claims files, tune's files): a regular file (not a FIFO, a device or a folder:
+    ``metrics.io.read_regular``) of at most ``limit`` bytes of UTF-8 text, parsed by
+    :func:`parse_yaml` (every bound of :class:`_StrictLoader`). Every problem is a one-line
+    ``LrbenchError`` naming the file; ``FileNotFoundError`` when there is none."""
+    from metrics.io import check_regular, read_regular
+
     path = Path(path)
-    if not path.is_file():
-        raise LrbenchError(f"matrix file {str(path)!r} not found; see configs/ for examples")
+    fix = f"give the path of a {what} (a YAML text file)"
+    if not check_regular(path, what, fix):
+        raise FileNotFoundError(2, "No such file", str(path))
     size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise LrbenchError(f"{path}: {size:,} bytes, more than a matrix file may hold "
-                           f"({MAX_BYTES:,}); is it the right file?")
-    raw = path.read_bytes()
+    if size > limit:
+        raise LrbenchError(f"{path}: {size:,} bytes, more than a {what} may hold "
+                           f"({limit:,}); is it the right file?")
+    try:
+        raw = read_regular(path, limit, what, fix)
+    except PermissionError as exc:
+        raise LrbenchError(f"{path}: cannot read this {what} ({exc.strerror}); fix its "
+                           "permissions") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise LrbenchError(f"{path}: line {line}: not UTF-8 text (byte "
                            f"0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text parsed by :class:`_StrictLoader` (a key given twice, nesting deeper than
+    :data:`MAX_DEPTH`, more than :data:`MAX_NODES` values once aliases are expanded: all
+    refused); a problem is a one-line ``LrbenchError`` starting with ``source`` and the
+    line."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
+    except yaml.reader.ReaderError as exc:  # a character YAML refuses, e.g. a NUL byte
+        line = text[:exc.position].count("\n") + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise LrbenchError(f"{source}: line {line}: character U+{code:04X} is not allowed in "
+                           "YAML (a NUL byte or another control character); remove it"
+                           ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         kind = "" if isinstance(exc, MatrixFileError) else "YAML syntax error: "
-        raise LrbenchError(f"{path}:{line}: {kind}{problem}") from None
-    except ValueError as exc:  # a value YAML cannot represent, e.g. a 5,000-digit integer
-        raise LrbenchError(f"{path}: a value cannot be read ({str(exc)[:100]}); fix it"
+        raise LrbenchError(f"{source}:{line}: {kind}{problem}") from None
+    except (ValueError, RecursionError) as exc:  # a value YAML cannot represent, e.g. a
+        # 5,000-digit integer
+        raise LrbenchError(f"{source}: a value cannot be read ({str(exc)[:100]}); fix it"
+                           ) from None
+
+
+def read_matrix(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A matrix file's raw mapping with ``--set`` ``overrides`` applied, not yet validated
+    (``lrbench tune`` writes a matrix derived from it); a one-line error when it is not a
+    readable YAML mapping."""
+    path = Path(path)
+    try:
+        data = read_yaml(path, "matrix file")
+    except FileNotFoundError:
+        raise LrbenchError(f"matrix file {str(path)!r} not found; see configs/ for examples"
                            ) from None
     if not isinstance(data, dict):
         raise LrbenchError(f"{path}: a matrix file is a YAML mapping (name, seeds, ...)")
@@ -883,6 +945,14 @@ def expand_cells(config: MatrixConfig) -> list[Cell]:
         if not is_safe_name(name):
             raise LrbenchError(f"strategy label {name!r} cannot name a cell folder: use "
                                f"{SAFE_NAME_HELP}")
+    for what, names in (("scenario names", [sc.name for sc in config.scenarios]),
+                        ("strategy labels", list(config.strategies))):
+        same = case_collisions(names)
+        if same:
+            raise LrbenchError(f"{what} {', '.join(map(repr, same))} differ only in letter "
+                               "case: on a case-insensitive disk (macOS, Windows) their cell "
+                               "folders are one folder, and each run would overwrite the "
+                               "other's results; rename one of them")
     cells = []
     for sc in config.scenarios:
         for name, params in config.strategies.items():

@@ -36,7 +36,7 @@ from benchmarks.config import Cell, MatrixConfig, expand_cells
 from benchmarks.errors import LrbenchError
 from benchmarks.run.cell import final_line, versions, warm_caches
 from benchmarks.run.executors import Launch, get_executor
-from benchmarks.run.preflight import check_data
+from benchmarks.run.preflight import check_data, settle_checkpoints
 from benchmarks.run.store import (
     DamagedResult,
     cell_dir,
@@ -152,8 +152,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     counts = {"finished": 0, "skipped": 0, "failed": 0}
     with store_lock(store):
         clean_temporary(store)  # left by a writer killed mid-write: only we write now
-        if not keep_first:  # shared first experiences live for one command, never longer:
-            remove_first_experiences(store)  # one left by a killed run may be older code's
+        settle_checkpoints(store, cells, checkpoints, keep_first, force, plan.older)
         if tracker is not None:
             tracker.start()
         write_matrix(store, config, cells)
@@ -183,11 +182,12 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                    disable=not progress)
 
         def record(cell: Cell, outcome: dict[str, Any], started: float) -> None:
+            kept = write_result(store, cell, outcome, started, vers, host)
+            also = f" (its finished result of another config kept as {kept})" if kept else ""
             if outcome["status"] == "finished":
-                bar.write(f"done   {cell.id}: {final_line(outcome['payload']['summary'])}")
+                bar.write(f"done   {cell.id}: {final_line(outcome['payload']['summary'])}{also}")
             else:
-                bar.write(f"FAILED {cell.id}: {outcome['reason']}")
-            write_result(store, cell, outcome, started, vers, host)
+                bar.write(f"FAILED {cell.id}: {outcome['reason']}{also}")
             if tracker is not None:
                 tracker.log_cell(result_path(store, cell))
             counts[outcome["status"]] += 1

@@ -55,6 +55,7 @@ import yaml
 from benchmarks.config import (
     Cell,
     MatrixConfig,
+    blame,
     is_safe_name,
     parse_config,
     read_matrix,
@@ -155,7 +156,7 @@ def _metric_parts(metric: str, config: MatrixConfig) -> tuple[str, str | None]:
         return "map_at_r", None
     name, _, k = metric.partition("@")
     if name == "recall" and k.isdigit() and int(k) in config.evaluation.ks:
-        return "recall", k
+        return "recall", str(int(k))  # recall@01 is recall@1, stored under "1"
     known = [f"recall@{k}" for k in config.evaluation.ks] + (
         ["map_at_r"] if config.evaluation.map_at_r else [])
     raise LrbenchError(f"--metric {metric!r} is not evaluated by this matrix; use one of "
@@ -209,11 +210,13 @@ def _trial_value(store: Path, cells: list[Cell], objective: str,
 def _check_store(store: Path, name: str) -> None:
     """Refuse a store that holds another matrix than this tuning's (a test run's store
     must never receive validation trials)."""
+    from benchmarks.config import read_yaml
+
     try:
-        held = yaml.safe_load((store / "matrix.yaml").read_text()) or {}
+        held = read_yaml(store / "matrix.yaml", "store's matrix.yaml") or {}
     except FileNotFoundError:
         return
-    except (OSError, yaml.YAMLError):
+    except OSError:
         held = {}
     if not isinstance(held, dict) or held.get("name") != name:
         raise LrbenchError(f"{str(store)!r} holds another matrix than the tuning store "
@@ -440,6 +443,10 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     metric_key = _metric_parts(metric, base_config)
     direction = OBJECTIVES[objective][0]
     name = f"{base_config.name}-tune"
+    if not is_safe_name(name):  # blamed on who gave the name, before anything trains
+        raise LrbenchError(f"{blame(source, overrides, 'name')}: name: {base_config.name!r} "
+                           f"is too long to name its tuning store ({name!r}: at most 64 "
+                           "characters); shorten it to at most 59 characters")
     store = Path(out or os.path.join("results", name))
     _check_store(store, name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

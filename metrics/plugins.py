@@ -28,6 +28,7 @@ changes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,16 +126,24 @@ class RetrievalMetrics(PluginMetric[dict]):
                 "seen": {i: r.recall for i, r in self.seen.items()}}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume a run's metric history (plain Python objects)."""
-        return {"trained_exp": self.trained_exp, "per_exp": dict(self.per_exp),
-                "seen": dict(self.seen), "cross": dict(self.cross),
-                "initial": dict(self.initial), "galleries": self._galleries}
+        """Everything needed to resume a run's metric history, as tensors and plain values
+        (each result as a mapping: a checkpoint loads with ``weights_only=True``)."""
+        def plain(results: dict[Any, RetrievalResult]) -> dict[Any, dict[str, Any]]:
+            return {key: dataclasses.asdict(r) for key, r in results.items()}
+
+        return {"trained_exp": self.trained_exp, "per_exp": plain(self.per_exp),
+                "seen": plain(self.seen), "cross": plain(self.cross),
+                "initial": plain(self.initial), "galleries": self._galleries}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+        def results(plain: dict[Any, Any]) -> dict[Any, RetrievalResult]:
+            return {key: r if isinstance(r, RetrievalResult) else RetrievalResult(**r)
+                    for key, r in plain.items()}
+
         self.trained_exp = state["trained_exp"]
-        self.per_exp, self.seen = dict(state["per_exp"]), dict(state["seen"])
-        self.cross, self.initial = dict(state["cross"]), dict(state["initial"])
+        self.per_exp, self.seen = results(state["per_exp"]), results(state["seen"])
+        self.cross, self.initial = results(state["cross"]), results(state["initial"])
         self._galleries = state["galleries"]
 
     # -- Avalanche callbacks --------------------------------------------------------------

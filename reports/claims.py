@@ -55,11 +55,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from scipy import stats
 
-from metrics.errors import LrbenchError
+from metrics.errors import LrbenchError, short_repr
 from reports.load import SUMMARY_COLUMNS, Results, summaries
 from reports.tables import holm, paired_p, t_interval
 
@@ -95,24 +94,37 @@ class ClaimsFile(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1)
     claims: list[Claim] = Field(min_length=1)
 
+    @field_validator("claims")
+    @classmethod
+    def _one_name_each(cls, claims: list[Claim]) -> list[Claim]:
+        names = [c.name for c in claims]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # their comparisons would merge into one verdict
+            raise ValueError(f"the claim name {twice[0]!r} is given {names.count(twice[0])} "
+                             "times; give each claim its own name")
+        return claims
+
 
 def load_claims(path: str | Path) -> ClaimsFile:
     """Read and validate a claims file; every problem is a one-line ``LrbenchError``."""
+    from benchmarks.run.store import read_yaml
+
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:  # lrbench's one YAML reader: UTF-8, a key once, bounded (an alias bomb: one line)
+        data = read_yaml(path, "claims file")
     except FileNotFoundError:
         raise LrbenchError(f"claims file {str(path)!r} not found") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise LrbenchError(f"{path}: cannot read the claims file ({' '.join(str(exc).split())})"
+    except OSError as exc:
+        raise LrbenchError(f"{path}: cannot read the claims file ({exc.strerror or exc})"
                            ) from None
     try:
         return ClaimsFile.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
-        raise LrbenchError(f"{path}: {where}: {err['msg']} (got {err.get('input')!r}); see "
-                           "docs/metrics.md, 'Claims', for the format") from None
+        raise LrbenchError(f"{path}: {where}: {err['msg']} (got "
+                           f"{short_repr(err.get('input'))}); see docs/metrics.md, 'Claims', "
+                           "for the format") from None
 
 
 def _unknown(what: str, name: str, known: list[str], claim: str) -> LrbenchError:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.run.store import current_cells, read_result
+from benchmarks.run.store import current_cells, parse_yaml, read_result, read_store_text
 from metrics.errors import LrbenchError
 from metrics.forgetting import forgetting
 
@@ -163,11 +163,11 @@ def settings(config: dict[str, Any], overrides: dict[str, Any] | None = None
 
 def _overrides(matrix_text: str | None) -> dict[str, dict[str, Any]]:
     """strategy name -> its ``training:`` overrides in a store's matrix file."""
-    import yaml
-
     try:
-        data = yaml.safe_load(matrix_text or "") or {}
-    except yaml.YAMLError:
+        data = parse_yaml(matrix_text or "", "matrix.yaml") or {}
+    except LrbenchError:
+        return {}
+    if not isinstance(data, dict):
         return {}
     out = {}
     for name, params in (data.get("strategies") or {}).items():
@@ -198,6 +198,43 @@ def _differing(cells: list[tuple[dict[str, str], Path]], shared: bool
     return None
 
 
+def _measured(result: dict[str, Any]) -> Any:
+    """What a finished copy of a cell says it measured: every number a report reads (R
+    matrices, seen curves, cross-model matrices)."""
+    payload = result.get("payload") or {}
+    return (payload.get("r_matrix"), payload.get("seen"), payload.get("cross_model"))
+
+
+def _one_copy_each(loaded: list[tuple[dict[str, Any], Path, Path, dict[str, str]]]
+                   ) -> list[tuple[dict[str, Any], Path, Path, dict[str, str]]]:
+    """One copy of each cell (same scenario, strategy, seed and config hash) found in
+    several merged stores, chosen whatever the order of the stores: a finished copy over a
+    failed one; finished copies that measured different numbers are a one-line error
+    naming both files (which one counts must not depend on the order of the stores)."""
+    chosen: dict[tuple[Any, ...], int] = {}
+    out: list[tuple[dict[str, Any], Path, Path, dict[str, str]]] = []
+    for entry in loaded:
+        result, _, path, _ = entry
+        cfg = result["config"]
+        key = (cfg["scenario"]["name"], cfg["strategy"], int(cfg["seed"]),
+               result.get("config_hash"))
+        if key not in chosen:
+            chosen[key] = len(out)
+            out.append(entry)
+            continue
+        first = out[chosen[key]]
+        done = [e[0].get("status") == "finished" for e in (first, entry)]
+        if all(done) and _measured(first[0]) != _measured(result):
+            raise LrbenchError(
+                f"cell {path.parent.name} has two copies with one config hash but different "
+                f"results: {first[2]} and {path}; which one counts must not depend on the "
+                "order of the stores: remove the wrong one (or report the stores "
+                "separately)")
+        if done[1] and not done[0]:  # a finished copy replaces a failed one
+            out[chosen[key]] = entry
+    return out
+
+
 def _split_label(scenario: str, flat: dict[str, str], split_by: list[str]) -> str:
     parts = [f"{k}={json.loads(flat[k]) if k in flat else '-'}" for k in split_by]
     return f"{scenario} [{', '.join(parts)}]" if parts else scenario
@@ -223,8 +260,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         if not store.is_dir() or not results:
             raise LrbenchError(f"{str(store)!r} is not a results store (no cells/*/result.json); "
                                "give the --out folder of an lrbench run")
-        if (store / "matrix.yaml").is_file():
-            configs[str(store)] = (store / "matrix.yaml").read_text()
+        text = read_store_text(store / "matrix.yaml")  # a regular file, or one line
+        if text is not None:
+            parse_yaml(text, str(store / "matrix.yaml"))  # the YAML reader's bounds hold
+            configs[str(store)] = text
         overrides = _overrides(configs.get(str(store)))
         current = current_cells(store)
         for path in results:
@@ -244,6 +283,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
                 continue
             cfg = result["config"]
             loaded.append((result, store, path, settings(cfg, overrides.get(cfg["strategy"]))))
+    loaded = _one_copy_each(loaded)
     known = {n for *_, flat in loaded for n in flat}
     unknown = [k for k in split_by if k not in known]
     if unknown:
@@ -367,13 +407,13 @@ def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],
 
 def _matrix_order(texts: Any) -> dict[str, dict[str, int]]:
     """Position of each scenario and strategy name in the stores' matrix files."""
-    import yaml
-
     order: dict[str, dict[str, int]] = {"scenarios": {}, "strategies": {}}
     for text in texts:
         try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError:
+            data = parse_yaml(text, "matrix.yaml") or {}
+        except LrbenchError:
+            continue
+        if not isinstance(data, dict):
             continue
         for sc in data.get("scenarios") or []:
             name = sc.get("name") if isinstance(sc, dict) else sc

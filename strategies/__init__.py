@@ -44,7 +44,13 @@ def strategy_modules() -> list[str]:
 
 
 for _name in strategy_modules():  # importing a strategy module registers it
-    importlib.import_module(f"{__name__}.{_name}")
+    try:
+        importlib.import_module(f"{__name__}.{_name}")
+    except Exception as _exc:  # noqa: BLE001 (one broken file must not break every
+        # command: recorded, warned about once, and its name refused in one line)
+        from strategies.registry import record_broken_module
+
+        record_broken_module(_name, f"{__path__[0]}/{_name}.py", _exc)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "INFRASTRUCTURE", "Choice", "IntRange", "LogUniform", "Uniform",

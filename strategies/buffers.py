@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from strategies.registry import StrategyConfig
+from strategies.registry import StrategyConfig, derived_seed
 
 #: the exemplar selection rules every buffer-using strategy offers (``selection:``)
 Selection = Literal["random", "herding", "closest_to_centre"]
@@ -207,7 +207,7 @@ class ExemplarMemory:
             self.memory[c] = self.memory[c][:quota]
         added: list[tuple[int, int]] = []
         if self.selection == "random":
-            rng = np.random.RandomState(self.seed * 7919 + e)
+            rng = np.random.RandomState(derived_seed(self.seed, 7919, e))
             for c in new_classes:
                 idx = np.flatnonzero(targets == c)
                 chosen = rng.choice(idx, size=min(quota, len(idx)), replace=False)

@@ -25,6 +25,7 @@ from strategies.registry import (
     LogUniform,
     StrategyConfig,
     StrategyPlugin,
+    derived_seed,
     register_strategy,
 )
 
@@ -62,7 +63,8 @@ class DERPlusPlus(BufferStrategy, StrategyPlugin, Callbacks):
             "random", description="random: reservoir sampling of the stream (Mammoth); "
             "herding or closest_to_centre: a class-balanced memory filled at each "
             "experience's end")
-        seed: int = Field(0, description="seed of the reservoir and of the buffer draws")
+        seed: int = Field(0, ge=0, le=2**32 - 1,
+                          description="seed of the reservoir and of the buffer draws")
 
     #: searched by ``lrbench tune``: on normalised embeddings the MSE has another scale than
     #: on Mammoth's logits, so neither weight carries over
@@ -94,7 +96,7 @@ class DERPlusPlus(BufferStrategy, StrategyPlugin, Callbacks):
     def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         self._reset_experience()
         e = int(strategy.experience.current_experience)
-        self._rng = np.random.RandomState(self.config.seed * 7919 + e)
+        self._rng = np.random.RandomState(derived_seed(self.config.seed, 7919, e))
         # the buffer's images, re-read through the train transform; its pairs follow the
         # buffer as the reservoir replaces them
         self._items = StoredItems(strategy.experience.origin_stream, self.pairs)

@@ -74,7 +74,8 @@ class ERAML(BufferStrategy, StrategyPlugin, Callbacks):
         selection: Selection = Field(
             "random", description="how new classes' exemplars are chosen: random, herding "
             "(iCaRL, on L2-normalised embeddings) or closest_to_centre")
-        seed: int = Field(0, description="seed of the exemplar selection and the draws")
+        seed: int = Field(0, ge=0, le=2**32 - 1,
+                          description="seed of the exemplar selection and the draws")
 
     #: searched by ``lrbench tune``
     tunable = {"temperature": LogUniform(0.02, 1.0), "replay_weight": LogUniform(0.1, 10.0)}

@@ -47,7 +47,7 @@ class RanPAC(StatisticsBaseline):
 
     class Config(StrategyConfig):
         proj_dim: int = Field(2048, ge=1, description="M, the random projection's dimension")
-        seed: int = Field(0, description="seed of the random projection")
+        seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the random projection")
 
     #: searched by ``lrbench tune`` (lambda is chosen on held-out images, as RanPAC does)
     tunable = {"proj_dim": IntRange(256, 8192)}

@@ -50,7 +50,9 @@ class StrategyConfig(BaseModel):
     stores written before them still resume. Set one only with a test that the default
     gives the old numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every real-valued hyperparameter is finite: ``lam: .inf`` (or ``--set ...=1e400``,
+    # read as text, then inf) is refused when the matrix is read, not by every cell later
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     hash_omits_default: ClassVar[frozenset[str]] = frozenset()
 
@@ -309,11 +311,36 @@ def _load_entry_points() -> None:
                 version=getattr(dist, "version", None) or "unknown")
 
 
+#: strategy modules of the package that failed to import: module name -> the one-line
+#: reason (a syntax error in a file dropped into ``strategies/`` must not break every
+#: command: the others still work, and that name is refused in one line)
+_BROKEN_MODULES: dict[str, str] = {}
+_warned_modules = False
+
+
+def record_broken_module(name: str, path: str, exc: BaseException) -> None:
+    """Note that the strategy module ``name`` (file ``path``) failed to import with
+    ``exc`` (:func:`available_strategies` warns once; :func:`get_strategy` refuses it)."""
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        where = f" (line {exc.lineno})"
+    error = " ".join(f"{type(exc).__name__}: {getattr(exc, 'msg', None) or exc}".split())
+    _BROKEN_MODULES[name] = (f"strategy module {path} failed to import{where}: {error}; "
+                             "fix or remove that file")
+
+
 def available_strategies() -> dict[str, StrategySpec]:
-    """Every registered strategy, entry-point ones included, by name (an entry point that
-    fails to import is left out, with a one-line warning on stderr the first time)."""
+    """Every registered strategy, entry-point ones included, by name (an entry point or a
+    module of the package that fails to import is left out, with a one-line warning on
+    stderr the first time)."""
+    global _warned_modules
     import strategies  # noqa: F401  (registers the built-ins)
 
+    if _BROKEN_MODULES and not _warned_modules:
+        _warned_modules = True
+        for name, error in _BROKEN_MODULES.items():
+            print(f"lrbench: warning: {error} (strategy {name!r} is unavailable)",
+                  file=sys.stderr)
     _load_entry_points()
     return dict(sorted(_REGISTRY.items()))
 
@@ -325,11 +352,22 @@ def get_strategy(name: str) -> StrategySpec:
         return known[name]
     if name in _BROKEN:
         raise StrategyError(_BROKEN[name])
+    if name in _BROKEN_MODULES:
+        raise StrategyError(_BROKEN_MODULES[name])
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise StrategyError(f"unknown strategy {name!r}.{hint} Known: {', '.join(known)}. "
                         f"A strategy from another package comes through the entry point group "
                         f"{ENTRY_POINT_GROUP!r}: is that package installed?")
+
+
+def derived_seed(seed: int, scale: int, offset: int) -> int:
+    """``seed * scale + offset`` folded into NumPy's seed range 0..2**32 - 1: the seed of a
+    generator derived from a run's seed (the P x K sampler of each experience, replay's
+    exemplar draw). Identical to the plain sum wherever that fits (every seed below 42,949
+    for the sampler, so stored cells keep their numbers), and valid for every seed a matrix
+    accepts (up to 2**32 - 1; an odd ``scale`` maps distinct seeds to distinct values)."""
+    return (int(seed) * int(scale) + int(offset)) % 2**32
 
 
 def _takes_bool(annotation: Any) -> bool:

@@ -24,7 +24,7 @@ class Replay(BufferStrategy, StrategyPlugin, Callbacks):
 
     class Config(StrategyConfig):
         mem_size: int = Field(500, ge=1, description="total number of stored images")
-        seed: int = Field(0, description="seed of the exemplar selection")
+        seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the exemplar selection")
         selection: Selection = Field(
             "random", description="how new classes' exemplars are chosen: random, herding "
             "(iCaRL, on L2-normalised embeddings) or closest_to_centre")

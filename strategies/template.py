@@ -42,6 +42,7 @@ What it changes, and why:
 from __future__ import annotations
 
 import random
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -57,11 +58,12 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as pml_common
 from torch.utils.data import DataLoader
 
+from metrics.errors import LrbenchError
 from metrics.io import atomic_write
 from metrics.plugins import RetrievalMetrics
 from strategies.devices import cuda_rng_state, deterministic_cuda, set_cuda_rng_state
 from strategies.losses import HardMiningLoss
-from strategies.registry import StrategyPlugin
+from strategies.registry import StrategyPlugin, derived_seed
 
 _NOTED: set[str] = set()
 
@@ -209,7 +211,8 @@ class RetrievalTemplate(SupervisedTemplate):
         batch = self.p * self.k
         length = self.steps_for(len(self.experience.dataset)) * batch
         exp = int(self.experience.current_experience)
-        sampler = PKSampler(targets, self.p, self.k, length, seed=self.seed * 100_003 + exp)
+        sampler = PKSampler(targets, self.p, self.k, length,
+                            seed=derived_seed(self.seed, 100_003, exp))
         self.dataloader = DataLoader(dataset, batch_size=batch, sampler=sampler,
                                      num_workers=num_workers, drop_last=True,
                                      collate_fn=dataset.collate_fn)
@@ -374,8 +377,7 @@ class RetrievalTemplate(SupervisedTemplate):
             "experiences_done": self.experiences_done,
             "loss_history": list(self.loss_history),
             "clock": {k: v for k, v in vars(self.clock).items() if isinstance(v, int)},
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(), "cuda": cuda_rng_state()},
+            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -394,10 +396,7 @@ class RetrievalTemplate(SupervisedTemplate):
         self.loss_history = list(state["loss_history"])
         for key, value in state["clock"].items():  # plugins read the experience counter
             setattr(self.clock, key, value)
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        set_cuda_rng_state(state["rng"].get("cuda"))  # absent from older checkpoints
+        set_rng_state(state["rng"])
         # the optimizer is rebuilt over the (possibly grown) model at the next experience,
         # its state reset there; nothing else of it carries over
 
@@ -407,5 +406,64 @@ class RetrievalTemplate(SupervisedTemplate):
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Read a checkpoint written by :meth:`save_checkpoint`."""
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+        """Read a checkpoint written by :meth:`save_checkpoint` (:func:`read_checkpoint`:
+        tensors and plain values only, never code)."""
+        self.load_state_dict(read_checkpoint(path))
+
+
+class CheckpointError(LrbenchError):
+    """A checkpoint file that does not load as tensors and plain values: one line naming
+    the file and what to do."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's state, loaded with ``torch.load(weights_only=True)``: tensors and
+    plain containers only, so a file planted in a results store (a shared folder, a store
+    copied from someone) can never run code. A file that does not load that way (a
+    pickle of objects, a truncated file, a checkpoint of an lrbench before checkpoints
+    held plain values, not a regular file) is a one-line :class:`CheckpointError`."""
+    from metrics.io import NotARegularFile, check_regular
+
+    fix = ("delete it (or move it aside) and its cell trains from the start; lrbench loads "
+           "only tensors and plain values from a checkpoint, never code")
+    try:
+        if not check_regular(path, "checkpoint", fix):
+            raise FileNotFoundError(2, "No such file", str(path))
+        with warnings.catch_warnings():  # torch's note on the pickle protocol: not ours
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, NotARegularFile):
+        raise
+    except Exception as exc:  # UnpicklingError (a global it refuses), EOFError, zip errors
+        parts = [p.strip() for p in re.split(r"\n\s*\n|WeightsUnpickler error:", str(exc))]
+        said = [p for p in parts if p and not p.startswith(  # torch's words, less its advice
+            ("Weights only load failed", "Please file", "Check the doc"))]
+        reason = " ".join(f"{type(exc).__name__}: {' '.join(said) or exc}".split())[:160]
+        raise CheckpointError(f"{path}: not a checkpoint lrbench loads: it does not load as "
+                              f"tensors and plain values ({reason}); {fix}") from None
+    if not isinstance(state, dict) or "experiences_done" not in state:
+        raise CheckpointError(f"{path}: not a checkpoint of lrbench's retrieval template; "
+                              f"{fix}")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random state a run draws from, as tensors and plain values (what
+    ``torch.load(weights_only=True)`` reads back): torch's, NumPy's legacy global one
+    (its key array as a list of integers), Python's, and every CUDA device's (uint8
+    tensors; empty where CUDA is not in use)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss),
+                      float(gauss)],
+            "python": random.getstate(), "cuda": cuda_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    set_cuda_rng_state(state.get("cuda"))  # absent from checkpoints written before it

@@ -396,7 +396,8 @@ def _read_only(tmp: Path) -> str:
 
 
 def test_every_documented_case_is_tested():
-    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(), flags=re.M)
+    table = DOC.read_text().split("\n## Hostile input")[0]  # that section: test_hostile.py
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", table, flags=re.M)
     assert documented and sorted(documented) == sorted(CASES)
 
 

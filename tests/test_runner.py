@@ -683,7 +683,7 @@ def test_second_sigint_during_the_flush_stops_at_once_and_the_store_resumes(
     def second_cell_interrupted(cell, *args, **kwargs):
         started.append(cell.id)
         if len(started) == 2:
-            raise KeyboardInterrupt  # the first Ctrl-C
+            signal.raise_signal(signal.SIGINT)  # the first Ctrl-C
         return real_cell(cell, *args, **kwargs)
 
     def flush_interrupted(store, cells=None):

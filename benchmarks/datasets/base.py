@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import io
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ class ImageListDataset(LabelledImages):
         if download and not self._looks_present():
             self.download()
         if not self.root.is_dir():
-            raise self.missing(f"dataset root {str(self.root)!r} does not exist")
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise self.missing(f"dataset root {str(self.root)!r} {what}")
         index = self.build_index()
         self._set_index(index)
 
@@ -299,6 +301,9 @@ def check_images(
     for path, _ in tqdm(samples, desc=f"checking {len(samples)} images", disable=not progress,
                         unit="img", leave=False):
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the decoder
+                bad.append((path, "not a regular file"))
+                continue
             with Image.open(path) as img:
                 img.load()
         except (*DECODE_ERRORS, Image.DecompressionBombError) as exc:

@@ -81,7 +81,7 @@ class CUB200(ImageListDataset):
             value = int(text.strip())
         except ValueError:
             value = 0
-        if value < 1:
+        if not 1 <= value <= 200:  # CUB-200 has 200 classes: 999 is no class of it
             of = f" for image id {image_id}" if image_id is not None else ""
             raise self.missing(f"{file} gives the class id {text.strip()[:40]!r}{of}; class ids "
                                "are positive integers (1..200)")

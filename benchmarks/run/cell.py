@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -390,8 +391,64 @@ def _worker(cell: Cell, checkpoint: str | None = None,
                            Path(folder) if folder else None, Path(first) if first else None,
                            save_first)
         return {"status": "finished", "payload": payload, "log": lines}
-    except Exception as exc:  # a failed cell is recorded; the matrix goes on
+    except BaseException as exc:  # a failed cell is recorded; the matrix goes on
+        if isinstance(exc, KeyboardInterrupt) and interrupted():
+            raise  # Ctrl-C or SIGTERM of this process: the run stops (its cells are kept)
         lines.append(traceback.format_exc())
-        reason = f"{type(exc).__name__}: {exc}".strip()
-        return {"status": "failed", "reason": reason.splitlines()[0][:500], "log": lines}
+        return {"status": "failed", "reason": failure_reason(exc), "log": lines}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line on why a cell failed. ``SystemExit`` and a ``KeyboardInterrupt`` that no
+    signal sent (raised by a plugin, or a library it calls) are failures of the cell's
+    code, said so: they must not end the run with exit 0 nor lose other cells."""
+    reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    if isinstance(exc, SystemExit):
+        reason = (f"SystemExit({exc.code!r}): the cell's code (its strategy plugin, or a "
+                  "library it calls) tried to exit the process")
+    elif isinstance(exc, KeyboardInterrupt):
+        reason = ("KeyboardInterrupt raised by the cell's code (its strategy plugin, or a "
+                  "library it calls), not by a signal")
+    return (reason.splitlines() or [type(exc).__name__])[0][:500]
+
+
+#: set by :func:`note_signals`' handlers when this process receives SIGINT or SIGTERM
+_SIGNALLED: list[int] = []
+
+
+def interrupted() -> bool:
+    """Whether this process received SIGINT or SIGTERM while :func:`note_signals` held: a
+    ``KeyboardInterrupt`` then stops the run; without a signal it is a cell's failure."""
+    return bool(_SIGNALLED)
+
+
+@contextmanager
+def note_signals() -> Iterator[None]:
+    """Inside the block, SIGINT and SIGTERM are noted (:func:`interrupted`) before their
+    handler runs as before (``KeyboardInterrupt``, the CLI's ``Terminated``). Only in the
+    main thread (where Python runs signal handlers); elsewhere a no-op."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        before = signal.getsignal(signum)
+        if not callable(before):  # the default action (end the process) or ignored
+            continue
+
+        def handler(num: int, frame: Any, before: Callable[..., Any] = before) -> None:
+            _SIGNALLED.append(num)
+            before(num, frame)
+
+        saved[signum] = before
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, before in saved.items():
+            signal.signal(signum, before)
+        _SIGNALLED.clear()
 

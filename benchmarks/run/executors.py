@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks.config import Cell
 from benchmarks.errors import LrbenchError
-from benchmarks.run.cell import _worker
+from benchmarks.run.cell import _worker, note_signals
 
 #: ``record(cell, outcome, started)``: one cell's outcome back in this process
 Record = Callable[[Cell, dict[str, Any], float], None]
@@ -47,9 +47,10 @@ class Launch:
 def run_local(todo: list[Cell], record: Record, launch: Launch) -> None:
     """Run cells in this process (``jobs`` 1) or in ``jobs`` spawned processes."""
     if launch.jobs <= 1:
-        for cell in todo:
-            started = time.time()
-            record(cell, _worker(cell, *launch.args(cell)), started)
+        with note_signals():  # a KeyboardInterrupt without SIGINT fails its cell only
+            for cell in todo:
+                started = time.time()
+                record(cell, _worker(cell, *launch.args(cell)), started)
     else:
         _run_pool(todo, launch.jobs, record, launch.args)
 
@@ -231,24 +232,65 @@ def _job_outcome(job: Any) -> dict[str, Any]:
                           f"{job.paths.stderr})"}
 
 
-def _ignore_sigint() -> None:
+def _init_worker(parent: int) -> None:
+    """A pool worker's start: Ctrl-C is the parent's to handle, and the worker dies with
+    its parent. A parent killed with ``kill -9`` cannot stop its workers, which would
+    otherwise live on (a gigabyte each) blocked on the pool's pipe: on Linux the kernel
+    kills them (``PR_SET_PDEATHSIG``); elsewhere a thread watches for the parent to go."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    if not _die_with_parent():
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="lrbench-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _die_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process when its parent ends; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        return libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _run_pool(todo: list[Cell], jobs: int, record: Callable[..., None],
               args: Callable[[Cell], tuple[Any, ...]]) -> None:
-    """Run cells in ``jobs`` spawned processes; on Ctrl-C stop them and re-raise."""
+    """Run cells in ``jobs`` spawned processes (which die with this one); on Ctrl-C stop
+    them and re-raise. A worker process that dies (``os._exit`` in a plugin, the kernel's
+    out-of-memory killer) fails the cells not yet done, with the reason, instead of a
+    traceback: the finished ones are already recorded."""
     import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                             initializer=_ignore_sigint) as ex:
+                             initializer=_init_worker, initargs=(os.getpid(),)) as ex:
         futures = {ex.submit(_worker, c, *args(c)): (c, time.time()) for c in todo}
         try:
             for fut in as_completed(futures):
                 cell, started = futures[fut]
-                record(cell, fut.result(), started)
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool as exc:
+                    why = " ".join(str(exc).split())[:300]
+                    outcome = {"status": "failed", "log": [why], "reason": (
+                        f"its worker process died before the cell finished ({why}); the "
+                        "cells running then fail with it: rerun the matrix to compute them")}
+                record(cell, outcome, started)
         except KeyboardInterrupt:
             for proc in list(getattr(ex, "_processes", {}).values()):
                 proc.terminate()

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.errors import LrbenchError, abridged
@@ -68,24 +70,104 @@ def find_corrupt(cells: list[Cell], progress: bool = True
             ds = get_dataset(name, root, "all", **kwargs)
             if not isinstance(ds, ImageListDataset):
                 continue
-            files = []
+            files: list[tuple[str, int, int | str]] = []
+            gone: list[tuple[str, str]] = []  # listed in the index, but no file to open
             for path, _ in ds.samples:
-                st = os.stat(path)
-                files.append((os.path.relpath(path, ds.root), st.st_size, st.st_mtime_ns))
+                rel = os.path.relpath(path, ds.root)
+                try:
+                    st = os.stat(path)
+                except OSError as exc:  # missing, a symbolic link loop: a broken file
+                    gone.append((rel, f"cannot be opened ({exc.strerror or exc})"))
+                    files.append((rel, -1, str(exc.strerror)))
+                    continue
+                if not stat.S_ISREG(st.st_mode):  # a FIFO would block the decoder
+                    gone.append((rel, "not a regular file"))
+                files.append((rel, st.st_size, st.st_mtime_ns))
             key = hashlib.sha256(json.dumps([CHECK_VERSION, str(ds.root), files]).encode()
                                  ).hexdigest()[:24]
             entry = cache_dir(cell.cache.dir) / "checks" / f"{ds.name}-{key}.json"
             try:
                 bad = [tuple(b) for b in json.loads(entry.read_text())]
             except (OSError, ValueError):
-                bad = [(os.path.relpath(p, ds.root), why)
-                       for p, why in check_images(ds, progress=progress)]
+                missing = {p for p, _ in gone}
+                bad = gone + [(os.path.relpath(p, ds.root), why)
+                              for p, why in check_images(ds, progress=progress)
+                              if os.path.relpath(p, ds.root) not in missing]
                 with suppress(OSError):  # an unwritable cache costs the check next time
                     atomic_write(entry, json.dumps(bad))
             if bad:
                 known = broken.setdefault(ds.name, [])
                 known += [b for b in bad if b not in known]  # type: ignore[misc]
     return broken
+
+
+def check_checkpoints(paths: list[Path]) -> None:
+    """Refuse, before any training, a checkpoint a run would resume from that does not load
+    as tensors and plain values (``strategies.template.read_checkpoint``: a planted pickle
+    never runs, a truncated file is not a cell that fails on every rerun): one line naming
+    the file and what to do. Paths with no file are skipped."""
+    from metrics.io import check_regular
+
+    there = [p for p in paths if check_regular(p, "checkpoint", "delete it and run again")]
+    if not there:
+        return
+    from strategies.template import read_checkpoint
+
+    for path in there:
+        read_checkpoint(path)
+
+
+def settle_checkpoints(store: Path, cells: list[Cell], checkpoints: bool, keep_first: bool,
+                       force: bool, older: Any = None) -> None:
+    """The checkpoints a run of ``cells`` may load, holding the store's lock, before anything
+    is written or trained: with ``checkpoints``, each unfinished cell's ``checkpoint.pt``
+    is checked (:func:`check_checkpoints`); the shared first experiences an earlier command
+    left are removed unread (they live for one command; one left by a killed run may be
+    older code's), or with ``keep_first`` (a caller that shares them across its runs, as
+    ``tune``) checked too."""
+    from benchmarks.run.store import cell_dir, finished, remove_first_experiences
+
+    if checkpoints:
+        check_checkpoints([cell_dir(store, c) / "checkpoint.pt" for c in cells
+                           if force or not finished(cell_dir(store, c), c, older)])
+    if keep_first:
+        check_checkpoints(sorted((store / "first").glob("*.pt")))
+    else:
+        remove_first_experiences(store)
+
+
+def check_models(cells: list[Cell]) -> None:
+    """Refuse, before any training, a model no cell could build: ``model.frozen_stages``
+    not below its trunk's stage count, a built-in trunk's ``pretrained`` weights that are
+    not there (a one-line ``LrbenchError`` naming the setting and the fix)."""
+    done: set[str] = set()
+    for cell in cells:
+        m = cell.model
+        key = json.dumps([m.trunk, m.frozen_stages, m.pretrained], default=str)
+        if key in done:
+            continue
+        done.add(key)
+        if m.frozen_stages:
+            from strategies.model import make_trunk
+
+            try:
+                stages = len(make_trunk(m.trunk)[0])
+            except (ValueError, ImportError) as exc:
+                raise LrbenchError(f"model.trunk {m.trunk!r}: {exc}") from None
+            if m.frozen_stages >= stages:
+                raise LrbenchError(
+                    f"model.frozen_stages: {m.frozen_stages} is not below the {stages} stages "
+                    f"of trunk {m.trunk!r} (a frozen stem leaves at least one stage to "
+                    f"train); give 0..{stages - 1}")
+        if m.pretrained is not False and not m.trunk.startswith("timm:"):
+            from strategies.model import find_weights
+
+            file = find_weights(m.trunk) if m.pretrained is True else Path(m.pretrained)
+            if file is None or not file.is_file():
+                what = ("no local ImageNet weights are installed for it" if m.pretrained is True
+                        else f"{str(file)!r} is not a file")
+                raise LrbenchError(f"model.pretrained: {what} (trunk {m.trunk!r}); give the "
+                                   "path of its weight file, or pretrained: false")
 
 
 def corrupt_error(broken: dict[str, list[tuple[str, str]]]) -> LrbenchError:
@@ -124,6 +206,7 @@ def check_data(cells: list[Cell], skip_corrupt: bool = False, progress: bool = T
 
     fetch_weights(cells)
     check_dataset_kwargs(cells)
+    check_models(cells)
     if devices:
         check_devices(cells)
     check_cache_dirs(cells)

@@ -30,11 +30,19 @@ are not cells of the current matrix (:func:`stale_cells`, :func:`current_cells`;
   of this host at once, even under a race, and is released by the kernel if the holder
   dies (``kill -9``): a stale lock cannot exist on one host;
 * the holder is recorded in ``<store>/.lock.owner`` (``pid host``, written atomically
-  while the OS lock is held, so nobody reads it half-written). On a shared disk whose
-  file locks do not reach across hosts, that record still keeps a runner of another host
-  out: a holder on another host is never taken for stale, since its pid cannot be checked
-  from here; the message names the host and the file to delete if that run is dead;
+  while the OS lock is held, so nobody reads it half-written). The record is verified
+  against the OS lock, never trusted: a runner that holds the OS lock knows that no other
+  runner of this host holds the store, so a record naming this host (a killed run's, a
+  reused pid, a damaged record) is stale and replaced. On a shared disk whose file locks
+  do not reach across hosts, the record still keeps a runner of another host out: a
+  holder on another host is never taken for stale, since its pid cannot be checked from
+  here; the message names the host and the file to delete if that run is dead;
 * release removes the owner record only when it is this process's own.
+
+Every file of a store is opened only once it is known to be a regular file of bounded
+size (``metrics.io.read_regular``): a folder, a FIFO or a symbolic link to ``/dev/zero`` in
+place of one is a one-line error naming it (:func:`check_layout`, before any training), or
+for a ``result.json`` a damaged result, set aside and recomputed.
 
 The process that holds the lock is the only writer of the store: cells' results come back
 to it from wherever they ran. Nothing here imports torch, Avalanche or the strategies.
@@ -45,6 +53,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import socket
 import subprocess
@@ -57,7 +66,14 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from benchmarks.errors import LrbenchError
-from metrics.io import atomic_write, check_writable
+from metrics.io import (
+    NotARegularFile,
+    atomic_write,
+    check_regular,
+    check_writable,
+    keep_aside,
+    read_regular,
+)
 
 if TYPE_CHECKING:
     from benchmarks.config import Cell, MatrixConfig
@@ -71,37 +87,62 @@ def hostname() -> str:
     return socket.gethostname()
 
 
-def _pid_alive(pid: int) -> bool:
+#: the largest file of a store that is read (a result.json of a long stream is a few MB)
+MAX_STORE_FILE = 256 * 2**20
+
+
+def read_store_text(path: Path, what: str | None = None) -> str | None:
+    """The text of one file of a store, None when there is none; a one-line
+    ``LrbenchError`` naming it when something else is there (a folder, a FIFO, a device,
+    a symbolic link loop: ``metrics.io.read_regular``) or it is not UTF-8 text.
+    ``OSError`` when it cannot be read (permissions)."""
+    what = what or f"store's {path.name}"
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        raw = read_regular(path, MAX_STORE_FILE, what)
+    except FileNotFoundError:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LrbenchError(f"{str(path)!r}: this {what} is not UTF-8 text (byte {exc.start}); "
+                           "it is not a file lrbench wrote: remove or rename it") from None
 
 
 def _owner(path: Path) -> tuple[int, str] | None:
-    """``(pid, host)`` of the recorded holder, or None (no record, or not ours to read)."""
+    """``(pid, host)`` of the recorded holder, or None (no record, or a damaged one)."""
     try:
-        pid, host = path.read_text().split(maxsplit=1)
+        pid, host = (read_store_text(path, "lock owner record") or "").split(maxsplit=1)
         return int(pid), host.strip()
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # NotARegularFile is refused before: check_lock_files
         return None
+
+
+def check_lock_files(store: Path) -> None:
+    """Refuse a ``.lock`` or ``.lock.owner`` of ``store`` that is not a regular file (a
+    folder, a FIFO, a symbolic link loop): one line naming it, before the lock is taken."""
+    for name, what in ((".lock", "lock file"), (".lock.owner", "lock owner record")):
+        path = store / name
+        if os.path.isdir(path):
+            raise LrbenchError(f"{str(path)!r} is a folder, not lrbench's {what}; remove it "
+                               "and run again")
+        check_regular(path, what, "remove it and run again")
 
 
 @contextmanager
 def store_lock(store: Path) -> Iterator[None]:
-    """Hold ``store`` for this runner; a live holder is a one-line ``LrbenchError``."""
+    """Hold ``store`` for this runner; a live holder is a one-line ``LrbenchError``.
+
+    The OS lock decides: once this process holds it, no other runner of this host holds
+    the store, so an owner record naming this host is stale (a run killed with ``kill -9``
+    whose pid was reused since, a damaged record) and is replaced. Only a record of
+    another host, whose runner the OS lock may not reach (a shared disk), keeps it out."""
     store = Path(store)
     owner_file = store / ".lock.owner"
-    if (store / ".lock").is_dir():
-        raise LrbenchError(f"{str(store / '.lock')!r} is a folder, not lrbench's lock file; "
-                           "remove it and run again")
+    check_lock_files(store)
     lock = FileLock(store / ".lock", timeout=0)
     try:
         lock.acquire()
-    except Timeout:
+    except Timeout:  # (a TimeoutError, so an OSError: caught first)
         held = _owner(owner_file)
         who = f" (pid {held[0]} on {held[1]})" if held else ""
         gone = ""
@@ -111,6 +152,9 @@ def store_lock(store: Path) -> Iterator[None]:
         raise LrbenchError(f"results store {str(store)!r} is in use by another lrbench run"
                            f"{who}; wait for it to finish or choose another --out{gone}"
                            ) from None
+    except OSError as exc:
+        raise LrbenchError(f"{str(store / '.lock')!r}: lrbench's lock file cannot be opened "
+                           f"({exc.strerror or exc}); remove it and run again") from None
     me = f"{os.getpid()} {hostname()}"
     try:
         held = _owner(owner_file)
@@ -121,11 +165,9 @@ def store_lock(store: Path) -> Iterator[None]:
                     f"results store {str(store)!r} is held by an lrbench run on host {host!r} "
                     f"(pid {pid}); wait for it to finish, or if that run is dead delete "
                     f"{str(owner_file)!r}, or choose another --out")
-            if pid != os.getpid() and _pid_alive(pid):
-                raise LrbenchError(
-                    f"results store {str(store)!r} is in use by another lrbench run (pid "
-                    f"{pid}); wait for it to finish or choose another --out")
-        atomic_write(owner_file, me + "\n")  # a dead holder's record on this host: replaced
+            # this host's record, but the OS lock is ours: no runner of this host holds the
+            # store (whatever process has that pid now), so the record is stale
+        atomic_write(owner_file, me + "\n")  # a stale or damaged record: replaced
         try:
             yield
         finally:
@@ -137,14 +179,16 @@ def store_lock(store: Path) -> Iterator[None]:
 
 
 def lock_free(store: Path) -> bool:
-    """Whether no runner holds ``store`` (its OS lock can be taken and no owner record)."""
+    """Whether no runner holds ``store``: its OS lock can be taken and no owner record of
+    another host is there (a record of this host with the OS lock free is stale)."""
     lock = FileLock(Path(store) / ".lock", timeout=0)
     try:
         lock.acquire()
     except Timeout:
         return False
     lock.release()
-    return not (Path(store) / ".lock.owner").exists()
+    held = _owner(Path(store) / ".lock.owner")
+    return held is None or held[1] == hostname()
 
 
 # -- the store's folder ---------------------------------------------------------------------
@@ -158,8 +202,70 @@ def prepare_store(out: str | Path, config: MatrixConfig, force: bool = False,
     except OSError as exc:
         raise LrbenchError(f"cannot write to results folder {str(store)!r} ({exc.strerror}); "
                            "fix its permissions or choose another --out") from None
+    check_layout(store, config)
     check_store(store, config, force, resume)
     return store
+
+
+#: the files at the top of a store (each a regular file when present) and its folders
+STORE_FILES = ("matrix.yaml", "cells.json", "skipped.json", "results.csv", "results.parquet")
+STORE_FOLDERS = ("cells", "first")
+#: the files of one cell's folder that a run writes
+CELL_FILES = ("log.txt", "checkpoint.pt")
+
+
+def check_layout(store: Path, config: MatrixConfig | None = None) -> None:
+    """Refuse, before any training, a store whose files a run would write over are not
+    files (a folder in place of ``results.csv``, a FIFO for ``matrix.yaml``, a symbolic
+    link loop for ``.lock``), whose folders are not folders (``cells`` a file), or whose
+    cell folders of ``config`` are not folders or hold such a file: one line naming it.
+    (A ``result.json`` that is not a regular file is a damaged result: set aside and
+    recomputed, :func:`read_result`.)"""
+    store = Path(store)
+    fix = "remove or rename it (it is not what lrbench writes there) and run again"
+    check_lock_files(store)
+    for name in STORE_FILES:
+        check_regular(store / name, f"store's {name}", fix)
+    folders = [store / name for name in STORE_FOLDERS]
+    if config is not None:
+        folders += [store / "cells" / cid for cid in config_cell_ids(config)]
+    for folder in folders:
+        if os.path.lexists(folder) and not folder.is_dir():
+            kind = "a file" if folder.is_file() else "not a folder"
+            raise LrbenchError(f"{str(folder)!r} is {kind}, where the store keeps a folder; "
+                               f"{fix}")
+        if folder.parent.name == "cells" and folder.is_dir():
+            for name in CELL_FILES:
+                check_regular(folder / name, f"cell's {name}", fix)
+
+
+def config_cell_ids(config: MatrixConfig) -> list[str]:
+    """The cell ids of ``config`` (``<scenario>__<label>__seed<k>``, as
+    :func:`benchmarks.config.expand_cells` names them), without the registries."""
+    return [f"{sc.name}__{st}__seed{seed}" for sc in config.scenarios
+            for st in config.strategies for seed in config.seeds]
+
+
+def _yaml(text: str, source: str) -> Any:
+    """A store's YAML text through lrbench's one YAML reader (its bounds: an alias bomb
+    in a ``matrix.yaml`` is a one-line error, not gigabytes)."""
+    return parse_yaml(text, source)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """:func:`benchmarks.config.parse_yaml`, lrbench's one YAML reader, for the packages
+    that read stores only through this module (``reports``)."""
+    from benchmarks.config import parse_yaml as parse
+
+    return parse(text, source)
+
+
+def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
+    """:func:`benchmarks.config.read_yaml` (a claims file, a store's ``matrix.yaml``), for
+    the packages that read files only through this module (``reports``)."""
+    from benchmarks.config import read_yaml as read
+
+    return read(path, what)
 
 
 def same_matrix(stored: str, config: MatrixConfig) -> bool:
@@ -167,15 +273,13 @@ def same_matrix(stored: str, config: MatrixConfig) -> bool:
     with today's defaults, so a setting added to lrbench since the store was written does
     not make it "another matrix" (its cells' hashes still decide what reruns), and without
     the sections that change no number (tracking, SLURM resources)."""
-    import yaml
-
     from benchmarks.config import parse_config, resolved_yaml
 
     if stored == resolved_yaml(config):
         return True
     try:
-        old = parse_config(yaml.safe_load(stored), "matrix.yaml", registries=False)
-    except (LrbenchError, yaml.YAMLError, TypeError, ValueError):
+        old = parse_config(_yaml(stored, "matrix.yaml"), "matrix.yaml", registries=False)
+    except (LrbenchError, TypeError, ValueError):
         return False
     # tracking and SLURM settings change no number: a rerun may switch them
     return resolved_yaml(old, run_only=False) == resolved_yaml(config, run_only=False)
@@ -184,16 +288,14 @@ def same_matrix(stored: str, config: MatrixConfig) -> bool:
 def matrix_difference(stored: str, config: MatrixConfig) -> str:
     """The first setting where a store's ``matrix.yaml`` and ``config`` differ, as
     ``key.path: old -> new`` (compared resolved, as :func:`same_matrix` does)."""
-    import yaml
-
     from benchmarks.config import RUN_ONLY_SECTIONS, parse_config
 
     skip = set(RUN_ONLY_SECTIONS)  # they never make a store "another matrix"
     new = config.model_dump(mode="json", exclude=skip)
     try:
-        old = parse_config(yaml.safe_load(stored), "matrix.yaml", registries=False
+        old = parse_config(_yaml(stored, "matrix.yaml"), "matrix.yaml", registries=False
                            ).model_dump(mode="json", exclude=skip)
-    except (LrbenchError, yaml.YAMLError, TypeError, ValueError):
+    except (LrbenchError, TypeError, ValueError):
         return "its matrix.yaml is not a matrix this lrbench reads"
 
     def first(a: Any, b: Any, path: str) -> str | None:
@@ -214,9 +316,14 @@ def matrix_difference(stored: str, config: MatrixConfig) -> str:
 def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) -> None:
     """Refuse a store that holds a different matrix unless told to overwrite or resume;
     the refusal names the first differing setting."""
+    if force and resume:
+        raise LrbenchError("--resume and --force contradict each other: --resume keeps the "
+                           "finished cells that still match, --force recomputes every cell; "
+                           "give one of them")
     existing = store / "matrix.yaml"
-    if existing.is_file() and not (force or resume):
-        stored = existing.read_text()
+    stored = read_store_text(existing) if not (force or resume) else None
+    if stored is not None:
+        _yaml(stored, str(existing))  # within the YAML reader's bounds, or one line
         if not same_matrix(stored, config):
             raise LrbenchError(
                 f"{str(store)!r} holds a different matrix ({matrix_difference(stored, config)}"
@@ -226,11 +333,10 @@ def check_store(store: Path, config: MatrixConfig, force: bool, resume: bool) ->
 
 def read_matrix(store: Path) -> dict[str, Any] | None:
     """A store's ``matrix.yaml`` as a raw mapping; None when it is missing or unreadable."""
-    import yaml
-
     try:
-        data = yaml.safe_load((Path(store) / "matrix.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        text = read_store_text(Path(store) / "matrix.yaml")
+        data = _yaml(text, str(Path(store) / "matrix.yaml")) if text else None
+    except (OSError, LrbenchError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -250,18 +356,31 @@ def current_cells(store: Path) -> dict[str, str | None] | None:
     """The current matrix's cells of ``store``: id -> config hash, from ``cells.json``
     (written by each run); for a store written before it, the ids of ``matrix.yaml`` with
     no hash (:func:`matrix_cell_ids`); None when neither can be read (every cell counts as
-    current). A result whose id is absent, or whose hash differs, is stale."""
+    current). A result whose id is absent, or whose hash differs, is stale.
+
+    A ``cells.json`` that is not what lrbench writes (not JSON, not a non-empty mapping of
+    ids to hashes: ``{}`` would make every finished cell stale) is a one-line error naming
+    it; so is a ``matrix.yaml`` past the YAML reader's bounds."""
+    path = Path(store) / "cells.json"
+    text = read_store_text(path)
+    if text is not None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not (isinstance(data, dict) and data and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in data.items())):
+            what = "an empty mapping" if data == {} else "not a mapping of cell ids to hashes"
+            raise LrbenchError(
+                f"{str(path)!r}: damaged ({what}; lrbench writes there every cell of the "
+                f"store's matrix); rewrite it with 'lrbench run {Path(store) / 'matrix.yaml'} "
+                f"--out {store}' (finished cells are kept), or delete it")
+        return dict(data)
     try:
-        data = json.loads((Path(store) / "cells.json").read_text())
-        if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
-            return {str(k): v for k, v in data.items()}
-    except (OSError, ValueError):
-        pass
-    try:
-        text = (Path(store) / "matrix.yaml").read_text()
+        text = read_store_text(Path(store) / "matrix.yaml")
     except OSError:
         return None
-    ids = matrix_cell_ids(text)
+    ids = matrix_cell_ids(text, str(Path(store) / "matrix.yaml"))
     return None if ids is None else dict.fromkeys(ids)
 
 
@@ -279,7 +398,7 @@ def read_skipped(store: Path) -> dict[str, list[tuple[str, str]]]:
     """The broken files a run left out (``skipped.json``, written by :func:`write_skipped`);
     empty when there is none or it cannot be read."""
     try:
-        data = json.loads((Path(store) / "skipped.json").read_text())
+        data = json.loads(read_store_text(Path(store) / "skipped.json") or "{}")
         return {str(name): [(str(f["path"]), str(f["reason"])) for f in files]
                 for name, files in data.items()}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -304,7 +423,8 @@ def remove_first_experiences(store: Path, keys: Iterable[str] | None = None) -> 
     paths = folder.glob("*.pt") if keys is None else (
         first_experience_path(store, k) for k in keys)
     for path in paths:
-        path.unlink(missing_ok=True)
+        with suppress(IsADirectoryError):  # not one of ours: left alone
+            path.unlink(missing_ok=True)
     with suppress(OSError):
         folder.rmdir()
 
@@ -331,18 +451,28 @@ def _advice(path: Path) -> str:
 
 
 def _number(v: Any) -> bool:
-    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+    """None (undefined) or a finite number (JSON's NaN and Infinity are not results)."""
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool)
+                         and math.isfinite(v))
+
+
+def _measure(v: Any) -> bool:
+    """None or a finite number in [0, 1]: what every Recall@K and mAP@R is."""
+    return _number(v) and (v is None or 0.0 <= v <= 1.0)
 
 
 def _matrix_problem(name: str, mat: Any, n: int | None) -> str | None:
-    """Why ``mat`` is not an n x n R matrix of numbers (None when it is one)."""
+    """Why ``mat`` is not an n x n R matrix of measures in [0, 1] (None when it is one)."""
     if not isinstance(mat, list) or not all(isinstance(r, list) for r in mat):
         return f"{name} is not a list of rows"
     if len({len(r) for r in mat}) > 1 or (n is not None and (len(mat) != n or any(
             len(r) != n for r in mat))):
         return f"{name} is ragged (rows of {[len(r) for r in mat][:6]} values)"
     if not all(_number(v) for r in mat for v in r):
-        return f"{name} holds a value that is not a number"
+        return f"{name} holds a value that is not a finite number"
+    bad = next((v for r in mat for v in r if not _measure(v)), None)
+    if bad is not None:
+        return f"{name} holds {bad!r}, outside [0, 1] (a recall or mAP is a fraction)"
     return None
 
 
@@ -379,6 +509,10 @@ def result_problem(result: Any) -> str | None:
         for k, curve in (by_k.items() if isinstance(by_k, dict) else [("", by_k)]):
             if not isinstance(curve, list) or len(curve) != n or not all(map(_number, curve)):
                 return f"the seen curve of {metric}{'@' if k else ''}{k} is malformed"
+            bad = next((v for v in curve if not _measure(v)), None)
+            if bad is not None:
+                return (f"the seen curve of {metric}{'@' if k else ''}{k} holds {bad!r}, "
+                        "outside [0, 1] (a recall or mAP is a fraction)")
     summary = payload.get("summary", {})  # the run's headline; reports recompute theirs
     if not isinstance(summary, dict) or not all(
             _number(summary.get(key)) for key in ("final_mean", "forgetting", "final_seen")):
@@ -386,6 +520,10 @@ def result_problem(result: Any) -> str | None:
     for key in ("losses", "timings", "cross_model"):
         if not isinstance(payload.get(key) or {}, dict):
             return f"payload.{key} is not a mapping"
+    for k, mat in (payload.get("cross_model") or {}).items():
+        problem = _matrix_problem(f"the cross-model matrix of recall@{k}", mat, n)
+        if problem:
+            return problem
     return None
 
 
@@ -397,12 +535,15 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     line naming the file and what to do.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    try:  # a folder, a FIFO, /dev/zero in its place: damaged, never opened as a file
+        text = read_store_text(path, "result")
+    except NotARegularFile as exc:
+        what = str(exc).split(": this result ", 1)[-1].split(";")[0]
+        raise DamagedResult(f"{path}: damaged result (it {what}); {_advice(path)}") from None
+    except LrbenchError:
+        text = "\0"  # not UTF-8
+    if text is None:
         return None
-    except UnicodeDecodeError:
-        text = "\0"
     try:
         result = json.loads(text)
     except ValueError as exc:
@@ -417,19 +558,31 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def set_aside(path: Path) -> Path:
     """Move a damaged ``result.json`` aside (``result.json.damaged``) before its cell is
     recomputed: nothing is lost, and the readers see only the new result."""
-    aside, n = path.with_name(path.name + ".damaged"), 1
-    while aside.exists():  # an earlier damaged file is kept too
-        n += 1
-        aside = path.with_name(f"{path.name}.damaged{n}")
-    atomic_write(aside, path.read_bytes())
-    path.unlink()
-    return aside
+    return keep_aside(path, "damaged")
+
+
+def replaced_result(path: Path, cell: Cell) -> Path | None:
+    """Keep a copy of a finished ``result.json`` of another config (another hash for the
+    same cell id: ``--resume`` with a changed matrix, a changed lrbench) before its cell is
+    recomputed: renamed to ``result.json.replaced`` (``.replaced2``...), out of every
+    table; returns where, or None when there is nothing such to keep."""
+    try:
+        result = read_result(path)
+    except (OSError, DamagedResult):
+        return None
+    if result is None or result.get("status") != "finished" or \
+            result.get("config_hash") == cell.hash:
+        return None
+    return keep_aside(path, "replaced")
 
 
 def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: float,
-                 versions: dict[str, str], host: dict[str, Any]) -> None:
+                 versions: dict[str, str], host: dict[str, Any]) -> Path | None:
     """Write one cell's ``log.txt`` and ``result.json`` from its worker's ``outcome``
-    (``status`` finished with a ``payload``, or failed with a ``reason``; its ``log``)."""
+    (``status`` finished with a ``payload``, or failed with a ``reason``; its ``log``).
+
+    A finished result of another config there (``--resume`` with a changed matrix) is
+    never overwritten: it is kept (:func:`replaced_result`), and where is returned."""
     from benchmarks.config import HASH_VERSION
 
     folder = cell_dir(store, cell)
@@ -444,8 +597,10 @@ def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: floa
         result["payload"] = outcome["payload"]
     else:
         result["reason"] = outcome["reason"]
+    kept = replaced_result(folder / "result.json", cell)
     atomic_write(folder / "log.txt", "\n".join(outcome["log"]) + "\n")
     atomic_write(folder / "result.json", json.dumps(result, indent=1))
+    return kept
 
 
 def finished(cell_dir: Path, cell: Cell,
@@ -524,18 +679,19 @@ def tidy_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def matrix_cell_ids(text: str | None) -> set[str] | None:
+def matrix_cell_ids(text: str | None, source: str = "matrix.yaml") -> set[str] | None:
     """The cell ids of a store's ``matrix.yaml`` (``<scenario>__<strategy>__seed<k>``, as
     :func:`benchmarks.config.expand_cells` names them), read without the registries; None
-    when there is no such text or it cannot be read (every cell then counts as current)."""
-    import yaml
-
+    when there is no such text or it is not a matrix (every cell then counts as current).
+    A text past the YAML reader's bounds is a one-line ``LrbenchError`` (``source``)."""
     try:
-        data = yaml.safe_load(text) if text else None
+        data = _yaml(text, source) if text else None
         names = [sc if isinstance(sc, str) else sc["name"] for sc in data["scenarios"]]
         return {f"{sc}__{st}__seed{int(seed)}" for sc in names
                 for st in data["strategies"] for seed in data["seeds"]}
-    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+    except LrbenchError:
+        raise
+    except (KeyError, TypeError, ValueError):
         return None
 
 
