@@ -11,7 +11,8 @@ LRBENCH=${LRBENCH:-.venv/bin/lrbench}
 TUNE=results/thesis-cub-subset-val-tune
 CUB=(results/thesis-cub-subset)
 [ -d results/thesis-cub-subset-ablations ] && CUB+=(results/thesis-cub-subset-ablations)
-LIFELONG=results/thesis-lifelong
+LIFELONG=(results/thesis-lifelong)
+[ -d results/thesis-lifelong-orders ] && LIFELONG+=(results/thesis-lifelong-orders)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -24,6 +25,13 @@ report() {
     mkdir -p "$(dirname "$dest")"
     mv "$TMP/out" "$dest"
 }
+
+# 0. the protocol screen (validation split): its table from the screen's stores
+if [ -d results/protocol-choice ]; then
+    .venv/bin/python docs/results/protocol-choice/table.py results/protocol-choice > /dev/null
+else
+    echo "regenerate: results/protocol-choice not run yet, the screen's table left as it is" >&2
+fi
 
 # 1. the validation tables that chose every strategy's hyperparameters, the choice, and
 #    the tuning store's own report (every trial's metrics, what each cell cost)
@@ -44,16 +52,17 @@ if [ -d "${CUB[0]}" ]; then
 else
     echo "regenerate: ${CUB[0]} not run yet, docs/results/cub left as it is" >&2
 fi
-if [ -d "$LIFELONG" ]; then
-    report docs/results/lifelong "$LIFELONG" --format md,csv,png
+if [ -d "${LIFELONG[0]}" ]; then
+    report docs/results/lifelong "${LIFELONG[@]}" --format md,csv,png
 else
-    echo "regenerate: $LIFELONG not run yet, docs/results/lifelong left as it is" >&2
+    echo "regenerate: ${LIFELONG[0]} not run yet, docs/results/lifelong left as it is" >&2
 fi
 
-# 3. the thesis's claims, tested on every store at once (one Holm family): claims.md,
-#    claims.csv and the verdicts as printed
-if [ -d "${CUB[0]}" ] && [ ${#CUB[@]} = 2 ] && [ -d "$LIFELONG" ]; then
-    "$LRBENCH" report "${CUB[@]}" "$LIFELONG" --claims docs/examples/claims.yaml \
+# 3. the claims (every method against the untrained model, the thesis's), tested on every
+#    store at once, each family Holm-adjusted on its own: claims.md, claims.csv and the
+#    verdicts as printed
+if [ -d "${CUB[0]}" ] && [ ${#CUB[@]} = 2 ] && [ -d "${LIFELONG[0]}" ]; then
+    "$LRBENCH" report "${CUB[@]}" "${LIFELONG[@]}" --claims docs/examples/claims.yaml \
         --format csv --out "$TMP/claims" | sed "s#$TMP/claims#docs/results/claims#" \
         > "$TMP/verdicts.txt"
     rm -rf docs/results/claims && mkdir -p docs/results/claims
