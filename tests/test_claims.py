@@ -220,5 +220,7 @@ def test_a_malformed_claims_file_is_one_line(tmp_path):
 def test_the_documented_example_file_is_valid():
     example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "claims.yaml"
     claims = load_claims(example).claims
-    assert [c.direction for c in claims] == ["lower", "within", "higher", "higher"]
-    assert claims[3].versus == "others" and claims[2].versus == ["fecd-no-est"]
+    assert [c.direction for c in claims] == ["higher", "lower", "within", "higher", "higher"]
+    assert claims[0].strategies == "all" and claims[0].versus == ["pretrained"]
+    assert claims[4].versus == "others" and claims[3].versus == ["fecd-no-est"]
+    assert {c.family for c in claims} == {"untrained", "thesis"}
