@@ -467,6 +467,7 @@ def test_bct_old_classifier_synthesises_the_new_classes(runs):
     plugin = tpl.plugins[0]
     w = plugin.old_classifier  # built for experience 1 from the model after experience 0
     assert w is not None and w.shape[0] == 8
-    teacher_rows = plugin.teacher.classifier.weight  # the teacher is now model 1: rows 0-3
+    # the teacher is now model 1 (after experience 1), whose classifier knows classes 0-7
+    teacher_rows = plugin.teacher.classifier.weight
     assert w[4:].abs().sum() > 0 and teacher_rows.shape[0] == 8
     assert runs["bct"]["losses"]["bct"][0] is None and runs["bct"]["losses"]["bct"][1] > 0
