@@ -536,3 +536,18 @@ def test_report_columns_and_tables_against_the_cells(smoke_store, tmp_path):
     assert rc.gallery_table(before, "synth-tiny", "recall@1").empty
     assert rc.compatibility_table(before, "synth-tiny").empty
     assert rc.cells_csv(before, "synth-tiny") == ""
+
+
+def test_listing_a_drift_compensation_shows_its_defaults():
+    """``on_params`` has a default factory: the listing showed pydantic's
+    ``PydanticUndefined`` sentinel as its default, and ``lrbench list strategies --json``
+    failed on it with a TypeError (not JSON serializable)."""
+    import json
+
+    from strategies import get_strategy
+
+    for name in ("sdc", "ldc"):
+        spec = get_strategy(name)
+        params = {p["name"]: p["default"] for p in spec.hyperparameters()}
+        assert params["on_params"] == {} and params[f"{name}_on"] == "finetune"
+        assert json.loads(json.dumps(spec.describe()))["name"] == name
