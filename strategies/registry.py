@@ -223,7 +223,8 @@ class StrategySpec:
             out.append({
                 "name": name,
                 "type": kind,
-                "default": field.default,
+                # a default factory (``on_params``) leaves ``field.default`` undefined
+                "default": field.get_default(call_default_factory=True),
                 "description": field.description or "",
             })
         return out

@@ -44,6 +44,10 @@ def per_seed_values(store: Path) -> dict[tuple[str, str, str], dict[int, float]]
             curve = p["seen"]["recall"]["1"]
             per.setdefault((sc, st, "final_seen"), {})[seed] = curve[-1]
             per.setdefault((sc, st, "avg_incremental_seen"), {})[seed] = sum(curve) / len(curve)
+            if "never_reindexed" in p:  # issue #30: the gallery embedded once, and its cost
+                nri = p["never_reindexed"]["recall"]["1"]
+                per.setdefault((sc, st, "final_nri"), {})[seed] = nri[-1]
+                per.setdefault((sc, st, "nri_cost"), {})[seed] = curve[-1] - nri[-1]
         for col, vals in (("forgetting", drops), ("forgetting_ratio", ratios), ("bwt", bwt),
                           ("avg_incremental", inc), ("last_task", [r[t - 1][t - 1]])):
             per.setdefault((sc, st, col), {})[seed] = sum(vals) / len(vals)
@@ -159,9 +163,9 @@ def smoke_report(smoke_store, tmp_path_factory) -> Path:
 
 
 def test_smoke_tables_match_result_json(smoke_store, smoke_report):
-    # 2 strategies x (seen final and avg inc., 3 Ks, mAP@R, forgetting, ratio, BWT,
-    # per-task inc., last task)
-    assert check_tables_match(smoke_store, smoke_report) == 2 * 11
+    # 2 strategies x (seen final and avg inc., never-re-indexed final and its cost, 3 Ks,
+    # mAP@R, forgetting, ratio, BWT, per-task inc., last task)
+    assert check_tables_match(smoke_store, smoke_report) == 2 * 13
     check_statistics_match(smoke_store, smoke_report)
 
 
@@ -185,7 +189,8 @@ def test_markdown_marks_best_and_significance(smoke_report):
     md = (smoke_report / "tables" / "synth-tiny.md").read_text()
     lines = md.strip().splitlines()
     # the seen-classes gallery leads, every column is named for its gallery
-    assert lines[0].startswith("| strategy | seeds | Final R@1 seen | Avg inc. R@1 seen | "
+    assert lines[0].startswith("| strategy | seeds | Final R@1 seen | Final R@1 never "
+                               "re-indexed | No-backfill cost R@1 | Avg inc. R@1 seen | "
                                "R@1 per-task | R@2 per-task | R@4 per-task | mAP@R per-task | "
                                "Forgetting R@1")
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["finetune", "l2_kd"]
@@ -250,7 +255,9 @@ def test_pages_embed_everything(smoke_report):
         assert f"(figures/{kind}_" in md
     assert "## Matrix configuration" in md and "name: smoke" in md and "torch:" in md
     page = (smoke_report / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5
+    for kind in ("never_reindexed", "gallery_drift", "compatibility"):  # issue #30
+        assert f"(figures/{kind}_" in md
+    assert page.count("data:image/png;base64,") == 8
     assert "src='figures" not in page and "http" not in page.split("<body>")[1]
 
 
@@ -668,4 +675,4 @@ def recompute_from_cells(report_dir: Path) -> int:
 
 
 def test_every_summary_is_recomputed_from_the_per_cell_csv(smoke_report):
-    assert recompute_from_cells(smoke_report) == 2 * 11
+    assert recompute_from_cells(smoke_report) == 2 * 13
