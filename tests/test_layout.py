@@ -50,8 +50,9 @@ def test_imports_point_one_way(package):
                 continue
             if not any(name == a or (a in PACKAGES and other == a) for a in ALLOWED[package]):
                 bad.append(f"{path.relative_to(REPO)} imports {name}")
-    if package == "benchmarks":  # only the command line imports reports
-        bad = [b for b in bad if not b.startswith("benchmarks/cli.py imports reports")]
+    if package == "benchmarks":  # only the command line (its commands) imports reports
+        bad = [b for b in bad if not (b.startswith("benchmarks/commands/")
+                                      and " imports reports" in b)]
     assert not bad, "\n".join(bad)
 
 
