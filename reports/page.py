@@ -57,7 +57,7 @@ class Report:
     stale: list[Path] = field(default_factory=list)
     #: the comparisons of ``--claims`` with their verdicts (:func:`reports.claims.check_claims`)
     claims: object = None
-    #: per scenario with ablation variants (:func:`reports.tables.ablation_tables`)
+    #: per scenario with ablation variants (:func:`reports.ablations.ablation_tables`)
     ablations: list[Any] = field(default_factory=list)
 
 
@@ -82,7 +82,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     results lack is a one-line error before anything is written.
 
     Ablation variants (a matrix entry whose plugin is another entry of its scenario, see
-    :func:`reports.tables.variant_parents`) are left out of the comparison tables and
+    :func:`reports.ablations.variant_parents`) are left out of the comparison tables and
     their figures, and compared with the strategy they vary in an ablation table and
     figure of their own (each with its own Holm family), so adding ablations never changes
     the comparison's tests; ``ablations=False`` keeps them in the comparison instead (a
@@ -92,9 +92,10 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     ``primary``: the column whose pairwise tests form the confirmatory family; ``reference``:
     the untrained strategy of the "Δ vs" column and the figures' reference line."""
     from reports import plots
+    from reports.ablations import ablation_tables, variant_parents
     from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
-    from reports.tables import ablation_tables, comparison_tables, variant_parents
+    from reports.tables import comparison_tables
 
     formats = formats or ["md", "html", "tex", "csv", "png", "svg"]
     claims_file = load_claims(claims) if claims is not None else None
