@@ -37,6 +37,7 @@ import torch
 from avalanche.evaluation.metric_definitions import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 
+from metrics.gallery import StoredGallery
 from metrics.retrieval import (
     DEFAULT_KS,
     RetrievalResult,
@@ -89,6 +90,8 @@ class RetrievalMetrics(PluginMetric[dict]):
         stream: str = "test",
         embedding_fn: Callable[[Any], torch.Tensor] = default_embedding,
         block_size: int = 2048,
+        never_reindexed: bool = True,
+        compatibility: bool = True,
     ) -> None:
         super().__init__()
         self.ks = tuple(int(k) for k in ks)
@@ -100,6 +103,9 @@ class RetrievalMetrics(PluginMetric[dict]):
         self.stream = stream
         self.embedding_fn = embedding_fn
         self.block_size = block_size
+        #: the never-re-indexed gallery and the compatibility matrix (metrics.gallery)
+        self.gallery = StoredGallery(self.ks, map_at_r, block_size, never_reindexed,
+                                     compatibility)
         self.reset_all()
 
     # -- state ----------------------------------------------------------------------------
@@ -111,6 +117,7 @@ class RetrievalMetrics(PluginMetric[dict]):
         self.cross: dict[tuple[int, int], RetrievalResult] = {}
         self.initial: dict[int, RetrievalResult] = {}
         self._galleries: dict[int, dict[int, torch.Tensor]] = {}
+        self.gallery.reset()
         self.reset()
 
     def reset(self) -> None:
@@ -133,7 +140,8 @@ class RetrievalMetrics(PluginMetric[dict]):
 
         return {"trained_exp": self.trained_exp, "per_exp": plain(self.per_exp),
                 "seen": plain(self.seen), "cross": plain(self.cross),
-                "initial": plain(self.initial), "galleries": self._galleries}
+                "initial": plain(self.initial), "galleries": self._galleries,
+                "stored_gallery": self.gallery.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
@@ -145,6 +153,7 @@ class RetrievalMetrics(PluginMetric[dict]):
         self.per_exp, self.seen = results(state["per_exp"]), results(state["seen"])
         self.cross, self.initial = results(state["cross"]), results(state["initial"])
         self._galleries = state["galleries"]
+        self.gallery.load_state_dict(state.get("stored_gallery"))  # absent: older checkpoint
 
     # -- Avalanche callbacks --------------------------------------------------------------
     def _measured(self, strategy: Any) -> bool:
@@ -199,6 +208,11 @@ class RetrievalMetrics(PluginMetric[dict]):
             res = self._evaluate(emb, lab)
             self.seen[i] = res
             values += self._values(strategy, res, "seen", suffix="_seen")
+        if self.gallery.update(strategy, i, self._pass, self._transform) and i in \
+                self.gallery.steps:  # the never-re-indexed gallery (metrics.gallery)
+            nri = RetrievalResult(**{k: v for k, v in self.gallery.steps[i]["all"].items()
+                                     if k != "queries"})
+            values += self._values(strategy, nri, "seen", suffix="_never_reindexed")
         if self.cross_model:
             self._galleries[i] = {j: e.cpu() for j, (e, _) in self._pass.items()}
             for m in sorted(self._galleries):

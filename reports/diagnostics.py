@@ -157,8 +157,9 @@ def cell_values(results: Results, tables: list[Table]) -> dict[str, str]:
                           "metric": metric}
                 tail = {"config_hash": r.config_hash,
                         "commit": results.commits.get(key, "unknown")}
+                extra = [c for c in ("final_nri", "nri_cost") if np.isfinite(getattr(r, c))]
                 for col in ("final_seen", "avg_incremental_seen", "final_mean", "forgetting",
-                            "forgetting_ratio", "bwt", "avg_incremental", "last_task"):
+                            "forgetting_ratio", "bwt", "avg_incremental", "last_task", *extra):
                     value = getattr(r, col) if col != "final_mean" else float(
                         results.matrices[key][metric][-1].mean())
                     rows.append({**common, "quantity": col, "train_exp": "",

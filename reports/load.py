@@ -39,7 +39,9 @@ from reports.settings import (  # noqa: F401 (re-exported: reports.load.*)
 
 #: per-cell summary columns derived from the chosen metric's seen curve and R matrix
 SUMMARY_COLUMNS = ("final_seen", "avg_incremental_seen", "final_mean", "forgetting",
-                   "forgetting_ratio", "bwt", "avg_incremental", "last_task")
+                   "forgetting_ratio", "bwt", "avg_incremental", "last_task",
+                   # the never-re-indexed gallery and compatibility (reports.compatibility)
+                   "final_nri", "nri_cost", "nfr", "ac", "am", "bc", "fc", "update_gain")
 #: undefined (NaN, shown as "–") for a cell with a single experience: nothing to forget
 UNDEFINED_WITH_ONE = ("forgetting", "forgetting_ratio", "bwt")
 
@@ -75,6 +77,9 @@ class Results:
     #: the pretrained weights the finished cells loaded (``pretrained: true``): name ->
     #: (file, SHA-256 of the file) as each cell's ``result.json`` records them
     weights: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: per cell (stores written since it was measured): the ``never_reindexed`` and
+    #: ``compatibility`` sections of its payload (:mod:`reports.compatibility`)
+    gallery: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -107,7 +112,8 @@ class Results:
                        losses={k: v for k, v in self.losses.items() if keep(k)},
                        warnings={k: v for k, v in self.warnings.items() if keep(k)},
                        commits={k: v for k, v in self.commits.items() if keep(k)},
-                       cross={k: v for k, v in self.cross.items() if keep(k)})
+                       cross={k: v for k, v in self.cross.items() if keep(k)},
+                       gallery={k: v for k, v in self.gallery.items() if keep(k)})
 
 
 def _curves(payload: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -244,6 +250,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
     commits: dict[tuple[str, str, int], str] = {}
     cross: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
     weights: dict[str, tuple[str, str]] = {}
+    gallery: dict[tuple[str, str, int], dict[str, Any]] = {}
     for result, store, path, flat in loaded:
         cfg = result["config"]
         scenario = cfg["scenario"]["name"]
@@ -283,6 +290,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         if isinstance(loaded_weights, dict) and loaded_weights.get("name"):
             weights[str(loaded_weights["name"])] = (str(loaded_weights.get("file", "")),
                                                     str(loaded_weights.get("sha256", "")))
+        stored = {s: result["payload"][s] for s in ("never_reindexed", "compatibility")
+                  if result["payload"].get(s)}
+        if stored:  # absent from stores written before they were measured
+            gallery[key] = stored
         if result["payload"].get("cross_model"):
             cross[key] = {f"recall@{k}": np.array(m, dtype=float)
                           for k, m in result["payload"]["cross_model"].items()}
@@ -312,7 +323,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         failed, columns=["scenario", "strategy", "seed", "store", "cell", "config_hash",
                          "plugin", "status", "reason"]),
         paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())},
-        seen_curves, losses, warnings, commits, stale, cross, weights)
+        seen_curves, losses, warnings, commits, stale, cross, weights, gallery)
 
 
 def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],
@@ -385,4 +396,6 @@ def summaries(results: Results, metric: str = "recall@1") -> pd.DataFrame:
                                    for c in curves]
     out["last_task"] = [float(results.matrices[(r.scenario, r.strategy, r.seed)][metric][-1, -1])
                         for r in out.itertuples()]
-    return out
+    from reports.compatibility import add_summary_columns
+
+    return add_summary_columns(out, results, metric)  # NaN for stores without them

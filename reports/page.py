@@ -100,7 +100,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     ``ci``: the interval shown (``t``, Student's t, the default; ``bootstrap``);
     ``primary``: the column whose pairwise tests form the confirmatory family; ``reference``:
     the untrained strategy of the "Δ vs" column and the figures' reference line."""
-    from reports import plots
+    from reports import compatibility, plots
     from reports.ablations import ablation_tables, variant_parents
     from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
@@ -182,6 +182,13 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
             main, sc, metric, fig_dir, image_formats, reference or "")
         report.figures[f"recall_bars/{sc}"] = plots.recall_bars(main, sc, fig_dir,
                                                                image_formats)
+        report.figures.update(compatibility.figures(main, sc, metric, fig_dir, image_formats))
+        if "csv" in formats:  # every per-cell value behind them (empty: not measured)
+            text = compatibility.cells_csv(main, sc)
+            if text:
+                path = out / "compatibility" / f"{plots.slug(sc)}.csv"
+                atomic_write(path, text)
+                report.files.append(path)
     for t in tables:
         report.figures[f"critical_difference/{t.scenario}"] = plots.critical_difference(
             t, fig_dir, image_formats)
@@ -306,7 +313,12 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                            "it?), beside `rebuilt` (re-embedded by the final model). Mean "
                            "over seeds.", None))
             blocks.append(("cross", "", cross))
-        for kind, title in FIGURE_TITLES.items():
+        # the never-re-indexed gallery and compatibility (reports.compatibility)
+        from reports.compatibility import FIGURE_TITLES as GALLERY_TITLES
+        from reports.compatibility import page_blocks
+
+        blocks += page_blocks(results, t.scenario, metric, t.strategies)
+        for kind, title in {**FIGURE_TITLES, **GALLERY_TITLES}.items():
             paths = [p for p in report.figures.get(f"{kind}/{t.scenario}", [])
                      if p.suffix == ".png"]
             if paths and kind != "ablations":

@@ -87,18 +87,20 @@ LABELS = {
     "final_seen": "Final", "avg_incremental_seen": "Avg inc.",
     "final_mean": "final", "forgetting": "Forgetting", "forgetting_ratio": "F. ratio",
     "bwt": "BWT", "avg_incremental": "Per-task inc.", "last_task": "Last task",
+    "final_nri": "Final", "nri_cost": "No-backfill cost",
 }
 #: the reference strategy of the "Δ vs" column: the untrained model
 REFERENCE = "pretrained"
 #: the column id of the per-seed difference from the reference
 DELTA = "delta_reference"
-LOWER_IS_BETTER = {"forgetting", "forgetting_ratio"}
+LOWER_IS_BETTER = {"forgetting", "forgetting_ratio", "nri_cost"}
 
 
 def column_title(column: str, m: str) -> str:
     """The title of a summary column for metric title ``m``: ``Final R@1 seen``,
     ``Forgetting R@1`` (one naming for the comparison and the ablation tables)."""
-    return f"{LABELS[column]} {m}" + (" seen" if column.endswith("_seen") else "")
+    return f"{LABELS[column]} {m}" + (" seen" if column.endswith("_seen") else
+                                      " never re-indexed" if column == "final_nri" else "")
 
 
 def signed_interval(mean: float, low: float, high: float) -> str:
@@ -372,7 +374,10 @@ def _summary_columns(results: Results, cells: pd.DataFrame, metric: str,
     if cells[[c for c, _ in lead]].isna().all().all():
         lead = []  # a store from before the seen curves were recorded
     delta = [(DELTA, f"Δ vs {reference}")] if reference and lead else []
-    return lead[:1] + delta + lead[1:] + [
+    # the gallery a deployed search holds, when measured (reports.compatibility)
+    nri = [(c, column_title(c, m)) for c in ("final_nri", "nri_cost")
+           if lead and not cells[c].isna().all()]
+    return lead[:1] + delta + nri + lead[1:] + [
         (f"final:{x}", f"{metric_title(x)} per-task") for x in finals] + [
         (c, column_title(c, m)) for c in
         ("forgetting", "forgetting_ratio", "bwt", "avg_incremental", "last_task")]
@@ -443,5 +448,3 @@ def comparison_tables(results: Results, metric: str = "recall@1", baseline: str 
         tables.append(Table(scenario, metric, base, alpha, data.reset_index(drop=True),
                             primary, ci, pairs, ref, ranks))
     return tables
-
-

@@ -370,6 +370,11 @@ class StrategyPlugin:
     #: the model has no projection layer: the trunk's pooled features (their own
     #: dimension, not ``model.dim``) are the embedding (``pretrained``)
     pooled_embedding: ClassVar[bool] = False
+    #: what is ranked is the model's embedding compared by cosine similarity, so stored
+    #: gallery vectors can be moved in that space: drift compensation (``sdc_on``,
+    #: ``ldc_on``) may wrap the strategy. False for a query-side transform (``slda``) and
+    #: for a strategy that already updates the gallery
+    exposes_embeddings: ClassVar[bool] = True
 
     def __init__(self, config: StrategyConfig | None = None, **plugin_kwargs: Any) -> None:
         """Keep ``config`` (the class's defaults when None) as ``self.config``, then

@@ -37,6 +37,9 @@ class StatisticsBaseline(StrategyPlugin, Callbacks):
 
     trains_experiences = 0
     pooled_embedding = True
+    #: queries are ranked through a transform of their own: no embedding space to move
+    #: a stored gallery in (the gallery never goes stale: the trunk is frozen)
+    exposes_embeddings = False
 
     def __init__(self, config: StrategyConfig | None = None) -> None:
         super().__init__(config)

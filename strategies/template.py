@@ -250,6 +250,24 @@ class RetrievalTemplate(SupervisedTemplate):
     def check_model_and_optimizer(self, reset_optimizer_state: bool = True, **kwargs: Any):
         return super().check_model_and_optimizer(reset_optimizer_state=True, **kwargs)
 
+    def make_optimizer(self, reset_optimizer_state: bool = False, **kwargs: Any) -> None:
+        """Avalanche's re-mapping, with one case settled first: with several parameter
+        groups (``trunk_lr_mult``), a model parameter the optimizer has never seen under
+        its name joins group 0, the new layers'. Avalanche would infer its group from
+        the module tree and refuse ("No unique group found") where the parameter's
+        parent holds both groups: a classifier grown by a resumed checkpoint's
+        ``load_state_dict`` before the first mapping. A classifier grown in training
+        lands in group 0 too (the parameter it replaces is there), so a resumed run
+        equals an uninterrupted one."""
+        groups = self.optimizer.param_groups
+        if len(groups) > 1:
+            known = {id(p) for g in groups for p in g["params"]}
+            mapped = self.optimized_param_id or {}
+            for name, p in self.model.named_parameters():
+                if name not in mapped and id(p) not in known:
+                    groups[0]["params"].append(p)
+        super().make_optimizer(reset_optimizer_state=reset_optimizer_state, **kwargs)
+
     # -- losses -----------------------------------------------------------------------------
     def criterion(self) -> torch.Tensor:
         if not self.is_training:

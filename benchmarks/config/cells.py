@@ -106,7 +106,7 @@ class Cell(_Strict):
             "scenario": scenario_dict(self.scenario), "strategy": self.strategy,
             "hparams": self.hparams, "seed": self.seed, "model": self.model.hashed_dump(),
             "training": self.training.hashed_dump(),
-            "evaluation": self.evaluation.model_dump(),
+            "evaluation": self.evaluation.hashed_dump(),
             "cache": self.cache.model_dump(exclude={"dir"}),
             "data_root": self.data_root, "cache_dir": self.cache.dir,
         }

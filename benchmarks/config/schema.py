@@ -300,6 +300,25 @@ class EvaluationSpec(_Strict):
     ks: list[Int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
     map_at_r: bool = True
     cross_model: bool = False
+    never_reindexed: bool = Field(
+        True, description="also score the gallery a deployed search holds: each "
+        "experience's test images embedded once, by the model after that experience, and "
+        "never re-embedded (metrics.gallery); with the negative-flip rate")
+    compatibility: bool = Field(
+        True, description="the pairwise compatibility matrix of the models after each "
+        "experience and its summaries (metrics.compatibility)")
+
+    #: settings a cell's hash leaves out while they have their default value (see
+    #: :attr:`TrainingSpec.HASH_OMITS_DEFAULT`): they change no number of the rest
+    HASH_OMITS_DEFAULT: ClassVar[tuple[str, ...]] = ("never_reindexed", "compatibility")
+
+    def hashed_dump(self) -> dict[str, Any]:
+        """``model_dump()`` less the :data:`HASH_OMITS_DEFAULT` settings at their default."""
+        out = self.model_dump()
+        for key in self.HASH_OMITS_DEFAULT:
+            if out[key] == type(self).model_fields[key].default:
+                del out[key]
+        return out
 
     @model_validator(mode="after")
     def _positive(self) -> EvaluationSpec:

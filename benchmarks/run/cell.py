@@ -228,7 +228,9 @@ def build_cell(cell: Cell, loggers: list[Any] | None = None) -> Built:
     n_classes = sum(e.num_classes for e in bench.stream_info.experiences)
     criterion = make_metric_loss(tr.loss, tr.margin, model.dim, n_classes)
     opt = make_optimizer(model, criterion, tr)
-    metrics = RetrievalMetrics(ks=ev.ks, map_at_r=ev.map_at_r, cross_model=ev.cross_model)
+    metrics = RetrievalMetrics(ks=ev.ks, map_at_r=ev.map_at_r, cross_model=ev.cross_model,
+                               never_reindexed=ev.never_reindexed,
+                               compatibility=ev.compatibility)
     tpl = RetrievalTemplate(model=model, optimizer=opt, criterion=criterion, p=tr.p,
                             k=tr.k, iterations=tr.iterations, epochs=tr.epochs,
                             eval_mb_size=tr.eval_mb_size, device=tr.device,
@@ -313,6 +315,8 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
     if ev.cross_model:
         payload["cross_model"] = {str(k): metrics.cross_model_matrix(k).tolist()
                                   for k in ev.ks}
+    # the never-re-indexed gallery and the compatibility matrix (metrics.gallery)
+    payload.update(metrics.gallery.payload(n_exp))
     return _json_safe(payload)
 
 
