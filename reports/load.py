@@ -29,6 +29,7 @@ import pandas as pd
 from benchmarks.run.store import current_cells, parse_yaml, read_result, read_store_text
 from metrics.errors import LrbenchError
 from metrics.forgetting import forgetting
+from reports.compatibility_columns import add_summary_columns
 from reports.settings import (  # noqa: F401 (re-exported: reports.load.*)
     CELL_KEYS,
     STRATEGY_KEYS,
@@ -396,6 +397,4 @@ def summaries(results: Results, metric: str = "recall@1") -> pd.DataFrame:
                                    for c in curves]
     out["last_task"] = [float(results.matrices[(r.scenario, r.strategy, r.seed)][metric][-1, -1])
                         for r in out.itertuples()]
-    from reports.compatibility import add_summary_columns
-
     return add_summary_columns(out, results, metric)  # NaN for stores without them

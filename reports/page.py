@@ -100,7 +100,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     ``ci``: the interval shown (``t``, Student's t, the default; ``bootstrap``);
     ``primary``: the column whose pairwise tests form the confirmatory family; ``reference``:
     the untrained strategy of the "Δ vs" column and the figures' reference line."""
-    from reports import compatibility, plots
+    from reports import compatibility, compatibility_plots, plots
     from reports.ablations import ablation_tables, variant_parents
     from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
@@ -182,7 +182,8 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
             main, sc, metric, fig_dir, image_formats, reference or "")
         report.figures[f"recall_bars/{sc}"] = plots.recall_bars(main, sc, fig_dir,
                                                                image_formats)
-        report.figures.update(compatibility.figures(main, sc, metric, fig_dir, image_formats))
+        report.figures.update(compatibility_plots.figures(main, sc, metric, fig_dir,
+                                                          image_formats))
         if "csv" in formats:  # every per-cell value behind them (empty: not measured)
             text = compatibility.cells_csv(main, sc)
             if text:
