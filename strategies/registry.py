@@ -118,7 +118,8 @@ class StrategySpec:
             out.append({
                 "name": name,
                 "type": kind,
-                "default": field.default,
+                # a default factory's value (sdc's and ldc's on_params: {})
+                "default": field.get_default(call_default_factory=True),
                 "description": field.description or "",
             })
         return out
