@@ -219,14 +219,15 @@ def test_block(page, index, kind):
 
 
 def test_blocks_are_collected():
-    """The development page states how many blocks are collected, and every README block
-    is collected."""
+    """The development page and the README state how many blocks are collected, and every
+    README block is collected."""
     kinds = [k for _, _, k in BLOCKS]
     stated = (REPO / "docs" / "development.md").read_text()
     counts = (f"**{len(BLOCKS)} code blocks** ({sum(kinds.count(s) for s in SHELL)} shell, "
               f"{kinds.count('python')} Python, {kinds.count('yaml')} YAML)")
     assert counts in stated, f"docs/development.md should say {counts}"
     readme = (REPO / "README.md").read_text()
+    assert f"the {len(BLOCKS)} code blocks" in readme, "the README's count is stale"
     fences = re.findall(r"^```(bash|sh|shell|python)\b", readme, flags=re.M)
     assert len(fences) == sum(1 for p, _, _ in BLOCKS if p == "README.md")
 
