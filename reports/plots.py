@@ -39,10 +39,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from metrics.io import atomic_write  # noqa: E402
+from reports.ablations import AblationTable  # noqa: E402
 from reports.load import Results, summaries  # noqa: E402
 from reports.tables import (  # noqa: E402
     REFERENCE,
-    AblationTable,
     Table,
     column_title,
     metric_title,

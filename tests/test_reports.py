@@ -507,8 +507,9 @@ def test_ablation_table_against_hand_computed_values(tmp_path):
     plugin did not run (`lone`) and the baseline are not variants."""
     from scipy import stats
 
+    from reports.ablations import ablation_tables, variant_parents
     from reports.load import load_results
-    from reports.tables import ablation_tables, t_interval, variant_parents
+    from reports.tables import t_interval
 
     results = load_results([ablation_store(tmp_path / "s", ABLATION, {"m-same": 4})])
     assert variant_parents(results, "finetune") == {("sc", "m-off"): "m", ("sc", "m-same"): "m"}
@@ -568,8 +569,8 @@ def test_ablations_leave_the_comparison_untouched(tmp_path):
 def test_a_store_without_plugins_has_no_variants(smoke_store):
     """Stores written before cells recorded their plugin, and matrices without variants:
     no ablation table, every strategy in the comparison."""
+    from reports.ablations import ablation_tables, variant_parents
     from reports.load import load_results
-    from reports.tables import ablation_tables, variant_parents
 
     results = load_results([smoke_store])
     assert variant_parents(results) == {}
@@ -580,8 +581,8 @@ def test_ablation_edge_cases(tmp_path):
     """The baseline is never a variant; a variant whose parent's cells all failed stays a
     variant (the comparison's family does not change with failures); a variant with one
     paired seed has undefined tests, marked (n/a), left out of the Holm family."""
+    from reports.ablations import ablation_tables, variant_parents
     from reports.load import load_results
-    from reports.tables import ablation_tables, variant_parents
 
     store = ablation_store(tmp_path / "s", ABLATION, {"m-same": 1})
     results = load_results([store])
