@@ -154,7 +154,7 @@ def compatibility_heatmaps(results: Any, scenario: str, out: Path, formats: list
     import seaborn as sns
 
     from metrics.compatibility import compatible_pairs
-    from reports.plots import FONT_SIZE, STYLE, _save
+    from reports.plots import FONT_SIZE, STYLE, _save, finish_grid, heatmap_grid
 
     mats: dict[str, np.ndarray] = {}
     for s in _order(results, scenario, None):
@@ -164,17 +164,9 @@ def compatibility_heatmaps(results: Any, scenario: str, out: Path, formats: list
             mats[s] = np.mean(got, axis=0)
     if not mats:
         return []
-    n = len(mats)
-    cols = min(n, 4)
-    rows = int(np.ceil(n / cols))
-    t = next(iter(mats.values())).shape[0]
-    cell = max(0.28, min(0.5, 1.9 / t))
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * (t * cell + 0.5) + 0.8,
-                                                      rows * (t * cell + 0.6)),
-                                 squeeze=False, sharex=True, sharey=True)
-        lower = np.concatenate([m[np.tril_indices(t)] for m in mats.values()])
-        vmin, vmax = float(np.nanmin(lower)), float(np.nanmax(lower))
+        fig, axes, t, vmin, vmax = heatmap_grid(mats)
+        n = len(mats)
         for ax, (s, mat) in zip(axes.flat, mats.items(), strict=False):
             ok = compatible_pairs(mat)
             text = np.array([[f"{mat[i, j]:.2f}{'*' if ok[i, j] else ''}" for j in range(t)]
@@ -184,14 +176,7 @@ def compatibility_heatmaps(results: Any, scenario: str, out: Path, formats: list
                         fmt="", annot_kws={"size": FONT_SIZE - 2}, cbar=False, square=True,
                         linewidths=0.3, linecolor="white")
             ax.set_title(f"{s} (AC of the mean {average_compatibility(mat):.2f})")
-        for ax in axes.flat[n:]:
-            ax.axis("off")
-        for ax in axes[:, 0]:
-            ax.set_ylabel("queries: model i")
-        for ax in axes[-1, :]:
-            ax.set_xlabel("gallery: model j")
-        fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="viridis"),
-                     ax=axes, shrink=0.8, label="R@1")
+        finish_grid(fig, axes, n, vmin, vmax, "queries: model i", "gallery: model j", "R@1")
         fig.suptitle(f"{scenario}: compatibility matrix M (R@1, mean over seeds)",
                      fontsize=FONT_SIZE + 1)
         return _save(fig, out, f"compatibility_{scenario}", formats)
