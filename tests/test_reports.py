@@ -677,3 +677,32 @@ def recompute_from_cells(report_dir: Path) -> int:
 
 def test_every_summary_is_recomputed_from_the_per_cell_csv(smoke_report):
     assert recompute_from_cells(smoke_report) == 2 * 13
+
+
+def _demo_sizing():
+    import importlib.util
+
+    path = REPO / "docs" / "results" / "demo-sizing" / "sizing.py"
+    spec = importlib.util.spec_from_file_location("demo_sizing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_demo_sizing_tables_are_recomputed_from_their_cells():
+    """docs/results/demo-sizing.md: its tables are what sizing.py computes from cells.csv."""
+    sizing = _demo_sizing()
+    page = sizing.PAGE.read_text()
+    assert sizing.page_with(page, sizing.load_cells()) == page
+
+
+def test_the_demo_is_the_measured_setting():
+    """configs/demo.yaml runs exactly cells that setting E of the sizing measured (same
+    config hashes), so the page's numbers are the demo's."""
+    from benchmarks.config import expand_cells, load_config
+
+    cells = _demo_sizing().load_cells()
+    measured = set(cells[cells.setting == "E"].config_hash)
+    demo = expand_cells(load_config(REPO / "configs" / "demo.yaml"))
+    assert len(demo) == 112
+    assert {c.hash for c in demo} <= measured
