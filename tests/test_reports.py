@@ -51,6 +51,12 @@ def per_seed_values(store: Path) -> dict[tuple[str, str, str], dict[int, float]]
         for col, vals in (("forgetting", drops), ("forgetting_ratio", ratios), ("bwt", bwt),
                           ("avg_incremental", inc), ("last_task", [r[t - 1][t - 1]])):
             per.setdefault((sc, st, col), {})[seed] = sum(vals) / len(vals)
+    # issue #26: "Δ vs pretrained", each seed's final_seen minus the untrained model's
+    for (sc, st, col), by_seed in list(per.items()):
+        ref = per.get((sc, "pretrained", "final_seen"))
+        if col == "final_seen" and ref is not None:
+            per[(sc, st, "delta_reference")] = {
+                seed: v - ref[seed] for seed, v in by_seed.items() if seed in ref}
     return per
 
 
@@ -84,7 +90,8 @@ def check_statistics_match(store: Path, report_dir: Path, baseline: str = "finet
                 (statistics.mean(x) - h, statistics.mean(x) + h), abs=1e-5), r
         base = per.get((r["scenario"], baseline, r["column"]))
         seeds = sorted(set(v) & set(base or {}))
-        if r["strategy"] == baseline or base is None or len(seeds) < 2:
+        if (r["strategy"] == baseline or base is None or len(seeds) < 2
+                or r["column"] == "delta_reference"):  # a reference, not a test
             expected = None
         else:
             diff = [v[s] - base[s] for s in seeds]
