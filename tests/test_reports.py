@@ -11,6 +11,7 @@ import shutil
 import statistics
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -686,7 +687,8 @@ def test_every_summary_is_recomputed_from_the_per_cell_csv(smoke_report):
     assert recompute_from_cells(smoke_report) == 2 * 13
 
 
-def _demo_sizing():
+def _demo_sizing() -> Any:
+    """docs/results/demo-sizing/sizing.py as a module."""
     import importlib.util
 
     path = REPO / "docs" / "results" / "demo-sizing" / "sizing.py"
@@ -704,12 +706,15 @@ def test_the_demo_sizing_tables_are_recomputed_from_their_cells():
 
 
 def test_the_demo_is_the_measured_setting():
-    """configs/demo.yaml runs exactly cells that setting E of the sizing measured (same
-    config hashes), so the page's numbers are the demo's."""
+    """configs/demo.yaml runs the strategy set and seeds the sizing page chose, and exactly
+    cells that setting E measured (same config hashes), so the page's numbers are the
+    demo's."""
     from benchmarks.config import expand_cells, load_config
 
-    cells = _demo_sizing().load_cells()
-    measured = set(cells[cells.setting == "E"].config_hash)
+    sizing = _demo_sizing()
+    cells = sizing.load_cells()
     demo = expand_cells(load_config(REPO / "configs" / "demo.yaml"))
-    assert len(demo) == 112
-    assert {c.hash for c in demo} <= measured
+    assert sorted({c.strategy for c in demo}) == sorted(sizing.CANDIDATES["the demo's"])
+    assert sorted({c.seed for c in demo}) == list(range(sizing.DEMO_SEEDS))
+    assert len(demo) == 2 * len(sizing.CANDIDATES["the demo's"]) * sizing.DEMO_SEEDS
+    assert {c.hash for c in demo} <= set(cells[cells.setting == "E"].config_hash)
