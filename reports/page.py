@@ -151,10 +151,10 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                 path = out / "pairwise" / f"{plots.slug(t.scenario)}.{fmt}"
                 atomic_write(path, text)
                 report.files.append(path)
-    if "csv" in formats:  # the raw per-cell values behind every number
-        from reports.tables import cell_values
+    if "csv" in formats:  # the raw per-cell values behind every number, the ablation
+        from reports.tables import cell_values  # variants' included
 
-        for scenario, text in cell_values(main, tables).items():
+        for scenario, text in cell_values(results, tables).items():
             path = out / "cells" / f"{plots.slug(scenario)}.csv"
             atomic_write(path, text)
             report.files.append(path)

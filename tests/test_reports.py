@@ -718,3 +718,25 @@ def test_the_demo_is_the_measured_setting():
     assert sorted({c.seed for c in demo}) == list(range(sizing.DEMO_SEEDS))
     assert len(demo) == 2 * len(sizing.CANDIDATES["the demo's"]) * sizing.DEMO_SEEDS
     assert {c.hash for c in demo} <= set(cells[cells.setting == "E"].config_hash)
+
+
+def test_the_ablation_tables_are_recomputed_from_the_per_cell_csv(tmp_path):
+    """The per-cell CSV holds the ablation variants' cells too: every variant's mean and
+    paired difference from its parent in ablations/<scenario>.csv, recomputed from it."""
+    import pandas as pd
+
+    store = ablation_store(tmp_path / "s", ABLATION)
+    out = tmp_path / "r"
+    assert main(["report", str(store), "--out", str(out), "--format", "md,csv"]) == 0
+    cells = pd.read_csv(out / "cells" / "sc.csv")
+    assert {"m-off", "m-same"} <= set(cells.strategy)
+    abl = pd.read_csv(out / "ablations" / "sc.csv")
+    checked = 0
+    for r in abl.itertuples():
+        pick = cells[(cells.quantity == r.column) & (cells.metric == "recall@1")]
+        v = pick[pick.strategy == r.variant].set_index("seed")["value"]
+        p = pick[pick.strategy == r.parent].set_index("seed")["value"]
+        assert r.mean == pytest.approx(v.mean(), abs=1e-9)
+        assert r.delta == pytest.approx((v - p).dropna().mean(), abs=1e-9)
+        checked += 1
+    assert checked == len(abl) > 0
