@@ -740,3 +740,19 @@ def test_the_ablation_tables_are_recomputed_from_the_per_cell_csv(tmp_path):
         assert r.delta == pytest.approx((v - p).dropna().mean(), abs=1e-9)
         checked += 1
     assert checked == len(abl) > 0
+
+
+@pytest.mark.parametrize("name", ["synth-all.yaml", "demo-bct-ablations.yaml"])
+def test_the_demo_companions_run_the_demos_streams(name):
+    """configs/synth-all.yaml and configs/demo-bct-ablations.yaml say they run the demo's
+    streams, model and budget: the strategies they share with the demo are the demo's own
+    cells (same config hashes) at the seeds they share."""
+    from benchmarks.config import expand_cells, load_config
+
+    demo = {(c.strategy, c.scenario.name, c.seed): c.hash
+            for c in expand_cells(load_config(REPO / "configs" / "demo.yaml"))}
+    other = {(c.strategy, c.scenario.name, c.seed): c.hash
+             for c in expand_cells(load_config(REPO / "configs" / name))}
+    shared = demo.keys() & other.keys()
+    assert {k[0] for k in shared} >= {"finetune", "bct"}
+    assert all(demo[k] == other[k] for k in shared)
