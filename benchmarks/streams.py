@@ -12,7 +12,6 @@ kept in ``benchmark.stream_info`` (a :class:`StreamInfo`), which the CLI prints.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,41 +21,8 @@ from torch.utils.data import Dataset
 
 from benchmarks.datasets import dataset_class, get_dataset
 from benchmarks.errors import LrbenchError
+from benchmarks.schedule import parse_schedule  # re-exported: benchmarks.streams.parse_schedule
 from benchmarks.transforms import retrieval_transforms
-
-_TERM = re.compile(r"^(?:(\d+)x)?(\d+)$")
-
-
-def parse_schedule(schedule: str | Sequence[int]) -> list[int]:
-    """Turn ``"100+4x25"``, ``"100+100"``, ``"4x25"`` or ``[50, 10, 10]`` into class counts
-    (sizes bounded first by :func:`benchmarks.config.check_schedule`)."""
-    from benchmarks.config import check_schedule
-
-    if isinstance(schedule, str):
-        try:
-            check_schedule(schedule)
-        except ValueError as exc:
-            raise LrbenchError(str(exc)) from None
-    if isinstance(schedule, str):
-        counts: list[int] = []
-        for term in schedule.replace(" ", "").split("+"):
-            m = _TERM.match(term)
-            if not m:
-                raise LrbenchError(
-                    f"bad schedule {schedule!r}: write it as B+NxM (e.g. 100+4x25), B+C "
-                    "(e.g. 100+100) or a list of class counts"
-                )
-            counts += [int(m.group(2))] * int(m.group(1) or 1)
-    else:
-        try:
-            counts = [int(c) for c in schedule]
-        except (TypeError, ValueError):
-            raise LrbenchError(f"bad schedule {schedule!r}: give a list of integers") from None
-    if not counts or any(c <= 0 for c in counts):
-        raise LrbenchError(
-            f"bad schedule {schedule!r}: every experience needs at least one class"
-        )
-    return counts
 
 
 def class_order(num_classes: int, order: str | int | Sequence[int] = "sorted") -> list[int]:

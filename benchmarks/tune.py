@@ -38,19 +38,13 @@ objective's mean and 95% bootstrap CI over seeds) and ``tuned.yaml`` (the input 
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import io
-import json
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from benchmarks.config import (
     Cell,
@@ -62,32 +56,22 @@ from benchmarks.config import (
     strategy_entry,
 )
 from benchmarks.errors import LrbenchError
-
-#: objective name -> (Optuna direction, what it is); each is computed per cell from the
-#: chosen metric's union-of-seen curve or R matrix, on the validation split
-OBJECTIVES = {
-    "final_seen": ("maximize", "final value on the union of seen classes' validation images"),
-    "avg_incremental_seen": ("maximize", "mean over the stream of the union-of-seen value"),
-    "final_mean": ("maximize", "final mean over tasks of the per-task value"),
-    "forgetting": ("minimize", "mean forgetting of the per-task value"),
-}
-
-
-@dataclass
-class Trial:
-    """One trial of one strategy: its label, searched values and objective over seeds."""
-
-    strategy: str
-    number: int
-    label: str
-    params: dict[str, Any]
-    per_seed: dict[int, float] = field(default_factory=dict)
-    status: str = "finished"
-    mean: float = math.nan
-    ci: tuple[float, float] = (math.nan, math.nan)
-    chosen: bool = False
-    #: how its values were drawn (:data:`KINDS`)
-    kind: str = "default"
+from benchmarks.tune_outputs import _fmt, _write_outputs  # noqa: F401
+from benchmarks.tune_search import (  # noqa: F401 (re-exported: benchmarks.tune.*)
+    KINDS,
+    OBJECTIVES,
+    Edge,
+    Trial,
+    _best,
+    _distribution,
+    _with_validation,
+    _without_validation,
+    edges,
+    extended_value,
+    label_seed,
+    sobol_points,
+    training_tunables,
+)
 
 
 @dataclass
@@ -102,51 +86,6 @@ class TuneResult:
     files: list[Path]
     #: for every continuous searched value: bracketed by the trials, or at an edge
     edges: list[Edge] = field(default_factory=list)
-
-
-def _distribution(space: Any) -> Any:
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    from strategies.registry import Choice, IntRange
-
-    if isinstance(space, Choice):
-        return CategoricalDistribution(list(space.options))
-    if isinstance(space, IntRange):
-        return IntDistribution(space.low, space.high)
-    return FloatDistribution(float(space.low), float(space.high), log=space.log)
-
-
-def _with_validation(data: dict[str, Any], validation: float | None, source: str
-                     ) -> dict[str, Any]:
-    """The raw matrix with every scenario evaluated on a validation split: ``validation``
-    added where a scenario lacks one, or a one-line refusal when it is not given."""
-    data = copy.deepcopy(data)
-    config = parse_config(data, source, registries=False)
-    scenarios = []
-    for raw, sc in zip(data.get("scenarios") or [], config.scenarios, strict=True):
-        if sc.validation is None:
-            if validation is None:
-                raise LrbenchError(
-                    f"{source}: scenario {sc.name!r} has no validation split, and tune never "
-                    "evaluates on the test split; add 'validation: 0.2' to it, or pass "
-                    "--validation 0.2")
-            raw = {"protocol": raw, "validation": validation} if isinstance(raw, str) \
-                else {**raw, "validation": validation}
-        scenarios.append(raw)
-    data["scenarios"] = scenarios
-    return data
-
-
-def _without_validation(data: dict[str, Any]) -> dict[str, Any]:
-    """The raw matrix with every scenario's ``validation`` removed (the test run)."""
-    data = copy.deepcopy(data)
-    data["scenarios"] = [{k: v for k, v in sc.items() if k != "validation"}
-                         if isinstance(sc, dict) else sc for sc in data.get("scenarios") or []]
-    return data
 
 
 def _metric_parts(metric: str, config: MatrixConfig) -> tuple[str, str | None]:
@@ -231,138 +170,6 @@ def drop_first_experiences(store: Path) -> None:
     if (store / "first").is_dir():
         with store_lock(store):
             remove_first_experiences(store)
-
-
-#: training options every strategy can have searched beside its own hyperparameters
-#: (``lrbench tune --also-tune NAME``), with their ranges; a chosen value goes into the
-#: strategy's ``training:`` override in tuned.yaml
-def training_tunables() -> dict[str, Any]:
-    """Name -> range of the training options ``--also-tune`` accepts."""
-    from strategies.registry import LogUniform
-
-    return {"trunk_lr_mult": LogUniform(0.01, 1.0), "lr": LogUniform(1e-5, 1e-2)}
-
-
-#: what the trials of a strategy are, in order: its matrix values, a space-filling start,
-#: then Optuna's TPE; ``extend`` trials move a best value at an edge outward
-KINDS = ("default", "sobol", "tpe", "extend")
-
-
-def label_seed(seed: int, label: str) -> int:
-    """The sampler seed of one strategy's search: derived from ``--seed`` and its label, so
-    every strategy gets its own space-filling points and TPE draws (one seed for all would
-    give every strategy the same quantiles of its ranges)."""
-    digest = hashlib.sha256(f"{seed}:{label}".encode()).hexdigest()
-    return int(digest[:8], 16)
-
-
-def sobol_points(spaces: dict[str, Any], n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` points of a scrambled Sobol sequence over ``spaces`` (name -> range), mapped
-    to each range (log ranges uniformly in log space, integers and choices by equal
-    strata): a start that covers every range, where random draws leave gaps."""
-    from scipy.stats import qmc
-
-    from strategies.registry import Choice, IntRange
-
-    if n <= 0 or not spaces:
-        return []
-    with warnings.catch_warnings():  # balance needs a power of 2; the first n are still
-        warnings.simplefilter("ignore")  # well spread
-        u = qmc.Sobol(len(spaces), scramble=True, seed=seed).random(n)
-    out = []
-    for row in u:
-        point: dict[str, Any] = {}
-        for x, (name, space) in zip(row, spaces.items(), strict=True):
-            if isinstance(space, Choice):
-                point[name] = space.options[min(int(x * len(space.options)),
-                                                len(space.options) - 1)]
-            elif isinstance(space, IntRange):
-                point[name] = min(space.low + int(x * (space.high - space.low + 1)), space.high)
-            elif space.log:
-                point[name] = float(math.exp(math.log(space.low) + x * (
-                    math.log(space.high) - math.log(space.low))))
-            else:
-                point[name] = float(space.low + x * (space.high - space.low))
-        out.append(point)
-    return out
-
-
-@dataclass
-class Edge:
-    """Where one searched value's best lies among the values tried (:func:`edges`)."""
-
-    strategy: str
-    param: str
-    best: Any
-    low: Any
-    high: Any
-    #: ``low`` / ``high``: the best is the smallest / largest value tried; ``single``: only
-    #: one value was tried; None: bracketed
-    side: str | None
-    #: why it cannot be searched further out (a range that is not continuous, a Config
-    #: bound), or None
-    stuck: str | None = None
-
-    def line(self) -> str:
-        """One line on what the search showed for this value."""
-        name = f"{self.strategy} {self.param}"
-        if self.side is None:
-            return (f"{name}: the best value {self.best:.4g} lies inside the values tried "
-                    f"[{self.low:.4g}, {self.high:.4g}] (bracketed)")
-        if self.side == "single":
-            return f"{name}: only one value ({self.best:.4g}) was tried: nothing is bracketed"
-        which = "smallest" if self.side == "low" else "largest"
-        text = (f"{name}: the best value {self.best:.4g} is the {which} value tried "
-                f"([{self.low:.4g}, {self.high:.4g}]): the optimum may lie beyond it")
-        return text + (f"; {self.stuck}" if self.stuck else
-                       "; rerun with --extend-edges 10 to search further out")
-
-
-def edges(trials: list[Trial], label: str, spaces: dict[str, Any],
-          direction: str) -> list[Edge]:
-    """For each continuous searched value of strategy ``label``: is its best trial's value
-    strictly inside the values its finished trials tried, or at their smallest / largest?
-    (Choices have no edge and are left out; an integer range counts like a real one.)"""
-    from strategies.registry import Choice
-
-    ok = [t for t in trials if t.strategy == label and t.status == "finished"]
-    if len(ok) < 1:
-        return []
-    best = _best(ok, direction)
-    out = []
-    for name, space in spaces.items():
-        if isinstance(space, Choice):
-            continue
-        tried = sorted({float(t.params[name]) for t in ok if name in t.params})
-        value = float(best.params[name])
-        side = None
-        if len(tried) < 2:
-            side = "single"
-        elif value <= tried[0]:
-            side = "low"
-        elif value >= tried[-1]:
-            side = "high"
-        out.append(Edge(label, name, value, tried[0], tried[-1], side))
-    return out
-
-
-def _best(trials: list[Trial], direction: str) -> Trial:
-    sign = 1.0 if direction == "maximize" else -1.0
-    return max(trials, key=lambda t: (sign * t.mean, -t.number))
-
-
-def extended_value(space: Any, value: float, side: str, factor: float) -> float | None:
-    """``value`` moved outward past the edge ``side`` by ``factor``: a log range's value
-    times or divided by ``factor``, a linear range's by ``factor - 1`` of its declared
-    width; None for an integer range (not extended)."""
-    from strategies.registry import IntRange
-
-    if isinstance(space, IntRange):
-        return None
-    if space.log:
-        return value * factor if side == "high" else value / factor
-    step = (factor - 1) * (space.high - space.low)
-    return value + step if side == "high" else value - step
 
 
 @dataclass
@@ -595,93 +402,3 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     return TuneResult(store, done, chosen, trained, files, found)
 
 
-def _fmt(value: float) -> str:
-    return "–" if not math.isfinite(value) else f"{value:.4f}"
-
-
-def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
-                   trials: list[Trial], chosen: dict[str, dict[str, Any]], budget: int, seed: int,
-                   objective: str, metric: str, validation: float | None,
-                   source: str, found: list[Edge] | None = None,
-                   test_seeds: list[int] | None = None) -> list[Path]:
-    """``tuning.csv``, ``tuning.md`` and ``tuned.yaml`` in ``store``, written atomically."""
-    import csv
-
-    from benchmarks.run.store import atomic_write
-
-    what = (f"{objective} of {metric} on the validation split ({OBJECTIVES[objective][1]}; "
-            f"{OBJECTIVES[objective][0]}d), mean over seeds {config.seeds} of the mean over "
-            f"{len(config.scenarios)} scenario(s)")
-    budget_text = (f"{budget} trial(s) per strategy with something to tune (trial 0 = the "
-                   "matrix's values, then a scrambled Sobol start over the declared ranges, "
-                   f"then Optuna TPE; each strategy's sampler seeded from --seed {seed} and "
-                   "its label)")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["strategy", "trial", "label", "kind", "params", "objective", "metric",
-                     "mean", "ci_low", "ci_high", "seeds", "per_seed", "status", "chosen"])
-    for t in trials:
-        writer.writerow([t.strategy, t.number, t.label, t.kind,
-                         json.dumps(t.params, sort_keys=True), objective, metric,
-                         *(f"{v:.6g}" if math.isfinite(v) else "" for v in (t.mean, *t.ci)),
-                         len(t.per_seed), json.dumps({str(k): v for k, v in t.per_seed.items()}),
-                         t.status, t.chosen])
-    lines = [f"# Tuning: {config.name}", "",
-             f"Source matrix: `{source}`. Budget: {budget_text}. Objective: {what}. "
-             "CI: 95% Student-t interval over seeds (undefined with one seed). "
-             f"Chosen values are in `tuned.yaml`, for the run on the test split.", "",
-             "| strategy | trial | drawn by | values | mean | 95% CI | seeds | chosen |",
-             "|---|---:|---|---|---:|---|---:|:---:|"]
-    for t in trials:
-        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in t.params.items()) or "(nothing to tune)"
-        mean = _fmt(t.mean) if t.status == "finished" else "failed"
-        lines.append(f"| {t.strategy} | {t.number} | {t.kind} | {values} | {mean} | "
-                     f"[{_fmt(t.ci[0])}, {_fmt(t.ci[1])}] | {len(t.per_seed)} | "
-                     f"{'**yes**' if t.chosen else ''} |")
-    if found:
-        lines += ["", "## Is each optimum bracketed?", "",
-                  "A chosen value strictly inside the values tried is bracketed; one at the "
-                  "smallest or largest tried may have its optimum further out "
-                  "(`--extend-edges FACTOR` searches there).", "",
-                  "| strategy | value | chosen | tried | bracketed |", "|---|---|---:|---|---|"]
-        for e in found:
-            status = "yes" if e.side is None else (
-                f"**no**: the {'smallest' if e.side == 'low' else 'largest'} tried"
-                + (f" ({e.stuck})" if e.stuck else ""))
-            lines.append(f"| {e.strategy} | {e.param} | {e.best:.4g} | "
-                         f"[{e.low:.4g}, {e.high:.4g}] | {status} |")
-    tuned = _without_validation(raw)
-    tuned["name"] = f"{config.name}-tuned"
-    if test_seeds:
-        tuned["seeds"] = list(test_seeds)
-    tuned["tuned_on_seeds"] = list(config.seeds)
-    strategies = {}
-    for label, entry in (raw.get("strategies") or {}).items():
-        values = chosen.get(label, {})
-        merged = {**dict(entry or {}), **{k: v for k, v in values.items()
-                                          if not k.startswith("training.")}}
-        training = {k.removeprefix("training."): v for k, v in values.items()
-                    if k.startswith("training.")}
-        if training:
-            merged["training"] = {**dict(merged.get("training") or {}), **training}
-        strategies[label] = merged
-    tuned["strategies"] = strategies
-    parse_config(tuned, "tuned.yaml")  # what is written is a valid matrix
-    seeds_note = (f"# Test seeds: {test_seeds}; tuned_on_seeds lists the tuning's seeds, "
-                  "which lrbench run refuses to reuse.\n" if test_seeds else
-                  f"# seeds are still the tuning's ({config.seeds}): give test seeds "
-                  "disjoint from them (lrbench run refuses to reuse tuned_on_seeds), e.g. "
-                  "--set seeds=[0,1,2,3,4], or pass --test-seeds to lrbench tune.\n")
-    header = (f"# Tuned by 'lrbench tune {source}': {budget_text}.\n"
-              f"# Objective: {what}.\n"
-              "# Trials were evaluated on held-out train images (each scenario's validation "
-              f"split{', --validation ' + str(validation) + ' where unset' if validation else ''}"
-              "); validation is removed here: this matrix evaluates on the test split.\n"
-              + seeds_note +
-              "# Every trial: tuning.md beside the tuning store's tuned.yaml\n")
-    out = [store / "tuning.csv", store / "tuning.md", store / "tuned.yaml"]
-    atomic_write(out[0], buf.getvalue())
-    atomic_write(out[1], "\n".join(lines) + "\n")
-    atomic_write(out[2], header + yaml.safe_dump(tuned, sort_keys=False))
-    return out

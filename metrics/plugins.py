@@ -246,7 +246,7 @@ class RetrievalMetrics(PluginMetric[dict]):
         return max(idx) + 1 if idx else 0
 
     def r_matrix(self, k: int = 1, metric: str = "recall") -> np.ndarray:
-        """R[i][j] = Recall@k (or mAP@R with ``metric='map_at_r'``); NaN where not measured."""
+        """``R[i][j]`` = Recall@k (or mAP@R with ``metric='map_at_r'``); NaN where not measured."""
         t = self.num_experiences()
         r = np.full((t, t), np.nan)
         for (i, j), res in self.per_exp.items():
@@ -262,7 +262,7 @@ class RetrievalMetrics(PluginMetric[dict]):
         return out
 
     def cross_model_matrix(self, k: int = 1) -> np.ndarray:
-        """C[i][m] = Recall@k of model i's queries against model m's gallery (m < i)."""
+        """``C[i][m]`` = Recall@k of model i's queries against model m's gallery (m < i)."""
         t = self.num_experiences()
         c = np.full((t, t), np.nan)
         for (i, m), res in self.cross.items():

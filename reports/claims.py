@@ -209,7 +209,7 @@ def check_claims(results: Results, claims: ClaimsFile) -> pd.DataFrame:
     direction, margin, n_pairs, mean_strategy, mean_versus, mean_diff, ci_low, ci_high
     (of the paired differences), p_value, p_adjusted (Holm over every comparison of every
     claim), verdict, and claim_verdict (the claim's, over its comparisons)."""
-    from reports.tables import variant_parents
+    from reports.ablations import variant_parents
 
     validate_claims(results, claims)
     variants = variant_parents(results)

@@ -29,6 +29,14 @@ import pandas as pd
 from benchmarks.run.store import current_cells, parse_yaml, read_result, read_store_text
 from metrics.errors import LrbenchError
 from metrics.forgetting import forgetting
+from reports.compatibility_columns import add_summary_columns
+from reports.settings import (  # noqa: F401 (re-exported: reports.load.*)
+    CELL_KEYS,
+    STRATEGY_KEYS,
+    _differing,
+    _overrides,
+    settings,
+)
 
 #: per-cell summary columns derived from the chosen metric's seen curve and R matrix
 SUMMARY_COLUMNS = ("final_seen", "avg_incremental_seen", "final_mean", "forgetting",
@@ -130,78 +138,6 @@ def _matrices(payload: dict[str, Any]) -> dict[str, np.ndarray]:
         else:
             out[metric] = np.array(by_k, dtype=float)
     return out
-
-
-#: config keys that name a cell or may differ between the cells of one table: where the
-#: data and caches are and what runs the cell do not change what is measured, and
-#: ``skip_files`` (images left out as undecodable) is listed on the report page
-CELL_KEYS = ("id", "hash", "strategy", "seed", "data_root", "cache_dir", "skip_files",
-             "training.device", "training.eval_mb_size")
-#: settings of a strategy: may differ between strategies of one table, not between seeds
-STRATEGY_KEYS = ("hparams", "plugin")
-
-
-def settings(config: dict[str, Any], overrides: dict[str, Any] | None = None
-             ) -> dict[str, str]:
-    """A cell config as flat ``dotted.key -> JSON value`` settings, without :data:`CELL_KEYS`.
-
-    ``overrides`` are the strategy's own ``training:`` overrides in its matrix file: those
-    training keys become strategy settings (``strategy.training.<key>``).
-    """
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            flat[prefix] = json.dumps(value, sort_keys=True, default=str)
-
-    walk("", config)
-    for key in CELL_KEYS:
-        flat.pop(key, None)
-    for key in overrides or {}:
-        for name in [n for n in flat if n == f"training.{key}"
-                     or n.startswith(f"training.{key}.")]:
-            flat[f"strategy.{name}"] = flat.pop(name)
-    return flat
-
-
-def _overrides(matrix_text: str | None) -> dict[str, dict[str, Any]]:
-    """strategy name -> its ``training:`` overrides in a store's matrix file."""
-    try:
-        data = parse_yaml(matrix_text or "", "matrix.yaml") or {}
-    except LrbenchError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    out = {}
-    for name, params in (data.get("strategies") or {}).items():
-        if isinstance(params, dict) and isinstance(params.get("training"), dict):
-            out[str(name)] = params["training"]
-    return out
-
-
-def _differing(cells: list[tuple[dict[str, str], Path]], shared: bool
-               ) -> tuple[str, list[tuple[str, Path]]] | None:
-    """The first setting on which ``cells`` disagree, with one (value, store) per value.
-
-    ``shared``: only settings every strategy must share (not :data:`STRATEGY_KEYS` nor the
-    ``strategy.`` ones). A setting missing in some cells (written by an older version) is
-    compared among the cells that have it.
-    """
-    names = dict.fromkeys(n for flat, _ in cells for n in flat)
-    for name in names:
-        if shared and (name.startswith("strategy.")
-                       or name.split(".")[0] in STRATEGY_KEYS):
-            continue
-        seen: dict[str, Path] = {}
-        for flat, store in cells:
-            if name in flat:
-                seen.setdefault(flat[name], store)
-        if len(seen) > 1:
-            return name, list(seen.items())
-    return None
 
 
 def _measured(result: dict[str, Any]) -> Any:
@@ -461,6 +397,4 @@ def summaries(results: Results, metric: str = "recall@1") -> pd.DataFrame:
                                    for c in curves]
     out["last_task"] = [float(results.matrices[(r.scenario, r.strategy, r.seed)][metric][-1, -1])
                         for r in out.itertuples()]
-    from reports.compatibility import add_summary_columns
-
     return add_summary_columns(out, results, metric)  # NaN for stores without them

@@ -27,6 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from metrics.errors import LrbenchError, abridged
 from metrics.io import atomic_write, check_writable
+from reports.render import (
+    _CSS,
+    COST_FORMATS,
+    _ci_name,
+    _formatters,
+    frame_markdown,
+    loss_html,
+    statistics_paragraph,
+)
 
 if TYPE_CHECKING:  # the heavy imports (pandas, matplotlib) wait until a report is built
     from reports.load import Results
@@ -57,7 +66,7 @@ class Report:
     stale: list[Path] = field(default_factory=list)
     #: the comparisons of ``--claims`` with their verdicts (:func:`reports.claims.check_claims`)
     claims: object = None
-    #: per scenario with ablation variants (:func:`reports.tables.ablation_tables`)
+    #: per scenario with ablation variants (:func:`reports.ablations.ablation_tables`)
     ablations: list[Any] = field(default_factory=list)
 
 
@@ -82,7 +91,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     results lack is a one-line error before anything is written.
 
     Ablation variants (a matrix entry whose plugin is another entry of its scenario, see
-    :func:`reports.tables.variant_parents`) are left out of the comparison tables and
+    :func:`reports.ablations.variant_parents`) are left out of the comparison tables and
     their figures, and compared with the strategy they vary in an ablation table and
     figure of their own (each with its own Holm family), so adding ablations never changes
     the comparison's tests; ``ablations=False`` keeps them in the comparison instead (a
@@ -91,10 +100,11 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     ``ci``: the interval shown (``t``, Student's t, the default; ``bootstrap``);
     ``primary``: the column whose pairwise tests form the confirmatory family; ``reference``:
     the untrained strategy of the "Δ vs" column and the figures' reference line."""
-    from reports import compatibility, plots
+    from reports import compatibility, compatibility_plots, plots
+    from reports.ablations import ablation_tables, variant_parents
     from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
-    from reports.tables import ablation_tables, comparison_tables, variant_parents
+    from reports.tables import comparison_tables
 
     formats = formats or ["md", "html", "tex", "csv", "png", "svg"]
     claims_file = load_claims(claims) if claims is not None else None
@@ -141,10 +151,10 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                 path = out / "pairwise" / f"{plots.slug(t.scenario)}.{fmt}"
                 atomic_write(path, text)
                 report.files.append(path)
-    if "csv" in formats:  # the raw per-cell values behind every number
-        from reports.tables import cell_values
+    if "csv" in formats:  # the raw per-cell values behind every number, the ablation
+        from reports.tables import cell_values  # variants' included
 
-        for scenario, text in cell_values(main, tables).items():
+        for scenario, text in cell_values(results, tables).items():
             path = out / "cells" / f"{plots.slug(scenario)}.csv"
             atomic_write(path, text)
             report.files.append(path)
@@ -172,7 +182,8 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
             main, sc, metric, fig_dir, image_formats, reference or "")
         report.figures[f"recall_bars/{sc}"] = plots.recall_bars(main, sc, fig_dir,
                                                                image_formats)
-        report.figures.update(compatibility.figures(main, sc, metric, fig_dir, image_formats))
+        report.figures.update(compatibility_plots.figures(main, sc, metric, fig_dir,
+                                                          image_formats))
         if "csv" in formats:  # every per-cell value behind them (empty: not measured)
             text = compatibility.cells_csv(main, sc)
             if text:
@@ -339,46 +350,6 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
     return blocks
 
 
-def _ci_name(report: Report) -> str:
-    from metrics.statistics import describe_ci
-
-    return describe_ci(report.tables[0].ci_method if report.tables else "t")
-
-
-def statistics_paragraph(tables: list[Table], ablations: bool = False) -> str:
-    """The report's first paragraph: which tests were run, and what they can and cannot
-    show with the number of seeds these results have (numbers computed, not assumed);
-    with ``ablations``, that the ablation tables are families of their own."""
-    from reports.tables import power_note
-
-    if not tables:
-        return "No table: nothing to test."
-    alpha = tables[0].alpha
-    bases = sorted({t.baseline for t in tables if t.baseline})
-    primaries = sorted({t.primary for t in tables})
-    text = ("**Statistics.** Two families per table. The **confirmatory** family is every "
-            f"pair of strategies on the primary column ({', '.join(primaries)}), each a "
-            "two-sided paired t-test over seeds (runs with the same seed paired), "
-            f"Holm-Bonferroni adjusted over the pairs; adjusted p < {alpha:g} is a finding. "
-            "The other columns form a **secondary** family (each strategy against the "
-            "baseline and against the column's best, Holm on their own): descriptive "
-            "support, not a finding on its own. Bold marks the best mean of a column and "
-            "every strategy not distinguishable from it within the column's family. ")
-    if bases:
-        text += (f"† marks a difference from {', '.join(f'`{b}`' for b in bases)} within the "
-                 "column's family (raw and adjusted p-values in the CSV tables). ")
-    text += ("A test is undefined, marked (n/a) and left out of its family, with fewer than "
-             "2 paired seeds or when the per-seed differences do not vary. A Friedman test "
-             "over the seeds with the Nemenyi post-hoc test (Demšar 2006) draws the "
-             "critical-difference diagram. ")
-    pairs = sorted({n for t in tables for n in t.paired_seeds}) or sorted(
-        {int(t.data["n"].max()) for t in tables})
-    m = max(t.family_size for t in tables)
-    return text + " ".join(power_note(n, alpha, m) for n in pairs) + (
-        " Ablation variants are compared with the strategy they vary in tables of their own, "
-        "each its own Holm family (below each comparison)." if ablations else "")
-
-
 def markdown_page(results: Results, report: Report, metric: str) -> str:
     """``report.md``: tables inline, figures as relative PNG links."""
     from reports.tables import loss_markdown, metric_title
@@ -410,52 +381,6 @@ def markdown_page(results: Results, report: Report, metric: str) -> str:
         elif kind == "code":
             lines += ([f"`{text}`", ""] if text else []) + ["```yaml", payload.rstrip(), "```", ""]
     return "\n".join(lines)
-
-
-_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}
-th,td{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #444}
-figure{margin:1.5em 0}figure img{max-width:100%;height:auto}
-figcaption{font-style:italic;color:#555}pre{background:#f6f6f6;padding:.8em;overflow:auto}
-.failed td{color:#a00}"""
-
-
-#: number formats of the cost table's columns (:func:`reports.tables.cost_table`); the
-#: ratio column, named after its reference strategy, takes the default
-COST_FORMATS = {"cells": "{:.0f}", "median s": "{:.1f}", "min s": "{:.1f}", "max s": "{:.1f}",
-                "s per 100 steps": "{:.2f}"}
-
-
-def _formatters(frame: object, formats: dict[str, str] | None) -> list[Any]:
-    """One formatter per column: ``formats[column]`` or 3 decimals; "–" for NaN."""
-    def one(fmt: str) -> Any:
-        return lambda v: "–" if v != v else fmt.format(v)  # NaN: undefined
-    return [one((formats or {}).get(str(c), "{:.3f}")) for c in frame.columns]
-
-
-def frame_markdown(frame: object, formats: dict[str, str] | None = None) -> str:
-    """A small numeric table (index = strategy) as Markdown: each column in its
-    ``formats`` entry, else 3 decimals; "–" for NaN."""
-    head = [str(frame.index.name or ""), *map(str, frame.columns)]
-    fmts = _formatters(frame, formats)
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(frame.columns)]
-    for name, row in frame.iterrows():
-        lines.append(f"| {name} | " + " | ".join(f(v) for f, v in zip(fmts, row, strict=True))
-                     + " |")
-    return "\n".join(lines) + "\n"
-
-
-def loss_html(table: object) -> str:
-    """The loss-terms table (:func:`reports.tables.loss_table`) as HTML."""
-    from reports.tables import loss_cells
-
-    head, rows = loss_cells(table)
-    out = ["<table class='losses'><thead><tr>"
-           + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr></thead><tbody>"]
-    out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
-    return "".join(out) + "</tbody></table>"
 
 
 def html_page(results: Results, report: Report, metric: str) -> str:

@@ -28,6 +28,7 @@ undefined or degenerate).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -39,10 +40,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from metrics.io import atomic_write  # noqa: E402
+from reports.ablations import AblationTable  # noqa: E402
 from reports.load import Results, summaries  # noqa: E402
 from reports.tables import (  # noqa: E402
     REFERENCE,
-    AblationTable,
     Table,
     column_title,
     metric_title,
@@ -95,35 +96,51 @@ def mean_matrices(results: Results, scenario: str, metric: str) -> dict[str, np.
     return {s: np.mean(out[s], axis=0) for s in order}
 
 
-def r_matrix_heatmaps(results: Results, scenario: str, metric: str, out: Path,
-                      formats: list[str]) -> list[Path]:
-    """One figure: an annotated heatmap per strategy, a shared colour scale."""
-    mats = mean_matrices(results, scenario, metric)
+def heatmap_grid(mats: dict[str, np.ndarray]) -> tuple[Any, Any, int, float, float]:
+    """Axes for one lower-triangular heatmap per matrix (up to 4 a row), sized to the
+    matrices, and the colour range their lower triangles share: (fig, axes, t, vmin,
+    vmax). Call inside ``plt.rc_context(STYLE)``."""
     n = len(mats)
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
     t = next(iter(mats.values())).shape[0]
     cell = max(0.28, min(0.5, 1.9 / t))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * (t * cell + 0.5) + 0.8,
+                                                  rows * (t * cell + 0.6)),
+                             squeeze=False, sharex=True, sharey=True)
+    lower = np.concatenate([m[np.tril_indices(t)] for m in mats.values()])
+    return fig, axes, t, float(np.nanmin(lower)), float(np.nanmax(lower))
+
+
+def finish_grid(fig: Any, axes: Any, n: int, vmin: float, vmax: float, ylabel: str,
+                xlabel: str, label: str) -> None:
+    """Blank the unused axes of :func:`heatmap_grid`, label the outer ones and add the
+    shared colour bar."""
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    for ax in axes[-1, :]:
+        ax.set_xlabel(xlabel)
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="viridis"),
+                 ax=axes, shrink=0.8, label=label)
+
+
+def r_matrix_heatmaps(results: Results, scenario: str, metric: str, out: Path,
+                      formats: list[str]) -> list[Path]:
+    """One figure: an annotated heatmap per strategy, a shared colour scale."""
+    mats = mean_matrices(results, scenario, metric)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * (t * cell + 0.5) + 0.8,
-                                                      rows * (t * cell + 0.6)),
-                                 squeeze=False, sharex=True, sharey=True)
-        lower = np.concatenate([m[np.tril_indices(t)] for m in mats.values()])
-        vmin, vmax = float(np.nanmin(lower)), float(np.nanmax(lower))
+        fig, axes, t, vmin, vmax = heatmap_grid(mats)
+        n = len(mats)
         for ax, (strategy, mat) in zip(axes.flat, mats.items(), strict=False):
             mask = np.triu(np.ones_like(mat, dtype=bool), k=1)
             sns.heatmap(mat, mask=mask, ax=ax, vmin=vmin, vmax=vmax, cmap="viridis",
                         annot=t <= 8, fmt=".2f", annot_kws={"size": FONT_SIZE - 2},
                         cbar=False, square=True, linewidths=0.3, linecolor="white")
             ax.set_title(strategy)
-        for ax in axes.flat[n:]:
-            ax.axis("off")
-        for ax in axes[:, 0]:
-            ax.set_ylabel("after training exp.")
-        for ax in axes[-1, :]:
-            ax.set_xlabel("evaluated on exp.")
-        fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="viridis"),
-                     ax=axes, shrink=0.8, label=metric_title(metric))
+        finish_grid(fig, axes, n, vmin, vmax, "after training exp.", "evaluated on exp.",
+                    metric_title(metric))
         fig.suptitle(f"{scenario}: R matrix ({metric_title(metric)}, mean over seeds)",
                      fontsize=FONT_SIZE + 1)
         return _save(fig, out, f"r_matrix_{scenario}_{metric}", formats)

@@ -33,7 +33,8 @@ from strategies.registry import (
 #: modules of this package that register no strategy: the machinery strategies are built
 #: from (the contract kit, which runs strategies through the runner, is benchmarks.contract)
 INFRASTRUCTURE = frozenset({"registry", "template", "losses", "model", "teacher", "weights",
-                            "bninception", "devices", "buffers", "drift"})
+                            "bninception", "devices", "buffers", "timm_trunks",
+                            "tunables", "sampling", "drift"})
 
 
 def strategy_modules() -> list[str]:

@@ -54,8 +54,6 @@ import numpy as np
 import torch
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
-from pytorch_metric_learning.samplers import MPerClassSampler
-from pytorch_metric_learning.utils import common_functions as pml_common
 from torch.utils.data import DataLoader
 
 from metrics.errors import LrbenchError
@@ -64,6 +62,7 @@ from metrics.plugins import RetrievalMetrics
 from strategies.devices import cuda_rng_state, deterministic_cuda, set_cuda_rng_state
 from strategies.losses import HardMiningLoss
 from strategies.registry import StrategyPlugin, derived_seed
+from strategies.sampling import PKSampler, pk_order  # noqa: F401 (re-exported)
 
 _NOTED: set[str] = set()
 
@@ -99,42 +98,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-class PKSampler(MPerClassSampler):
-    """``MPerClassSampler`` with its own seeded random state (not NumPy's global one)."""
-
-    def __init__(self, labels: Sequence[int], p: int, k: int, length: int, seed: int) -> None:
-        super().__init__(np.asarray(labels), m=k, batch_size=p * k,
-                         length_before_new_iter=max(length, p * k))
-        self.rng = np.random.RandomState(seed)
-
-    def __iter__(self):
-        saved = pml_common.NUMPY_RANDOM
-        pml_common.NUMPY_RANDOM = self.rng
-        try:
-            return super().__iter__()
-        finally:
-            pml_common.NUMPY_RANDOM = saved
-
-
-def pk_order(targets: Sequence[int], p: int, k: int, seed: int,
-             length: int | None = None) -> list[int]:
-    """Indices drawn by the P x K sampler (:class:`PKSampler`), batch after batch.
-
-    An unshuffled pass in batches of ``p * k`` over the items in this order sees P x K
-    batches: what a pass outside the training loop (an importance estimate) needs when the
-    dataset is stored class by class and a plain pass would give one-class batches.
-    ``length`` (items) defaults to one pass over ``targets``, rounded up to whole batches;
-    P is lowered to the number of classes when there are fewer. ``seed`` seeds the
-    sampler's own random state (NumPy's global one is not touched).
-    """
-    labels = [int(t) for t in targets]
-    p = max(1, min(p, len(set(labels))))
-    batch = p * k
-    length = len(labels) if length is None else length
-    length = max(batch, -(-length // batch) * batch)
-    return [int(i) for i in PKSampler(labels, p, k, length, seed)]
 
 
 def _check_criterion_optimized(criterion: Any, optimizer: torch.optim.Optimizer) -> None:

@@ -31,6 +31,7 @@ whole matrix in one line naming the file, where it comes from and the folder to 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -41,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: a trunk named ``timm:<name>`` is built by timm (optional extra ``lrbench[timm]``)
+TIMM_PREFIX = "timm:"
 #: torchvision trunks whose ``pretrained: true`` is not the enum's DEFAULT (see above)
 LEGACY_DEFAULT = {"mobilenet_v2": "IMAGENET1K_V1"}
 #: torchvision's model names of lrbench's torchvision trunks
@@ -311,8 +314,6 @@ def _timm_source(trunk: str) -> WeightsSource:
     """The weight file of ``timm:<name>[.tag]`` by timm's own pretrained config."""
     from timm.models import get_pretrained_cfg
 
-    from strategies.model import check_timm_name
-
     name = check_timm_name(trunk)
     cfg = get_pretrained_cfg(name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
@@ -326,3 +327,26 @@ def _timm_source(trunk: str) -> WeightsSource:
                              None, hf_repo=cfg.hf_hub_id)
     file = cfg.url.rsplit("/", 1)[-1]
     return WeightsSource(trunk, label, file, cfg.url, _hash_prefix(file))
+
+
+def require_timm() -> Any:
+    """The timm module, or a one-line error saying how to install it."""
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("timm trunks need the timm package: pip install 'lrbench[timm]'"
+                         ) from None
+    return timm
+
+def check_timm_name(trunk: str) -> str:
+    """The timm model name of ``timm:<name>``, refused in one line when timm lacks it."""
+    name = trunk[len(TIMM_PREFIX):]
+    timm = require_timm()
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise ValueError(f"timm has no model {name!r}{hint}; see timm.list_models()")
+    return name
+
+#: a trunk named ``timm:<name>`` is built by timm (optional extra ``lrbench[timm]``)
+TIMM_PREFIX = "timm:"

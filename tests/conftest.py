@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,21 @@ REPO = Path(__file__).resolve().parents[1]
 HANG_S = 1800
 
 SHARED_DATA = Path(os.environ.get("LRBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_reaches_python():
+    """The tests that press Ctrl-C (``signal.raise_signal(SIGINT)``) need Python's own
+    handler. A test run started as an asynchronous job of a non-interactive shell (``cmd &``
+    in a script: POSIX starts it with SIGINT ignored, and Python then keeps it ignored)
+    would pass those presses by and fail them; give such a run the handler an interactive
+    one has."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        yield
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        yield
 
 
 @pytest.fixture(scope="session")

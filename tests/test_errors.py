@@ -258,6 +258,21 @@ CASES: dict[str, Case] = {
         "proj_dim": 0}}), "--out", str(t / "new")],
         "strategy 'ranpac': hyperparameter 'proj_dim': Input should be greater than or "
         "equal to 1"),
+    "sdc-on-unknown": (lambda t, s: ["run", matrix(t, **{"strategies.sdc": {
+        "sdc_on": "finetun"}}), "--out", str(t / "new")],
+        "strategy 'sdc': hyperparameter 'sdc_on': Value error, unknown strategy 'finetun'. "
+        "Did you mean 'finetune'?"),
+    "sdc-sigma-zero": (lambda t, s: ["run", matrix(t, **{"strategies.sdc": {"sigma": 0}}),
+                                     "--out", str(t / "new")],
+                       "strategy 'sdc': hyperparameter 'sigma': Input should be greater than 0"),
+    "drift-no-embeddings": (lambda t, s: ["run", matrix(t, **{"strategies.ldc": {
+        "ldc_on": "slda"}}), "--out", str(t / "new")],
+        "strategy 'ldc': hyperparameter 'ldc_on': Value error, strategy 'slda' cannot expose "
+        "embeddings for drift compensation"),
+    "drift-wraps-drift": (lambda t, s: ["run", matrix(t, **{"strategies.sdc": {
+        "sdc_on": "ldc"}}), "--out", str(t / "new")],
+        "strategy 'sdc': hyperparameter 'sdc_on': Value error, strategy 'ldc' updates the "
+        "stored gallery itself"),
     "trunk-unknown": (lambda t, s: ["run", matrix(t, **{"model.trunk": "resnet19"}), "--out",
                                     str(s)], "Did you mean 'resnet18'?"),
     "timm-weights-no-hash": (lambda t, s: ["run", matrix(t, **{

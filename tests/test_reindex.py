@@ -467,6 +467,87 @@ def test_bct_old_classifier_synthesises_the_new_classes(runs):
     plugin = tpl.plugins[0]
     w = plugin.old_classifier  # built for experience 1 from the model after experience 0
     assert w is not None and w.shape[0] == 8
-    teacher_rows = plugin.teacher.classifier.weight  # the teacher is now model 1: rows 0-3
+    # the teacher is now model 1 (after experience 1), whose classifier knows classes 0-7
+    teacher_rows = plugin.teacher.classifier.weight
     assert w[4:].abs().sum() > 0 and teacher_rows.shape[0] == 8
     assert runs["bct"]["losses"]["bct"][0] is None and runs["bct"]["losses"]["bct"][1] > 0
+
+
+# -- reports: the columns and tables read the cells' sections ----------------------------------
+def test_report_columns_and_tables_against_the_cells(smoke_store, tmp_path):
+    """reports.compatibility recomputed by hand from each result.json: the summary columns
+    (final_nri, nri_cost, nfr, ac, am, bc, fc, update_gain), the gallery and compatibility
+    tables (means over seeds); a store without the sections reports NaN and no table."""
+    import json
+    import shutil
+
+    from reports import compatibility as rc
+    from reports.load import load_results, summaries
+
+    res = load_results([smoke_store])
+    table = summaries(res).set_index(["strategy", "seed"])
+    expected: dict[str, list[list[float]]] = {}
+    for path in sorted(smoke_store.glob("cells/*/result.json")):
+        cell = json.loads(path.read_text())
+        payload, strategy, seed = cell["payload"], cell["config"]["strategy"], cell["config"][
+            "seed"]
+        nri = payload["never_reindexed"]["recall"]["1"]
+        seen = payload["seen"]["recall"]["1"]
+        flips = payload["never_reindexed"]["negative_flip_rate"]
+        m = payload["compatibility"]["matrix"]
+        s = payload["compatibility"]["self_test"]
+        t = len(m)
+        pairs = [(i, j) for i in range(t) for j in range(i)]
+        gains = [(m[i][j] - m[j][j]) / (s[i][j] - m[j][j]) for i, j in pairs
+                 if s[i][j] > m[j][j]]
+        want = {"final_nri": nri[-1], "nri_cost": seen[-1] - nri[-1],
+                "nfr": sum(flips[1:]) / (t - 1),
+                "ac": sum(m[i][j] > m[j][j] for i, j in pairs) / len(pairs),
+                "am": sum(m[i][j] for i in range(t) for j in range(i + 1)) / (t * (t + 1) / 2),
+                "bc": sum(m[t - 1][i] - m[i][i] for i in range(t - 1)) / (t - 1),
+                "fc": sum(m[i][i - 1] - m[i][i] for i in range(1, t)) / (t - 1),
+                "update_gain": sum(gains) / len(gains) if gains else math.nan}
+        row = table.loc[(strategy, seed)]
+        for col, value in want.items():
+            assert row[col] == pytest.approx(value, nan_ok=True), (strategy, seed, col)
+        expected.setdefault(strategy, []).append(
+            [want["ac"], want["am"], want["bc"], want["fc"], want["update_gain"]])
+    comp = rc.compatibility_table(res, "synth-tiny")
+    gallery = rc.gallery_table(res, "synth-tiny", "recall@1")
+    for strategy, rows in expected.items():
+        assert comp.loc[strategy, ["AC", "AM", "BC", "FC", "update gain"]].tolist() == \
+            pytest.approx(np.nanmean(np.array(rows, dtype=float), axis=0).tolist())
+        cells = table.loc[strategy]
+        assert gallery.loc[strategy, "cost of not backfilling"] == pytest.approx(
+            cells["nri_cost"].mean())
+        assert gallery.loc[strategy, "R@1 never re-indexed"] == pytest.approx(
+            cells["final_nri"].mean())
+    assert "nri@recall@1" in rc.cells_csv(res, "synth-tiny")
+    # a store written before the sections existed: NaN columns, no table, no CSV
+    old = tmp_path / "old"
+    shutil.copytree(smoke_store, old)
+    for path in old.glob("cells/*/result.json"):
+        cell = json.loads(path.read_text())
+        for section in ("never_reindexed", "compatibility"):
+            cell["payload"].pop(section)
+        path.write_text(json.dumps(cell))
+    before = load_results([old])
+    assert summaries(before)[list(rc.COLUMNS)].isna().all().all()
+    assert rc.gallery_table(before, "synth-tiny", "recall@1").empty
+    assert rc.compatibility_table(before, "synth-tiny").empty
+    assert rc.cells_csv(before, "synth-tiny") == ""
+
+
+def test_listing_a_drift_compensation_shows_its_defaults():
+    """``on_params`` has a default factory: the listing showed pydantic's
+    ``PydanticUndefined`` sentinel as its default, and ``lrbench list strategies --json``
+    failed on it with a TypeError (not JSON serializable)."""
+    import json
+
+    from strategies import get_strategy
+
+    for name in ("sdc", "ldc"):
+        spec = get_strategy(name)
+        params = {p["name"]: p["default"] for p in spec.hyperparameters()}
+        assert params["on_params"] == {} and params[f"{name}_on"] == "finetune"
+        assert json.loads(json.dumps(spec.describe()))["name"] == name

@@ -11,6 +11,7 @@ import shutil
 import statistics
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,9 +45,19 @@ def per_seed_values(store: Path) -> dict[tuple[str, str, str], dict[int, float]]
             curve = p["seen"]["recall"]["1"]
             per.setdefault((sc, st, "final_seen"), {})[seed] = curve[-1]
             per.setdefault((sc, st, "avg_incremental_seen"), {})[seed] = sum(curve) / len(curve)
+            if "never_reindexed" in p:  # issue #30: the gallery embedded once, and its cost
+                nri = p["never_reindexed"]["recall"]["1"]
+                per.setdefault((sc, st, "final_nri"), {})[seed] = nri[-1]
+                per.setdefault((sc, st, "nri_cost"), {})[seed] = curve[-1] - nri[-1]
         for col, vals in (("forgetting", drops), ("forgetting_ratio", ratios), ("bwt", bwt),
                           ("avg_incremental", inc), ("last_task", [r[t - 1][t - 1]])):
             per.setdefault((sc, st, col), {})[seed] = sum(vals) / len(vals)
+    # issue #26: "Δ vs pretrained", each seed's final_seen minus the untrained model's
+    for (sc, st, col), by_seed in list(per.items()):
+        ref = per.get((sc, "pretrained", "final_seen"))
+        if col == "final_seen" and ref is not None:
+            per[(sc, st, "delta_reference")] = {
+                seed: v - ref[seed] for seed, v in by_seed.items() if seed in ref}
     return per
 
 
@@ -80,7 +91,8 @@ def check_statistics_match(store: Path, report_dir: Path, baseline: str = "finet
                 (statistics.mean(x) - h, statistics.mean(x) + h), abs=1e-5), r
         base = per.get((r["scenario"], baseline, r["column"]))
         seeds = sorted(set(v) & set(base or {}))
-        if r["strategy"] == baseline or base is None or len(seeds) < 2:
+        if (r["strategy"] == baseline or base is None or len(seeds) < 2
+                or r["column"] == "delta_reference"):  # a reference, not a test
             expected = None
         else:
             diff = [v[s] - base[s] for s in seeds]
@@ -159,9 +171,9 @@ def smoke_report(smoke_store, tmp_path_factory) -> Path:
 
 
 def test_smoke_tables_match_result_json(smoke_store, smoke_report):
-    # 2 strategies x (seen final and avg inc., 3 Ks, mAP@R, forgetting, ratio, BWT,
-    # per-task inc., last task)
-    assert check_tables_match(smoke_store, smoke_report) == 2 * 11
+    # 2 strategies x (seen final and avg inc., never-re-indexed final and its cost, 3 Ks,
+    # mAP@R, forgetting, ratio, BWT, per-task inc., last task)
+    assert check_tables_match(smoke_store, smoke_report) == 2 * 13
     check_statistics_match(smoke_store, smoke_report)
 
 
@@ -185,7 +197,8 @@ def test_markdown_marks_best_and_significance(smoke_report):
     md = (smoke_report / "tables" / "synth-tiny.md").read_text()
     lines = md.strip().splitlines()
     # the seen-classes gallery leads, every column is named for its gallery
-    assert lines[0].startswith("| strategy | seeds | Final R@1 seen | Avg inc. R@1 seen | "
+    assert lines[0].startswith("| strategy | seeds | Final R@1 seen | Final R@1 never "
+                               "re-indexed | No-backfill cost R@1 | Avg inc. R@1 seen | "
                                "R@1 per-task | R@2 per-task | R@4 per-task | mAP@R per-task | "
                                "Forgetting R@1")
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["finetune", "l2_kd"]
@@ -250,7 +263,9 @@ def test_pages_embed_everything(smoke_report):
         assert f"(figures/{kind}_" in md
     assert "## Matrix configuration" in md and "name: smoke" in md and "torch:" in md
     page = (smoke_report / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5
+    for kind in ("never_reindexed", "gallery_drift", "compatibility"):  # issue #30
+        assert f"(figures/{kind}_" in md
+    assert page.count("data:image/png;base64,") == 8
     assert "src='figures" not in page and "http" not in page.split("<body>")[1]
 
 
@@ -500,8 +515,9 @@ def test_ablation_table_against_hand_computed_values(tmp_path):
     plugin did not run (`lone`) and the baseline are not variants."""
     from scipy import stats
 
+    from reports.ablations import ablation_tables, variant_parents
     from reports.load import load_results
-    from reports.tables import ablation_tables, t_interval, variant_parents
+    from reports.tables import t_interval
 
     results = load_results([ablation_store(tmp_path / "s", ABLATION, {"m-same": 4})])
     assert variant_parents(results, "finetune") == {("sc", "m-off"): "m", ("sc", "m-same"): "m"}
@@ -561,8 +577,8 @@ def test_ablations_leave_the_comparison_untouched(tmp_path):
 def test_a_store_without_plugins_has_no_variants(smoke_store):
     """Stores written before cells recorded their plugin, and matrices without variants:
     no ablation table, every strategy in the comparison."""
+    from reports.ablations import ablation_tables, variant_parents
     from reports.load import load_results
-    from reports.tables import ablation_tables, variant_parents
 
     results = load_results([smoke_store])
     assert variant_parents(results) == {}
@@ -573,8 +589,8 @@ def test_ablation_edge_cases(tmp_path):
     """The baseline is never a variant; a variant whose parent's cells all failed stays a
     variant (the comparison's family does not change with failures); a variant with one
     paired seed has undefined tests, marked (n/a), left out of the Holm family."""
+    from reports.ablations import ablation_tables, variant_parents
     from reports.load import load_results
-    from reports.tables import ablation_tables, variant_parents
 
     store = ablation_store(tmp_path / "s", ABLATION, {"m-same": 1})
     results = load_results([store])
@@ -668,4 +684,75 @@ def recompute_from_cells(report_dir: Path) -> int:
 
 
 def test_every_summary_is_recomputed_from_the_per_cell_csv(smoke_report):
-    assert recompute_from_cells(smoke_report) == 2 * 11
+    assert recompute_from_cells(smoke_report) == 2 * 13
+
+
+def _demo_sizing() -> Any:
+    """docs/results/demo-sizing/sizing.py as a module."""
+    import importlib.util
+
+    path = REPO / "docs" / "results" / "demo-sizing" / "sizing.py"
+    spec = importlib.util.spec_from_file_location("demo_sizing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_demo_sizing_tables_are_recomputed_from_their_cells():
+    """docs/results/demo-sizing.md: its tables are what sizing.py computes from cells.csv."""
+    sizing = _demo_sizing()
+    page = sizing.PAGE.read_text()
+    assert sizing.page_with(page, sizing.load_cells()) == page
+
+
+def test_the_demo_is_the_measured_setting():
+    """configs/demo.yaml runs the strategy set and seeds the sizing page chose, and exactly
+    cells that setting E measured (same config hashes), so the page's numbers are the
+    demo's."""
+    from benchmarks.config import expand_cells, load_config
+
+    sizing = _demo_sizing()
+    cells = sizing.load_cells()
+    demo = expand_cells(load_config(REPO / "configs" / "demo.yaml"))
+    assert sorted({c.strategy for c in demo}) == sorted(sizing.CANDIDATES["the demo's"])
+    assert sorted({c.seed for c in demo}) == list(range(sizing.DEMO_SEEDS))
+    assert len(demo) == 2 * len(sizing.CANDIDATES["the demo's"]) * sizing.DEMO_SEEDS
+    assert {c.hash for c in demo} <= set(cells[cells.setting == "E"].config_hash)
+
+
+def test_the_ablation_tables_are_recomputed_from_the_per_cell_csv(tmp_path):
+    """The per-cell CSV holds the ablation variants' cells too: every variant's mean and
+    paired difference from its parent in ablations/<scenario>.csv, recomputed from it."""
+    import pandas as pd
+
+    store = ablation_store(tmp_path / "s", ABLATION)
+    out = tmp_path / "r"
+    assert main(["report", str(store), "--out", str(out), "--format", "md,csv"]) == 0
+    cells = pd.read_csv(out / "cells" / "sc.csv")
+    assert {"m-off", "m-same"} <= set(cells.strategy)
+    abl = pd.read_csv(out / "ablations" / "sc.csv")
+    checked = 0
+    for r in abl.itertuples():
+        pick = cells[(cells.quantity == r.column) & (cells.metric == "recall@1")]
+        v = pick[pick.strategy == r.variant].set_index("seed")["value"]
+        p = pick[pick.strategy == r.parent].set_index("seed")["value"]
+        assert r.mean == pytest.approx(v.mean(), abs=1e-9)
+        assert r.delta == pytest.approx((v - p).dropna().mean(), abs=1e-9)
+        checked += 1
+    assert checked == len(abl) > 0
+
+
+@pytest.mark.parametrize("name", ["synth-all.yaml", "demo-bct-ablations.yaml"])
+def test_the_demo_companions_run_the_demos_streams(name):
+    """configs/synth-all.yaml and configs/demo-bct-ablations.yaml say they run the demo's
+    streams, model and budget: the strategies they share with the demo are the demo's own
+    cells (same config hashes) at the seeds they share."""
+    from benchmarks.config import expand_cells, load_config
+
+    demo = {(c.strategy, c.scenario.name, c.seed): c.hash
+            for c in expand_cells(load_config(REPO / "configs" / "demo.yaml"))}
+    other = {(c.strategy, c.scenario.name, c.seed): c.hash
+             for c in expand_cells(load_config(REPO / "configs" / name))}
+    shared = demo.keys() & other.keys()
+    assert {k[0] for k in shared} >= {"finetune", "bct"}
+    assert all(demo[k] == other[k] for k in shared)

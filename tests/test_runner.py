@@ -309,7 +309,8 @@ def test_a_holder_on_another_host_is_never_taken_for_stale(tmp_path):
     # a runner under another host name while this one holds the store: the OS lock
     # refuses it first (where file locks reach across hosts, they do that job)
     (store / ".lock.owner").unlink()
-    with store_lock(store), mock.patch("benchmarks.run.store.hostname", return_value="b-host"), \
+    with store_lock(store), \
+            mock.patch("benchmarks.run.store.lock.hostname", return_value="b-host"), \
             pytest.raises(LrbenchError, match="in use by another lrbench run"), \
             store_lock(store):
         pass

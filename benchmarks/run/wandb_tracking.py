@@ -57,7 +57,7 @@ def _one_line(exc: BaseException) -> str:
 def history(result: dict[str, Any]) -> dict[int, dict[str, float]]:
     """A finished cell's metrics as W&B history rows, step -> {name: value}: exactly the
     values MLflow gets (:func:`benchmarks.run.tracking.cell_metrics`)."""
-    from benchmarks.run.tracking import cell_metrics
+    from benchmarks.run.track_values import cell_metrics
 
     rows: dict[int, dict[str, float]] = {}
     for name, value, step in cell_metrics(result):

@@ -1,0 +1,1 @@
+"""The ``lrbench`` commands, one module each: its argument parser beside its handler."""
