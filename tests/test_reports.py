@@ -720,6 +720,25 @@ def test_the_demo_is_the_measured_setting():
     assert {c.hash for c in demo} <= set(cells[cells.setting == "E"].config_hash)
 
 
+def recompute_ablations(report_dir: Path) -> int:
+    """Every variant's mean and paired difference from its parent in the report's
+    ablations/<scenario>.csv, recomputed from its per-cell CSV alone, to 1e-9; returns the
+    number of rows checked."""
+    import pandas as pd
+
+    checked = 0
+    for path in sorted((report_dir / "ablations").glob("*.csv")):
+        cells = pd.read_csv(report_dir / "cells" / path.name)
+        for r in pd.read_csv(path).itertuples():
+            pick = cells[(cells.quantity == r.column) & (cells.metric == "recall@1")]
+            v = pick[pick.strategy == r.variant].set_index("seed")["value"]
+            p = pick[pick.strategy == r.parent].set_index("seed")["value"]
+            assert r.mean == pytest.approx(v.mean(), abs=1e-9), (path, r)
+            assert r.delta == pytest.approx((v - p).dropna().mean(), abs=1e-9), (path, r)
+            checked += 1
+    return checked
+
+
 def test_the_ablation_tables_are_recomputed_from_the_per_cell_csv(tmp_path):
     """The per-cell CSV holds the ablation variants' cells too: every variant's mean and
     paired difference from its parent in ablations/<scenario>.csv, recomputed from it."""
@@ -730,16 +749,25 @@ def test_the_ablation_tables_are_recomputed_from_the_per_cell_csv(tmp_path):
     assert main(["report", str(store), "--out", str(out), "--format", "md,csv"]) == 0
     cells = pd.read_csv(out / "cells" / "sc.csv")
     assert {"m-off", "m-same"} <= set(cells.strategy)
-    abl = pd.read_csv(out / "ablations" / "sc.csv")
-    checked = 0
-    for r in abl.itertuples():
-        pick = cells[(cells.quantity == r.column) & (cells.metric == "recall@1")]
-        v = pick[pick.strategy == r.variant].set_index("seed")["value"]
-        p = pick[pick.strategy == r.parent].set_index("seed")["value"]
-        assert r.mean == pytest.approx(v.mean(), abs=1e-9)
-        assert r.delta == pytest.approx((v - p).dropna().mean(), abs=1e-9)
-        checked += 1
-    assert checked == len(abl) > 0
+    assert recompute_ablations(out) == len(pd.read_csv(out / "ablations" / "sc.csv")) > 0
+
+
+COMMITTED_REPORTS = ["cub", "lifelong", "tuning/report"]
+
+
+@pytest.mark.parametrize("name", COMMITTED_REPORTS)
+def test_the_committed_results_are_recomputed_from_their_cells(name):
+    """docs/results commits, beside every summary table, the per-cell values it was
+    computed from: every mean, std and Student-t interval (and every ablation row) is
+    recomputed from them, so a reader can check the page without rerunning anything."""
+    report = REPO / "docs" / "results" / name
+    tables = sorted((report / "tables").glob("*.csv"))
+    assert tables, f"{report} has no summary tables"
+    assert all((report / "cells" / t.name).is_file() for t in tables), \
+        f"{report}: a summary table without its per-cell CSV"
+    assert recompute_from_cells(report) >= len(tables)
+    if (report / "ablations").is_dir():
+        assert recompute_ablations(report) > 0
 
 
 @pytest.mark.parametrize("name", ["synth-all.yaml", "demo-bct-ablations.yaml"])
