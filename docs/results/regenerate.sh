@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 LRBENCH=${LRBENCH:-.venv/bin/lrbench}
 TUNE=results/thesis-cub-subset-val-tune
+TUNE_MORE=results/thesis-cub-subset-val-more-tune
 CUB=(results/thesis-cub-subset)
 [ -d results/thesis-cub-subset-ablations ] && CUB+=(results/thesis-cub-subset-ablations)
 LIFELONG=(results/thesis-lifelong)
@@ -41,6 +42,15 @@ if [ -d "$TUNE" ]; then
     report docs/results/tuning/report "$TUNE" --format md,csv,png
 else
     echo "regenerate: $TUNE not run yet, docs/results/tuning left as it is" >&2
+fi
+# the second tuning (bct, drift compensation, rehearsal, statistics-only baselines)
+if [ -f "$TUNE_MORE/tuned.yaml" ]; then
+    mkdir -p docs/results/tuning-more
+    cp "$TUNE_MORE/tuning.csv" "$TUNE_MORE/tuning.md" "$TUNE_MORE/tuned.yaml" \
+        docs/results/tuning-more/
+    report docs/results/tuning-more/report "$TUNE_MORE" --format md,csv,png
+else
+    echo "regenerate: $TUNE_MORE not run yet, docs/results/tuning-more left as it is" >&2
 fi
 
 # 2. per stream: the tuned test table (union-of-seen Recall@1 first, Holm-adjusted tests),
