@@ -38,9 +38,9 @@ def sorted_stream(tmp_path_factory) -> Any:
     return bench
 
 
-def template(name: str, seed: int = 0) -> RetrievalTemplate:
+def template(name: str, seed: int = 0, **params: Any) -> RetrievalTemplate:
     seed_everything(seed)
-    plugin = make_plugin(name)
+    plugin = make_plugin(name, params or None)
     model = EmbeddingNet("small_cnn", dim=16, pool="avg")
     return RetrievalTemplate(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
                              p=P, k=K, iterations=4, plugins=[plugin],
@@ -147,8 +147,9 @@ def test_a_batch_whose_metric_loss_is_exactly_zero_is_penalised_not_refused(sort
     once a model separates its classes) is an ordinary batch. Avalanche's MASPlugin refused
     it (``if not strategy.loss``: a zero tensor is falsy), which failed real tuning cells
     with 'Loss is not available'; the penalty must be added as on any other batch, with
-    the value of Avalanche's formula, sum_p Omega_p (theta_p - theta*_p)^2 times lambda."""
-    tpl = template(name)
+    the value of Avalanche's formula, sum_p Omega_p (theta_p - theta*_p)^2 times lambda
+    (a weight other than 1, so that a dropped or doubled lambda shows)."""
+    tpl = template(name, **{"ewc": {"ewc_lambda": 3.7}, "mas": {"lambda_reg": 3.7}}[name])
     tpl.train(sorted_stream.train_stream[0])
     original = tpl._criterion.forward
     calls = []

@@ -36,7 +36,7 @@ fi
 
 # 1. the validation tables that chose every strategy's hyperparameters, the choice, and
 #    the tuning store's own report (every trial's metrics, what each cell cost)
-if [ -d "$TUNE" ]; then
+if [ -f "$TUNE/tuned.yaml" ]; then  # a tuning under way has cells but no tuned.yaml yet
     mkdir -p docs/results/tuning
     cp "$TUNE/tuning.csv" "$TUNE/tuning.md" "$TUNE/tuned.yaml" docs/results/tuning/
     report docs/results/tuning/report "$TUNE" --format md,csv,png
