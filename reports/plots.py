@@ -81,9 +81,39 @@ def _save(fig: plt.Figure, out: Path, stem: str, formats: list[str]) -> list[Pat
 
 
 def colours(strategies: list[str]) -> dict[str, tuple[float, float, float]]:
-    """A fixed colour per strategy (the palette cycles past 10 strategies)."""
+    """A fixed colour per strategy (the palette cycles past 10 strategies: see
+    :func:`markers` and :func:`dashes`, which tell the cycles apart)."""
     pal = sns.color_palette(PALETTE, n_colors=max(len(strategies), 1))
     return {s: pal[i % len(pal)] for i, s in enumerate(strategies)}
+
+
+#: per cycle of the palette's 10 colours: the marker and line dashes of its strategies
+CYCLE_MARKERS = ("o", "s", "^", "D")
+CYCLE_DASHES: tuple[tuple[float, ...], ...] = ((), (4.0, 1.5), (1.0, 1.0), (4.0, 1.0, 1.0, 1.0))
+
+
+def _cycle(strategies: list[str]) -> dict[str, int]:
+    n = len(sns.color_palette(PALETTE))
+    return {s: (i // n) % len(CYCLE_MARKERS) for i, s in enumerate(strategies)}
+
+
+def markers(strategies: list[str]) -> dict[str, str]:
+    """A marker per strategy: the same for the first 10, another for each further 10, so
+    that two strategies sharing a colour never share a marker."""
+    return {s: CYCLE_MARKERS[c] for s, c in _cycle(strategies).items()}
+
+
+def dashes(strategies: list[str]) -> dict[str, tuple[float, ...]]:
+    """Line dashes per strategy, solid for the first 10 (as :func:`markers`)."""
+    return {s: CYCLE_DASHES[c] for s, c in _cycle(strategies).items()}
+
+
+def text_colour(rgb: tuple[float, float, float]) -> tuple[float, float, float]:
+    """``rgb`` darkened until text in it reads on white (the palette's yellow and light
+    blue do not): relative luminance at most 0.45, hue kept."""
+    lum = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
+    f = min(1.0, 0.45 / lum) if lum > 0 else 1.0
+    return (rgb[0] * f, rgb[1] * f, rgb[2] * f)
 
 
 def mean_matrices(results: Results, scenario: str, metric: str) -> dict[str, np.ndarray]:
@@ -165,12 +195,15 @@ def seen_curves(results: Results, scenario: str, metric: str, out: Path,
     pal = colours(strategies)
     ref = data[data.strategy == reference]
     drawn = [s for s in strategies if s != reference]
+    # tall enough for one label per line at the right end, a text line apart
+    height = max(2.6, (len(strategies) + 2) * (FONT_SIZE + 1.5) / 72 + 0.9)
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.35, 2.6))
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH * 1.35, height))
         sns.lineplot(data=data[data.strategy.isin(drawn)], x="after", y="value",
                      hue="strategy", hue_order=drawn, palette=pal, errorbar=t_interval,
-                     marker="o", markersize=3, linewidth=1.2, ax=ax, legend=False,
-                     err_kws={"alpha": 0.08})
+                     style="strategy", style_order=drawn, markers=markers(drawn),
+                     dashes=dashes(drawn), markersize=3, linewidth=1.2, ax=ax,
+                     legend=False, err_kws={"alpha": 0.08})
         ends = data[data.after == t - 1].groupby("strategy")["value"].mean()
         labels = {s: float(ends[s]) for s in drawn if s in ends}
         if len(ref):
@@ -205,7 +238,7 @@ def _direct_labels(ax: plt.Axes, ends: dict[str, float], x: float,
     shift = max(0.0, placed[-1] - hi) if placed else 0.0  # keep the top label inside
     for name, y, y_text in zip(names, ys, placed, strict=True):
         ax.annotate(name, (x, y), xytext=(x + 0.35, y_text - shift), textcoords="data",
-                    fontsize=FONT_SIZE - 1, color=pal[name], va="center",
+                    fontsize=FONT_SIZE - 1, color=text_colour(pal[name]), va="center",
                     annotation_clip=False,
                     arrowprops={"arrowstyle": "-", "color": pal[name], "lw": 0.5,
                                 "shrinkA": 0, "shrinkB": 2})
@@ -289,7 +322,7 @@ def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
     cells = summaries(results, metric)
     sc = cells[cells.scenario == scenario]
     strategies = list(dict.fromkeys(sc.strategy))
-    pal = colours(strategies)
+    pal, marks = colours(strategies), markers(strategies)
     seen = bool(sc["final_seen"].notna().any())
     ycol = "final_seen" if seen else f"final:{metric}"
     with plt.rc_context(STYLE):
@@ -301,10 +334,21 @@ def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
                 ax.axhline(y.mean(), color="black", ls="--", lw=1.1,
                            label=f"{reference} (untrained)")
                 continue
-            ax.errorbar(x.mean(), y.mean(), xerr=_ci_err(x), yerr=_ci_err(y), fmt="o", ms=5,
-                        color=pal[s], capsize=2, elinewidth=0.8, label=s)
-        # a legend, not labels at the points: points close together would overprint them
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+            ax.errorbar(x.mean(), y.mean(), xerr=_ci_err(x), yerr=_ci_err(y), fmt=marks[s],
+                        ms=5, color=pal[s], capsize=2, elinewidth=0.8, label=s)
+        # a legend, not labels at the points: points close together would overprint them;
+        # its handles are markers alone (error-bar caps would hide the marker's shape)
+        handles, labels = [], []
+        for s in strategies:
+            if s == reference:
+                handles.append(plt.Line2D([], [], color="black", ls="--", lw=1.1))
+                labels.append(f"{reference} (untrained)")
+            else:
+                handles.append(plt.Line2D([], [], color=pal[s], marker=marks[s], ls="",
+                                          ms=5))
+                labels.append(s)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  frameon=False)
         ax.set_xlabel(f"forgetting ({metric_title(metric)}, lower is better)")
         ax.set_ylabel(column_title("final_seen", metric_title(metric)) if seen
                       else f"final {metric_title(metric)}, per-task galleries")

@@ -38,9 +38,9 @@ def sorted_stream(tmp_path_factory) -> Any:
     return bench
 
 
-def template(name: str, seed: int = 0) -> RetrievalTemplate:
+def template(name: str, seed: int = 0, **params: Any) -> RetrievalTemplate:
     seed_everything(seed)
-    plugin = make_plugin(name)
+    plugin = make_plugin(name, params or None)
     model = EmbeddingNet("small_cnn", dim=16, pool="avg")
     return RetrievalTemplate(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
                              p=P, k=K, iterations=4, plugins=[plugin],
@@ -138,3 +138,43 @@ def test_mas_importance_pass_leaves_batchnorm_statistics_unchanged(sorted_stream
     for exp in sorted_stream.train_stream:
         tpl.train(exp)
     assert calls == [(True, True, True)] * 2  # statistics unchanged, train mode restored
+
+
+@pytest.mark.parametrize("name", ["ewc", "mas"])
+def test_a_batch_whose_metric_loss_is_exactly_zero_is_penalised_not_refused(sorted_stream,
+                                                                           name, monkeypatch):
+    """A P x K batch whose hard-mining loss is 0.0 (no triplet violates the margin: common
+    once a model separates its classes) is an ordinary batch. Avalanche's MASPlugin refused
+    it (``if not strategy.loss``: a zero tensor is falsy), which failed real tuning cells
+    with 'Loss is not available'; the penalty must be added as on any other batch, with
+    the value of Avalanche's formula, sum_p Omega_p (theta_p - theta*_p)^2 times lambda
+    (a weight other than 1, so that a dropped or doubled lambda shows)."""
+    tpl = template(name, **{"ewc": {"ewc_lambda": 3.7}, "mas": {"lambda_reg": 3.7}}[name])
+    tpl.train(sorted_stream.train_stream[0])
+    original = tpl._criterion.forward
+    calls = []
+
+    def third_is_zero(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return original(f, y) * (0.0 if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(tpl._criterion, "forward", third_is_zero)
+    plugin = tpl.plugins[0]
+    expected: list[float] = []
+    if name == "mas":  # Avalanche's penalty, written out, at every step of experience 1
+        own = plugin.before_backward
+
+        def spy(strategy: Any, **kwargs: Any) -> None:
+            imp, old = plugin.mas.importance, plugin.mas.params
+            reg = sum(float(torch.sum(imp[n].data * (q.detach() - old[n].data).pow(2)))
+                      for n, q in strategy.model.named_parameters() if n in imp)
+            expected.append(plugin.config.lambda_reg * reg)
+            own(strategy, **kwargs)
+
+        monkeypatch.setattr(plugin, "before_backward", spy)
+    tpl.train(sorted_stream.train_stream[1])  # raised ValueError for mas before the fix
+    second = [row for row in tpl.loss_history if row["experience"] == 1]
+    assert len(second) == 4
+    assert second[2]["metric"] == 0.0 and second[2][name] > 0
+    if name == "mas":
+        assert [row["mas"] for row in second] == pytest.approx(expected, rel=1e-5)

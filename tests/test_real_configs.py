@@ -1,6 +1,7 @@
 """The real-data matrix files run what the tuning chose, on what it was tuned on: the CUB
-test matrix is the committed tuning output (docs/results/tuning/tuned.yaml) on the test
-split with 5 seeds; the lifelong matrix uses the same hyperparameters; every ablation is
+test matrix is the committed tuning output (docs/results/tuning/tuned.yaml, and
+docs/results/tuning-more/tuned.yaml once the second tuning has run) on the test split
+with 5 seeds; the lifelong matrix uses the same hyperparameters; every ablation is
 the tuned method with one setting changed and shares the test matrix's cells of finetune,
 fecd and dkd (same config hash, so they are computed once); the claims example names only
 strategies and scenarios these matrices run."""
@@ -16,13 +17,24 @@ from benchmarks.config import Cell, expand_cells, load_config, resolved_hparams
 
 REPO = Path(__file__).resolve().parents[1]
 TUNED = REPO / "docs" / "results" / "tuning" / "tuned.yaml"
+# the second tuning (configs/thesis-cub-subset-val-more.yaml), once it has run
+TUNED_MORE = REPO / "docs" / "results" / "tuning-more" / "tuned.yaml"
 
 
-def _chosen() -> dict[str, dict]:
-    """strategy -> its resolved hyperparameters as the tuning chose them."""
-    data = yaml.safe_load(TUNED.read_text())
-    return {name: resolved_hparams(name, dict(params or {}))
-            for name, params in data["strategies"].items()}
+def _tunings() -> list[Path]:
+    return [TUNED] + ([TUNED_MORE] if TUNED_MORE.is_file() else [])
+
+
+def _chosen() -> dict[str, tuple[str, dict]]:
+    """label -> (registered strategy, its resolved hyperparameters) as the tunings chose
+    them."""
+    out = {}
+    for path in _tunings():
+        for label, params in yaml.safe_load(path.read_text())["strategies"].items():
+            params = dict(params or {})
+            strategy = params.pop("strategy", label)
+            out[label] = (strategy, resolved_hparams(strategy, params))
+    return out
 
 
 def _expanded(name: str) -> list[Cell]:
@@ -40,24 +52,23 @@ def test_test_matrices_use_the_tuned_values(matrix):
     cells = _cells(matrix)
     assert set(cells) == set(chosen)  # every tuned strategy runs, nothing else
     for label, (strategy, hparams) in cells.items():
-        assert strategy == label
-        assert hparams == chosen[strategy], label
+        assert (strategy, hparams) == chosen[label], label
 
 
 def test_the_cub_test_matrix_is_the_tuned_matrix_on_the_test_split():
     """Everything but the seeds (5 instead of the 2 tuning seeds) and the name equals
-    tuned.yaml, whose scenario has no validation split left: the settings the values were
-    chosen under are the settings they are tested under."""
-    tuned = load_config(TUNED, ["seeds=[0,1,2,3,4]"])
+    the tunings' tuned.yaml, whose scenario has no validation split left: the settings the
+    values were chosen under are the settings they are tested under."""
+    tuned = {c.id: c.hash for path in _tunings()
+             for c in expand_cells(load_config(path, ["seeds=[0,1,2,3,4]"]))}
     test = load_config(REPO / "configs" / "thesis-cub-subset.yaml")
     assert test.seeds == [0, 1, 2, 3, 4]
     assert all(sc.validation is None for sc in test.scenarios)
-    assert {c.id: c.hash for c in expand_cells(tuned)} == \
-        {c.id: c.hash for c in expand_cells(test)}
+    assert tuned == {c.id: c.hash for c in expand_cells(test)}
 
 
 def test_ablations_change_one_setting_of_the_tuned_method_and_share_its_cells():
-    chosen = _chosen()
+    chosen = {label: hparams for label, (_, hparams) in _chosen().items()}
     for label, (strategy, hparams) in _cells("thesis-cub-subset-ablations.yaml").items():
         differs = {k for k in hparams if hparams[k] != chosen[strategy].get(k)}
         if label == strategy:

@@ -784,3 +784,20 @@ def test_the_demo_companions_run_the_demos_streams(name):
     shared = demo.keys() & other.keys()
     assert {k[0] for k in shared} >= {"finetune", "bct"}
     assert all(demo[k] == other[k] for k in shared)
+
+
+def test_strategies_sharing_a_colour_never_share_a_marker_or_dashes():
+    """Past the palette's 10 colours, a second strategy gets the first one's colour: its
+    marker and dashes differ, so 22 strategies (every registered one) stay told apart; and
+    label text is dark enough to read on white, whatever the colour."""
+    from reports.plots import colours, dashes, markers, text_colour
+
+    names = [f"s{i}" for i in range(22)]
+    col, mark, dash = colours(names), markers(names), dashes(names)
+    styles = {(col[n], mark[n], dash[n]) for n in names}
+    assert len(styles) == len(names)
+    assert len({mark[n] for n in names[:10]}) == 1 and dash[names[0]] == ()
+    for rgb in col.values():
+        r, g, b = text_colour(rgb)
+        assert 0.2126 * r + 0.7152 * g + 0.0722 * b <= 0.45 + 1e-12
+    assert text_colour((0.0, 0.2, 0.6)) == (0.0, 0.2, 0.6)  # dark colours are kept

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 LRBENCH=${LRBENCH:-.venv/bin/lrbench}
 TUNE=results/thesis-cub-subset-val-tune
+TUNE_MORE=results/thesis-cub-subset-val-more-tune
 CUB=(results/thesis-cub-subset)
 [ -d results/thesis-cub-subset-ablations ] && CUB+=(results/thesis-cub-subset-ablations)
 LIFELONG=(results/thesis-lifelong)
@@ -35,12 +36,21 @@ fi
 
 # 1. the validation tables that chose every strategy's hyperparameters, the choice, and
 #    the tuning store's own report (every trial's metrics, what each cell cost)
-if [ -d "$TUNE" ]; then
+if [ -f "$TUNE/tuned.yaml" ]; then  # a tuning under way has cells but no tuned.yaml yet
     mkdir -p docs/results/tuning
     cp "$TUNE/tuning.csv" "$TUNE/tuning.md" "$TUNE/tuned.yaml" docs/results/tuning/
     report docs/results/tuning/report "$TUNE" --format md,csv,png
 else
     echo "regenerate: $TUNE not run yet, docs/results/tuning left as it is" >&2
+fi
+# the second tuning (bct, drift compensation, rehearsal, statistics-only baselines)
+if [ -f "$TUNE_MORE/tuned.yaml" ]; then
+    mkdir -p docs/results/tuning-more
+    cp "$TUNE_MORE/tuning.csv" "$TUNE_MORE/tuning.md" "$TUNE_MORE/tuned.yaml" \
+        docs/results/tuning-more/
+    report docs/results/tuning-more/report "$TUNE_MORE" --format md,csv,png
+else
+    echo "regenerate: $TUNE_MORE not run yet, docs/results/tuning-more left as it is" >&2
 fi
 
 # 2. per stream: the tuned test table (union-of-seen Recall@1 first, Holm-adjusted tests),
