@@ -146,6 +146,27 @@ def _trial_value(store: Path, cells: list[Cell], objective: str,
     return {seed: float(np.mean(v)) for seed, v in sorted(by_seed.items())}
 
 
+def _trial_failure(store: Path, cells: list[Cell], objective: str,
+                   metric: tuple[str, str | None]) -> str:
+    """Why a trial has no value: its first cell that gave none, and why (the reason its
+    result.json records for a failed cell), in one line."""
+    from benchmarks.run.store import DamagedResult, cell_dir, read_result
+
+    for cell in cells:
+        try:
+            result = read_result(cell_dir(store, cell) / "result.json")
+        except (OSError, DamagedResult) as exc:
+            return f"{cell.id}: result unreadable ({type(exc).__name__})"
+        if not result or result.get("config_hash") != cell.hash:
+            return f"{cell.id}: not run"
+        if result.get("status") != "finished":
+            why = " ".join(str(result.get("reason") or result.get("status")).split())
+            return f"{cell.id}: {why[:160]}"
+        if not math.isfinite(cell_objective(result["payload"], objective, metric)):
+            return f"{cell.id}: the objective is undefined"
+    return "no value"
+
+
 def _check_store(store: Path, name: str) -> None:
     """Refuse a store that holds another matrix than this tuning's (a test run's store
     must never receive validation trials)."""
@@ -313,6 +334,9 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
                                     objective, metric_key)
             if per_seed is None:
                 trial.status = "failed"
+                trial.reason = _trial_failure(
+                    store, [c for c in cells if c.strategy == trial.label], objective,
+                    metric_key)
                 if ask is not None:
                     plan.study.tell(ask, state=optuna.trial.TrialState.FAIL)
             else:
