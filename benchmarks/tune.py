@@ -124,23 +124,34 @@ def cell_objective(payload: dict[str, Any], objective: str, metric: tuple[str, s
     return float(forgetting(r)["forgetting"]) if len(r) > 1 else math.nan
 
 
+def _cell_value(store: Path, cell: Cell, objective: str,
+                metric: tuple[str, str | None]) -> tuple[float | None, str]:
+    """One cell's objective from the store, or None and why it has none (one line)."""
+    from benchmarks.run.store import DamagedResult, cell_dir, read_result
+
+    try:
+        result = read_result(cell_dir(store, cell) / "result.json")
+    except (OSError, DamagedResult) as exc:
+        return None, f"{cell.id}: result unreadable ({type(exc).__name__})"
+    if not result or result.get("config_hash") != cell.hash:
+        return None, f"{cell.id}: not run"
+    if result.get("status") != "finished":
+        why = " ".join(str(result.get("reason") or result.get("status")).split())
+        return None, f"{cell.id}: {why[:160]}"
+    value = cell_objective(result["payload"], objective, metric)
+    if not math.isfinite(value):
+        return None, f"{cell.id}: the objective is undefined"
+    return value, ""
+
+
 def _trial_value(store: Path, cells: list[Cell], objective: str,
                  metric: tuple[str, str | None]) -> dict[int, float] | None:
     """Per seed: the objective's mean over scenarios of a trial's cells; None when a cell
     did not finish or its value is undefined (a failed trial)."""
-    from benchmarks.run.store import DamagedResult, cell_dir, read_result
-
     by_seed: dict[int, list[float]] = {}
     for cell in cells:
-        try:
-            result = read_result(cell_dir(store, cell) / "result.json")
-        except (OSError, DamagedResult):
-            return None
-        if not result or result.get("status") != "finished" \
-                or result.get("config_hash") != cell.hash:
-            return None
-        value = cell_objective(result["payload"], objective, metric)
-        if not math.isfinite(value):
+        value, _ = _cell_value(store, cell, objective, metric)
+        if value is None:
             return None
         by_seed.setdefault(cell.seed, []).append(value)
     return {seed: float(np.mean(v)) for seed, v in sorted(by_seed.items())}
@@ -150,20 +161,10 @@ def _trial_failure(store: Path, cells: list[Cell], objective: str,
                    metric: tuple[str, str | None]) -> str:
     """Why a trial has no value: its first cell that gave none, and why (the reason its
     result.json records for a failed cell), in one line."""
-    from benchmarks.run.store import DamagedResult, cell_dir, read_result
-
     for cell in cells:
-        try:
-            result = read_result(cell_dir(store, cell) / "result.json")
-        except (OSError, DamagedResult) as exc:
-            return f"{cell.id}: result unreadable ({type(exc).__name__})"
-        if not result or result.get("config_hash") != cell.hash:
-            return f"{cell.id}: not run"
-        if result.get("status") != "finished":
-            why = " ".join(str(result.get("reason") or result.get("status")).split())
-            return f"{cell.id}: {why[:160]}"
-        if not math.isfinite(cell_objective(result["payload"], objective, metric)):
-            return f"{cell.id}: the objective is undefined"
+        value, why = _cell_value(store, cell, objective, metric)
+        if value is None:
+            return why
     return "no value"
 
 
