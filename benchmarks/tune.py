@@ -124,26 +124,48 @@ def cell_objective(payload: dict[str, Any], objective: str, metric: tuple[str, s
     return float(forgetting(r)["forgetting"]) if len(r) > 1 else math.nan
 
 
+def _cell_value(store: Path, cell: Cell, objective: str,
+                metric: tuple[str, str | None]) -> tuple[float | None, str]:
+    """One cell's objective from the store, or None and why it has none (one line)."""
+    from benchmarks.run.store import DamagedResult, cell_dir, read_result
+
+    try:
+        result = read_result(cell_dir(store, cell) / "result.json")
+    except (OSError, DamagedResult) as exc:
+        return None, f"{cell.id}: result unreadable ({type(exc).__name__})"
+    if not result or result.get("config_hash") != cell.hash:
+        return None, f"{cell.id}: not run"
+    if result.get("status") != "finished":
+        why = " ".join(str(result.get("reason") or result.get("status")).split())
+        return None, f"{cell.id}: {why[:160]}"
+    value = cell_objective(result["payload"], objective, metric)
+    if not math.isfinite(value):
+        return None, f"{cell.id}: the objective is undefined"
+    return value, ""
+
+
 def _trial_value(store: Path, cells: list[Cell], objective: str,
                  metric: tuple[str, str | None]) -> dict[int, float] | None:
     """Per seed: the objective's mean over scenarios of a trial's cells; None when a cell
     did not finish or its value is undefined (a failed trial)."""
-    from benchmarks.run.store import DamagedResult, cell_dir, read_result
-
     by_seed: dict[int, list[float]] = {}
     for cell in cells:
-        try:
-            result = read_result(cell_dir(store, cell) / "result.json")
-        except (OSError, DamagedResult):
-            return None
-        if not result or result.get("status") != "finished" \
-                or result.get("config_hash") != cell.hash:
-            return None
-        value = cell_objective(result["payload"], objective, metric)
-        if not math.isfinite(value):
+        value, _ = _cell_value(store, cell, objective, metric)
+        if value is None:
             return None
         by_seed.setdefault(cell.seed, []).append(value)
     return {seed: float(np.mean(v)) for seed, v in sorted(by_seed.items())}
+
+
+def _trial_failure(store: Path, cells: list[Cell], objective: str,
+                   metric: tuple[str, str | None]) -> str:
+    """Why a trial has no value: its first cell that gave none, and why (the reason its
+    result.json records for a failed cell), in one line."""
+    for cell in cells:
+        value, why = _cell_value(store, cell, objective, metric)
+        if value is None:
+            return why
+    return "no value"
 
 
 def _check_store(store: Path, name: str) -> None:
@@ -313,6 +335,9 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
                                     objective, metric_key)
             if per_seed is None:
                 trial.status = "failed"
+                trial.reason = _trial_failure(
+                    store, [c for c in cells if c.strategy == trial.label], objective,
+                    metric_key)
                 if ask is not None:
                     plan.study.tell(ask, state=optuna.trial.TrialState.FAIL)
             else:

@@ -42,13 +42,14 @@ def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["strategy", "trial", "label", "kind", "params", "objective", "metric",
-                     "mean", "ci_low", "ci_high", "seeds", "per_seed", "status", "chosen"])
+                     "mean", "ci_low", "ci_high", "seeds", "per_seed", "status", "chosen",
+                     "reason"])
     for t in trials:
         writer.writerow([t.strategy, t.number, t.label, t.kind,
                          json.dumps(t.params, sort_keys=True), objective, metric,
                          *(f"{v:.6g}" if math.isfinite(v) else "" for v in (t.mean, *t.ci)),
                          len(t.per_seed), json.dumps({str(k): v for k, v in t.per_seed.items()}),
-                         t.status, t.chosen])
+                         t.status, t.chosen, t.reason])
     lines = [f"# Tuning: {config.name}", "",
              f"Source matrix: `{source}`. Budget: {budget_text}. Objective: {what}. "
              "CI: 95% Student-t interval over seeds (undefined with one seed). "
@@ -62,6 +63,12 @@ def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
         lines.append(f"| {t.strategy} | {t.number} | {t.kind} | {values} | {mean} | "
                      f"[{_fmt(t.ci[0])}, {_fmt(t.ci[1])}] | {len(t.per_seed)} | "
                      f"{'**yes**' if t.chosen else ''} |")
+    failed = [t for t in trials if t.status != "finished"]
+    if failed:
+        lines += ["", "## Failed trials", "",
+                  "Never chosen; a rerun of the same command retries their cells (after the "
+                  "cause is fixed, the sampler's later draws may change).", ""]
+        lines += [f"* {t.label}: {t.reason or 'no value'}" for t in failed]
     if found:
         lines += ["", "## Is each optimum bracketed?", "",
                   "A chosen value strictly inside the values tried is bracketed; one at the "

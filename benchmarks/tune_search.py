@@ -188,6 +188,9 @@ class Trial:
     chosen: bool = False
     #: how its values were drawn (:data:`KINDS`)
     kind: str = "default"
+    #: why a failed trial failed: its first cell that did not give a value, and the
+    #: reason the store recorded (empty for a finished trial)
+    reason: str = ""
 
 
 def _with_validation(data: dict[str, Any], validation: float | None, source: str

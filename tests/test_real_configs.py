@@ -46,7 +46,8 @@ def _cells(name: str) -> dict[str, tuple[str, dict]]:
     return {c.strategy: (c.plugin_name, dict(c.hparams)) for c in _expanded(name)}
 
 
-@pytest.mark.parametrize("matrix", ["thesis-cub-subset.yaml", "thesis-lifelong.yaml"])
+@pytest.mark.parametrize("matrix", ["thesis-cub-subset.yaml", "thesis-lifelong.yaml",
+                                    "thesis-lifelong-orders.yaml"])
 def test_test_matrices_use_the_tuned_values(matrix):
     chosen = _chosen()
     cells = _cells(matrix)

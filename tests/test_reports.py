@@ -801,3 +801,37 @@ def test_strategies_sharing_a_colour_never_share_a_marker_or_dashes():
         r, g, b = text_colour(rgb)
         assert 0.2126 * r + 0.7152 * g + 0.0722 * b <= 0.45 + 1e-12
     assert text_colour((0.0, 0.2, 0.6)) == (0.0, 0.2, 0.6)  # dark colours are kept
+
+
+def test_the_protocol_screen_is_recomputed_from_its_cells():
+    """docs/results/protocol-choice.md: its table, screen.md and screen.csv are what
+    protocol-choice/table.py computes from the committed per-cell values
+    (screen-cells.csv) alone; the margins of the settings run with several seeds are
+    checked against scipy's t interval by hand."""
+    import csv as csv_module
+    import importlib.util
+
+    import numpy as np
+    from scipy import stats
+
+    path = REPO / "docs" / "results" / "protocol-choice" / "table.py"
+    spec = importlib.util.spec_from_file_location("screen_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    cells = table.read_cells()
+    rows = table.summarise(cells)
+    md = table.markdown(rows)
+    assert md == (path.parent / "screen.md").read_text()
+    page = table.PAGE.read_text()
+    assert table.page_with(page, md) == page
+    with open(path.parent / "screen.csv", newline="") as f:
+        assert [{k: str(v) for k, v in r.items()} for r in rows] == list(csv_module.DictReader(f))
+    several = [r for r in rows if r["seeds"] > 1]
+    assert {r["setting"] for r in several} >= {"cub-b", "lifelong-b"}
+    for r in several:
+        by = {(c["strategy"], int(c["seed"])): float(c["final_seen"]) for c in cells
+              if c["setting"] == r["setting"]}
+        seeds = sorted({s for (_, s) in by})
+        d = np.array([by["joint", s] - by["pretrained", s] for s in seeds])
+        low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+        assert r["joint_minus_pretrained_ci"] == f"{d.mean():+.3f} [{low:+.3f}, {high:+.3f}]"

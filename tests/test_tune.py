@@ -297,3 +297,33 @@ def test_also_tune_searches_a_training_option_for_every_strategy(tmp_path, monke
     for label in ("finetune", "l2_kd"):
         assert "trunk_lr_mult" in data["strategies"][label]["training"]
         assert not any(k.startswith("training.") for k in data["strategies"][label])
+
+
+def test_a_failed_trial_names_its_reason_and_is_never_chosen(tmp_path, monkeypatch, capsys):
+    """A trial whose cell raises (here l2_kd at any lam but its default 1.0, as mas did on
+    a zero loss) is a failed trial: tune exits 1, the choice is among the others, and
+    tuning.md and tuning.csv name the failed cell and the reason its result.json records,
+    so a reader sees a bug that cost a strategy part of its budget."""
+    from strategies.l2_kd import L2KD
+
+    original = L2KD.before_backward
+
+    def boom(self, strategy, **kwargs):  # noqa: ANN001
+        if self.config.lam != 1.0:
+            raise ValueError("Loss is not available")
+        return original(self, strategy, **kwargs)
+
+    monkeypatch.setattr(L2KD, "before_backward", boom)
+    path = write_matrix(tmp_path, {**MATRIX, "strategies": {"finetune": {}, "l2_kd": {}}})
+    store = tmp_path / "s"
+    assert main(["tune", path, "--trials", "2", "--out", str(store), "--seed", "3"]) == 1
+    assert "1 trial(s) failed (l2_kd-t001)" in capsys.readouterr().err
+    trials = {r["label"]: r for r in rows(store)}
+    assert trials["l2_kd-t001"]["status"] == "failed"
+    assert trials["l2_kd-t001"]["reason"] == \
+        "synth-tiny__l2_kd-t001__seed0: ValueError: Loss is not available"
+    assert trials["l2_kd-t000"]["chosen"] == "True" and trials["l2_kd-t000"]["reason"] == ""
+    md = (store / "tuning.md").read_text()
+    assert "## Failed trials" in md
+    assert "* l2_kd-t001: synth-tiny__l2_kd-t001__seed0: ValueError: Loss is not available" \
+        in md
