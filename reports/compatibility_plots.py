@@ -175,8 +175,8 @@ def compatibility_heatmaps(results: Any, scenario: str, out: Path, formats: list
                         vmin=vmin, vmax=vmax, cmap="viridis", annot=text if t <= 8 else False,
                         fmt="", annot_kws={"size": FONT_SIZE - 2}, cbar=False, square=True,
                         linewidths=0.3, linecolor="white")
-            ax.set_title(f"{s} (AC of the mean {average_compatibility(mat):.2f})")
+            ax.set_title(f"{s}: AC {average_compatibility(mat):.2f}")
         finish_grid(fig, axes, n, vmin, vmax, "queries: model i", "gallery: model j", "R@1")
-        fig.suptitle(f"{scenario}: compatibility matrix M (R@1, mean over seeds)",
-                     fontsize=FONT_SIZE + 1)
+        fig.suptitle(f"{scenario}: compatibility matrix M (R@1, mean over seeds); * and AC: "
+                     "M[i][j] > M[j][j] on the mean matrix", fontsize=FONT_SIZE + 1)
         return _save(fig, out, f"compatibility_{scenario}", formats)

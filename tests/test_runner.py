@@ -190,6 +190,18 @@ def test_jobs_2_gives_the_same_numbers_as_jobs_1(smoke_store, jobs2_store):
         assert payload_values(a[cell]) == payload_values(b[cell]), cell
 
 
+
+def test_a_queued_cell_records_when_its_worker_started_it(jobs2_store):
+    """With two workers and four cells, the third cell to start waits for a worker: its
+    ``started`` is at or after the end of the earlier cell that worker ran (that cell's
+    start plus its measured time), not the moment all four were submitted (which every
+    cell recorded before: the MLflow and W&B runs' start times were all the same)."""
+    cells = sorted(results(jobs2_store).values(), key=lambda r: r["started"])
+    assert len(cells) == 4
+    done = [r["started"] + r["payload"]["timings"]["total_s"] for r in cells[:2]]
+    assert cells[2]["started"] >= min(done)
+    assert all(r["started"] <= r["ended"] for r in cells)
+
 def test_threads_are_a_setting_of_the_cell(tmp_path):
     """training.threads is the cell's (hashed, recorded), never the host's or --jobs':
     the torch thread count inside a cell is exactly the setting."""

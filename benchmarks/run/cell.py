@@ -378,8 +378,12 @@ def _worker(cell: Cell, checkpoint: str | None = None,
             logging: dict[str, bool] | None = None, folder: str | None = None,
             first: str | None = None, save_first: bool = False) -> dict[str, Any]:
     """Run a cell in a worker process; never raises (a failure is a result). The
-    arguments after the cell are :func:`run_cell`'s, paths as text."""
+    arguments after the cell are :func:`run_cell`'s, paths as text. The outcome carries
+    ``started``, when this worker began the cell: a pool or cluster queues cells long
+    before a worker takes them, so the submitting process cannot know it."""
     import warnings
+
+    started = time.time()
 
     # spawned workers do not inherit the CLI's warning filters (Avalanche's import chatter)
     warnings.filterwarnings("ignore", message=".*QP solver.*")
@@ -395,12 +399,13 @@ def _worker(cell: Cell, checkpoint: str | None = None,
         payload = run_cell(cell, Path(checkpoint) if checkpoint else None, log, logging,
                            Path(folder) if folder else None, Path(first) if first else None,
                            save_first)
-        return {"status": "finished", "payload": payload, "log": lines}
+        return {"status": "finished", "payload": payload, "log": lines, "started": started}
     except BaseException as exc:  # a failed cell is recorded; the matrix goes on
         if isinstance(exc, KeyboardInterrupt) and interrupted():
             raise  # Ctrl-C or SIGTERM of this process: the run stops (its cells are kept)
         lines.append(traceback.format_exc())
-        return {"status": "failed", "reason": failure_reason(exc), "log": lines}
+        return {"status": "failed", "reason": failure_reason(exc), "log": lines,
+                "started": started}
 
 
 def failure_reason(exc: BaseException) -> str:

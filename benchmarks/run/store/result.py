@@ -171,6 +171,8 @@ def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: floa
                  versions: dict[str, str], host: dict[str, Any]) -> Path | None:
     """Write one cell's ``log.txt`` and ``result.json`` from its worker's ``outcome``
     (``status`` finished with a ``payload``, or failed with a ``reason``; its ``log``).
+    ``started`` is the worker's own start time where the outcome has one (a queued cell
+    starts long after its submission), else the ``started`` the executor passes.
 
     A finished result of another config there (``--resume`` with a changed matrix) is
     never overwritten: it is kept (:func:`replaced_result`), and where is returned."""
@@ -181,7 +183,7 @@ def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: floa
 
     result = {"id": cell.id, "config_hash": cell.hash,
               "hash_version": HASH_VERSION, "config": cell.as_dict(),
-              "status": outcome["status"], "started": started,
+              "status": outcome["status"], "started": outcome.get("started", started),
               "ended": time.time(), "versions": versions, "host": host,
               "strategy_plugin": get_strategy(cell.plugin_name).provenance()}
     if outcome["status"] == "finished":
