@@ -98,7 +98,7 @@ def gallery_drift(results: Any, scenario: str, out: Path, formats: list[str]) ->
     and the negative-flip rate per strategy."""
     import matplotlib.pyplot as plt
 
-    from reports.plots import COLUMN_WIDTH, STYLE, _save, colours
+    from reports.plots import COLUMN_WIDTH, STYLE, _save, colours, dashes, markers
 
     order = _order(results, scenario, None)
     share: dict[str, list[np.ndarray]] = {}
@@ -120,18 +120,18 @@ def gallery_drift(results: Any, scenario: str, out: Path, formats: list[str]) ->
             top_k = nri.get("top_k", top_k)
     if not share or len(base[0]) < 2:
         return []
-    pal = colours(list(dict.fromkeys(results.cells.strategy)))
+    every = list(dict.fromkeys(results.cells.strategy))
+    pal, marks, dash = colours(every), markers(every), dashes(every)
     t = len(base[0])
     x = np.arange(1, t)
     with plt.rc_context(STYLE):
         fig, (a, b) = plt.subplots(1, 2, figsize=(COLUMN_WIDTH * 2, 2.4))
         for s in share:
-            a.plot(x, np.nanmean(np.array(share[s])[:, 1:], axis=0), color=pal.get(s),
-                   marker="o",
-                   markersize=2.5, lw=1.1, label=s)
-            b.plot(x, np.nanmean(np.array(flips[s])[:, 1:], axis=0), color=pal.get(s),
-                   marker="o",
-                   markersize=2.5, lw=1.1, label=s)
+            # a strategy sharing a palette colour has another marker and dashes
+            style = {"color": pal.get(s), "marker": marks.get(s, "o"), "markersize": 2.5,
+                     "lw": 1.1, "label": s, "dashes": dash.get(s, ())}
+            a.plot(x, np.nanmean(np.array(share[s])[:, 1:], axis=0), **style)
+            b.plot(x, np.nanmean(np.array(flips[s])[:, 1:], axis=0), **style)
         a.plot(x, np.nanmean(np.array(base)[:, 1:], axis=0), color="black", ls="--", lw=1.2,
                label="newest part of gallery")
         a.set_ylabel(f"newest part in old-class top {top_k}")

@@ -90,6 +90,7 @@ def colours(strategies: list[str]) -> dict[str, tuple[float, float, float]]:
 #: per cycle of the palette's 10 colours: the marker and line dashes of its strategies
 CYCLE_MARKERS = ("o", "s", "^", "D")
 CYCLE_DASHES: tuple[tuple[float, ...], ...] = ((), (4.0, 1.5), (1.0, 1.0), (4.0, 1.0, 1.0, 1.0))
+CYCLE_HATCHES = ("", "////", "....", "xxxx")
 
 
 def _cycle(strategies: list[str]) -> dict[str, int]:
@@ -237,11 +238,11 @@ def _direct_labels(ax: plt.Axes, ends: dict[str, float], x: float,
         placed.append(max(y, placed[-1] + gap) if placed else y)
     shift = max(0.0, placed[-1] - hi) if placed else 0.0  # keep the top label inside
     for name, y, y_text in zip(names, ys, placed, strict=True):
-        ax.annotate(name, (x, y), xytext=(x + 0.35, y_text - shift), textcoords="data",
-                    fontsize=FONT_SIZE - 1, color=text_colour(pal[name]), va="center",
-                    annotation_clip=False,
-                    arrowprops={"arrowstyle": "-", "color": pal[name], "lw": 0.5,
-                                "shrinkA": 0, "shrinkB": 2})
+        # the leader stops short of the label column, so that a steep leader never runs
+        # through the start of another line's label
+        ax.plot([x, x + 0.25], [y, y_text - shift], color=pal[name], lw=0.5, clip_on=False)
+        ax.text(x + 0.3, y_text - shift, name, fontsize=FONT_SIZE - 1, va="center",
+                color=text_colour(pal[name]), clip_on=False)
 
 
 def task_curves(results: Results, scenario: str, metric: str, out: Path,
@@ -371,11 +372,18 @@ def recall_bars(results: Results, scenario: str, out: Path, formats: list[str]) 
         sns.barplot(data=data, x="K", y="value", hue="strategy", hue_order=strategies,
                     palette=colours(strategies), errorbar=t_interval, err_kws={"linewidth": 0.8},
                     capsize=0.1, ax=ax)
+        # bars have no marker: a strategy that shares a palette colour gets a hatch
+        for container, cycle in zip(ax.containers, _cycle(strategies).values(), strict=False):
+            for bar in container:
+                bar.set_hatch(CYCLE_HATCHES[cycle])
         ax.set_xlabel("")
         ax.set_ylabel("final mean Recall@K")
         ax.set_ylim(0, 1)
         ax.set_title(f"{scenario}: final Recall@K over all tasks")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        legend = ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        for patch, cycle in zip(legend.get_patches(), _cycle(strategies).values(),
+                                strict=False):
+            patch.set_hatch(CYCLE_HATCHES[cycle])
         return _save(fig, out, f"recall_bars_{scenario}", formats)
 
 

@@ -803,6 +803,46 @@ def test_strategies_sharing_a_colour_never_share_a_marker_or_dashes():
     assert text_colour((0.0, 0.2, 0.6)) == (0.0, 0.2, 0.6)  # dark colours are kept
 
 
+def test_bars_and_drift_lines_tell_strategies_sharing_a_colour_apart(monkeypatch, tmp_path):
+    """The Recall@K bars (no markers) hatch a strategy of the palette's second cycle, in
+    the legend too; the gallery-drift panels give it the marker and dashes of the seen
+    curves. With 12 strategies, the 1st and the 11th share a colour (the real CUB table)."""
+    from types import SimpleNamespace
+
+    import matplotlib
+    import numpy as np
+    import pandas as pd
+
+    import reports.plots as plots
+    from reports.compatibility_plots import gallery_drift
+
+    names = [f"s{i}" for i in range(12)]
+    t = 3
+    cells = pd.DataFrame([{"scenario": "sc", "strategy": n, "seed": 0, "final:recall@1": 0.5}
+                          for n in names])
+    entry = {"never_reindexed": {"top_k_share_old": np.full((t, t), 0.3).tolist(),
+                                 "gallery_share": np.full((t, t), 0.2).tolist(),
+                                 "negative_flip_rate": [None, 0.1, 0.2], "top_k": 8}}
+    results = SimpleNamespace(cells=cells, metrics=["recall@1"],
+                              gallery={("sc", n, 0): entry for n in names})
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, *a: figures.append(fig) or [])
+    plots.recall_bars(results, "sc", tmp_path, ["png"])
+    gallery_drift(results, "sc", tmp_path, ["png"])
+    bars, drift = figures
+    ax = bars.axes[0]
+    first, eleventh = ax.containers[0][0], ax.containers[10][0]
+    assert first.get_facecolor() == eleventh.get_facecolor()
+    assert not first.get_hatch() and eleventh.get_hatch()
+    legend = [p.get_hatch() for p in ax.get_legend().get_patches()]
+    assert not legend[0] and legend[10]
+    for panel in drift.axes[:2]:
+        lines = {line.get_label(): line for line in panel.get_lines()}
+        a, b = lines["s0"], lines["s10"]
+        assert matplotlib.colors.same_color(a.get_color(), b.get_color())
+        assert (a.get_marker(), a.get_linestyle()) != (b.get_marker(), b.get_linestyle())
+
+
 def test_the_protocol_screen_is_recomputed_from_its_cells():
     """docs/results/protocol-choice.md: its table, screen.md and screen.csv are what
     protocol-choice/table.py computes from the committed per-cell values
