@@ -48,9 +48,12 @@ FIGURE_TITLES = {
     "gallery_drift": "Where old-class queries look in the never-re-indexed gallery: the "
                      "newest part's share of their top K (dashed black: its share of the "
                      "gallery), and the negative-flip rate of each update (mean over seeds)",
-    "compatibility": "Compatibility matrix M[i][j]: Recall@1 of model i's queries against "
-                     "model j's gallery, on the classes seen by step j (mean over seeds; "
-                     "* marks BCT's criterion M[i][j] > M[j][j] met by the mean)",
+    # no brackets: "M[i][j]" is a reference link to Markdown (mkdocs warns), and a
+    # caption is plain text in the HTML page (no code spans)
+    "compatibility": "Compatibility matrix M, row i = the model that embeds the queries, "
+                     "column j = the model that embedded the gallery: Recall@1 on the "
+                     "classes seen by step j (mean over seeds; * marks BCT's criterion, "
+                     "a pair i > j above its column's diagonal value, met by the mean)",
 }
 
 
@@ -235,12 +238,13 @@ def page_blocks(results: Any, scenario: str, metric: str,
     comp = compatibility_table(results, scenario, strategies)
     if not comp.empty:
         blocks.append(("p", (
-            "**Compatibility** (Recall@1, mean over seeds): M[i][j] is model i's queries "
+            "**Compatibility** (Recall@1, mean over seeds): `M[i][j]` is model i's queries "
             "against model j's gallery on the classes seen by step j. AC: the fraction of "
-            "pairs i > j meeting BCT's criterion M[i][j] > M[j][j] (strict); AM: the mean of "
-            "M's lower triangle; BC: mean of M[T][i] - M[i][i]; FC: mean of M[i][i-1] - "
-            "M[i][i] (CL2R, Biondi et al.); update gain: (M[i][j] - M[j][j]) / (S[i][j] - "
-            "M[j][j]) with S the backfilled self-test (BCT), mean over the pairs where "
-            "backfilling would help. Definitions: `docs/metrics.md`."), None))
+            "pairs i > j meeting BCT's criterion `M[i][j] > M[j][j]` (strict); AM: the mean "
+            "of M's lower triangle; BC: mean of `M[T][i] - M[i][i]`; FC: mean of "
+            "`M[i][i-1] - M[i][i]` (CL2R, Biondi et al.); update gain: "
+            "`(M[i][j] - M[j][j]) / (S[i][j] - M[j][j])` with S the backfilled self-test "
+            "(BCT), mean over the pairs where backfilling would help. Definitions: "
+            "`docs/metrics.md`."), None))
         blocks.append(("cross", "", comp))
     return blocks

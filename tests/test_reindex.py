@@ -551,3 +551,18 @@ def test_listing_a_drift_compensation_shows_its_defaults():
         params = {p["name"]: p["default"] for p in spec.hyperparameters()}
         assert params["on_params"] == {} and params[f"{name}_on"] == "finetune"
         assert json.loads(json.dumps(spec.describe()))["name"] == name
+
+
+def test_the_report_page_writes_matrix_entries_as_code(smoke_store, tmp_path):
+    """``M[i][j]`` outside a code span is a reference-style link to Markdown (mkdocs
+    --strict warns on the committed real-data report): the compatibility paragraph and
+    caption write matrix entries as code, or without brackets."""
+    import re
+
+    from benchmarks.cli import main
+
+    assert main(["report", str(smoke_store), "--format", "md", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "report.md").read_text()
+    assert "`M[i][j] > M[j][j]`" in page
+    prose = re.sub(r"`[^`\n]*`", "", page)
+    assert not re.findall(r"\w\[[^\]\n]+\]\[[^\]\n]+\]", prose)
