@@ -209,6 +209,7 @@ def page_blocks(results: Any, scenario: str, metric: str,
     """The report page's blocks for ``scenario`` (tables with their explanation), in the
     page's block format (``p`` text, ``cross`` a small numeric table); none for a store
     without the sections."""
+    from reports.plots import slug
     from reports.tables import metric_title
 
     m = metric_title(metric)
@@ -233,7 +234,7 @@ def page_blocks(results: Any, scenario: str, metric: str,
             + (" Stored vectors updated without their images (drift compensation) by "
                f"{', '.join(updaters)}: the store records which parts, per experience."
                if updaters else "")
-            + f" Per cell: `compatibility/{scenario}.csv`."), None))
+            + f" Per cell: `compatibility/{slug(scenario)}.csv`."), None))
         blocks.append(("cross", "", table))
     comp = compatibility_table(results, scenario, strategies)
     if not comp.empty:

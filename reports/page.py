@@ -225,6 +225,7 @@ FIGURE_TITLES = {
 
 def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, str, object]]:
     """(kind, heading/text, payload) blocks shared by the Markdown and HTML pages."""
+    from reports.plots import slug
     from reports.tables import cost_table, cross_model_table, loss_table, metric_title
 
     blocks: list[tuple[str, str, object]] = []
@@ -284,7 +285,7 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                            + (", ".join(f"{r.a} {'>' if r.diff > 0 else '<'} {r.b}"
                                         for r in distinct.itertuples()) or "none")
                            + ". Every pair with its difference and interval: "
-                           f"`pairwise/{t.scenario}.csv`.", None))
+                           f"`pairwise/{slug(t.scenario)}.csv`.", None))
             blocks.append(("pairwise", "", t))
         losses = loss_table(results, t.scenario)
         if not losses.empty:

@@ -566,3 +566,22 @@ def test_the_report_page_writes_matrix_entries_as_code(smoke_store, tmp_path):
     assert "`M[i][j] > M[j][j]`" in page
     prose = re.sub(r"`[^`\n]*`", "", page)
     assert not re.findall(r"\w\[[^\]\n]+\]\[[^\]\n]+\]", prose)
+
+
+def test_the_files_the_report_page_names_exist(smoke_store, tmp_path):
+    """A scenario named like the real ones ('cub-subset-50+5x10') is written to files with
+    '+' made safe: the page names those files, not the scenario's raw name."""
+    import re
+    import shutil
+
+    from benchmarks.cli import main
+
+    store = tmp_path / "store"
+    shutil.copytree(smoke_store, store)
+    for path in store.glob("cells/*/result.json"):
+        path.write_text(path.read_text().replace("synth-tiny", "synth+tiny"))
+    out = tmp_path / "r"
+    assert main(["report", str(store), "--format", "md,csv", "--out", str(out)]) == 0
+    named = set(re.findall(r"`([a-z]+/[^`/ ]+\.csv)`", (out / "report.md").read_text()))
+    assert {"pairwise/synth-tiny.csv", "compatibility/synth-tiny.csv"} <= named
+    assert all((out / n).is_file() for n in named), named
