@@ -2,7 +2,8 @@
 # Rebuild every generated file of docs/results from the results stores, so that no table,
 # figure or claim verdict here is typed by hand. The runs that fill the stores are in
 # docs/results/README.md ("Reproduce"); they resume, so this can be run after any of them:
-# a part whose stores are missing is left as it is, with a note. Each folder is written
+# a part whose stores are missing or not yet complete (a cell of its config unfinished)
+# is left as it is, with a note. Each folder is written
 # to a temporary folder first and replaces the committed one only when its report worked.
 #   bash docs/results/regenerate.sh            # from anywhere in the repository
 set -euo pipefail
@@ -10,12 +11,38 @@ cd "$(dirname "$0")/../.."
 LRBENCH=${LRBENCH:-.venv/bin/lrbench}
 TUNE=results/thesis-cub-subset-val-tune
 TUNE_MORE=results/thesis-cub-subset-val-more-tune
-CUB=(results/thesis-cub-subset)
-[ -d results/thesis-cub-subset-ablations ] && CUB+=(results/thesis-cub-subset-ablations)
-LIFELONG=(results/thesis-lifelong)
-[ -d results/thesis-lifelong-orders ] && LIFELONG+=(results/thesis-lifelong-orders)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+
+# complete NAME: whether results/NAME holds a finished cell for every cell of
+# configs/NAME.yaml (a store still filling would give a partial table: it is left out)
+complete() {
+    if [ ! -d "results/$1" ]; then
+        echo "regenerate: results/$1 not run yet: left out" >&2
+        return 1
+    fi
+    .venv/bin/python - "configs/$1.yaml" "results/$1" <<'PY' || return 1
+import sys
+from pathlib import Path
+
+from benchmarks.config import expand_cells, load_config
+from benchmarks.run.store import cell_dir, finished
+
+cells = expand_cells(load_config(Path(sys.argv[1])))
+done = sum(finished(cell_dir(Path(sys.argv[2]), c), c) for c in cells)
+if done < len(cells):
+    print(f"regenerate: {sys.argv[2]} has {done} of {len(cells)} cells finished: left out "
+          "until it is complete", file=sys.stderr)
+    sys.exit(1)
+PY
+}
+CUB=() LIFELONG=()
+complete thesis-cub-subset && CUB+=(results/thesis-cub-subset)
+[ ${#CUB[@]} = 1 ] && complete thesis-cub-subset-ablations \
+    && CUB+=(results/thesis-cub-subset-ablations)
+complete thesis-lifelong && LIFELONG+=(results/thesis-lifelong)
+[ ${#LIFELONG[@]} = 1 ] && complete thesis-lifelong-orders \
+    && LIFELONG+=(results/thesis-lifelong-orders)
 
 # report DEST ARGS...: lrbench report ARGS --out <temporary>, then the result replaces DEST
 report() {
@@ -59,21 +86,22 @@ fi
 #    its figures and costs; on CUB also the ablation table, each variant against the
 #    strategy it varies (the ablation store merged in: its finetune, fecd and dkd cells are
 #    the test matrix's own, same config hash), in cub/ablations/
-if [ -d "${CUB[0]}" ]; then
+if [ ${#CUB[@]} -ge 1 ]; then
     report docs/results/cub "${CUB[@]}" --format md,csv,png
 else
-    echo "regenerate: ${CUB[0]} not run yet, docs/results/cub left as it is" >&2
+    echo "regenerate: results/thesis-cub-subset not complete, docs/results/cub left as it is" >&2
 fi
-if [ -d "${LIFELONG[0]}" ]; then
+if [ ${#LIFELONG[@]} -ge 1 ]; then
     report docs/results/lifelong "${LIFELONG[@]}" --format md,csv,png
 else
-    echo "regenerate: ${LIFELONG[0]} not run yet, docs/results/lifelong left as it is" >&2
+    echo "regenerate: results/thesis-lifelong not complete, docs/results/lifelong left as" \
+        "it is" >&2
 fi
 
 # 3. the claims (every method against the untrained model, the thesis's), tested on every
 #    store at once, each family Holm-adjusted on its own: claims.md, claims.csv and the
 #    verdicts as printed
-if [ -d "${CUB[0]}" ] && [ ${#CUB[@]} = 2 ] && [ -d "${LIFELONG[0]}" ]; then
+if [ ${#CUB[@]} = 2 ] && [ ${#LIFELONG[@]} = 2 ]; then
     "$LRBENCH" report "${CUB[@]}" "${LIFELONG[@]}" --claims docs/examples/claims.yaml \
         --format csv --out "$TMP/claims" | sed "s#$TMP/claims#docs/results/claims#" \
         > "$TMP/verdicts.txt"
@@ -82,6 +110,6 @@ if [ -d "${CUB[0]}" ] && [ ${#CUB[@]} = 2 ] && [ -d "${LIFELONG[0]}" ]; then
         docs/results/claims/
     cat docs/results/claims/verdicts.txt
 else
-    echo "regenerate: the claims need the CUB, ablation and lifelong stores;" \
-        "docs/results/claims left as it is" >&2
+    echo "regenerate: the claims need the CUB, ablation, lifelong and orders stores" \
+        "complete; docs/results/claims left as it is" >&2
 fi
