@@ -435,6 +435,10 @@ def critical_difference(table: Table, out: Path, formats: list[str]) -> list[Pat
         return []
     n = len(ranks.mean_ranks)
     title = column_title(table.primary, metric_title(table.metric))
+    # each strategy in its colour of the other figures (darkened to read as label text)
+    pal = colours(list(dict.fromkeys(table.data.strategy)))
+    palette = {s: matplotlib.colors.to_hex(text_colour(pal[s])) for s in ranks.mean_ranks.index
+               if s in pal}
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(max(COLUMN_WIDTH * 1.6, 0.42 * n + 2.4),
                                         0.22 * n + 1.1))
@@ -442,6 +446,7 @@ def critical_difference(table: Table, out: Path, formats: list[str]) -> list[Pat
             ranks.mean_ranks, ranks.nemenyi, ax=ax, alpha=ranks.alpha,
             label_fmt_left="{label} ({rank:.2f})  ", label_fmt_right="  ({rank:.2f}) {label}",
             label_props={"fontsize": FONT_SIZE - 1},
+            color_palette=palette if len(palette) == n else None,
             crossbar_props={"color": "black", "linewidth": 2.2})
         ax.set_title(f"{table.scenario}: mean rank on {title} over {ranks.blocks} seeds "
                      f"(1 = best)\nFriedman p = {ranks.friedman_p:.2g}; bars join strategies "

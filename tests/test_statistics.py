@@ -400,3 +400,37 @@ def test_delta_vs_the_untrained_reference_by_hand(tmp_path):
     for kind in ("seen_curves", "tradeoff"):
         svg = (tmp_path / "r" / "figures" / f"{kind}_sc_recall-1.svg").read_text()
         assert "pretrained (untrained)" in svg, kind
+
+
+def test_rank_tests_on_a_hand_case():
+    """Friedman and Nemenyi on 3 strategies x 4 seeds (higher is better), against values
+    worked by hand: per-seed ranks A 1,2,1,1; B 3,3,3,2; C 2,1,2,3, so mean ranks 1.25,
+    2.75, 2.0; Friedman chi2 = 12 / (n k (k+1)) sum R_j^2 - 3 n (k+1) = 0.25 * 210 - 48 =
+    4.5 (no ties), p = exp(-4.5 / 2) with 2 degrees of freedom; Nemenyi (Demsar 2006, the
+    formula of scikit-posthocs 0.17 ``posthoc_nemenyi_friedman``): q = |mean rank
+    difference| / sqrt(k (k+1) / (6 n)), p = studentized-range survival at q sqrt(2), k
+    groups, infinite df. The diagram draws exactly these ranks and p-values."""
+    from scipy.stats import studentized_range
+
+    from reports.stats import rank_tests
+
+    seeds = [0, 1, 2, 3]
+    values = {"A": pd.Series([0.9, 0.8, 0.85, 0.7], index=seeds),
+              "B": pd.Series([0.5, 0.6, 0.55, 0.65], index=seeds),
+              "C": pd.Series([0.7, 0.9, 0.6, 0.6], index=seeds)}
+    got = rank_tests(values)
+    assert got is not None and got.blocks == 4
+    assert got.mean_ranks.to_dict() == {"A": 1.25, "B": 2.75, "C": 2.0}
+    assert got.friedman_stat == pytest.approx(4.5)
+    assert got.friedman_p == pytest.approx(np.exp(-2.25))
+    scale = np.sqrt(3 * 4 / (6 * 4))
+    for a, b in [("A", "B"), ("A", "C"), ("B", "C")]:
+        q = abs(got.mean_ranks[a] - got.mean_ranks[b]) / scale
+        want = studentized_range.sf(q * np.sqrt(2), 3, np.inf)
+        assert got.nemenyi.loc[a, b] == pytest.approx(want, rel=1e-6)
+        assert got.nemenyi.loc[b, a] == pytest.approx(want, rel=1e-6)
+    # lower is better reverses the ranks; a seed one strategy lacks is not a block
+    low = rank_tests(values, higher_is_better=False)
+    assert low.mean_ranks.to_dict() == {"A": 2.75, "B": 1.25, "C": 2.0}
+    values["C"] = values["C"].drop(3)
+    assert rank_tests(values).blocks == 3
