@@ -100,7 +100,7 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
     ``ci``: the interval shown (``t``, Student's t, the default; ``bootstrap``);
     ``primary``: the column whose pairwise tests form the confirmatory family; ``reference``:
     the untrained strategy of the "Δ vs" column and the figures' reference line."""
-    from reports import compatibility, compatibility_plots, plots
+    from reports import comparison_plots, compatibility, compatibility_plots, plots
     from reports.ablations import ablation_tables, variant_parents
     from reports.claims import check_claims, claims_csv, claims_markdown, load_claims
     from reports.load import load_results
@@ -191,11 +191,11 @@ def build_report(stores: list[str | Path], out: str | Path | None = None,
                 atomic_write(path, text)
                 report.files.append(path)
     for t in tables:
-        report.figures[f"critical_difference/{t.scenario}"] = plots.critical_difference(
+        report.figures[f"critical_difference/{t.scenario}"] = comparison_plots.critical_difference(
             t, fig_dir, image_formats)
     for a in abl_tables:
-        report.figures[f"ablations/{a.scenario}"] = plots.ablation_deltas(a, fig_dir,
-                                                                         image_formats)
+        report.figures[f"ablations/{a.scenario}"] = comparison_plots.ablation_deltas(
+            a, fig_dir, image_formats)
     for paths in report.figures.values():
         report.files += paths
     if "md" in formats:

@@ -38,7 +38,7 @@ Statistics, each documented in ``docs/metrics.md``:
   mean and t interval; descriptive (its tests are the pairwise ones).
 * **Critical differences** across strategies (Demšar 2006): a Friedman test over the
   seeds as blocks and the Nemenyi post-hoc test over mean ranks, from scikit-posthocs
-  (:func:`rank_tests`), drawn by :func:`reports.plots.critical_difference`.
+  (:func:`rank_tests`), drawn by :func:`reports.comparison_plots.critical_difference`.
 """
 
 from __future__ import annotations
