@@ -17,7 +17,7 @@ import numpy as np
 
 from reports.ablations import AblationTable
 from reports.plots import COLUMN_WIDTH, FONT_SIZE, STYLE, _save, colours, text_colour
-from reports.tables import Table, column_title, metric_title
+from reports.tables import REFERENCE, Table, column_title, metric_title
 
 
 def ablation_deltas(table: AblationTable, out: Path, formats: list[str]) -> list[Path]:
@@ -60,7 +60,8 @@ def critical_difference(table: Table, out: Path, formats: list[str]) -> list[Pat
     """The critical-difference diagram of ``table``'s primary column (Demšar 2006, drawn by
     scikit-posthocs): each strategy at its mean rank over the seeds (1 = best), a bar
     joining the strategies the Nemenyi test cannot tell apart at the table's alpha, the
-    Friedman test in the title. Nothing when the tests are undefined."""
+    Friedman test in the title; the untrained reference in black, every other strategy in
+    its colour of the other figures. Nothing when the tests are undefined."""
     import scikit_posthocs as sp
 
     ranks = table.ranks
@@ -72,6 +73,9 @@ def critical_difference(table: Table, out: Path, formats: list[str]) -> list[Pat
     pal = colours(list(dict.fromkeys(table.data.strategy)))
     palette = {s: matplotlib.colors.to_hex(text_colour(pal[s])) for s in ranks.mean_ranks.index
                if s in pal}
+    if REFERENCE in palette:  # black, as its dashed line in the curves and the scatter
+        palette[REFERENCE] = "#000000"
+
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(max(COLUMN_WIDTH * 1.6, 0.42 * n + 2.4),
                                         0.22 * n + 1.1))

@@ -753,7 +753,7 @@ def test_the_ablation_tables_are_recomputed_from_the_per_cell_csv(tmp_path):
 
 
 #: the lifelong report joins when its rerun lands (its old tables had no per-cell values)
-COMMITTED_REPORTS = ["cub", "tuning/report"]
+COMMITTED_REPORTS = ["cub", "lifelong", "tuning/report"]
 
 
 @pytest.mark.parametrize("name", COMMITTED_REPORTS)
@@ -876,3 +876,35 @@ def test_the_protocol_screen_is_recomputed_from_its_cells():
         d = np.array([by["joint", s] - by["pretrained", s] for s in seeds])
         low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
         assert r["joint_minus_pretrained_ci"] == f"{d.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def test_critical_difference_colours_are_the_other_figures(monkeypatch, tmp_path):
+    """The critical-difference diagram gives each strategy its colour of the other figures
+    (darkened for text) and the untrained reference the black of its dashed line; every
+    strategy of the ranks gets one (else scikit-posthocs would colour them its own way)."""
+    from types import SimpleNamespace
+
+    import matplotlib
+    import pandas as pd
+    import scikit_posthocs as sp
+
+    import reports.comparison_plots as cp
+    from reports.plots import colours, text_colour
+
+    names = ["finetune", "pretrained", "joint", "ewc"]
+    ranks = SimpleNamespace(mean_ranks=pd.Series([4.0, 2.0, 1.0, 3.0], index=names),
+                            nemenyi=pd.DataFrame(0.5, index=names, columns=names),
+                            alpha=0.05, blocks=5, friedman_p=0.01)
+    table = SimpleNamespace(ranks=ranks, primary="final_seen", metric="recall@1",
+                            scenario="sc", data=pd.DataFrame({"strategy": names}))
+    seen = {}
+    monkeypatch.setattr(sp, "critical_difference_diagram",
+                        lambda *a, **k: seen.update(k["color_palette"] or {}))
+    monkeypatch.setattr(cp, "_save", lambda *a: [])
+    cp.critical_difference(table, tmp_path, ["png"])
+    pal = colours(names)
+    assert set(seen) == set(names)
+    assert seen["pretrained"] == "#000000"
+    for s in ("finetune", "joint", "ewc"):
+        assert seen[s] == matplotlib.colors.to_hex(text_colour(pal[s]))
+    assert len(set(seen.values())) == len(names)
