@@ -752,7 +752,7 @@ def test_the_ablation_tables_are_recomputed_from_the_per_cell_csv(tmp_path):
     assert recompute_ablations(out) == len(pd.read_csv(out / "ablations" / "sc.csv")) > 0
 
 
-#: the lifelong report joins when its rerun lands (its old tables had no per-cell values)
+#: the generated reports of docs/results (the superseded ones had no per-cell values)
 COMMITTED_REPORTS = ["cub", "lifelong", "tuning/report"]
 
 
