@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LRBENCH=${LRBENCH:-.venv/bin/lrbench}
+# one string-hash order: scikit-posthocs draws the critical-difference diagram's bars in
+# set order, so without it the same store gave a PNG with other bytes on every run
+export PYTHONHASHSEED=0
 TUNE=results/thesis-cub-subset-val-tune
 TUNE_MORE=results/thesis-cub-subset-val-more-tune
 TMP=$(mktemp -d)
