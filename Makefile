@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite itself.
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of
+# them (--dist loadfile: a file's module fixtures are built once); every test computes
+# with one thread (tests/conftest.py), so two processes use the 2 cores this is sized for.
+# TEST_WORKERS=0 runs it in this process alone.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 # The default matrix on the embedded synth-fg data, into results/demo, then its report
 # (results/demo/report/report.html and report.md). A failed cell does not stop the report:
