@@ -16,7 +16,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from reports.ablations import AblationTable
-from reports.plots import COLUMN_WIDTH, FONT_SIZE, STYLE, _save, colours, text_colour
+from reports.plots import (
+    COLUMN_WIDTH,
+    FONT_SIZE,
+    REFERENCE_COLOUR,
+    STYLE,
+    _save,
+    colours,
+    text_colour,
+)
 from reports.tables import REFERENCE, Table, column_title, metric_title
 
 
@@ -74,7 +82,7 @@ def critical_difference(table: Table, out: Path, formats: list[str]) -> list[Pat
     palette = {s: matplotlib.colors.to_hex(text_colour(pal[s])) for s in ranks.mean_ranks.index
                if s in pal}
     if REFERENCE in palette:  # black, as its dashed line in the curves and the scatter
-        palette[REFERENCE] = "#000000"
+        palette[REFERENCE] = matplotlib.colors.to_hex(REFERENCE_COLOUR)
 
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(max(COLUMN_WIDTH * 1.6, 0.42 * n + 2.4),

@@ -51,6 +51,8 @@ from reports.tables import (  # noqa: E402
 COLUMN_WIDTH = 3.5
 FONT_SIZE = 8
 PALETTE = "colorblind"
+#: the untrained reference's colour in every figure (a dashed line in curves and scatters)
+REFERENCE_COLOUR = "black"
 
 STYLE = {
     "font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE + 1, "axes.labelsize": FONT_SIZE,
@@ -206,8 +208,9 @@ def seen_curves(results: Results, scenario: str, metric: str, out: Path,
         labels = {s: float(ends[s]) for s in drawn if s in ends}
         if len(ref):
             curve = ref.groupby("after")["value"].mean()
-            ax.plot(curve.index, curve.to_numpy(), color="black", ls="--", lw=1.3, zorder=5)
-            pal = {**pal, f"{reference} (untrained)": (0.0, 0.0, 0.0)}
+            ax.plot(curve.index, curve.to_numpy(), color=REFERENCE_COLOUR, ls="--", lw=1.3,
+                    zorder=5)
+            pal = {**pal, f"{reference} (untrained)": matplotlib.colors.to_rgb(REFERENCE_COLOUR)}
             labels[f"{reference} (untrained)"] = float(curve.iloc[-1])
         _direct_labels(ax, labels, t - 1, pal)
         ax.set_xticks(range(t))
@@ -280,7 +283,7 @@ def task_curves(results: Results, scenario: str, metric: str, out: Path,
                          linewidth=1.0, ax=ax, legend=False, err_kws={"alpha": 0.15})
             if len(seen_data):
                 sns.lineplot(data=seen_data[seen_data.strategy == st], x="after", y="value",
-                             color="black", linestyle="--", linewidth=1.0, errorbar=None,
+                             color=REFERENCE_COLOUR, linestyle="--", linewidth=1.0, errorbar=None,
                              ax=ax, legend=False)
             ax.set_title(st)
             ax.set_xticks(range(t))
@@ -292,7 +295,7 @@ def task_curves(results: Results, scenario: str, metric: str, out: Path,
                    for j in range(t)]
         labels = [f"task {j}" for j in range(t)]
         if len(seen_data):
-            handles.append(plt.Line2D([], [], color="black", ls="--", lw=1))
+            handles.append(plt.Line2D([], [], color=REFERENCE_COLOUR, ls="--", lw=1))
             labels.append("seen gallery")
         top = 1 - 0.55 / fig.get_figheight()  # room for the title and the legend
         fig.tight_layout(rect=(0, 0, 1, top))
@@ -329,7 +332,7 @@ def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
             g = sc[sc.strategy == s]
             x, y = g["forgetting"].astype(float), g[ycol].astype(float)
             if s == reference:
-                ax.axhline(y.mean(), color="black", ls="--", lw=1.1,
+                ax.axhline(y.mean(), color=REFERENCE_COLOUR, ls="--", lw=1.1,
                            label=f"{reference} (untrained)")
                 continue
             ax.errorbar(x.mean(), y.mean(), xerr=_ci_err(x), yerr=_ci_err(y), fmt=marks[s],
@@ -339,7 +342,7 @@ def tradeoff_scatter(results: Results, scenario: str, metric: str, out: Path,
         handles, labels = [], []
         for s in strategies:
             if s == reference:
-                handles.append(plt.Line2D([], [], color="black", ls="--", lw=1.1))
+                handles.append(plt.Line2D([], [], color=REFERENCE_COLOUR, ls="--", lw=1.1))
                 labels.append(f"{reference} (untrained)")
             else:
                 handles.append(plt.Line2D([], [], color=pal[s], marker=marks[s], ls="",
