@@ -224,3 +224,56 @@ def test_the_documented_example_file_is_valid():
     assert claims[0].strategies == "all" and claims[0].versus == ["pretrained"]
     assert claims[4].versus == "others" and claims[3].versus == ["fecd-no-est"]
     assert {c.family for c in claims} == {"untrained", "thesis"}
+
+
+def test_the_committed_claims_are_recomputed_from_the_committed_cells():
+    """docs/results/claims/claims.csv, every comparison, from the per-cell values committed
+    beside the reports (docs/results/*/cells/): the paired differences' mean and Student-t
+    interval, the one-sided p of the claim and of its opposite, Holm within each family and
+    the verdicts, written here from their definitions (docs/metrics.md, "Claims")."""
+    import pandas as pd
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    claims = pd.read_csv(results / "claims" / "claims.csv")
+    cells = pd.concat([pd.read_csv(p) for p in sorted(results.glob("*/cells/*.csv"))])
+    key = ["scenario", "strategy", "seed", "metric", "quantity", "train_exp", "eval_exp"]
+    assert len(claims) > 40 and not cells.duplicated(key).any()
+    p_one, p_opp = [], []
+    for row in claims.itertuples():
+        sel = cells[(cells.scenario == row.scenario) & (cells.metric == row.metric)
+                    & (cells.quantity == row.column)]
+        a = sel[sel.strategy == row.strategy].set_index("seed").value
+        b = sel[sel.strategy == row.versus].set_index("seed").value
+        d = (a - b).dropna()
+        n, mean, se = len(d), d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+        m, t = row.margin, stats.t(len(d) - 1)
+        assert n == row.n_pairs and np.isclose(mean, row.mean_diff, rtol=0, atol=1e-9)
+        assert np.allclose(stats.t.interval(0.95, n - 1, loc=mean, scale=se),
+                           (row.ci_low, row.ci_high), rtol=0, atol=1e-9)
+        if row.direction == "higher":    # H1: d > m; the opposite: d < m
+            p, opp = t.sf((mean - m) / se), t.cdf((mean - m) / se)
+        elif row.direction == "lower":   # H1: d < -m; the opposite: d > -m
+            p, opp = t.cdf((mean + m) / se), t.sf((mean + m) / se)
+        else:                            # within: two one-sided tests; the opposite |d| > m
+            p = max(t.sf((mean + m) / se), t.cdf((mean - m) / se))
+            opp = min(1.0, 2 * min(t.sf((mean - m) / se), t.cdf((mean + m) / se)))
+        p_one.append(p)
+        p_opp.append(opp)
+    claims["p_check"], claims["opp_check"] = p_one, p_opp
+    assert np.allclose(claims.p_check, claims.p_value, rtol=1e-9, atol=1e-12)
+    assert np.allclose(claims.opp_check, claims.p_refute, rtol=1e-9, atol=1e-12)
+    for _, fam in claims.groupby("family"):
+        m = len(fam)
+        assert (fam.family_size == m).all()
+        order = fam.p_check.sort_values().index  # Holm: step-down, then monotone
+        adjusted = np.maximum.accumulate([min(1.0, (m - i) * fam.p_check[k])
+                                          for i, k in enumerate(order)])
+        assert np.allclose(adjusted, fam.p_adjusted[order], rtol=1e-9, atol=1e-12)
+        verdict = np.where(fam.p_adjusted < 0.05, "supported",
+                           np.where(fam.opp_check < 0.05 / m, "not supported", "inconclusive"))
+        assert list(verdict) == list(fam.verdict)
+    for _, claim in claims.groupby("claim"):
+        v = set(claim.verdict)
+        expected = ("supported" if v == {"supported"} else
+                    "not supported" if "not supported" in v else "inconclusive")
+        assert (claim.claim_verdict == expected).all()
