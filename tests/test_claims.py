@@ -263,14 +263,15 @@ def test_the_committed_claims_are_recomputed_from_the_committed_cells():
     assert np.allclose(claims.p_check, claims.p_value, rtol=1e-9, atol=1e-12)
     assert np.allclose(claims.opp_check, claims.p_refute, rtol=1e-9, atol=1e-12)
     for _, fam in claims.groupby("family"):
-        m = len(fam)
-        assert (fam.family_size == m).all()
+        size = len(fam)
+        assert (fam.family_size == size).all()
         order = fam.p_check.sort_values().index  # Holm: step-down, then monotone
-        adjusted = np.maximum.accumulate([min(1.0, (m - i) * fam.p_check[k])
-                                          for i, k in enumerate(order)])
+        adjusted = pd.Series(np.maximum.accumulate(
+            [min(1.0, (size - i) * fam.p_check[k]) for i, k in enumerate(order)]), index=order)
         assert np.allclose(adjusted, fam.p_adjusted[order], rtol=1e-9, atol=1e-12)
-        verdict = np.where(fam.p_adjusted < 0.05, "supported",
-                           np.where(fam.opp_check < 0.05 / m, "not supported", "inconclusive"))
+        verdict = np.where(adjusted[fam.index] < 0.05, "supported",
+                           np.where(fam.opp_check < 0.05 / size, "not supported",
+                                    "inconclusive"))
         assert list(verdict) == list(fam.verdict)
     for _, claim in claims.groupby("claim"):
         v = set(claim.verdict)

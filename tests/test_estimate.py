@@ -51,8 +51,8 @@ def test_hours_switches_unit_where_it_reads_best():
 
 
 def test_measured_rates_are_the_images_over_the_median_step(monkeypatch):
-    """The rate is the batch over the median of the timed repeats (the warm-up not
-    counted), for training and inference; the FLOP count of a linear layer is exact."""
+    """The rate is the batch over the median of the timed repeats, the warm-up not
+    counted (a training step here); the FLOP count of a linear layer is exact."""
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
     ticks = iter([0.0, 9.0,   # warm-up: 9 s, not counted
                   10.0, 10.5, 20.0, 20.25])  # repeats: 0.5 s and 0.25 s -> median 0.375
