@@ -792,6 +792,38 @@ def test_corrupt_image_refuses_the_matrix_before_anything_is_written(tmp_path):
     assert "\n" not in msg and not (tmp_path / "store").exists()
 
 
+def test_an_unusable_out_is_refused_before_names_or_data_are_checked(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A file where --out (or a folder above it) should be is refused before the
+    strategies are imported or the images checked (those take minutes on real data), and
+    nothing is created; a folder that can be made passes the check and is not made by it."""
+    import benchmarks.config as config_mod
+    import benchmarks.run.preflight as preflight
+    from benchmarks.run.store import check_out_folder
+
+    def never(*args, **kwargs):
+        raise AssertionError("checked before --out")
+
+    monkeypatch.setattr(config_mod, "check_names", never)  # both imported by the command
+    monkeypatch.setattr(preflight, "check_data", never)    # when it runs: patched here
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file", tmp_path / "file" / "a" / "b"):
+        assert main(["run", str(SMOKE), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{str(tmp_path / 'file')!r} is not a folder" in err
+        assert "remove or rename that file" in err
+    monkeypatch.undo()  # the dry run checks names and data first: it lists every cell
+    assert main(["run", str(SMOKE), "--dry-run", "--out", str(tmp_path / "file" / "a")]) == 2
+    assert "the run would be refused: cannot write to results folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    check_out_folder(tmp_path / "new" / "deeper")  # creatable: no error
+    assert not (tmp_path / "new").exists()
+    if os.geteuid() != 0:  # root may write anywhere chmod forbids
+        (tmp_path / "ro").mkdir(mode=0o500)
+        with pytest.raises(LrbenchError, match="no permission to write in"):
+            check_out_folder(tmp_path / "ro" / "store")
+
+
 def test_skip_corrupt_leaves_the_file_out_and_records_it(tmp_path, monkeypatch, capsys):
     import benchmarks.datasets as datasets
     from benchmarks.run.cell import build_benchmark

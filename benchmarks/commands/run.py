@@ -135,7 +135,11 @@ def command(args: argparse.Namespace) -> int:
                            "finished cells that still match, --force recomputes every cell; "
                            "give one of them")
     config = load_config(args.config, run_overrides(args), registries=False)
+    out = args.out or os.path.join("results", config.name)
     if not args.dry_run and not args.check_determinism:
+        from benchmarks.run.store import check_out_folder
+
+        check_out_folder(out)
         get_executor(args.executor).check(config.slurm.model_dump())
     older = None
     if args.rerun_before:
@@ -150,7 +154,6 @@ def command(args: argparse.Namespace) -> int:
             "hyperparameters (tuned_on_seeds): test numbers on them are optimistic; give "
             "other seeds (--set seeds=[...]) or pass --allow-tuning-seeds")
     cells = expand_cells(config)
-    out = args.out or os.path.join("results", config.name)
     if args.dry_run:
         return dry_run(config, cells, out, args, older)
     from benchmarks.run.preflight import check_data
@@ -196,7 +199,14 @@ def dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
     from pathlib import Path
 
     from benchmarks.run.preflight import check_cells, mark_skipped
-    from benchmarks.run.store import cell_dir, check_layout, check_store, finished, read_skipped
+    from benchmarks.run.store import (
+        cell_dir,
+        check_layout,
+        check_out_folder,
+        check_store,
+        finished,
+        read_skipped,
+    )
 
     store = Path(out)
     skipped = read_skipped(store) if args.skip_corrupt else {}
@@ -205,6 +215,7 @@ def dry_run(config: Any, cells: list[Any], out: str, args: argparse.Namespace,
     refusal = None
     try:
         check_cells(cells)
+        check_out_folder(store)
         if store.is_dir():
             check_layout(store, config)
             check_store(store, config, args.force, args.resume)

@@ -43,6 +43,24 @@ def read_store_text(path: Path, what: str | None = None) -> str | None:
                            "it is not a file lrbench wrote: remove or rename it") from None
 
 # -- the store's folder ---------------------------------------------------------------------
+def check_out_folder(out: str | Path) -> None:
+    """Refuse at once an ``--out`` that cannot become a folder: a file where it or one of
+    its parents should be, or a nearest existing folder this user may not write to. Creates
+    nothing (a refused run leaves no folder behind) and reads no data, so the refusal comes
+    before the strategies are imported and the images checked; :func:`prepare_store`
+    still proves it writable before the first cell."""
+    path = Path(out).absolute()
+    nearest = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+    if not nearest.is_dir():
+        why, fix = f"{str(nearest)!r} is not a folder", "remove or rename that file"
+    elif not os.access(nearest, os.W_OK | os.X_OK):
+        why, fix = f"no permission to write in {str(nearest)!r}", "fix its permissions"
+    else:
+        return
+    raise LrbenchError(f"cannot write to results folder {str(out)!r} ({why}); {fix} or "
+                       "choose another --out")
+
+
 def prepare_store(out: str | Path, config: MatrixConfig, force: bool = False,
                   resume: bool = False) -> Path:
     """The results folder, created and checked writable, and not holding another matrix
