@@ -1,4 +1,4 @@
-"""docs/errors.md, row by row: the real CLI in a subprocess, exit 2, one line, store intact."""
+"""docs/errors.md, row by row: the real CLI in its own process, exit 2, one line, store intact."""
 
 from __future__ import annotations
 
@@ -418,11 +418,15 @@ def test_every_documented_case_is_tested():
 
 @pytest.fixture(scope="module")
 def outcomes(smoke_store, tmp_path_factory, request) -> dict[str, tuple]:
-    """Every selected case's CLI run (all of them, unless ``-k`` picks some), three at a
-    time (each pays Python's and torch's start-up, so running them side by side saves most
-    of that wait): case -> (process, store, snapshot of the store before, its temporary
-    folder)."""
+    """Every selected case's CLI run (all of them, unless ``-k`` picks some): case ->
+    (process, store, snapshot of the store before, its temporary folder). Each runs in a
+    process of its own, forked from one that has imported torch and the other large
+    libraries once (tests/cli_forks.py: each case paid about 2 s for them), three at a
+    time; a case that changes the environment those libraries see (env.json, packages made
+    to fail to import) runs as ``python -m benchmarks`` in a fresh interpreter."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from cli_forks import run_cli_many
 
     selected = {item.callspec.params["case"] for item in request.session.items
                 if item.originalname == "test_bad_input" and hasattr(item, "callspec")}
@@ -435,9 +439,17 @@ def outcomes(smoke_store, tmp_path_factory, request) -> dict[str, tuple]:
         shutil.copytree(smoke_store, store)
         prepared[case] = (build(tmp, store), store, snapshot(store), tmp)
 
+    def environment(tmp: Path) -> dict[str, str]:
+        return {**os.environ, "LRBENCH_DATA": str(tmp / "no-data")}
+
+    def fresh(tmp: Path) -> bool:
+        """Whether the case needs a fresh interpreter (its own environment, read from
+        env.json, or a package stubbed to fail to import, in without/)."""
+        return (tmp / "env.json").is_file() or (tmp / "without").is_dir()
+
     def run(case: str) -> subprocess.CompletedProcess:
         argv, _, _, tmp = prepared[case]
-        env = {**os.environ, "LRBENCH_DATA": str(tmp / "no-data")}
+        env = environment(tmp)
         if (tmp / "env.json").is_file():  # the case's own environment (_offline)
             import json
 
@@ -448,8 +460,14 @@ def outcomes(smoke_store, tmp_path_factory, request) -> dict[str, tuple]:
         return subprocess.run([sys.executable, "-m", "benchmarks", *argv], capture_output=True,
                               text=True, timeout=HANG_S, cwd=tmp, env=env)
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        procs = dict(zip(prepared, pool.map(run, prepared), strict=True))
+    alone = [c for c in prepared if fresh(prepared[c][3])]
+    forked = [c for c in prepared if c not in alone]
+    with ThreadPoolExecutor(max_workers=1) as pool:  # beside the two forked at a time
+        fresh_runs = pool.map(run, alone)
+        jobs = [{"argv": [str(a) for a in prepared[c][0]], "cwd": str(prepared[c][3]),
+                 "env": environment(prepared[c][3])} for c in forked]
+        procs = dict(zip(forked, run_cli_many(jobs, workers=2, timeout=HANG_S), strict=True))
+        procs.update(zip(alone, fresh_runs, strict=True))
     return {case: (procs[case], *prepared[case][1:]) for case in prepared}
 
 
