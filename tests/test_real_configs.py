@@ -83,10 +83,16 @@ def test_ablations_change_one_setting_of_the_tuned_method_and_share_its_cells():
     assert len(shared) == 15 and all(test[i] == ablations[i] for i in shared)
 
 
-def test_the_claims_example_names_what_the_matrices_run():
-    claims = yaml.safe_load((REPO / "docs" / "examples" / "claims.yaml").read_text())
+@pytest.mark.parametrize("claims_file, extra", [
+    ("claims.yaml", ()),
+    # declared before the test matrices hold the second tuning's strategies: its labels
+    ("claims-second-tuning.yaml", ("thesis-cub-subset-val-more.yaml",)),
+])
+def test_the_claims_example_names_what_the_matrices_run(claims_file, extra):
+    claims = yaml.safe_load((REPO / "docs" / "examples" / claims_file).read_text())
     cells = [c for name in ("thesis-cub-subset.yaml", "thesis-lifelong.yaml",
-                            "thesis-cub-subset-ablations.yaml") for c in _expanded(name)]
+                            "thesis-cub-subset-ablations.yaml", *extra)
+             for c in _expanded(name)]
     labels = {c.strategy for c in cells}
     scenarios = {c.scenario.name for c in cells}
     for claim in claims["claims"]:

@@ -110,8 +110,27 @@ fi
 # 3. the claims (every method against the untrained model, the thesis's), tested on every
 #    store at once, each family Holm-adjusted on its own: claims.md, claims.csv and the
 #    verdicts as printed
+#    (with the second tuning's claims, docs/examples/claims-second-tuning.yaml, joined in
+#    once the test matrices run its strategies: complete stores then hold them)
+CLAIMS=docs/examples/claims.yaml
+if grep -q "^  bct:" configs/thesis-cub-subset.yaml; then
+    .venv/bin/python - "$CLAIMS" docs/examples/claims-second-tuning.yaml "$TMP/claims.yaml" \
+        <<'PY'
+import sys
+
+import yaml
+
+first, second = (yaml.safe_load(open(p, encoding="utf-8")) for p in sys.argv[1:3])
+alpha = first.get("alpha", 0.05)
+assert second.get("alpha", 0.05) == alpha, "the two claims files must share alpha"
+with open(sys.argv[3], "w", encoding="utf-8") as out:
+    yaml.safe_dump({"alpha": alpha, "claims": first["claims"] + second["claims"]}, out,
+                   sort_keys=False)
+PY
+    CLAIMS=$TMP/claims.yaml
+fi
 if [ ${#CUB[@]} = 2 ] && [ ${#LIFELONG[@]} = 2 ]; then
-    "$LRBENCH" report "${CUB[@]}" "${LIFELONG[@]}" --claims docs/examples/claims.yaml \
+    "$LRBENCH" report "${CUB[@]}" "${LIFELONG[@]}" --claims "$CLAIMS" \
         --format csv --out "$TMP/claims" | sed "s#$TMP/claims#docs/results/claims#" \
         > "$TMP/verdicts.txt"
     rm -rf docs/results/claims && mkdir -p docs/results/claims

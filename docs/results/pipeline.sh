@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Every real-data run behind docs/results, in the order the data flows, each resuming from
+# its store; then the regenerated files. It starts by restoring the committed stores
+# (docs/results/stores.sh), so on a new machine it continues from the cells a previous one
+# finished; save the stores again (stores.sh save, below) before that machine goes away.
+#   LRBENCH_DATA=../shared/data nice bash docs/results/pipeline.sh [--jobs N]
+# Steps (each skipped where its store is complete; the first tuning's choice is committed
+# in docs/results/tuning/tuned.yaml and is not rerun):
+#   1. the second tuning (configs/thesis-cub-subset-val-more.yaml) -> tuned.yaml
+#   2. its tuned.yaml copied to docs/results/tuning-more/ and every test matrix rewritten
+#      with both tunings' choices (configs_from_tuning.py; the earlier cells keep their
+#      config hashes, so a store already holding them only adds the new strategies)
+#   3. the test matrices: CUB, its ablations (reusing the CUB store's finetune, fecd and
+#      dkd cells), the lifelong stream, its two more orders
+#   4. bash docs/results/regenerate.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+JOBS=2
+while [ $# -gt 0 ]; do
+    case $1 in
+    --jobs) JOBS=$2; shift 2 ;;
+    *) echo "usage: bash docs/results/pipeline.sh [--jobs N]" >&2; exit 2 ;;
+    esac
+done
+LRBENCH=${LRBENCH:-.venv/bin/lrbench}
+PY=${PY:-.venv/bin/python}
+if [ -z "${LRBENCH_DATA:-}" ]; then
+    echo "pipeline: set LRBENCH_DATA to the folder of the real datasets (../shared/data)" >&2
+    exit 2
+fi
+export LRBENCH_DATA
+STORES=(thesis-cub-subset-val-more-tune thesis-cub-subset thesis-cub-subset-ablations
+        thesis-lifelong thesis-lifelong-orders)
+save() { bash docs/results/stores.sh save "$@"; }
+stamp() { echo "pipeline: $* ($(date -u +%FT%TZ))"; }
+
+if compgen -G "docs/results/stores/*/matrix.yaml" > /dev/null; then
+    bash docs/results/stores.sh restore
+fi
+
+stamp "1. the second tuning"
+"$LRBENCH" tune configs/thesis-cub-subset-val-more.yaml --trials 8 --extend-edges 4 \
+    --extend-rounds 2 --test-seeds 0,1,2,3,4 --jobs "$JOBS" \
+    --out results/thesis-cub-subset-val-more-tune
+save thesis-cub-subset-val-more-tune
+
+stamp "2. the test matrices from both tunings"
+mkdir -p docs/results/tuning-more
+cp results/thesis-cub-subset-val-more-tune/tuned.yaml docs/results/tuning-more/tuned.yaml
+"$PY" docs/results/configs_from_tuning.py
+
+stamp "3. the test matrices"
+"$LRBENCH" run configs/thesis-cub-subset.yaml --jobs "$JOBS" --resume
+save thesis-cub-subset
+# the ablation matrix's finetune, fecd and dkd cells are the test matrix's own (same
+# config hash): copied, not run again
+mkdir -p results/thesis-cub-subset-ablations/cells
+for d in results/thesis-cub-subset/cells/*__{finetune,fecd,dkd}__seed*; do
+    [ -e "results/thesis-cub-subset-ablations/cells/$(basename "$d")" ] \
+        || cp -R "$d" results/thesis-cub-subset-ablations/cells/
+done
+"$LRBENCH" run configs/thesis-cub-subset-ablations.yaml --jobs "$JOBS" --resume
+save thesis-cub-subset-ablations
+"$LRBENCH" run configs/thesis-lifelong.yaml --jobs "$JOBS" --resume
+save thesis-lifelong
+"$LRBENCH" run configs/thesis-lifelong-orders.yaml --jobs "$JOBS" --resume
+save thesis-lifelong-orders
+
+stamp "4. every generated file of docs/results"
+bash docs/results/regenerate.sh
+stamp "done: commit docs/results (stores/ included) and configs/"
+for s in "${STORES[@]}"; do
+    [ -d "docs/results/stores/$s" ] || echo "pipeline: $s was not saved" >&2
+done
