@@ -18,7 +18,10 @@ the test split). The rules:
 * **Objective** (:data:`OBJECTIVES`): by default the final union-of-seen Recall@1 on
   validation (``final_seen`` of ``recall@1``), mean over seeds of the mean over the
   matrix's scenarios; a trial with a failed cell or an undefined value is a failed trial,
-  never chosen. Ties go to the earlier trial.
+  never chosen. Ties go to the earlier trial. A strategy may declare its own
+  (``tuning_objective``): drift compensation's hyperparameters move stored gallery vectors
+  and nothing else, so its trials are scored by the final never-re-indexed value
+  (``final_nri``), since the re-embedded union value is the same for every one of them.
 * **Resumable and deterministic**: the study is rebuilt on every call by asking the seeded
   sampler again and telling it each finished trial's value read back from the store, in
   trial order; the same seed and history ask for the same values, whose cells have the
@@ -86,6 +89,8 @@ class TuneResult:
     files: list[Path]
     #: for every continuous searched value: bracketed by the trials, or at an edge
     edges: list[Edge] = field(default_factory=list)
+    #: strategy label -> the objective its trials were scored by
+    objectives: dict[str, str] = field(default_factory=dict)
 
 
 def _metric_parts(metric: str, config: MatrixConfig) -> tuple[str, str | None]:
@@ -113,11 +118,12 @@ def cell_objective(payload: dict[str, Any], objective: str, metric: tuple[str, s
         value = section.get(name)
         return value.get(k) if k is not None and isinstance(value, dict) else value
 
-    if objective in ("final_seen", "avg_incremental_seen"):
-        curve = np.asarray(pick(payload.get("seen") or {}) or [], dtype=float)
+    if objective in ("final_seen", "avg_incremental_seen", "final_nri"):
+        section = payload.get("never_reindexed" if objective == "final_nri" else "seen")
+        curve = np.asarray(pick(section or {}) or [], dtype=float)
         if not curve.size:
             return math.nan
-        return float(curve[-1] if objective == "final_seen" else curve.mean())
+        return float(curve.mean() if objective == "avg_incremental_seen" else curve[-1])
     r = np.asarray(pick(payload["r_matrix"]), dtype=float)
     if objective == "final_mean":
         return float(r[-1].mean())
@@ -205,7 +211,13 @@ class Plan:
     study: Any
     seed: int
     n: int
+    #: what its trials are scored by (the command's objective, or the strategy's own)
+    objective: str = "final_seen"
     start: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def direction(self) -> str:
+        return OBJECTIVES[self.objective][0]
 
     def variant(self, params: dict[str, Any]) -> dict[str, Any]:
         """The matrix entry of a trial: its strategy values at the top, searched training
@@ -270,7 +282,6 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
                            f"{base_config.seeds}")
     tuning = _with_validation(raw, validation, source)
     metric_key = _metric_parts(metric, base_config)
-    direction = OBJECTIVES[objective][0]
     name = f"{base_config.name}-tune"
     if not is_safe_name(name):  # blamed on who gave the name, before anything trains
         raise LrbenchError(f"{blame(source, overrides, 'name')}: name: {base_config.name!r} "
@@ -300,10 +311,15 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
         own = label_seed(seed, label)
         n = trials if spaces else 1
         n_start = min(n - 1, max(2, (n - 1) // 2 + 1)) if spaces else 0
+        scored_by = spec.cls.tuning_objective or objective
+        if scored_by not in OBJECTIVES:
+            raise LrbenchError(f"strategy {base!r} declares tuning_objective {scored_by!r}; "
+                               f"use one of {', '.join(OBJECTIVES)}")
         # TPE takes over once the defaults and the space-filling start are told
-        study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
-            seed=own, n_startup_trials=n_start + 1))
-        plan = Plan(label, base, dict(entry or {}), spaces, study, own, n)
+        study = optuna.create_study(direction=OBJECTIVES[scored_by][0],
+                                    sampler=optuna.samplers.TPESampler(
+                                        seed=own, n_startup_trials=n_start + 1))
+        plan = Plan(label, base, dict(entry or {}), spaces, study, own, n, scored_by)
         if spaces:
             defaults = make_config(base, params).model_dump()
             spec_training = base_config.training.model_copy(update=training).model_dump()
@@ -332,11 +348,11 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
         cells = expand_cells(config)
         for plan, ask, trial in asked:
             per_seed = _trial_value(store, [c for c in cells if c.strategy == trial.label],
-                                    objective, metric_key)
+                                    plan.objective, metric_key)
             if per_seed is None:
                 trial.status = "failed"
                 trial.reason = _trial_failure(
-                    store, [c for c in cells if c.strategy == trial.label], objective,
+                    store, [c for c in cells if c.strategy == trial.label], plan.objective,
                     metric_key)
                 if ask is not None:
                     plan.study.tell(ask, state=optuna.trial.TrialState.FAIL)
@@ -367,7 +383,7 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     for _ in range(extend_rounds if extend else 0):
         asked = []
         for label, plan in plans.items():
-            for edge in edges(done, label, plan.spaces, direction):
+            for edge in edges(done, label, plan.spaces, plan.direction):
                 if edge.side not in ("low", "high"):
                     continue
                 space = plan.spaces[edge.param]
@@ -375,7 +391,7 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
                 if value is None:
                     continue
                 best = _best([t for t in done if t.strategy == label
-                              and t.status == "finished"], direction)
+                              and t.status == "finished"], plan.direction)
                 params = {**best.params, edge.param: value}
                 if any(t.params == params for t in done if t.strategy == label):
                     continue
@@ -395,17 +411,17 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
 
     drop_first_experiences(store)
     chosen: dict[str, dict[str, Any]] = {}
-    for label in plans:
+    for label, plan in plans.items():
         ok = [t for t in done if t.strategy == label and t.status == "finished"]
         if not ok:
             raise LrbenchError(f"every trial of {label!r} failed (see {store}/cells/*/log.txt);"
                                " fix the cause and rerun the same command to resume")
-        best = _best(ok, direction)
+        best = _best(ok, plan.direction)
         best.chosen = True
         chosen[label] = dict(best.params)
     found = []
     for label, plan in plans.items():
-        for edge in edges(done, label, plan.spaces, direction):
+        for edge in edges(done, label, plan.spaces, plan.direction):
             if edge.side in ("low", "high"):
                 value = extended_value(plan.spaces[edge.param], edge.best, edge.side,
                                        extend or 10.0)
@@ -422,8 +438,9 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
                         edge.stuck = "the Config allows no value further out"
             found.append(edge)
     done.sort(key=lambda t: (list(plans).index(t.strategy), t.number))
+    objectives = {label: plan.objective for label, plan in plans.items()}
     files = _write_outputs(store, raw, base_config, done, chosen, trials, seed, objective,
-                           metric, validation, source, found, test_seeds)
-    return TuneResult(store, done, chosen, trained, files, found)
+                           metric, validation, source, found, test_seeds, objectives)
+    return TuneResult(store, done, chosen, trained, files, found, objectives)
 
 

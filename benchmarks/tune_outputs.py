@@ -26,15 +26,25 @@ def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
                    trials: list[Trial], chosen: dict[str, dict[str, Any]], budget: int, seed: int,
                    objective: str, metric: str, validation: float | None,
                    source: str, found: list[Edge] | None = None,
-                   test_seeds: list[int] | None = None) -> list[Path]:
-    """``tuning.csv``, ``tuning.md`` and ``tuned.yaml`` in ``store``, written atomically."""
+                   test_seeds: list[int] | None = None,
+                   objectives: dict[str, str] | None = None) -> list[Path]:
+    """``tuning.csv``, ``tuning.md`` and ``tuned.yaml`` in ``store``, written atomically
+    (``objectives``: strategy label -> the objective its trials were scored by, where a
+    strategy declares its own)."""
     import csv
 
     from benchmarks.run.store import atomic_write
 
+    objectives = objectives or {}
     what = (f"{objective} of {metric} on the validation split ({OBJECTIVES[objective][1]}; "
             f"{OBJECTIVES[objective][0]}d), mean over seeds {config.seeds} of the mean over "
             f"{len(config.scenarios)} scenario(s)")
+    own = {label: o for label, o in objectives.items() if o != objective}
+    for other in dict.fromkeys(own.values()):
+        labels = ", ".join(label for label, o in own.items() if o == other)
+        what += (f"; for {labels} (declared by the strategy: its hyperparameters act on "
+                 f"nothing else): {other} of {metric} ({OBJECTIVES[other][1]}; "
+                 f"{OBJECTIVES[other][0]}d)")
     budget_text = (f"{budget} trial(s) per strategy with something to tune (trial 0 = the "
                    "matrix's values, then a scrambled Sobol start over the declared ranges, "
                    f"then Optuna TPE; each strategy's sampler seeded from --seed {seed} and "
@@ -46,7 +56,8 @@ def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
                      "reason"])
     for t in trials:
         writer.writerow([t.strategy, t.number, t.label, t.kind,
-                         json.dumps(t.params, sort_keys=True), objective, metric,
+                         json.dumps(t.params, sort_keys=True),
+                         objectives.get(t.strategy, objective), metric,
                          *(f"{v:.6g}" if math.isfinite(v) else "" for v in (t.mean, *t.ci)),
                          len(t.per_seed), json.dumps({str(k): v for k, v in t.per_seed.items()}),
                          t.status, t.chosen, t.reason])

@@ -170,6 +170,9 @@ OBJECTIVES = {
     "avg_incremental_seen": ("maximize", "mean over the stream of the union-of-seen value"),
     "final_mean": ("maximize", "final mean over tasks of the per-task value"),
     "forgetting": ("minimize", "mean forgetting of the per-task value"),
+    "final_nri": ("maximize", "final value on the never-re-indexed gallery of the seen "
+                  "classes' validation images, each embedded once by the model of its "
+                  "arrival"),
 }
 
 

@@ -84,6 +84,10 @@ class DriftCompensation(StrategyPlugin, Callbacks):
     updates_gallery: ClassVar[bool] = True
     #: a drift compensation is not wrapped again
     exposes_embeddings: ClassVar[bool] = False
+    #: its hyperparameters move stored gallery vectors and nothing else (the wrapped
+    #: strategy trains as it would alone): tuned on the never-re-indexed value, which they
+    #: change, not on the re-embedded union value, which every trial shares
+    tuning_objective: ClassVar[str | None] = "final_nri"
     #: the Config field that names the wrapped strategy (``sdc_on``)
     wraps: ClassVar[str] = ""
 

@@ -358,6 +358,11 @@ class StrategyPlugin:
     #: the hyperparameters ``lrbench tune`` searches and their ranges (name -> Uniform,
     #: LogUniform, IntRange or Choice), declared next to ``Config``; empty: nothing to tune
     tunable: ClassVar[dict[str, Tunable]] = {}
+    #: the objective ``lrbench tune`` optimises for this strategy's tunables when it is not
+    #: the command's ``--objective`` (a name of ``benchmarks.tune_search.OBJECTIVES``):
+    #: drift compensation's act on the never-re-indexed gallery only (``final_nri``); the
+    #: re-embedded union value of every trial would be the same. None: the command's
+    tuning_objective: ClassVar[str | None] = None
     #: hyperparameters that change nothing up to the end of the first experience (weights
     #: of terms that need a teacher or importances): cells that differ only in them train
     #: that experience once (``lrbench run`` shares it: ``Cell.first_experience_key``).

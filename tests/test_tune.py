@@ -327,3 +327,53 @@ def test_a_failed_trial_names_its_reason_and_is_never_chosen(tmp_path, monkeypat
     assert "## Failed trials" in md
     assert "* l2_kd-t001: synth-tiny__l2_kd-t001__seed0: ValueError: Loss is not available" \
         in md
+
+
+def test_cell_objective_reads_the_never_reindexed_curve():
+    payload = {"seen": {"recall": {"1": [0.5, 0.4]}},
+               "never_reindexed": {"recall": {"1": [0.5, 0.25]}, "map_at_r": [0.3, 0.2]},
+               "r_matrix": {"recall": {"1": [[0.5, math.nan], [0.4, 0.6]]}}}
+    assert cell_objective(payload, "final_nri", ("recall", "1")) == 0.25
+    assert cell_objective(payload, "final_nri", ("map_at_r", None)) == 0.2
+    assert cell_objective(payload, "final_seen", ("recall", "1")) == 0.4
+    assert math.isnan(cell_objective({"seen": {}}, "final_nri", ("recall", "1")))
+
+
+def test_every_declared_tuning_objective_is_an_objective():
+    from benchmarks.tune_search import OBJECTIVES
+    from strategies import available_strategies, get_strategy
+
+    declared = {name: get_strategy(name).cls.tuning_objective
+                for name in available_strategies()}
+    assert all(o is None or o in OBJECTIVES for o in declared.values()), declared
+    assert declared["sdc"] == declared["ldc"] == "final_nri"
+    assert declared["finetune"] is None and declared["bct"] is None
+
+
+def test_drift_compensation_is_tuned_on_the_never_reindexed_value(tmp_path, capsys):
+    """sdc's sigma moves stored gallery vectors and nothing else: every trial's re-embedded
+    union value is the wrapped finetune's, so its trials are scored (and chosen) by the
+    final never-re-indexed value, and the outputs say so; finetune keeps the command's."""
+    data = {**MATRIX, "strategies": {"finetune": {}, "sdc": {"sdc_on": "finetune"}}}
+    store = tmp_path / "store"
+    assert main(["tune", write_matrix(tmp_path, data), "--trials", "3", "--out", str(store),
+                 "--seed", "1"]) == 0
+    assert "sdc" in capsys.readouterr().out
+    trials = rows(store)
+    assert {r["strategy"]: r["objective"] for r in trials} == {"finetune": "final_seen",
+                                                               "sdc": "final_nri"}
+    sdc = [r for r in trials if r["strategy"] == "sdc"]
+    assert len(sdc) == 3 and len({r["params"] for r in sdc}) == 3
+    seen, nri = [], []
+    for r in sdc:
+        payload = json.loads((store / "cells" / f"synth-tiny__{r['label']}__seed0"
+                              / "result.json").read_text())["payload"]
+        seen.append(cell_objective(payload, "final_seen", ("recall", "1")))
+        nri.append(cell_objective(payload, "final_nri", ("recall", "1")))
+        assert float(r["mean"]) == pytest.approx(nri[-1])
+    assert len(set(seen)) == 1  # the same training whatever sigma: why final_seen is no use
+    best = max(range(3), key=lambda i: (nri[i], -i))
+    assert [r["chosen"] for r in sdc] == [str(i == best) for i in range(3)]
+    text = (store / "tuning.md").read_text()
+    assert "for sdc (declared by the strategy" in text and "final_nri of recall@1" in text
+    assert "for sdc (declared by the strategy" in (store / "tuned.yaml").read_text()

@@ -50,10 +50,12 @@ def add_parser(sub: Any) -> None:
                    help="seeds tuned.yaml gets for the test run (must differ from the "
                    "tuning matrix's seeds; default: the tuning's, which lrbench run refuses)")
     p.add_argument("--objective", default="final_seen",
-                   choices=["final_seen", "avg_incremental_seen", "final_mean", "forgetting"],
+                   choices=["final_seen", "avg_incremental_seen", "final_mean", "forgetting",
+                            "final_nri"],
                    help="what is optimised, on validation, mean over seeds and scenarios: the "
                    "final union-of-seen value (default), its mean over the stream, the final "
-                   "per-task mean, or forgetting (minimised)")
+                   "per-task mean, forgetting (minimised) or the final never-re-indexed "
+                   "value; a strategy may declare its own (drift compensation: final_nri)")
     p.add_argument("--metric", default="recall@1",
                    help="metric of the objective: recall@K or map_at_r (default: recall@1)")
     p.add_argument("--validation", type=float, default=None, metavar="FRACTION",
@@ -86,7 +88,8 @@ def command(args: argparse.Namespace) -> int:
     for label, params in result.chosen.items():
         best = next(t for t in result.trials if t.strategy == label and t.chosen)
         values = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "nothing to tune"
-        print(f"{label:<12} {best.label}: {args.objective} {best.mean:.4f} ({values})")
+        print(f"{label:<12} {best.label}: {result.objectives[label]} {best.mean:.4f} "
+              f"({values})")
     print(f"{result.store}: {len(result.trials)} trial(s), {result.trained} cell(s) trained "
           f"now; every trial in {result.files[1]}, the test matrix in {result.files[2]}")
     if failed:  # a cell that did not finish is never a success, whatever the cause
