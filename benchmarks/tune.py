@@ -302,7 +302,11 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
             raise LrbenchError(f"strategy {base!r} declares an invalid tunable range: "
                                f"{problems[0]}; fix its 'tunable' declaration")
         spaces = {k: v for k, v in spec.tunables.items() if k not in params}
-        if spec.cls.trains_experiences != 0:  # a strategy that never trains has no lr
+        # a strategy that never trains has no lr; one with its own objective (drift
+        # compensation) trains as the strategy it wraps, which is where a training
+        # option is tuned: scored by that objective, a faster learning rate would only
+        # be judged by how far the stored gallery then drifts
+        if spec.cls.trains_experiences != 0 and spec.cls.tuning_objective is None:
             spaces.update({f"training.{k}": known_also[k] for k in also or []
                            if k not in training})
         if not is_safe_name(f"{label}-t000"):

@@ -42,9 +42,8 @@ def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
     own = {label: o for label, o in objectives.items() if o != objective}
     for other in dict.fromkeys(own.values()):
         labels = ", ".join(label for label, o in own.items() if o == other)
-        what += (f"; for {labels} (declared by the strategy: its hyperparameters act on "
-                 f"nothing else): {other} of {metric} ({OBJECTIVES[other][1]}; "
-                 f"{OBJECTIVES[other][0]}d)")
+        what += (f"; for {labels} (declared by the strategy, its tuning_objective): "
+                 f"{other} of {metric} ({OBJECTIVES[other][1]}; {OBJECTIVES[other][0]}d)")
     budget_text = (f"{budget} trial(s) per strategy with something to tune (trial 0 = the "
                    "matrix's values, then a scrambled Sobol start over the declared ranges, "
                    f"then Optuna TPE; each strategy's sampler seeded from --seed {seed} and "
@@ -65,13 +64,15 @@ def _write_outputs(store: Path, raw: dict[str, Any], config: MatrixConfig,
              f"Source matrix: `{source}`. Budget: {budget_text}. Objective: {what}. "
              "CI: 95% Student-t interval over seeds (undefined with one seed). "
              f"Chosen values are in `tuned.yaml`, for the run on the test split.", "",
-             "| strategy | trial | drawn by | values | mean | 95% CI | seeds | chosen |",
-             "|---|---:|---|---|---:|---|---:|:---:|"]
+             "| strategy | trial | drawn by | values | objective | mean | 95% CI | seeds "
+             "| chosen |",
+             "|---|---:|---|---|---|---:|---|---:|:---:|"]
     for t in trials:
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in t.params.items()) or "(nothing to tune)"
         mean = _fmt(t.mean) if t.status == "finished" else "failed"
-        lines.append(f"| {t.strategy} | {t.number} | {t.kind} | {values} | {mean} | "
+        lines.append(f"| {t.strategy} | {t.number} | {t.kind} | {values} | "
+                     f"{objectives.get(t.strategy, objective)} | {mean} | "
                      f"[{_fmt(t.ci[0])}, {_fmt(t.ci[1])}] | {len(t.per_seed)} | "
                      f"{'**yes**' if t.chosen else ''} |")
     failed = [t for t in trials if t.status != "finished"]

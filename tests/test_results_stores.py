@@ -49,11 +49,13 @@ def test_save_keeps_the_small_files_and_restore_gives_a_store_that_resumes(root)
     assert not any(n.endswith(".pt") or n.startswith("first") for n in names), names
     assert sum(n.endswith("/result.json") for n in names) == 4
     assert "saved 4 cells" in proc.stdout
+    assert not list((root / "docs" / "results" / "stores").glob(".save.*"))  # no leftovers
 
     original = summaries(load_results([root / "results" / "smoke"]))
     shutil.rmtree(root / "results")
     proc = stores_sh(root, "restore")
     assert proc.returncode == 0, proc.stderr
+    assert "restored 4 of 4 committed cells" in proc.stdout
     restored = root / "results" / "smoke"
     # every cell of the matrix counts as finished there: `lrbench run --resume` skips it
     cells = expand_cells(load_config(REPO / "configs" / "smoke.yaml", SMOKE_FAST))
@@ -70,10 +72,28 @@ def test_save_keeps_the_small_files_and_restore_gives_a_store_that_resumes(root)
 
 def test_restore_never_replaces_a_file_of_the_live_store(root):
     assert stores_sh(root, "save", "smoke").returncode == 0
-    result = next((root / "results" / "smoke").glob("cells/*/result.json"))
+    live = root / "results" / "smoke"
+    first, *_, gone = sorted(live.glob("cells/*"))
+    result = first / "result.json"
     result.write_text("newer\n")
-    assert stores_sh(root, "restore", "smoke").returncode == 0
-    assert result.read_text() == "newer\n"
+    shutil.rmtree(gone)
+    proc = stores_sh(root, "restore", "smoke")
+    assert proc.returncode == 0 and "restored 1 of 4 committed cells" in proc.stdout
+    assert result.read_text() == "newer\n" and (gone / "result.json").is_file()
+
+
+def test_save_refuses_a_live_store_with_fewer_cells_than_the_committed_one(root):
+    """A store run where the committed one was not restored first would drop its cells."""
+    assert stores_sh(root, "save", "smoke").returncode == 0
+    kept = root / "docs" / "results" / "stores" / "smoke"
+    before = sorted(p.name for p in kept.glob("cells/*"))
+    shutil.rmtree(sorted((root / "results" / "smoke").glob("cells/*"))[0])
+    proc = stores_sh(root, "save", "smoke")
+    assert proc.returncode == 2 and "holds 3 cells, the committed" in proc.stderr
+    assert "restore it first" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in kept.glob("cells/*")) == before
+    proc = stores_sh(root, "save", "--force", "smoke")
+    assert proc.returncode == 0 and len(list(kept.glob("cells/*"))) == 3
 
 
 @pytest.mark.parametrize("args, message", [
@@ -90,7 +110,8 @@ def test_bad_use_is_one_line_and_exit_2(root, args, message):
 
 
 def committed_stores() -> list[Path]:
-    return sorted(p for p in COMMITTED.iterdir() if p.is_dir()) if COMMITTED.is_dir() else []
+    return sorted(p for p in COMMITTED.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  ) if COMMITTED.is_dir() else []
 
 
 @pytest.mark.parametrize("store", committed_stores(), ids=lambda p: p.name)
@@ -107,5 +128,6 @@ def test_a_committed_store_is_whole(store):
         if result.get("status") == "finished":
             assert result["config_hash"] == ids[path.parent.name], path
     extra = [p for p in store.rglob("*") if p.is_file() and p.name not in
-             {"matrix.yaml", "cells.json", "skipped.json", "result.json", "log.txt"}]
+             {"matrix.yaml", "cells.json", "skipped.json", "result.json", "log.txt",
+              "tuning.csv", "tuning.md", "tuned.yaml"}]
     assert not extra, extra

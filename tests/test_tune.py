@@ -357,13 +357,19 @@ def test_drift_compensation_is_tuned_on_the_never_reindexed_value(tmp_path, caps
     data = {**MATRIX, "strategies": {"finetune": {}, "sdc": {"sdc_on": "finetune"}}}
     store = tmp_path / "store"
     assert main(["tune", write_matrix(tmp_path, data), "--trials", "3", "--out", str(store),
-                 "--seed", "1"]) == 0
-    assert "sdc" in capsys.readouterr().out
+                 "--seed", "1", "--also-tune", "lr"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("finetune ") and ": final_seen " in line for line in printed)
+    assert any(line.startswith("sdc ") and ": final_nri " in line for line in printed)
     trials = rows(store)
     assert {r["strategy"]: r["objective"] for r in trials} == {"finetune": "final_seen",
                                                                "sdc": "final_nri"}
     sdc = [r for r in trials if r["strategy"] == "sdc"]
     assert len(sdc) == 3 and len({r["params"] for r in sdc}) == 3
+    # --also-tune searches the training of finetune, not of sdc (it trains as finetune)
+    assert all(set(json.loads(r["params"])) == {"sigma"} for r in sdc)
+    assert all("training.lr" in json.loads(r["params"])
+               for r in trials if r["strategy"] == "finetune" and r["trial"] != "0")
     seen, nri = [], []
     for r in sdc:
         payload = json.loads((store / "cells" / f"synth-tiny__{r['label']}__seed0"
@@ -376,4 +382,28 @@ def test_drift_compensation_is_tuned_on_the_never_reindexed_value(tmp_path, caps
     assert [r["chosen"] for r in sdc] == [str(i == best) for i in range(3)]
     text = (store / "tuning.md").read_text()
     assert "for sdc (declared by the strategy" in text and "final_nri of recall@1" in text
+    assert "| sdc | 1 | sobol | sigma=" in text and "| final_nri |" in text
     assert "for sdc (declared by the strategy" in (store / "tuned.yaml").read_text()
+
+
+def test_a_declared_objective_brings_its_own_direction(tmp_path, monkeypatch):
+    """A strategy declaring a minimised objective (forgetting) under the default,
+    maximised one is chosen by its smallest value, its edges judged the same way."""
+    from strategies import get_strategy
+
+    monkeypatch.setattr(get_strategy("l2_kd").cls, "tuning_objective", "forgetting")
+    data = {**MATRIX, "strategies": {"l2_kd": {}}}
+    store = tmp_path / "store"
+    assert main(["tune", write_matrix(tmp_path, data), "--trials", "3", "--out", str(store),
+                 "--seed", "2"]) == 0
+    trials = rows(store)
+    assert {r["objective"] for r in trials} == {"forgetting"}
+    values = []
+    for r in trials:
+        payload = json.loads((store / "cells" / f"synth-tiny__{r['label']}__seed0"
+                              / "result.json").read_text())["payload"]
+        values.append(cell_objective(payload, "forgetting", ("recall", "1")))
+        assert float(r["mean"]) == pytest.approx(values[-1], abs=1e-6)  # the CSV's 6 digits
+    assert len(set(values)) > 1  # else the choice would only show the tie rule
+    best = min(range(len(values)), key=lambda i: (values[i], i))
+    assert [r["chosen"] for r in trials] == [str(i == best) for i in range(len(trials))]

@@ -55,7 +55,8 @@ def add_parser(sub: Any) -> None:
                    help="what is optimised, on validation, mean over seeds and scenarios: the "
                    "final union-of-seen value (default), its mean over the stream, the final "
                    "per-task mean, forgetting (minimised) or the final never-re-indexed "
-                   "value; a strategy may declare its own (drift compensation: final_nri)")
+                   "value; a strategy may declare its own (drift compensation: final_nri, "
+                   "and --also-tune leaves it alone)")
     p.add_argument("--metric", default="recall@1",
                    help="metric of the objective: recall@K or map_at_r (default: recall@1)")
     p.add_argument("--validation", type=float, default=None, metavar="FRACTION",
@@ -88,7 +89,8 @@ def command(args: argparse.Namespace) -> int:
     for label, params in result.chosen.items():
         best = next(t for t in result.trials if t.strategy == label and t.chosen)
         values = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "nothing to tune"
-        print(f"{label:<12} {best.label}: {result.objectives[label]} {best.mean:.4f} "
+        print(f"{label:<12} {best.label}: {result.objectives.get(label, args.objective)} "
+              f"{best.mean:.4f} "
               f"({values})")
     print(f"{result.store}: {len(result.trials)} trial(s), {result.trained} cell(s) trained "
           f"now; every trial in {result.files[1]}, the test matrix in {result.files[2]}")

@@ -2,7 +2,8 @@
 # Every real-data run behind docs/results, in the order the data flows, each resuming from
 # its store; then the regenerated files. It starts by restoring the committed stores
 # (docs/results/stores.sh), so on a new machine it continues from the cells a previous one
-# finished; save the stores again (stores.sh save, below) before that machine goes away.
+# finished, and saves each store into docs/results/stores/ every 20 minutes and when its
+# run ends: commit docs/results/stores/ before that machine goes away.
 #   LRBENCH_DATA=../shared/data nice bash docs/results/pipeline.sh [--jobs N]
 # Steps (each skipped where its store is complete; the first tuning's choice is committed
 # in docs/results/tuning/tuned.yaml and is not rerun):
@@ -16,10 +17,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 JOBS=2
+usage() {
+    echo "usage: bash docs/results/pipeline.sh [--jobs N]" >&2
+    exit 2
+}
 while [ $# -gt 0 ]; do
     case $1 in
-    --jobs) JOBS=$2; shift 2 ;;
-    *) echo "usage: bash docs/results/pipeline.sh [--jobs N]" >&2; exit 2 ;;
+    --jobs) [ $# -ge 2 ] || usage; JOBS=$2; shift 2 ;;
+    *) usage ;;
     esac
 done
 LRBENCH=${LRBENCH:-.venv/bin/lrbench}
@@ -31,18 +36,37 @@ fi
 export LRBENCH_DATA
 STORES=(thesis-cub-subset-val-more-tune thesis-cub-subset thesis-cub-subset-ablations
         thesis-lifelong thesis-lifelong-orders)
-save() { bash docs/results/stores.sh save "$@"; }
 stamp() { echo "pipeline: $* ($(date -u +%FT%TZ))"; }
+# step NAME COMMAND...: run COMMAND into results/NAME, saving the store every 20 minutes
+# while it runs and once more when it ends, however it ends (a cell that failed makes
+# lrbench exit 1, and the finished ones must be kept all the same); then stop on failure
+step() {
+    local name=$1 rc=0 saver
+    shift
+    (while sleep 1200; do
+        [ -f "results/$name/matrix.yaml" ] && bash docs/results/stores.sh save "$name" \
+            > /dev/null
+    done) &
+    saver=$!
+    "$@" || rc=$?
+    kill "$saver" 2> /dev/null || true
+    wait "$saver" 2> /dev/null || true
+    bash docs/results/stores.sh save "$name"
+    if [ $rc != 0 ]; then
+        echo "pipeline: $name: the command ended with exit code $rc (its finished cells are" \
+            "saved); fix the cause and run the pipeline again" >&2
+        exit $rc
+    fi
+}
 
 if compgen -G "docs/results/stores/*/matrix.yaml" > /dev/null; then
     bash docs/results/stores.sh restore
 fi
 
 stamp "1. the second tuning"
-"$LRBENCH" tune configs/thesis-cub-subset-val-more.yaml --trials 8 --extend-edges 4 \
-    --extend-rounds 2 --test-seeds 0,1,2,3,4 --jobs "$JOBS" \
+step thesis-cub-subset-val-more-tune "$LRBENCH" tune configs/thesis-cub-subset-val-more.yaml \
+    --trials 8 --extend-edges 4 --extend-rounds 2 --test-seeds 0,1,2,3,4 --jobs "$JOBS" \
     --out results/thesis-cub-subset-val-more-tune
-save thesis-cub-subset-val-more-tune
 
 stamp "2. the test matrices from both tunings"
 mkdir -p docs/results/tuning-more
@@ -50,21 +74,24 @@ cp results/thesis-cub-subset-val-more-tune/tuned.yaml docs/results/tuning-more/t
 "$PY" docs/results/configs_from_tuning.py
 
 stamp "3. the test matrices"
-"$LRBENCH" run configs/thesis-cub-subset.yaml --jobs "$JOBS" --resume
-save thesis-cub-subset
+step thesis-cub-subset "$LRBENCH" run configs/thesis-cub-subset.yaml --jobs "$JOBS" --resume
 # the ablation matrix's finetune, fecd and dkd cells are the test matrix's own (same
-# config hash): copied, not run again
-mkdir -p results/thesis-cub-subset-ablations/cells
+# config hash): their results copied, not run again, where the ablation store has none
+shopt -s nullglob
 for d in results/thesis-cub-subset/cells/*__{finetune,fecd,dkd}__seed*; do
-    [ -e "results/thesis-cub-subset-ablations/cells/$(basename "$d")" ] \
-        || cp -R "$d" results/thesis-cub-subset-ablations/cells/
+    to=results/thesis-cub-subset-ablations/cells/$(basename "$d")
+    if [ -f "$d/result.json" ] && [ ! -f "$to/result.json" ]; then
+        mkdir -p "$to"
+        cp "$d/result.json" "$to/"
+        if [ -f "$d/log.txt" ]; then cp "$d/log.txt" "$to/"; fi
+    fi
 done
-"$LRBENCH" run configs/thesis-cub-subset-ablations.yaml --jobs "$JOBS" --resume
-save thesis-cub-subset-ablations
-"$LRBENCH" run configs/thesis-lifelong.yaml --jobs "$JOBS" --resume
-save thesis-lifelong
-"$LRBENCH" run configs/thesis-lifelong-orders.yaml --jobs "$JOBS" --resume
-save thesis-lifelong-orders
+shopt -u nullglob
+step thesis-cub-subset-ablations "$LRBENCH" run configs/thesis-cub-subset-ablations.yaml \
+    --jobs "$JOBS" --resume
+step thesis-lifelong "$LRBENCH" run configs/thesis-lifelong.yaml --jobs "$JOBS" --resume
+step thesis-lifelong-orders "$LRBENCH" run configs/thesis-lifelong-orders.yaml \
+    --jobs "$JOBS" --resume
 
 stamp "4. every generated file of docs/results"
 bash docs/results/regenerate.sh
