@@ -101,3 +101,16 @@ def test_the_claims_example_names_what_the_matrices_run(claims_file, extra):
         named = set(strategies) | (set(versus) - {"others"})
         assert named <= labels, (claim["name"], named - labels)
         assert set(claim.get("scenarios") or []) <= scenarios, claim["name"]
+
+
+def test_regenerate_joins_the_second_claims_exactly_when_the_matrices_run_them():
+    """regenerate.sh joins docs/examples/claims-second-tuning.yaml when the CUB matrix's
+    text has a line starting '  bct:' (its gate, a grep): that must hold exactly when the
+    second tuning's choice is in the matrices."""
+    import re
+
+    gate = (REPO / "docs" / "results" / "regenerate.sh").read_text()
+    assert 'grep -q "^  bct:" configs/thesis-cub-subset.yaml' in gate
+    text = (REPO / "configs" / "thesis-cub-subset.yaml").read_text()
+    assert bool(re.search(r"^  bct:", text, flags=re.M)) == TUNED_MORE.is_file()
+    assert ("bct" in _cells("thesis-cub-subset.yaml")) == TUNED_MORE.is_file()
