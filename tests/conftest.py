@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import warnings
 from pathlib import Path
@@ -94,10 +95,38 @@ def tracked(uri: Path, experiment: str) -> list[str]:
     return ["tracking.mlflow=true", f"tracking.uri={uri}", f"tracking.experiment={experiment}"]
 
 
+def _run_folder(tmp_path_factory) -> Path:
+    """A temporary folder of this test run shared by its pytest-xdist workers (each worker
+    has its own below it), or this process's own without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` done once per test run, whichever worker asks first, the others
+    waiting for it and reading the result: a session fixture is otherwise built by every
+    worker that uses it, and two local Ray clusters (test_runner's and test_tracking's,
+    files on two workers) made one setup take 300 s under load. One lock for every such
+    build, so two never run at once (they also log to one MLflow store)."""
+    from filelock import FileLock
+
+    base = _run_folder(tmp_path_factory) / "built-once"
+    base.mkdir(exist_ok=True)
+    folder, done = base / name, base / f"{name}.done"
+    with FileLock(str(base / "lock")):
+        if not done.is_file():
+            if folder.exists():  # what a build that failed left
+                shutil.rmtree(folder)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def mlruns(tmp_path_factory) -> Path:
-    """The MLflow tracking folder of the session's tracked smoke runs."""
-    return tmp_path_factory.mktemp("mlflow") / "mlruns"
+    """The MLflow tracking folder of the session's tracked smoke runs (one per test run:
+    the stores logged to it are built once, :func:`built_once`)."""
+    return _run_folder(tmp_path_factory) / "mlflow" / "mlruns"
 
 
 @pytest.fixture(scope="session")
@@ -108,12 +137,13 @@ def jobs2_store(tmp_path_factory, mlruns) -> Path:
     from benchmarks.config import load_config
     from benchmarks.runner import run_matrix
 
-    store = tmp_path_factory.mktemp("stores") / "jobs2"
-    config = load_config(REPO / "configs" / "smoke.yaml",
-                         [*SMOKE_FAST, *tracked(mlruns, "smoke-jobs2")])
-    counts = run_matrix(config, store, jobs=2, progress=False)
-    assert counts["finished"] == 4 and counts["failed"] == 0
-    return store
+    def build(store: Path) -> None:
+        config = load_config(REPO / "configs" / "smoke.yaml",
+                             [*SMOKE_FAST, *tracked(mlruns, "smoke-jobs2")])
+        counts = run_matrix(config, store, jobs=2, progress=False)
+        assert counts["finished"] == 4 and counts["failed"] == 0
+
+    return built_once(tmp_path_factory, "jobs2", build)
 
 
 @pytest.fixture(scope="session")
@@ -124,13 +154,14 @@ def ray_store(tmp_path_factory, mlruns) -> Path:
     from benchmarks.config import load_config
     from benchmarks.runner import run_matrix
 
-    store = tmp_path_factory.mktemp("stores") / "ray"
-    config = load_config(REPO / "configs" / "smoke.yaml",
-                         [*SMOKE_FAST, *tracked(mlruns, "smoke-ray")])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        counts = run_matrix(config, store, executor="ray", progress=False)
-    finally:
-        ray.shutdown()
-    assert counts["finished"] == 4 and counts["failed"] == 0
-    return store
+    def build(store: Path) -> None:
+        config = load_config(REPO / "configs" / "smoke.yaml",
+                             [*SMOKE_FAST, *tracked(mlruns, "smoke-ray")])
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            counts = run_matrix(config, store, executor="ray", progress=False)
+        finally:
+            ray.shutdown()
+        assert counts["finished"] == 4 and counts["failed"] == 0
+
+    return built_once(tmp_path_factory, "ray", build)
