@@ -43,12 +43,16 @@ stamp() { echo "pipeline: $* ($(date -u +%FT%TZ))"; }
 step() {
     local name=$1 rc=0 saver
     shift
+    # (its own output away from the pipeline's, and its sleep ended with it: nothing of
+    # it outlives the step)
     (while sleep 1200; do
-        [ -f "results/$name/matrix.yaml" ] && bash docs/results/stores.sh save "$name" \
-            > /dev/null
-    done) &
+        if [ -f "results/$name/matrix.yaml" ]; then
+            bash docs/results/stores.sh save "$name" || true
+        fi
+    done) > /dev/null 2>&1 &
     saver=$!
     "$@" || rc=$?
+    pkill -P "$saver" 2> /dev/null || true
     kill "$saver" 2> /dev/null || true
     wait "$saver" 2> /dev/null || true
     bash docs/results/stores.sh save "$name"

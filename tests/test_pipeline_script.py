@@ -1,0 +1,122 @@
+"""docs/results/pipeline.sh, with lrbench and Python replaced by stubs that log what they
+are asked and write the files a run would: the steps run in the data's order, each store
+is saved when its run ends (a failed run's too, then the pipeline stops), the ablation
+store gets the CUB store's shared cells, and a committed store is restored first."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+# lrbench: logs its arguments; `tune ... --out DIR` and `run CONFIG` write a store with one
+# finished cell per name in $CELLS_<step> (and exit $FAIL_<step>, default 0)
+LRBENCH = r"""#!/usr/bin/env bash
+echo "lrbench $*" >> "$LOG"
+cmd=$1; config=$2
+name=$(basename "$config" .yaml)
+[ "$cmd" = tune ] && name=$name-tune
+out=results/$name
+mkdir -p "$out/cells"
+echo "name: $name" > "$out/matrix.yaml"
+echo "{}" > "$out/cells.json"
+[ "$cmd" = tune ] && echo "strategies: {}" > "$out/tuned.yaml"
+key=$(echo "$name" | tr '-' '_')
+cells_var=CELLS_$key; fail_var=FAIL_$key
+for c in ${!cells_var:-x__finetune__seed0}; do
+    mkdir -p "$out/cells/$c"
+    echo '{"status": "finished"}' > "$out/cells/$c/result.json"
+done
+exit "${!fail_var:-0}"
+"""
+PY = """#!/usr/bin/env bash
+echo "python $*" >> "$LOG"
+"""
+REGENERATE = """#!/usr/bin/env bash
+echo "regenerate" >> "$LOG"
+"""
+
+
+@pytest.fixture()
+def sandbox(tmp_path) -> Path:
+    results = tmp_path / "docs" / "results"
+    results.mkdir(parents=True)
+    for name in ("pipeline.sh", "stores.sh"):
+        shutil.copy(REPO / "docs" / "results" / name, results / name)
+    (results / "regenerate.sh").write_text(REGENERATE)
+    for name, text in (("lrbench", LRBENCH), ("python", PY)):
+        path = tmp_path / "bin" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+    return tmp_path
+
+
+def pipeline(root: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    log = root / "log.txt"
+    full = {**os.environ, "LRBENCH": str(root / "bin" / "lrbench"),
+            "PY": str(root / "bin" / "python"), "LRBENCH_DATA": str(root / "data"),
+            "LOG": str(log), **env}
+    proc = subprocess.run(["bash", str(root / "docs" / "results" / "pipeline.sh")],
+                          capture_output=True, text=True, env=full, timeout=600)
+    return proc, log.read_text().splitlines() if log.is_file() else []
+
+
+def test_every_step_in_order_each_store_saved(sandbox):
+    proc, log = pipeline(sandbox, CELLS_thesis_cub_subset="cub__finetune__seed0 "
+                         "cub__fecd__seed0 cub__joint__seed0")
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[:3] for line in log] == [
+        ["lrbench", "tune", "configs/thesis-cub-subset-val-more.yaml"],
+        ["python", "docs/results/configs_from_tuning.py"],
+        ["lrbench", "run", "configs/thesis-cub-subset.yaml"],
+        ["lrbench", "run", "configs/thesis-cub-subset-ablations.yaml"],
+        ["lrbench", "run", "configs/thesis-lifelong.yaml"],
+        ["lrbench", "run", "configs/thesis-lifelong-orders.yaml"],
+        ["regenerate"]]
+    assert all("--jobs 2" in line for line in log if line.startswith("lrbench"))
+    stores = sandbox / "docs" / "results" / "stores"
+    assert sorted(p.name for p in stores.iterdir()) == [
+        "thesis-cub-subset", "thesis-cub-subset-ablations", "thesis-cub-subset-val-more-tune",
+        "thesis-lifelong", "thesis-lifelong-orders"]
+    assert (stores / "thesis-cub-subset-val-more-tune" / "tuned.yaml").is_file()
+    assert (sandbox / "docs" / "results" / "tuning-more" / "tuned.yaml").is_file()
+    # the CUB store's finetune and fecd cells were copied into the ablation store
+    ablation = sandbox / "results" / "thesis-cub-subset-ablations" / "cells"
+    assert {"cub__finetune__seed0", "cub__fecd__seed0"} <= {p.name for p in ablation.iterdir()}
+    assert not (ablation / "cub__joint__seed0").exists()
+
+
+def test_a_failed_run_is_saved_and_stops_the_pipeline(sandbox):
+    proc, log = pipeline(sandbox, FAIL_thesis_lifelong="1",
+                         CELLS_thesis_lifelong="life__finetune__seed0 life__lwf__seed0")
+    assert proc.returncode == 1
+    assert "thesis-lifelong: the command ended with exit code 1" in proc.stderr
+    assert log[-1].startswith("lrbench run configs/thesis-lifelong.yaml")  # nothing after
+    saved = sandbox / "docs" / "results" / "stores" / "thesis-lifelong" / "cells"
+    assert sorted(p.name for p in saved.iterdir()) == ["life__finetune__seed0",
+                                                       "life__lwf__seed0"]
+
+
+def test_a_committed_store_is_restored_before_anything_runs(sandbox):
+    committed = sandbox / "docs" / "results" / "stores" / "thesis-cub-subset-val-more-tune"
+    (committed / "cells" / "old__bct__seed100").mkdir(parents=True)
+    (committed / "cells" / "old__bct__seed100" / "result.json").write_text("{}\n")
+    (committed / "matrix.yaml").write_text("name: t\n")
+    proc, _ = pipeline(sandbox)
+    assert proc.returncode == 0, proc.stderr
+    live = sandbox / "results" / "thesis-cub-subset-val-more-tune" / "cells"
+    assert (live / "old__bct__seed100" / "result.json").is_file()
+    assert "restored 1 of 1 committed cells" in proc.stdout
+
+
+def test_no_data_folder_is_one_line_and_exit_2(sandbox):
+    env = {k: v for k, v in os.environ.items() if k != "LRBENCH_DATA"}
+    proc = subprocess.run(["bash", str(sandbox / "docs" / "results" / "pipeline.sh")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and "set LRBENCH_DATA" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
