@@ -105,9 +105,9 @@ def _run_folder(tmp_path_factory) -> Path:
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """``build(folder)`` done once per test run, whichever worker asks first, the others
     waiting for it and reading the result: a session fixture is otherwise built by every
-    worker that uses it, and two local Ray clusters (test_runner's and test_tracking's,
-    files on two workers) made one setup take 300 s under load. One lock for every such
-    build, so two never run at once (they also log to one MLflow store)."""
+    worker that uses it (two local Ray clusters when test_runner.py and test_tracking.py
+    are on two workers). One lock for every such build, so two never run at once (they
+    also log to one MLflow store)."""
     from filelock import FileLock
 
     base = _run_folder(tmp_path_factory) / "built-once"
