@@ -17,6 +17,8 @@ from benchmarks.errors import abridged
 
 def add_parser(sub: Any) -> None:
     """``lrbench tune``'s arguments, added to the subcommands ``sub``."""
+    from benchmarks.tune_search import OBJECTIVES  # no Optuna: imported where it searches
+
     p = sub.add_parser("tune", help="tune every strategy's declared hyperparameters on "
                        "validation data", description="Search each strategy's declared "
                        "tunable hyperparameters (those its matrix entry does not set) with the "
@@ -50,8 +52,7 @@ def add_parser(sub: Any) -> None:
                    help="seeds tuned.yaml gets for the test run (must differ from the "
                    "tuning matrix's seeds; default: the tuning's, which lrbench run refuses)")
     p.add_argument("--objective", default="final_seen",
-                   choices=["final_seen", "avg_incremental_seen", "final_mean", "forgetting",
-                            "final_nri"],
+                   choices=list(OBJECTIVES),
                    help="what is optimised, on validation, mean over seeds and scenarios: the "
                    "final union-of-seen value (default), its mean over the stream, the final "
                    "per-task mean, forgetting (minimised) or the final never-re-indexed "
