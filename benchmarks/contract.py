@@ -25,7 +25,11 @@ strategy
    one at a time and all at once: the runner shares that experience between such cells,
    so a wrong declaration would change numbers. A check on this stream and these values,
    not a proof for every input: declare only what acts through a teacher or importances.
-7. with a trunk other than the small CNN, embeds a 224 px image in 512 dimensions (the
+7. trains as the strategy it declares it trains as (``trains_as``: a drift compensation,
+   the one it wraps): loading that strategy's training loop at every experience, then
+   running only what comes after it (the drift estimate, the evaluation), ends in the
+   state of training itself, bit for bit (the runner shares the loops between such cells);
+8. with a trunk other than the small CNN, embeds a 224 px image in 512 dimensions (the
    papers' size; ``lrbench check finetune --trunk bninception``).
 
 Failures raise ``AssertionError`` with what went wrong. ``lrbench check NAME`` runs the same
@@ -232,7 +236,31 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                 "remove what acts there")
         passed(f"first experience unchanged by {', '.join(idle)}")
 
-    # 7: another trunk embeds a full-size image at the default dimension (512)
+    # 7: trained from the loops of the strategy it trains as, the numbers of training itself
+    as_name, as_hparams = spec.cls.trains_as(name, resolved_hparams(name, hparams or {}))
+    if as_name != name:
+        from strategies.template import SharedTraining
+
+        with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
+            twin = build_template(as_name, as_hparams, seed, iterations, trunk=trunk,
+                                  device=device)
+            twin.shared_training = SharedTraining(tmp)
+            twin.run(bench)
+            follower = build_template(name, hparams, seed, iterations, trunk=trunk,
+                                      device=device)
+            follower.shared_training = SharedTraining(tmp, write=False)
+            follower.run(bench)
+        loaded = follower.shared_training.loaded
+        assert loaded == list(range(len(bench.train_stream))), (
+            f"{name}: loaded the training loops of experiences {loaded} written by "
+            f"{as_name}, not every one")
+        diff = first_difference(first.state_dict(), follower.state_dict())
+        assert diff is None, (
+            f"{name}: with {as_name}'s training loops its state differs from training "
+            f"itself ({diff}), yet trains_as says it trains as {as_name}")
+        passed(f"trains as {as_name}: its shared training loops give the same bits")
+
+    # 8: another trunk embeds a full-size image at the default dimension (512)
     if trunk != "small_cnn":
         import torch
 

@@ -16,8 +16,12 @@ Cells that differ only in hyperparameters their strategy declares inactive in th
 experience (a tuning's trials, an ablation's variants) train that experience once: the first
 of them writes its checkpoint after it (``<store>/first/``) and the others resume from it,
 to the same bits (:attr:`~benchmarks.config.Cell.first_experience_key`; the contract kit
-checks every declaration). Only on the local executor, whose workers share the store's
-disk, and for CPU cells (:func:`sharable`).
+checks every declaration). Cells that train alike (a drift compensation and the strategy it
+wraps, or its own trials: :attr:`~benchmarks.config.Cell.training_key`) share more: every
+experience's training loop runs once, its end state kept in ``<store>/trained/<key>/``, and
+the others load it and run only what comes after (the drift estimate, the evaluation), to
+the same bits (the contract kit checks it). Only on the local executor, whose workers share
+the store's disk, and for CPU cells (:func:`sharable`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from benchmarks.run.store import (
     remove_first_experiences,
     result_path,
     set_aside,
+    shared_training_dir,
     stale_cells,
     stale_lines,
     store_lock,
@@ -200,8 +205,10 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                                                          or logging["csv"])
         keys = {c.id: c.first_experience_key for c in todo if sharable(c)} if share else {}
         cells_per_key = Counter(keys.values())
+        trains = {c.id: c.training_key for c in todo if sharable(c)} if share else {}
+        cells_per_training = Counter(trains.values())
 
-        def args(cell: Cell) -> tuple[str | None, dict[str, bool], str, str | None, bool]:
+        def args(cell: Cell) -> tuple[Any, ...]:
             folder = cell_dir(store, cell)
             key = keys.get(cell.id)
             first = first_experience_path(store, key) if key else None
@@ -209,8 +216,17 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             # may use it: one whose strategy declares something inactive there
             save = key is not None and (cells_per_key[key] > 1 or (keep_first and bool(
                 get_strategy(cell.plugin_name).inactive_in_first_experience)))
+            tkey = trains.get(cell.id)
+            trained = shared_training_dir(store, tkey) if tkey else None
+            # each loop written where another cell of this run trains alike, or (keep_first)
+            # where a later call's may: a strategy that trains as another
+            spec = get_strategy(cell.plugin_name)
+            write = tkey is not None and (cells_per_training[tkey] > 1 or (
+                keep_first and spec.cls.trains_as(cell.plugin_name, {**cell.hparams})[0]
+                != cell.plugin_name))
             return (str(folder / "checkpoint.pt") if checkpoints else None, logging,
-                    str(folder), str(first) if first else None, save)
+                    str(folder), str(first) if first else None, save,
+                    str(trained) if trained else None, write)
 
         if tracker is not None:  # kept from an earlier run: logged unless already there
             running = {cell.id for cell in todo}
@@ -238,7 +254,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             raise
         bar.close()
         if share and not keep_first:
-            remove_first_experiences(store, set(keys.values()))
+            remove_first_experiences(store, set(keys.values()), set(trains.values()))
         counts["rows"] = write_tidy(store, cells)
         if tracker is not None:
             tracker.log_store(store)

@@ -303,7 +303,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
                "train_s": result["payload"].get("timings", {}).get("total_s"),
                # experiences a resumed cell did not train itself (not in train_s)
                "resumed_after": int(result["payload"].get("timings", {})
-                                    .get("resumed_after") or 0)}
+                                    .get("resumed_after") or 0),
+               # experiences whose training loop it loaded from a cell that trains alike
+               "shared_loops": len(result["payload"].get("timings", {})
+                                   .get("shared_training") or [])}
         for metric, mat in mats.items():
             row[f"final:{metric}"] = float(mat[-1].mean())
         rows.append(row)

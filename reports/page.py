@@ -303,9 +303,11 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                            "A cell resumed from a checkpoint (its own, or a first experience "
                            "shared with cells that differ only in hyperparameters inactive "
                            "there) timed only what it trained: it counts in the seconds per "
-                           "100 steps, not in `cells` and the per-cell seconds. "
-                           "Times depend on the machine and its load: compare the rows of one "
-                           "run, not across runs.", None))
+                           "100 steps, not in `cells` and the per-cell seconds. A cell that "
+                           "loaded the training loops of a cell that trains alike (a drift "
+                           "compensation beside the strategy it wraps) counts in neither: its "
+                           "training is that strategy's row. Times depend on the machine and "
+                           "its load: compare the rows of one run, not across runs.", None))
             blocks.append(("cost", "", cost))
         cross = cross_model_table(results, t.scenario, metric)
         if not cross.empty:

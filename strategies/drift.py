@@ -154,6 +154,19 @@ class DriftCompensation(StrategyPlugin, Callbacks):
         self._before = None
 
     # -- checkpoints ------------------------------------------------------------------------
+    @classmethod
+    def trains_as(cls, name: str, hparams: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The wrapped strategy's training: a drift compensation changes none of it."""
+        inner = str(hparams[cls.wraps])
+        return get_strategy(inner).cls.trains_as(inner, dict(hparams["on_params"]))
+
+    def training_state(self) -> dict[str, Any]:
+        """The wrapped strategy's (the estimate is made after the loop, in every cell)."""
+        return self.inner.training_state()
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_training_state(state)
+
     def own_state(self) -> dict[str, Any]:
         """The subclass's estimate, as tensors and plain values."""
         return {}

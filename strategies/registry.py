@@ -412,6 +412,23 @@ class StrategyPlugin:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
 
+    @classmethod
+    def trains_as(cls, name: str, hparams: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The strategy and (resolved) hyperparameters whose training loop this one's
+        equals at every experience, bit for bit: itself (``name``, ``hparams``) unless it
+        wraps another (a drift compensation trains as the strategy it wraps). Cells that
+        train alike (``Cell.training_key``) run each experience's loop once."""
+        return name, hparams
+
+    def training_state(self) -> dict[str, Any]:
+        """What the training loop changes in this plugin (for cells that share it):
+        its whole :meth:`state_dict` unless it wraps another strategy."""
+        return self.state_dict()
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`training_state` (written by a cell that trains alike)."""
+        self.load_state_dict(state)
+
 
 def _does_nothing(self: Any, strategy: Any, *args: Any, **kwargs: Any) -> None:
     """An Avalanche callback this strategy does not use."""

@@ -33,6 +33,14 @@ What it changes, and why:
   layout) acts on every device: on CPU it takes about 30% off a MobileNetV2 step (oneDNN's
   NHWC depthwise convolutions and BatchNorm), with numbers that differ from the default
   layout's by float rounding and are as deterministic;
+* cells that train alike (:attr:`benchmarks.config.Cell.training_key`: a drift
+  compensation and the strategy it wraps) may share each experience's training loop:
+  with ``shared_training`` set, the state at the end of an experience's loop (model,
+  criterion, optimizer, the strategies' training state, that experience's loss history,
+  the clock and every random state) is loaded from the folder when a cell wrote it there,
+  and written there after the loop otherwise; the callbacks around the loop (before and
+  after the experience, the evaluation) run in every cell, so only the identical part is
+  skipped;
 * checkpoints are ``state_dict`` based (Avalanche's dill checkpointing fails on torch 2.14):
   model, criterion (its parameters, when it has any), optimizer, every plugin's state,
   metric history, RNG states (CPU, NumPy, Python, and every CUDA device's as uint8
@@ -153,6 +161,9 @@ class RetrievalTemplate(SupervisedTemplate):
         self.loss_terms: dict[str, float] = {}
         self.loss_history: list[dict[str, float]] = []
         self.experiences_done = 0
+        #: where cells with this cell's training key share each experience's training loop
+        #: (:class:`SharedTraining`; None: every loop runs here)
+        self.shared_training: SharedTraining | None = None
         criterion = criterion or HardMiningLoss()
         _check_criterion_optimized(criterion, optimizer)
         super().__init__(
@@ -322,6 +333,48 @@ class RetrievalTemplate(SupervisedTemplate):
                                   "total": float(self.loss.detach()), **self.loss_terms})
         super()._after_training_iteration(**kwargs)
 
+    def _train_exp(self, experience: Any, eval_streams: Any = None, **kwargs: Any) -> None:
+        """The experience's training loop, or its end state loaded from
+        :attr:`shared_training` when another cell with this training already ran it."""
+        shared, exp = self.shared_training, int(experience.current_experience)
+        state = shared.read(exp) if shared is not None else None
+        if state is not None:
+            self._load_trained(state)
+            return
+        start = len(self.loss_history)
+        super()._train_exp(experience, eval_streams, **kwargs)
+        if shared is not None:
+            shared.write(exp, self._trained_state(exp, start))
+
+    def _trained_state(self, exp: int, start: int) -> dict[str, Any]:
+        """The state at the end of experience ``exp``'s training loop (its loss history
+        from row ``start``): everything the loop changes, nothing the callbacks around it
+        do (those run in every cell)."""
+        return {"experience": exp, "experiences_done": self.experiences_done,
+                "model": self.model.state_dict(), "criterion": self._criterion_state(),
+                "optimizer": self.optimizer.state_dict(),
+                "plugins": [p.training_state() for p in self._strategy_plugins()],
+                "loss_history": self.loss_history[start:],
+                "loss_terms": dict(self.loss_terms),
+                "clock": {k: v for k, v in vars(self.clock).items() if isinstance(v, int)},
+                "rng": rng_state()}
+
+    def _load_trained(self, state: dict[str, Any]) -> None:
+        """Continue as if this cell had run the loop :meth:`_trained_state` recorded."""
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device)
+        if state["criterion"]:
+            self._criterion.load_state_dict(state["criterion"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for plugin, plugin_state in zip(self._strategy_plugins(), state["plugins"],
+                                        strict=True):
+            plugin.load_training_state(plugin_state)
+        self.loss_history.extend(state["loss_history"])
+        self.loss_terms = dict(state["loss_terms"])
+        for key, value in state["clock"].items():
+            setattr(self.clock, key, value)
+        set_rng_state(state["rng"])
+
     # -- stream -----------------------------------------------------------------------------
     def run(self, benchmark: Any, checkpoint: str | Path | None = None,
             stop_after: int | None = None) -> RetrievalMetrics:
@@ -390,6 +443,52 @@ class RetrievalTemplate(SupervisedTemplate):
         """Read a checkpoint written by :meth:`save_checkpoint` (:func:`read_checkpoint`:
         tensors and plain values only, never code)."""
         self.load_state_dict(read_checkpoint(path))
+
+
+class SharedTraining:
+    """The folder where cells with one training key (:attr:`~benchmarks.config.Cell.
+    training_key`) keep the end state of each experience's training loop, one file per
+    experience (``exp003.pt``). Only a shortcut: a file that is absent or does not load is
+    trained here (and said so through ``log``); one is written only when ``write``, and a
+    failed write costs the other cells time, not this one."""
+
+    def __init__(self, folder: str | Path, write: bool = True,
+                 log: Any = lambda message: None) -> None:
+        self.folder, self.write_ok, self.log = Path(folder), write, log
+        #: the experiences whose loop this cell loaded instead of running
+        self.loaded: list[int] = []
+
+    def path(self, exp: int) -> Path:
+        """The file of experience ``exp``'s trained state."""
+        return self.folder / f"exp{exp:03d}.pt"
+
+    def read(self, exp: int) -> dict[str, Any] | None:
+        """Experience ``exp``'s trained state, or None (absent or unreadable)."""
+        path = self.path(exp)
+        if not path.is_file():
+            return None
+        try:
+            state = read_checkpoint(path)
+            if state.get("experience") != exp or "plugins" not in state:
+                raise ValueError(f"it holds experience {state.get('experience')}, not {exp}")
+        except Exception as exc:  # only a shortcut: train it here
+            self.log(f"note: the shared training {path.name} could not be used "
+                     f"({type(exc).__name__}: {exc}); training that experience in this cell")
+            return None
+        self.loaded.append(exp)
+        return state
+
+    def write(self, exp: int, state: dict[str, Any]) -> None:
+        """Keep experience ``exp``'s trained state (atomically; never over another's)."""
+        path = self.path(exp)
+        if not self.write_ok or path.is_file():
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+        except OSError as exc:
+            self.log(f"note: could not write the shared training {path.name} "
+                     f"({exc.strerror or exc}); the cells that would use it train it themselves")
 
 
 class CheckpointError(LrbenchError):

@@ -1013,6 +1013,77 @@ def test_variants_share_a_first_experience_only_where_it_cannot_change(tmp_path)
     assert not (tmp_path / "shared" / "first").exists()
 
 
+def test_drift_compensations_share_the_training_loops_of_what_they_wrap(tmp_path):
+    """A drift compensation trains exactly as the strategy it wraps, whatever its own
+    hyperparameters: cells that train alike run each experience's training loop once (the
+    first writes its end state, the others load it and run only the drift estimate and the
+    evaluation), with every value bit-identical to training alone; a wrapped strategy with
+    state of its own (fecd's teacher and estimator, replay's buffer) included, and the
+    shared loops gone when the run ends."""
+    data = yaml.safe_load(SMOKE.read_text())
+    data.update(name="twins", seeds=[0], strategies={
+        "finetune": {}, "sdc": {"sigma": 0.3}, "sdc-wide": {"strategy": "sdc", "sigma": 2.0},
+        "ldc": {"epochs": 3}, "fecd": {}, "sdc-fecd": {"strategy": "sdc", "sdc_on": "fecd"},
+        "replay": {"mem_size": 12}, "ldc-replay": {"strategy": "ldc", "ldc_on": "replay",
+                       "on_params": {"mem_size": 12}}})
+    config = parse_config(data, "twins.yaml", overrides=FAST)
+    cells = {c.strategy: c for c in expand_cells(config)}
+    keys = {name: c.training_key for name, c in cells.items()}
+    assert keys["finetune"] == keys["sdc"] == keys["sdc-wide"] == keys["ldc"]
+    assert keys["fecd"] == keys["sdc-fecd"] != keys["finetune"]
+    assert keys["replay"] == keys["ldc-replay"]
+    assert len({keys["replay"], keys["fecd"], keys["finetune"]}) == 3
+    run_matrix(config, tmp_path / "shared", progress=False)
+    run_matrix(config, tmp_path / "alone", progress=False, share_first=False)
+    shared, alone = results(tmp_path / "shared"), results(tmp_path / "alone")
+    assert set(shared) == set(alone) and len(shared) == 8
+    for cell in shared:
+        assert payload_values(shared[cell]) == payload_values(alone[cell]), cell
+        assert alone[cell]["payload"]["timings"]["shared_training"] == []
+    took = {r["config"]["strategy"]: r["payload"]["timings"] for r in shared.values()}
+    # the first of each training (in matrix order) ran its loops; the rest loaded every one
+    # they did not resume past (sdc-wide resumes from sdc's shared first experience)
+    assert {s for s, t in took.items() if t["shared_training"]} == {
+        "sdc", "sdc-wide", "ldc", "sdc-fecd", "ldc-replay"}
+    for name in ("sdc", "sdc-wide", "ldc", "sdc-fecd", "ldc-replay"):
+        assert took[name]["shared_training"] == list(range(took[name]["resumed_after"], 3))
+    log = (tmp_path / "shared" / "cells" / "synth-tiny__ldc__seed0" / "log.txt")
+    assert "its training loop shared" in log.read_text()
+    assert not (tmp_path / "shared" / "trained").exists()
+
+
+def test_an_unusable_shared_training_loop_is_trained_instead(tmp_path):
+    """A shared training loop that cannot be read (damaged, a pickle of objects, another
+    experience's) only costs time: the cell runs that loop itself, to the numbers of a cell
+    that never saw the folder, says so, and never overwrites the file."""
+    from benchmarks.run.cell import run_cell
+
+    data = yaml.safe_load(SMOKE.read_text())
+    data.update(name="twin", seeds=[0], strategies={"sdc": {}})
+    cell = expand_cells(parse_config(data, "twin.yaml", overrides=FAST))[0]
+    alone = run_cell(cell, log=lambda m: None)
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    (folder / "exp000.pt").write_bytes(b"not a checkpoint")
+    lines: list[str] = []
+    got = run_cell(cell, log=lines.append, trained=folder, save_trained=True)
+    assert got["timings"]["shared_training"] == []
+    assert json.dumps({k: v for k, v in got.items() if k != "timings"}, sort_keys=True) == \
+        json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True)
+    assert any("exp000.pt could not be used" in line for line in lines)
+    assert (folder / "exp000.pt").read_bytes() == b"not a checkpoint"
+    assert sorted(p.name for p in folder.iterdir()) == ["exp000.pt", "exp001.pt", "exp002.pt"]
+    # a file of the wrong experience is refused too; the good ones are then loaded
+    (folder / "exp000.pt").unlink()
+    (folder / "exp001.pt").rename(folder / "exp000.pt")
+    lines.clear()
+    again = run_cell(cell, log=lines.append, trained=folder, save_trained=False)
+    assert again["timings"]["shared_training"] == [2]
+    assert any("holds experience 1, not 0" in line for line in lines)
+    assert json.dumps({k: v for k, v in again.items() if k != "timings"}, sort_keys=True) == \
+        json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True)
+
+
 def test_an_unusable_shared_first_experience_is_trained_instead(tmp_path):
     """A shared first experience that cannot be read (damaged, or written by another
     stream) only costs time: the cell trains that experience itself, to the numbers of a

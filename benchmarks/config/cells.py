@@ -146,6 +146,22 @@ class Cell(_Strict):
         body["hparams"] = {k: v for k, v in self.hparams.items() if k not in idle}
         return _digest(body, "first-experience:")
 
+    @property
+    def training_key(self) -> str:
+        """What decides the state at the end of every experience's training loop,
+        hashed: its :attr:`hash` with the strategy and hyperparameters it trains as
+        (``StrategyPlugin.trains_as``: a drift compensation trains as the strategy it wraps,
+        whatever its own hyperparameters). Cells with one key may run each loop once and
+        share it (:mod:`benchmarks.runner`; the contract kit checks the equality)."""
+        from strategies import get_strategy
+
+        name, hparams = get_strategy(self.plugin_name).cls.trains_as(self.plugin_name,
+                                                                     dict(self.hparams))
+        body = {k: v for k, v in self._body().items()
+                if k not in ("data_root", "cache_dir", "plugin")}
+        body["strategy"], body["hparams"] = name, hparams
+        return _digest(body, "training:")
+
     def without_files(self, skips: dict[str, list[str]]) -> Cell:
         """This cell leaving the ``skips`` files out: another cell, with its own hash."""
         return self.model_copy(update={"skip_files": skips or None})

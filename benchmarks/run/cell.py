@@ -182,7 +182,8 @@ def make_loggers(logging: dict[str, bool] | None, folder: Path | None) -> list[A
 def run_cell(cell: Cell, checkpoint: Path | None = None,
              log: Callable[[str], None] = print, logging: dict[str, bool] | None = None,
              folder: Path | None = None, first: Path | None = None,
-             save_first: bool = False) -> dict[str, Any]:
+             save_first: bool = False, trained: Path | None = None,
+             save_trained: bool = False) -> dict[str, Any]:
     """Train and evaluate one cell; return its metric payload (raises on failure).
 
     ``logging`` asks for Avalanche loggers, written into ``folder`` (the cell's folder).
@@ -190,14 +191,18 @@ def run_cell(cell: Cell, checkpoint: Path | None = None,
     cell's :attr:`~benchmarks.config.Cell.first_experience_key`: when it exists (and the
     cell's own ``checkpoint`` does not) the cell resumes from it instead of training that
     experience; when it does not, the cell writes it after its first experience if
-    ``save_first``. The cell computes with its own ``training.threads`` intra-op threads,
-    whatever process runs it, so its numbers never depend on ``--jobs``, the executor or
-    the host.
+    ``save_first``. ``trained`` is the folder where the cells with this cell's
+    :attr:`~benchmarks.config.Cell.training_key` share each experience's training loop
+    (:class:`strategies.template.SharedTraining`): a loop another cell ran is loaded, one
+    that is not there is run and, with ``save_trained``, written. The cell computes with
+    its own ``training.threads`` intra-op threads, whatever process runs it, so its
+    numbers never depend on ``--jobs``, the executor or the host.
     """
     from strategies.template import torch_threads
 
     with torch_threads(cell.training.threads):
-        return _run_cell(cell, checkpoint, log, logging, folder, first, save_first)
+        return _run_cell(cell, checkpoint, log, logging, folder, first, save_first, trained,
+                         save_trained)
 
 
 @dataclass
@@ -242,8 +247,10 @@ def build_cell(cell: Cell, loggers: list[Any] | None = None) -> Built:
 
 def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
               logging: dict[str, bool] | None, folder: Path | None,
-              first: Path | None = None, save_first: bool = False) -> dict[str, Any]:
+              first: Path | None = None, save_first: bool = False,
+              trained: Path | None = None, save_trained: bool = False) -> dict[str, Any]:
     from metrics import forgetting
+    from strategies.template import SharedTraining
 
     t0 = time.perf_counter()
     seed = cell.seed
@@ -270,6 +277,8 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
             built = build_cell(cell, make_loggers(logging, folder))  # loading changed it
             plugin, bench, tpl = built.plugin, built.benchmark, built.template
             metrics = tpl.metrics
+    if trained is not None:
+        tpl.shared_training = SharedTraining(trained, save_trained, log)
     resumed = tpl.experiences_done
     k0 = min(ev.ks)  # the headline K: Recall@1 unless the matrix leaves K = 1 out
     timings = []
@@ -278,6 +287,10 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         tpl.run(bench, checkpoint=checkpoint, stop_after=tpl.experiences_done + 1)
         timings.append(time.perf_counter() - start)
         done = tpl.experiences_done
+        if tpl.shared_training is not None and done - 1 in tpl.shared_training.loaded:
+            log(f"experience {done - 1}: its training loop shared (run by a cell that "
+                "trains alike: the same strategy's training, other hyperparameters of the "
+                "stored gallery)")
         if done == 1 and first is not None and save_first and not first.is_file():
             try:  # atomic: a cell starting now sees all of it or none
                 tpl.save_checkpoint(first)
@@ -305,7 +318,9 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         "warnings": warnings,
         # a resumed cell times only what it trained: experiences ``resumed_after`` on
         "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings,
-                    "resumed_after": resumed, "shared_first_experience": shared},
+                    "resumed_after": resumed, "shared_first_experience": shared,
+                    "shared_training": (list(tpl.shared_training.loaded)
+                                        if tpl.shared_training is not None else [])},
     }
     if getattr(tpl.model, "weights_record", None):  # pretrained: true: what was loaded
         payload["weights"] = tpl.model.weights_record
@@ -376,7 +391,8 @@ def final_line(summary: dict[str, Any]) -> str:
 
 def _worker(cell: Cell, checkpoint: str | None = None,
             logging: dict[str, bool] | None = None, folder: str | None = None,
-            first: str | None = None, save_first: bool = False) -> dict[str, Any]:
+            first: str | None = None, save_first: bool = False,
+            trained: str | None = None, save_trained: bool = False) -> dict[str, Any]:
     """Run a cell in a worker process; never raises (a failure is a result). The
     arguments after the cell are :func:`run_cell`'s, paths as text. The outcome carries
     ``started``, when this worker began the cell: a pool or cluster queues cells long
@@ -398,7 +414,7 @@ def _worker(cell: Cell, checkpoint: str | None = None,
     try:
         payload = run_cell(cell, Path(checkpoint) if checkpoint else None, log, logging,
                            Path(folder) if folder else None, Path(first) if first else None,
-                           save_first)
+                           save_first, Path(trained) if trained else None, save_trained)
         return {"status": "finished", "payload": payload, "log": lines, "started": started}
     except BaseException as exc:  # a failed cell is recorded; the matrix goes on
         if isinstance(exc, KeyboardInterrupt) and interrupted():

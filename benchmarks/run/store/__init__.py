@@ -75,6 +75,7 @@ from benchmarks.run.store.layout import (
     remove_first_experiences,
     result_path,
     same_matrix,
+    shared_training_dir,
     write_matrix,
     write_skipped,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "read_store_text",
     "read_yaml",
     "remove_first_experiences",
+    "shared_training_dir",
     "replaced_result",
     "result_path",
     "result_problem",

@@ -286,9 +286,17 @@ def first_experience_path(store: Path, key: str) -> Path:
     return store / "first" / f"{key}.pt"
 
 
-def remove_first_experiences(store: Path, keys: Iterable[str] | None = None) -> None:
-    """Remove the shared first-experience checkpoints of ``keys`` (None: all of them),
-    and their folder once empty: they only speed up a run, and are large."""
+def shared_training_dir(store: Path, key: str) -> Path:
+    """Where the cells with training key ``key`` share the end state of each experience's
+    training loop (:attr:`~benchmarks.config.Cell.training_key`)."""
+    return store / "trained" / key
+
+
+def remove_first_experiences(store: Path, keys: Iterable[str] | None = None,
+                             training_keys: Iterable[str] | None = None) -> None:
+    """Remove the shared first-experience checkpoints of ``keys`` and the shared training
+    folders of ``training_keys`` (both None: every one of either), and their folders once
+    empty: they only speed up a run, and are large."""
     folder = store / "first"
     paths = folder.glob("*.pt") if keys is None else (
         first_experience_path(store, k) for k in keys)
@@ -297,6 +305,21 @@ def remove_first_experiences(store: Path, keys: Iterable[str] | None = None) -> 
             path.unlink(missing_ok=True)
     with suppress(OSError):
         folder.rmdir()
+    trained = store / "trained"
+    if keys is None and training_keys is None:
+        dirs = [d for d in trained.glob("*") if d.is_dir() and not d.is_symlink()]
+    else:
+        dirs = [shared_training_dir(store, k) for k in training_keys or ()]
+    for d in dirs:
+        if d.is_symlink() or not d.is_dir():  # not one of ours: left alone
+            continue
+        for path in d.glob("exp*.pt"):
+            with suppress(IsADirectoryError):
+                path.unlink(missing_ok=True)
+        with suppress(OSError):
+            d.rmdir()
+    with suppress(OSError):
+        trained.rmdir()
 
 
 def result_path(store: Path, cell: Cell) -> Path:
