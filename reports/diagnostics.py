@@ -65,16 +65,14 @@ def cost_table(results: Results, scenario: str, baseline: str | None = None) -> 
     the experiences after the resume: it counts in the seconds per 100 steps, over those
     experiences' steps, and not in the per-cell seconds (NaN for a strategy whose cells
     all resumed). A cell that loaded training loops run by a cell that trains alike (a
-    drift compensation beside the strategy it wraps, or its other trials) trained less
-    than it evaluated: it counts in neither (its training costs what the wrapped
-    strategy's row says). Times depend on the machine and its load: compare the rows of one run.
-    Empty when no cell recorded its time."""
+    drift compensation beside the strategy it wraps, or its other trials) counts their
+    seconds as measured where they ran (``shared_training_s``), so its row is what
+    running it alone would cost. Times depend on the machine and its load: compare the
+    rows of one run. Empty when no cell recorded its time."""
     cells = results.cells
     if "train_s" not in cells:
         return pd.DataFrame()
     rows = cells[(cells.scenario == scenario) & cells.train_s.notna()]
-    if "shared_loops" in rows:
-        rows = rows[rows.shared_loops.fillna(0) == 0]
     if rows.empty:
         return pd.DataFrame()
     resumed_after = rows.resumed_after if "resumed_after" in rows else pd.Series(0, rows.index)

@@ -300,13 +300,10 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
                           for k, m in result["payload"]["cross_model"].items()}
         row = {**base, "plugin": str(cfg.get("plugin") or key[1]),
                "num_experiences": result["payload"]["num_experiences"],
-               "train_s": result["payload"].get("timings", {}).get("total_s"),
+               "train_s": _cell_seconds(result["payload"].get("timings", {})),
                # experiences a resumed cell did not train itself (not in train_s)
                "resumed_after": int(result["payload"].get("timings", {})
-                                    .get("resumed_after") or 0),
-               # experiences whose training loop it loaded from a cell that trains alike
-               "shared_loops": len(result["payload"].get("timings", {})
-                                   .get("shared_training") or [])}
+                                    .get("resumed_after") or 0)}
         for metric, mat in mats.items():
             row[f"final:{metric}"] = float(mat[-1].mean())
         rows.append(row)
@@ -401,3 +398,14 @@ def summaries(results: Results, metric: str = "recall@1") -> pd.DataFrame:
     out["last_task"] = [float(results.matrices[(r.scenario, r.strategy, r.seed)][metric][-1, -1])
                         for r in out.itertuples()]
     return add_summary_columns(out, results, metric)  # NaN for stores without them
+
+
+def _cell_seconds(timings: dict[str, Any]) -> float | None:
+    """What a cell cost: the seconds its worker measured (``total_s``), plus those of the
+    training loops it loaded from a cell that trains alike, as measured where they ran
+    (``shared_training_s``: a drift compensation costs its wrapped strategy's training
+    too, though it ran it once for several cells). None when it was not timed."""
+    total = timings.get("total_s")
+    if total is None:
+        return None
+    return float(total) + float(timings.get("shared_training_s") or 0.0)

@@ -305,9 +305,10 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
                            "there) timed only what it trained: it counts in the seconds per "
                            "100 steps, not in `cells` and the per-cell seconds. A cell that "
                            "loaded the training loops of a cell that trains alike (a drift "
-                           "compensation beside the strategy it wraps) counts in neither: its "
-                           "training is that strategy's row. Times depend on the machine and "
-                           "its load: compare the rows of one run, not across runs.", None))
+                           "compensation beside the strategy it wraps) counts their seconds as "
+                           "measured where they ran: its row is what running it alone costs. "
+                           "Times depend on the machine and its load: compare the rows of one "
+                           "run, not across runs.", None))
             blocks.append(("cost", "", cost))
         cross = cross_model_table(results, t.scenario, metric)
         if not cross.empty:

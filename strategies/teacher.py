@@ -39,6 +39,9 @@ class TeacherPlugin(StrategyPlugin, Callbacks):
 
     def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         self.teacher = self._freeze(copy.deepcopy(strategy.model))
+        # a state loaded during the experience (a shared training loop) is superseded: the
+        # next experience must not roll the teacher back to it
+        self._pending_state = None
         self._memo = None
         self._fast = None
 

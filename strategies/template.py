@@ -52,6 +52,7 @@ from __future__ import annotations
 import random
 import re
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -337,14 +338,34 @@ class RetrievalTemplate(SupervisedTemplate):
         """The experience's training loop, or its end state loaded from
         :attr:`shared_training` when another cell with this training already ran it."""
         shared, exp = self.shared_training, int(experience.current_experience)
-        state = shared.read(exp) if shared is not None else None
+        state = shared.read(exp, self._trained_state_problem) if shared is not None else None
         if state is not None:
             self._load_trained(state)
             return
-        start = len(self.loss_history)
+        start, began = len(self.loss_history), time.perf_counter()
         super()._train_exp(experience, eval_streams, **kwargs)
         if shared is not None:
-            shared.write(exp, self._trained_state(exp, start))
+            shared.write(exp, {**self._trained_state(exp, start),
+                               "loop_s": time.perf_counter() - began})
+
+    def _trained_state_problem(self, state: dict[str, Any]) -> str | None:
+        """Why ``state`` cannot be this cell's experience end (None: it can): checked
+        before anything is loaded, so a file of another model or plugin set (a planted
+        one, a different lrbench's) is trained instead, never half applied."""
+        need = ("model", "criterion", "optimizer", "plugins", "loss_history", "loss_terms",
+                "clock", "rng")
+        missing = [k for k in need if k not in state]
+        if missing:
+            return f"it lacks {', '.join(missing)}"
+        own, theirs = self.model.state_dict(), state["model"]
+        if not isinstance(theirs, dict) or set(theirs) != set(own) or any(
+                not isinstance(theirs[k], torch.Tensor) or theirs[k].shape != v.shape
+                for k, v in own.items()):
+            return "its model is not this cell's (other parameters or shapes)"
+        if not isinstance(state["plugins"], list) or (
+                len(state["plugins"]) != len(self._strategy_plugins())):
+            return "it was written with another set of strategy plugins"
+        return None
 
     def _trained_state(self, exp: int, start: int) -> dict[str, Any]:
         """The state at the end of experience ``exp``'s training loop (its loss history
@@ -457,25 +478,32 @@ class SharedTraining:
         self.folder, self.write_ok, self.log = Path(folder), write, log
         #: the experiences whose loop this cell loaded instead of running
         self.loaded: list[int] = []
+        #: the seconds those loops took in the cells that ran them
+        self.loaded_s = 0.0
 
     def path(self, exp: int) -> Path:
         """The file of experience ``exp``'s trained state."""
         return self.folder / f"exp{exp:03d}.pt"
 
-    def read(self, exp: int) -> dict[str, Any] | None:
-        """Experience ``exp``'s trained state, or None (absent or unreadable)."""
+    def read(self, exp: int, problem: Any = lambda state: None) -> dict[str, Any] | None:
+        """Experience ``exp``'s trained state, or None (absent, unreadable, or one that
+        ``problem(state)`` finds a reason not to use)."""
         path = self.path(exp)
         if not path.is_file():
             return None
         try:
             state = read_checkpoint(path)
-            if state.get("experience") != exp or "plugins" not in state:
+            if state.get("experience") != exp:
                 raise ValueError(f"it holds experience {state.get('experience')}, not {exp}")
+            why = problem(state)
+            if why:
+                raise ValueError(why)
         except Exception as exc:  # only a shortcut: train it here
             self.log(f"note: the shared training {path.name} could not be used "
                      f"({type(exc).__name__}: {exc}); training that experience in this cell")
             return None
         self.loaded.append(exp)
+        self.loaded_s += float(state.get("loop_s") or 0.0)
         return state
 
     def write(self, exp: int, state: dict[str, Any]) -> None:

@@ -152,7 +152,9 @@ def test_temporary_files_of_an_interrupted_writer_are_removed_by_the_next_run(
     store = copy_store(smoke_store, tmp_path)
     cell = store / "cells" / "synth-tiny__finetune__seed0"
     left = [cell / f".result.json.{os.getpid() + 1}.tmp", store / ".results.csv.7.tmp",
-            store / ".results.parquet.7.tmp", cell / ".checkpoint.pt.7.tmp"]
+            store / ".results.parquet.7.tmp", cell / ".checkpoint.pt.7.tmp",
+            store / "trained" / "0123456789abcdef" / ".exp001.pt.7.tmp"]
+    left[-1].parent.mkdir(parents=True)
     for path in left:
         path.write_text('{"half": ')  # what kill -9 or a full disk leaves mid-write
     before = r_matrices(store)
@@ -160,6 +162,7 @@ def test_temporary_files_of_an_interrupted_writer_are_removed_by_the_next_run(
     assert "0 finished, 4 skipped" in capsys.readouterr().out
     assert not [p for p in left if p.exists()]
     assert not list(store.rglob("*.tmp"))
+    assert not (store / "trained").exists()  # the shared loops' folder with it
     assert r_matrices(store) == before
 
 

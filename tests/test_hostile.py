@@ -616,6 +616,17 @@ def test_15_a_planted_pickle_never_runs(store, tmp_path, capsys):
     assert any(f"the shared first experience {first.name} could not be used "
                "(CheckpointError" in n for n in notes), notes
     assert not marker.exists()
+    # and as a shared training loop (<store>/trained/<key>/): left unused with a note
+    from benchmarks.run.store import shared_training_dir
+
+    loops = shared_training_dir(store, cells[1].training_key)
+    loop = planted_pickle(loops / "exp001.pt", marker)
+    notes.clear()
+    payload = run_cell(cells[1], log=notes.append, trained=loops, save_trained=False)
+    assert payload["timings"]["shared_training"] == []
+    assert any(f"the shared training {loop.name} could not be used (CheckpointError" in n
+               for n in notes), notes
+    assert not marker.exists()
     assert finished_md5(store) == before
 
 

@@ -1052,6 +1052,36 @@ def test_drift_compensations_share_the_training_loops_of_what_they_wrap(tmp_path
     assert not (tmp_path / "shared" / "trained").exists()
 
 
+def test_loops_loaded_then_trained_give_the_numbers_of_training_alone(tmp_path):
+    """A cell may load some experiences' loops and train others itself (its twin is still
+    running under --jobs 2, or a file is missing): sdc on fecd then still equals sdc on fecd
+    alone, bit for bit, whichever experience it trains itself (fecd's teacher, loaded with
+    a loop, must not be rolled back at the next experience it trains)."""
+    import shutil
+
+    from benchmarks.run.cell import run_cell
+
+    data = yaml.safe_load(SMOKE.read_text())
+    data.update(name="mixed", seeds=[0], strategies={
+        "fecd": {}, "sdc-fecd": {"strategy": "sdc", "sdc_on": "fecd"}})
+    twin, cell = expand_cells(parse_config(data, "mixed.yaml", overrides=FAST))
+    assert twin.training_key == cell.training_key
+    written = tmp_path / "written"
+    run_cell(twin, log=lambda m: None, trained=written, save_trained=True)
+    alone = run_cell(cell, log=lambda m: None)
+    for missing in (0, 1, 2):
+        folder = tmp_path / f"without-{missing}"
+        shutil.copytree(written, folder)
+        (folder / f"exp{missing:03d}.pt").unlink()
+        got = run_cell(cell, log=lambda m: None, trained=folder, save_trained=False)
+        assert got["timings"]["shared_training"] == [e for e in range(3) if e != missing]
+        assert got["timings"]["shared_training_s"] > 0
+        assert json.dumps({k: v for k, v in got.items() if k != "timings"},
+                          sort_keys=True) == \
+            json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True), \
+            f"trained experience {missing} itself"
+
+
 def test_an_unusable_shared_training_loop_is_trained_instead(tmp_path):
     """A shared training loop that cannot be read (damaged, a pickle of objects, another
     experience's) only costs time: the cell runs that loop itself, to the numbers of a cell
@@ -1081,6 +1111,25 @@ def test_an_unusable_shared_training_loop_is_trained_instead(tmp_path):
     assert again["timings"]["shared_training"] == [2]
     assert any("holds experience 1, not 0" in line for line in lines)
     assert json.dumps({k: v for k, v in again.items() if k != "timings"}, sort_keys=True) == \
+        json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True)
+    # a well-formed file of another model (other shapes), or lacking a part, is checked
+    # before anything is loaded: never half applied, trained instead
+    import torch
+
+    state = torch.load(folder / "exp002.pt", weights_only=True)
+    name = next(iter(state["model"]))
+    other = {**state, "model": {**state["model"], name: torch.zeros(1, 2, 3)}}
+    torch.save(other, folder / "exp002.pt")
+    torch.save({**{k: v for k, v in state.items() if k != "rng"}, "experience": 0},
+               folder / "exp000.pt")
+    lines.clear()
+    third = run_cell(cell, log=lines.append, trained=folder, save_trained=False)
+    assert third["timings"]["shared_training"] == []
+    assert any("exp002.pt could not be used" in line and "not this cell's" in line
+               for line in lines)
+    assert any("exp000.pt could not be used" in line and "it lacks rng" in line
+               for line in lines)
+    assert json.dumps({k: v for k, v in third.items() if k != "timings"}, sort_keys=True) == \
         json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True)
 
 

@@ -319,8 +319,12 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         # a resumed cell times only what it trained: experiences ``resumed_after`` on
         "timings": {"total_s": time.perf_counter() - t0, "per_experience_s": timings,
                     "resumed_after": resumed, "shared_first_experience": shared,
+                    # the loops loaded from a cell that trains alike, and the seconds they
+                    # took there (not in total_s: the report adds them to the cell's cost)
                     "shared_training": (list(tpl.shared_training.loaded)
-                                        if tpl.shared_training is not None else [])},
+                                        if tpl.shared_training is not None else []),
+                    "shared_training_s": (tpl.shared_training.loaded_s
+                                          if tpl.shared_training is not None else 0.0)},
     }
     if getattr(tpl.model, "weights_record", None):  # pretrained: true: what was loaded
         payload["weights"] = tpl.model.weights_record

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.errors import LrbenchError
 from metrics.io import (
+    TMP_GLOB,
     atomic_write,
     check_regular,
     check_writable,
@@ -78,7 +79,7 @@ def prepare_store(out: str | Path, config: MatrixConfig, force: bool = False,
 #: the files at the top of a store (each a regular file when present) and its folders
 STORE_FILES = ("matrix.yaml", "cells.json", "skipped.json", "results.csv", "results.parquet")
 
-STORE_FOLDERS = ("cells", "first")
+STORE_FOLDERS = ("cells", "first", "trained")
 
 #: the files of one cell's folder that a run writes
 CELL_FILES = ("log.txt", "checkpoint.pt")
@@ -313,7 +314,7 @@ def remove_first_experiences(store: Path, keys: Iterable[str] | None = None,
     for d in dirs:
         if d.is_symlink() or not d.is_dir():  # not one of ours: left alone
             continue
-        for path in d.glob("exp*.pt"):
+        for path in [*d.glob("exp*.pt"), *d.glob(TMP_GLOB)]:  # an interrupted write's too
             with suppress(IsADirectoryError):
                 path.unlink(missing_ok=True)
         with suppress(OSError):

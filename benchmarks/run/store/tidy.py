@@ -91,12 +91,14 @@ def stale_lines(stale: list[Path]) -> list[str]:
 def clean_temporary(store: Path) -> list[Path]:
     """Remove the temporary files an interrupted writer left (``kill -9`` or a full disk
     between :func:`atomic_write`'s write and its rename): ``metrics.io.TMP_GLOB`` in the
-    store's folder, its cells' folders and the shared first experiences' folder. Call it
+    store's folder, its cells' folders, the shared first experiences' folder and the
+    shared training loops' folders. Call it
     holding the store's lock: no other writer of this store can be mid-write then."""
     from metrics.io import TMP_GLOB
 
     removed = []
     for folder in (store, store / "first",
+                   *sorted(p for p in (store / "trained").glob("*") if p.is_dir()),
                    *sorted(p for p in (store / "cells").glob("*") if p.is_dir())):
         for path in folder.glob(TMP_GLOB):
             if path.is_file():
