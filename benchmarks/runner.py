@@ -107,7 +107,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                executor: str = "local", ray_address: str | None = None,
                skip_corrupt: bool = False, rerun_before: str | None = None,
                plan: Plan | None = None, share_first: bool = True,
-               keep_first: bool = False) -> dict[str, Any]:
+               keep_first: bool = False, note_stale: bool = True) -> dict[str, Any]:
     """Run every cell not yet finished; return counts of finished/skipped/failed cells.
 
     Every image of the real datasets is decoded once first
@@ -134,7 +134,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     the module docstring; local executor, CPU cells, no Avalanche loggers). The shared
     checkpoints live for one call: any found at the start (an interrupted run's) and those
     written are removed, unless ``keep_first`` (a caller that runs more such cells next and
-    removes them itself when it ends, as ``tune`` does).
+    removes them itself when it ends, as ``tune`` does). ``note_stale``: say on stderr which
+    finished cells of the store are not the matrix's (off for ``tune``, whose store holds
+    every trial and whose rounds run a few of them).
 
     With ``config.tracking`` on, each cell's result is logged to MLflow as it is written
     (and each cell a rerun skips, if not logged yet), from this process: see
@@ -259,6 +261,6 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         if tracker is not None:
             tracker.log_store(store)
             tracker.finish("FAILED" if counts["failed"] else "FINISHED")
-        for line in stale_lines(stale_cells(store, cells)):
+        for line in stale_lines(stale_cells(store, cells)) if note_stale else []:
             print(line, file=sys.stderr)
     return counts

@@ -350,7 +350,7 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
         # later trials resume from trial 0's first experience where nothing they change
         # acts in it (each strategy declares what; the contract kit checks it)
         counts = run_matrix(config, store, jobs=jobs, resume=True, progress=progress,
-                            share_first=share_first, keep_first=True)
+                            share_first=share_first, keep_first=True, note_stale=False)
         trained += counts["finished"] + counts["failed"]
         cells = expand_cells(config)
         for plan, ask, trial in asked:
