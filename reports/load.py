@@ -404,8 +404,13 @@ def _cell_seconds(timings: dict[str, Any]) -> float | None:
     """What a cell cost: the seconds its worker measured (``total_s``), plus those of the
     training loops it loaded from a cell that trains alike, as measured where they ran
     (``shared_training_s``: a drift compensation costs its wrapped strategy's training
-    too, though it ran it once for several cells). None when it was not timed."""
-    total = timings.get("total_s")
+    too, though it ran it once for several cells). None when it was not timed (or its
+    time is not a finite number of seconds: a hand-edited file is left out, not fatal)."""
+    def seconds(value: Any) -> float | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok and np.isfinite(value) and value >= 0 else None
+
+    total = seconds(timings.get("total_s"))
     if total is None:
         return None
-    return float(total) + float(timings.get("shared_training_s") or 0.0)
+    return total + (seconds(timings.get("shared_training_s")) or 0.0)

@@ -462,6 +462,17 @@ def test_cost_table_edge_cases(tmp_path):
     shared = cost_table(load_results([store]), "sc", "b").loc["a"]
     assert shared.tolist()[:4] == [4, 25.0, 10.0, 30.0]  # 10, 30, 20 and 30 s
     assert shared["s per 100 steps"] == 25.0  # median of 10, 30, 20, 25 and 30
+    # times that are not seconds (a hand-edited file): the cell is untimed, not fatal
+    for seed, timings in ((5, {"total_s": "12", "shared_training_s": 1.0}),
+                          (6, {"total_s": float("nan")}),
+                          (7, {"total_s": 30.0, "shared_training_s": "x"})):
+        path = write_cell(store, "sc", "a", seed, [[0.5]])
+        res = json.loads(path.read_text())
+        res["payload"]["timings"] = timings
+        res["payload"]["losses"] = {"steps": [50.0, 50.0]}
+        path.write_text(json.dumps(res))
+    odd = cost_table(load_results([store]), "sc", "b").loc["a"]
+    assert odd.tolist()[:4] == [5, 30.0, 10.0, 30.0]  # seed 7 counts its own 30 s only
 
 
 def test_cross_model_is_reported_when_measured(tmp_path):
