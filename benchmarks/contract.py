@@ -241,7 +241,7 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
     # 7: trained from the loops of the strategy it trains as, the numbers of training itself
     as_name, as_hparams = spec.cls.trains_as(name, resolved_hparams(name, hparams or {}))
     if as_name != name:
-        from strategies.template import SharedTraining
+        from strategies.checkpoints import SharedTraining
 
         n_exp = len(bench.train_stream)
         with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:

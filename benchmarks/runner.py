@@ -12,16 +12,9 @@ submitit; each computes with its own ``training.threads`` (so ``jobs`` changes o
 many run at once, never a number), and results come back to this process, the only writer
 of the store, which also logs them to MLflow when the matrix tracks (``tracking``).
 
-Cells that differ only in hyperparameters their strategy declares inactive in the first
-experience (a tuning's trials, an ablation's variants) train that experience once: the first
-of them writes its checkpoint after it (``<store>/first/``) and the others resume from it,
-to the same bits (:attr:`~benchmarks.config.Cell.first_experience_key`; the contract kit
-checks every declaration). Cells that train alike (a drift compensation and the strategy it
-wraps, or its own trials: :attr:`~benchmarks.config.Cell.training_key`) share more: every
-experience's training loop runs once, its end state kept in ``<store>/trained/<key>/``, and
-the others load it and run only what comes after (the drift estimate, the evaluation), to
-the same bits (the contract kit checks it). Only on the local executor, whose workers share
-the store's disk, and for CPU cells (:func:`sharable`).
+Cells that would train the same thing (a tuning's trials, an ablation's variants, a drift
+compensation beside the strategy it wraps) train it once and share it, to the same bits:
+:mod:`benchmarks.run.sharing`.
 """
 
 from __future__ import annotations
@@ -30,7 +23,6 @@ import os
 import platform
 import socket
 import sys
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +33,17 @@ from benchmarks.errors import LrbenchError
 from benchmarks.run.cell import final_line, versions, warm_caches
 from benchmarks.run.executors import Launch, get_executor
 from benchmarks.run.preflight import check_data, settle_checkpoints
+from benchmarks.run.sharing import Sharing
 from benchmarks.run.store import (
     DamagedResult,
     cell_dir,
     clean_temporary,
     finished,
-    first_experience_path,
     older_than,
     prepare_store,
     read_result,
-    remove_first_experiences,
     result_path,
     set_aside,
-    shared_training_dir,
     stale_cells,
     stale_lines,
     store_lock,
@@ -93,13 +83,6 @@ def make_plan(config: MatrixConfig, out: str | Path, force: bool = False,
     cells, broken = check_data(expand_cells(config), skip_corrupt, progress, devices)
     tracker = open_tracker(config.tracking, out, config.name)
     return Plan(cells, broken, prepare_store(out, config, force, resume), older, tracker)
-
-
-def sharable(cell: Cell) -> bool:
-    """Whether ``cell`` may share its first experience: on CPU only, where the contract
-    kit checks the declarations and a checkpoint holds every random state it uses (a
-    CUDA device's generator is not in it)."""
-    return cell.training.device == "cpu"
 
 
 def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool = False,
@@ -144,7 +127,6 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
     """
     from tqdm import tqdm
 
-    from strategies import get_strategy
 
     ex = get_executor(executor)
     ex.check(config.slurm.model_dump())
@@ -205,30 +187,12 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
         # not with Avalanche's loggers (a cell's own logs would lack the first experience)
         share = share_first and ex.shares_disk and not (logging["tensorboard"]
                                                          or logging["csv"])
-        keys = {c.id: c.first_experience_key for c in todo if sharable(c)} if share else {}
-        cells_per_key = Counter(keys.values())
-        trains = {c.id: c.training_key for c in todo if sharable(c)} if share else {}
-        cells_per_training = Counter(trains.values())
+        sharing = Sharing.plan(store, todo, share, keep_first)
 
         def args(cell: Cell) -> tuple[Any, ...]:
             folder = cell_dir(store, cell)
-            key = keys.get(cell.id)
-            first = first_experience_path(store, key) if key else None
-            # written only when another cell of this run, or of a later call (keep_first),
-            # may use it: one whose strategy declares something inactive there
-            save = key is not None and (cells_per_key[key] > 1 or (keep_first and bool(
-                get_strategy(cell.plugin_name).inactive_in_first_experience)))
-            tkey = trains.get(cell.id)
-            trained = shared_training_dir(store, tkey) if tkey else None
-            # each loop written where another cell of this run trains alike, or (keep_first)
-            # where a later call's may: a strategy that trains as another
-            spec = get_strategy(cell.plugin_name)
-            write = tkey is not None and (cells_per_training[tkey] > 1 or (
-                keep_first and spec.cls.trains_as(cell.plugin_name, {**cell.hparams})[0]
-                != cell.plugin_name))
             return (str(folder / "checkpoint.pt") if checkpoints else None, logging,
-                    str(folder), str(first) if first else None, save,
-                    str(trained) if trained else None, write)
+                    str(folder), *sharing.args(cell))
 
         if tracker is not None:  # kept from an earlier run: logged unless already there
             running = {cell.id for cell in todo}
@@ -256,7 +220,7 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
             raise
         bar.close()
         if share and not keep_first:
-            remove_first_experiences(store, set(keys.values()), set(trains.values()))
+            sharing.remove()
         counts["rows"] = write_tidy(store, cells)
         if tracker is not None:
             tracker.log_store(store)

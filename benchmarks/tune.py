@@ -32,9 +32,7 @@ the test split). The rules:
   from the checkpoint its first trial on that seed wrote after it (kept in
   ``<store>/first/`` during the call, removed when it ends, or by the next call after an
   interruption): the same numbers, about a sixth less training on a 6-experience stream
-  (:mod:`benchmarks.runner`). A strategy whose trials all train alike (a drift
-  compensation: only how stored gallery vectors move changes) shares every experience's
-  training loop the same way: on each seed it is run once, by the first trial.
+  (:mod:`benchmarks.run.sharing`; a drift compensation's trials share every loop).
 
 Outputs in the tuning store: ``tuning.csv`` / ``tuning.md`` (every trial, its values, the
 objective's mean and 95% bootstrap CI over seeds) and ``tuned.yaml`` (the input matrix with
@@ -193,9 +191,8 @@ def _check_store(store: Path, name: str) -> None:
 
 
 def drop_first_experiences(store: Path) -> None:
-    """Remove the store's shared first experiences and shared training loops, holding its
-    lock (a run of another process on this store keeps its own; this call is then refused
-    by the lock)."""
+    """Remove the store's shared first experiences and training loops, holding its lock
+    (another process's run on this store keeps its own: this call is refused by the lock)."""
     from benchmarks.run.store import remove_first_experiences, store_lock
 
     if (store / "first").is_dir() or (store / "trained").is_dir():

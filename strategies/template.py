@@ -44,13 +44,13 @@ What it changes, and why:
 * checkpoints are ``state_dict`` based (Avalanche's dill checkpointing fails on torch 2.14):
   model, criterion (its parameters, when it has any), optimizer, every plugin's state,
   metric history, RNG states (CPU, NumPy, Python, and every CUDA device's as uint8
-  tensors: :mod:`strategies.devices`) and stream position.
+  tensors: :mod:`strategies.devices`) and stream position, read back as tensors and plain
+  values only (:mod:`strategies.checkpoints`, with the shared training loops).
 """
 
 from __future__ import annotations
 
 import random
-import re
 import sys
 import time
 import warnings
@@ -65,10 +65,18 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader
 
-from metrics.errors import LrbenchError
 from metrics.io import atomic_write
 from metrics.plugins import RetrievalMetrics
-from strategies.devices import cuda_rng_state, deterministic_cuda, set_cuda_rng_state
+from strategies.checkpoints import (
+    SharedTraining,
+    load_trained,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+    trained_state,
+    trained_state_problem,
+)
+from strategies.devices import deterministic_cuda
 from strategies.losses import HardMiningLoss
 from strategies.registry import StrategyPlugin, derived_seed
 from strategies.sampling import PKSampler, pk_order  # noqa: F401 (re-exported)
@@ -338,63 +346,16 @@ class RetrievalTemplate(SupervisedTemplate):
         """The experience's training loop, or its end state loaded from
         :attr:`shared_training` when another cell with this training already ran it."""
         shared, exp = self.shared_training, int(experience.current_experience)
-        state = shared.read(exp, self._trained_state_problem) if shared is not None else None
+        state = (shared.read(exp, lambda s: trained_state_problem(self, s))
+                 if shared is not None else None)
         if state is not None:
-            self._load_trained(state)
+            load_trained(self, state)
             return
         start, began = len(self.loss_history), time.perf_counter()
         super()._train_exp(experience, eval_streams, **kwargs)
         if shared is not None:
-            shared.write(exp, {**self._trained_state(exp, start),
+            shared.write(exp, {**trained_state(self, exp, start),
                                "loop_s": time.perf_counter() - began})
-
-    def _trained_state_problem(self, state: dict[str, Any]) -> str | None:
-        """Why ``state`` cannot be this cell's experience end (None: it can): checked
-        before anything is loaded, so a file of another model or plugin set (a planted
-        one, a different lrbench's) is trained instead, never half applied."""
-        need = ("model", "criterion", "optimizer", "plugins", "loss_history", "loss_terms",
-                "clock", "rng")
-        missing = [k for k in need if k not in state]
-        if missing:
-            return f"it lacks {', '.join(missing)}"
-        own, theirs = self.model.state_dict(), state["model"]
-        if not isinstance(theirs, dict) or set(theirs) != set(own) or any(
-                not isinstance(theirs[k], torch.Tensor) or theirs[k].shape != v.shape
-                for k, v in own.items()):
-            return "its model is not this cell's (other parameters or shapes)"
-        if not isinstance(state["plugins"], list) or (
-                len(state["plugins"]) != len(self._strategy_plugins())):
-            return "it was written with another set of strategy plugins"
-        return None
-
-    def _trained_state(self, exp: int, start: int) -> dict[str, Any]:
-        """The state at the end of experience ``exp``'s training loop (its loss history
-        from row ``start``): everything the loop changes, nothing the callbacks around it
-        do (those run in every cell)."""
-        return {"experience": exp, "experiences_done": self.experiences_done,
-                "model": self.model.state_dict(), "criterion": self._criterion_state(),
-                "optimizer": self.optimizer.state_dict(),
-                "plugins": [p.training_state() for p in self._strategy_plugins()],
-                "loss_history": self.loss_history[start:],
-                "loss_terms": dict(self.loss_terms),
-                "clock": {k: v for k, v in vars(self.clock).items() if isinstance(v, int)},
-                "rng": rng_state()}
-
-    def _load_trained(self, state: dict[str, Any]) -> None:
-        """Continue as if this cell had run the loop :meth:`_trained_state` recorded."""
-        self.model.load_state_dict(state["model"])
-        self.model.to(self.device)
-        if state["criterion"]:
-            self._criterion.load_state_dict(state["criterion"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for plugin, plugin_state in zip(self._strategy_plugins(), state["plugins"],
-                                        strict=True):
-            plugin.load_training_state(plugin_state)
-        self.loss_history.extend(state["loss_history"])
-        self.loss_terms = dict(state["loss_terms"])
-        for key, value in state["clock"].items():
-            setattr(self.clock, key, value)
-        set_rng_state(state["rng"])
 
     # -- stream -----------------------------------------------------------------------------
     def run(self, benchmark: Any, checkpoint: str | Path | None = None,
@@ -464,114 +425,3 @@ class RetrievalTemplate(SupervisedTemplate):
         """Read a checkpoint written by :meth:`save_checkpoint` (:func:`read_checkpoint`:
         tensors and plain values only, never code)."""
         self.load_state_dict(read_checkpoint(path))
-
-
-class SharedTraining:
-    """The folder where cells with one training key (:attr:`~benchmarks.config.Cell.
-    training_key`) keep the end state of each experience's training loop, one file per
-    experience (``exp003.pt``). Only a shortcut: a file that is absent or does not load is
-    trained here (and said so through ``log``); one is written only when ``write``, and a
-    failed write costs the other cells time, not this one."""
-
-    def __init__(self, folder: str | Path, write: bool = True,
-                 log: Any = lambda message: None) -> None:
-        self.folder, self.write_ok, self.log = Path(folder), write, log
-        #: the experiences whose loop this cell loaded instead of running
-        self.loaded: list[int] = []
-        #: the seconds those loops took in the cells that ran them
-        self.loaded_s = 0.0
-
-    def path(self, exp: int) -> Path:
-        """The file of experience ``exp``'s trained state."""
-        return self.folder / f"exp{exp:03d}.pt"
-
-    def read(self, exp: int, problem: Any = lambda state: None) -> dict[str, Any] | None:
-        """Experience ``exp``'s trained state, or None (absent, unreadable, or one that
-        ``problem(state)`` finds a reason not to use)."""
-        path = self.path(exp)
-        if not path.is_file():
-            return None
-        try:
-            state = read_checkpoint(path)
-            if state.get("experience") != exp:
-                raise ValueError(f"it holds experience {state.get('experience')}, not {exp}")
-            why = problem(state)
-            if why:
-                raise ValueError(why)
-        except Exception as exc:  # only a shortcut: train it here
-            self.log(f"note: the shared training {path.name} could not be used "
-                     f"({type(exc).__name__}: {exc}); training that experience in this cell")
-            return None
-        self.loaded.append(exp)
-        self.loaded_s += float(state.get("loop_s") or 0.0)
-        return state
-
-    def write(self, exp: int, state: dict[str, Any]) -> None:
-        """Keep experience ``exp``'s trained state (atomically; never over another's)."""
-        path = self.path(exp)
-        if not self.write_ok or path.is_file():
-            return
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: torch.save(state, tmp))
-        except OSError as exc:
-            self.log(f"note: could not write the shared training {path.name} "
-                     f"({exc.strerror or exc}); the cells that would use it train it themselves")
-
-
-class CheckpointError(LrbenchError):
-    """A checkpoint file that does not load as tensors and plain values: one line naming
-    the file and what to do."""
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's state, loaded with ``torch.load(weights_only=True)``: tensors and
-    plain containers only, so a file planted in a results store (a shared folder, a store
-    copied from someone) can never run code. A file that does not load that way (a
-    pickle of objects, a truncated file, a checkpoint of an lrbench before checkpoints
-    held plain values, not a regular file) is a one-line :class:`CheckpointError`."""
-    from metrics.io import NotARegularFile, check_regular
-
-    fix = ("delete it (or move it aside) and its cell trains from the start; lrbench loads "
-           "only tensors and plain values from a checkpoint, never code")
-    try:
-        if not check_regular(path, "checkpoint", fix):
-            raise FileNotFoundError(2, "No such file", str(path))
-        with warnings.catch_warnings():  # torch's note on the pickle protocol: not ours
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, NotARegularFile):
-        raise
-    except Exception as exc:  # UnpicklingError (a global it refuses), EOFError, zip errors
-        parts = [p.strip() for p in re.split(r"\n\s*\n|WeightsUnpickler error:", str(exc))]
-        said = [p for p in parts if p and not p.startswith(  # torch's words, less its advice
-            ("Weights only load failed", "Please file", "Check the doc"))]
-        reason = " ".join(f"{type(exc).__name__}: {' '.join(said) or exc}".split())[:160]
-        raise CheckpointError(f"{path}: not a checkpoint lrbench loads: it does not load as "
-                              f"tensors and plain values ({reason}); {fix}") from None
-    if not isinstance(state, dict) or "experiences_done" not in state:
-        raise CheckpointError(f"{path}: not a checkpoint of lrbench's retrieval template; "
-                              f"{fix}")
-    return state
-
-
-def rng_state() -> dict[str, Any]:
-    """Every random state a run draws from, as tensors and plain values (what
-    ``torch.load(weights_only=True)`` reads back): torch's, NumPy's legacy global one
-    (its key array as a list of integers), Python's, and every CUDA device's (uint8
-    tensors; empty where CUDA is not in use)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss),
-                      float(gauss)],
-            "python": random.getstate(), "cuda": cuda_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`rng_state`."""
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    set_cuda_rng_state(state.get("cuda"))  # absent from checkpoints written before it

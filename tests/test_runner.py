@@ -1155,7 +1155,7 @@ def test_an_unusable_shared_first_experience_is_trained_instead(tmp_path):
 def test_first_experiences_are_not_shared_with_avalanche_loggers_or_off_cpu(tmp_path):
     """A follower's own Avalanche logs would lack the first experience, and a CUDA
     generator is not in a checkpoint: neither shares."""
-    from benchmarks.runner import sharable
+    from benchmarks.run.sharing import sharable
 
     data = yaml.safe_load(SMOKE.read_text())
     data.update(name="logged", seeds=[0], logging={"csv": True}, strategies={

@@ -193,7 +193,7 @@ def run_cell(cell: Cell, checkpoint: Path | None = None,
     experience; when it does not, the cell writes it after its first experience if
     ``save_first``. ``trained`` is the folder where the cells with this cell's
     :attr:`~benchmarks.config.Cell.training_key` share each experience's training loop
-    (:class:`strategies.template.SharedTraining`): a loop another cell ran is loaded, one
+    (:class:`strategies.checkpoints.SharedTraining`): a loop another cell ran is loaded, one
     that is not there is run and, with ``save_trained``, written. The cell computes with
     its own ``training.threads`` intra-op threads, whatever process runs it, so its
     numbers never depend on ``--jobs``, the executor or the host.
@@ -250,7 +250,7 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
               first: Path | None = None, save_first: bool = False,
               trained: Path | None = None, save_trained: bool = False) -> dict[str, Any]:
     from metrics import forgetting
-    from strategies.template import SharedTraining
+    from strategies.checkpoints import SharedTraining
 
     t0 = time.perf_counter()
     seed = cell.seed

@@ -103,7 +103,7 @@ def find_corrupt(cells: list[Cell], progress: bool = True
 
 def check_checkpoints(paths: list[Path]) -> None:
     """Refuse, before any training, a checkpoint a run would resume from that does not load
-    as tensors and plain values (``strategies.template.read_checkpoint``: a planted pickle
+    as tensors and plain values (``strategies.checkpoints.read_checkpoint``: a planted pickle
     never runs, a truncated file is not a cell that fails on every rerun): one line naming
     the file and what to do. Paths with no file are skipped."""
     from metrics.io import check_regular
@@ -111,7 +111,7 @@ def check_checkpoints(paths: list[Path]) -> None:
     there = [p for p in paths if check_regular(p, "checkpoint", "delete it and run again")]
     if not there:
         return
-    from strategies.template import read_checkpoint
+    from strategies.checkpoints import read_checkpoint
 
     for path in there:
         read_checkpoint(path)
