@@ -977,6 +977,22 @@ def test_the_cli_checks_a_matrix_once(tmp_path, monkeypatch, capsys):
                      "prepare_store": 1, "older_than": 1}
 
 
+def shared_and_alone(config: Any, tmp_path: Path, n: int) -> tuple[dict, dict, dict]:
+    """``config`` run twice, sharing what its cells may share and not (``share_first``):
+    both stores' results, checked to hold ``n`` cells with bit-identical values, and the
+    shared run's timings per strategy."""
+    run_matrix(config, tmp_path / "shared", progress=False)
+    run_matrix(config, tmp_path / "alone", progress=False, share_first=False)
+    shared, alone = results(tmp_path / "shared"), results(tmp_path / "alone")
+    assert set(shared) == set(alone) and len(shared) == n
+    for cell in shared:
+        assert payload_values(shared[cell]) == payload_values(alone[cell]), cell
+        timings = alone[cell]["payload"]["timings"]
+        assert not timings["shared_first_experience"] and timings["shared_training"] == []
+    return shared, alone, {r["config"]["strategy"]: r["payload"]["timings"]
+                           for r in shared.values()}
+
+
 def test_variants_share_a_first_experience_only_where_it_cannot_change(tmp_path):
     """Cells that differ only in hyperparameters their strategy declares inactive in the
     first experience train it once (the first writes it, the second resumes from it), with
@@ -998,14 +1014,7 @@ def test_variants_share_a_first_experience_only_where_it_cannot_change(tmp_path)
     stale = first_experience_path(tmp_path / "shared", cells["l2_kd"].first_experience_key)
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"not a checkpoint")
-    run_matrix(config, tmp_path / "shared", progress=False)
-    run_matrix(config, tmp_path / "alone", progress=False, share_first=False)
-    shared, alone = results(tmp_path / "shared"), results(tmp_path / "alone")
-    assert set(shared) == set(alone) and len(shared) == 4
-    for cell in shared:
-        assert payload_values(shared[cell]) == payload_values(alone[cell]), cell
-        assert not alone[cell]["payload"]["timings"]["shared_first_experience"]
-    took = {r["config"]["strategy"]: r["payload"]["timings"] for r in shared.values()}
+    _, _, took = shared_and_alone(config, tmp_path, 4)
     assert [s for s, t in took.items() if t["shared_first_experience"]] == ["l2-strong"]
     assert took["l2-strong"]["resumed_after"] == 1 and took["l2_kd"]["resumed_after"] == 0
     log = (tmp_path / "shared" / "cells" / "synth-tiny__l2-strong__seed0" / "log.txt")
@@ -1033,14 +1042,7 @@ def test_drift_compensations_share_the_training_loops_of_what_they_wrap(tmp_path
     assert keys["fecd"] == keys["sdc-fecd"] != keys["finetune"]
     assert keys["replay"] == keys["ldc-replay"]
     assert len({keys["replay"], keys["fecd"], keys["finetune"]}) == 3
-    run_matrix(config, tmp_path / "shared", progress=False)
-    run_matrix(config, tmp_path / "alone", progress=False, share_first=False)
-    shared, alone = results(tmp_path / "shared"), results(tmp_path / "alone")
-    assert set(shared) == set(alone) and len(shared) == 8
-    for cell in shared:
-        assert payload_values(shared[cell]) == payload_values(alone[cell]), cell
-        assert alone[cell]["payload"]["timings"]["shared_training"] == []
-    took = {r["config"]["strategy"]: r["payload"]["timings"] for r in shared.values()}
+    _, _, took = shared_and_alone(config, tmp_path, 8)
     # the first of each training (in matrix order) ran its loops; the rest loaded every one
     # they did not resume past (sdc-wide resumes from sdc's shared first experience)
     assert {s for s, t in took.items() if t["shared_training"]} == {
