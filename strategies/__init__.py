@@ -34,7 +34,7 @@ from strategies.registry import (
 #: from (the contract kit, which runs strategies through the runner, is benchmarks.contract)
 INFRASTRUCTURE = frozenset({"registry", "template", "losses", "model", "teacher", "weights",
                             "bninception", "devices", "buffers", "timm_trunks",
-                            "tunables", "sampling", "drift"})
+                            "tunables", "sampling", "drift", "checkpoints"})
 
 
 def strategy_modules() -> list[str]:

@@ -53,13 +53,13 @@ def test_template_checkpoint_saves_and_restores_cuda_generators(monkeypatch, tmp
     """A checkpoint written after an experience holds each device's generator state (what
     :func:`strategies.devices.cuda_rng_state` gives; CUDA itself mocked there, the run is
     on CPU); a fresh template loading it hands them back to ``set_cuda_rng_state``."""
-    import strategies.template as template
+    import strategies.checkpoints as checkpoints
     from benchmarks.contract import build_template, tiny_stream
 
     saved = [torch.arange(16, dtype=torch.uint8), torch.arange(16, dtype=torch.uint8) + 10]
-    monkeypatch.setattr(template, "cuda_rng_state", lambda: [s.clone() for s in saved])
+    monkeypatch.setattr(checkpoints, "cuda_rng_state", lambda: [s.clone() for s in saved])
     restored: list = []
-    monkeypatch.setattr(template, "set_cuda_rng_state", restored.append)
+    monkeypatch.setattr(checkpoints, "set_cuda_rng_state", restored.append)
     tpl = build_template("finetune", iterations=2)
     tpl.run(tiny_stream(), checkpoint=tmp_path / "c.pt", stop_after=1)
     rng = torch.load(tmp_path / "c.pt", weights_only=False)["rng"]
