@@ -136,7 +136,7 @@ class Cell(_Strict):
         :attr:`hash` with the strategy named by its plugin (a label changes no number) and
         without the hyperparameters its plugin declares inactive there
         (``inactive_in_first_experience``). Cells with one key may train that experience
-        once and share it (:mod:`benchmarks.runner`)."""
+        once and share it (:mod:`benchmarks.run.sharing`)."""
         from strategies import get_strategy
 
         idle = get_strategy(self.plugin_name).inactive_in_first_experience
@@ -152,7 +152,7 @@ class Cell(_Strict):
         hashed: its :attr:`hash` with the strategy and hyperparameters it trains as
         (``StrategyPlugin.trains_as``: a drift compensation trains as the strategy it wraps,
         whatever its own hyperparameters). Cells with one key may run each loop once and
-        share it (:mod:`benchmarks.runner`; the contract kit checks the equality)."""
+        share it (:mod:`benchmarks.run.sharing`; the contract kit checks the equality)."""
         from strategies import get_strategy
 
         name, hparams = get_strategy(self.plugin_name).cls.trains_as(self.plugin_name,

@@ -92,8 +92,8 @@ def clean_temporary(store: Path) -> list[Path]:
     """Remove the temporary files an interrupted writer left (``kill -9`` or a full disk
     between :func:`atomic_write`'s write and its rename): ``metrics.io.TMP_GLOB`` in the
     store's folder, its cells' folders, the shared first experiences' folder and the
-    shared training loops' folders. Call it
-    holding the store's lock: no other writer of this store can be mid-write then."""
+    shared training loops' folders. Call it holding the store's lock: no other writer of
+    this store can be mid-write then."""
     from metrics.io import TMP_GLOB
 
     removed = []
