@@ -307,10 +307,8 @@ def remove_first_experiences(store: Path, keys: Iterable[str] | None = None,
     with suppress(OSError):
         folder.rmdir()
     trained = store / "trained"
-    if keys is None and training_keys is None:
-        dirs = [d for d in trained.glob("*") if d.is_dir() and not d.is_symlink()]
-    else:
-        dirs = [shared_training_dir(store, k) for k in training_keys or ()]
+    dirs = (trained.glob("*") if keys is None and training_keys is None else
+            (shared_training_dir(store, k) for k in training_keys or ()))
     for d in dirs:
         if d.is_symlink() or not d.is_dir():  # not one of ours: left alone
             continue
