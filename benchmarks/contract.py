@@ -30,7 +30,9 @@ strategy
    running only what comes after it (the drift estimate, the evaluation), ends in the
    state of training itself, bit for bit, and so does loading the first and last and
    training the middle one itself (the runner shares the loops between such cells, and a
-   cell may find only some of them written);
+   cell may find only some of them written); and its first experience's loop, where it
+   declares that loop another strategy's (``first_loop_as``), shared with that strategy
+   both ways (each loading the other's), ends in the state of training alone;
 8. with a trunk other than the small CNN, embeds a 224 px image in 512 dimensions (the
    papers' size; ``lrbench check finetune --trunk bninception``).
 
@@ -267,6 +269,34 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                     f"its state differs from training itself ({diff}), yet trains_as says "
                     f"it trains as {as_name}")
         passed(f"trains as {as_name}: its shared training loops give the same bits")
+
+    # 7b: the first loop shared with the strategy it trains that loop as, both ways
+    target = get_strategy(as_name).cls.first_loop_as
+    if target is not None and target != name:
+        from strategies.checkpoints import SharedTraining
+
+        target_alone = build_template(target, None, seed, iterations, trunk=trunk,
+                                      device=device)
+        target_alone.run(bench)
+        with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
+            for writer, reader, alone in ((target, name, first), (name, target, target_alone)):
+                folder = Path(tmp) / writer
+                for who, write in ((writer, True), (reader, False)):
+                    tpl = build_template(who, hparams if who == name else None, seed,
+                                         iterations, trunk=trunk, device=device)
+                    tpl.shared_training = SharedTraining(None, False, first=folder,
+                                                         write_first=write)
+                    tpl.run(bench)
+                assert tpl.shared_training.loaded == [0], (
+                    f"{reader}: loaded the training loops {tpl.shared_training.loaded} of "
+                    f"{writer}, not the first one alone, yet {name} declares first_loop_as "
+                    f"= {target!r}; remove it")
+                diff = first_difference(alone.state_dict(), tpl.state_dict())
+                assert diff is None, (
+                    f"{reader}: with the first training loop of {writer}, its state differs "
+                    f"from training itself ({diff}), yet {name} declares first_loop_as = "
+                    f"{target!r}; remove it")
+        passed(f"first loop as {target}'s: shared both ways, the same bits")
 
     # 8: another trunk embeds a full-size image at the default dimension (512)
     if trunk != "small_cnn":

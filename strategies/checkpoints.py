@@ -21,34 +21,51 @@ from strategies.devices import cuda_rng_state, set_cuda_rng_state
 
 
 class SharedTraining:
-    """The folder where cells with one training key (:attr:`~benchmarks.config.Cell.
-    training_key`) keep the end state of each experience's training loop, one file per
-    experience (``exp003.pt``). Only a shortcut: a file that is absent or does not load is
-    trained here (and said so through ``log``); one is written only when ``write``, and a
-    failed write costs the other cells time, not this one."""
+    """The folders where cells that train alike keep the end state of each experience's
+    training loop, one file per experience (``exp003.pt``): ``folder`` for the cells with
+    one training key (:attr:`~benchmarks.config.Cell.training_key`), and ``first`` for the
+    first experience's loop of every strategy that trains it as another does
+    (:attr:`~benchmarks.config.Cell.first_loop_key`; without the plugins' states, which
+    that loop leaves as they were). Only a shortcut: a file that is absent or does not
+    load is trained here (and said so through ``log``); one is written only when
+    ``write`` (``write_first`` for ``first``), and a failed write costs the other cells
+    time, not this one."""
 
-    def __init__(self, folder: str | Path, write: bool = True,
-                 log: Any = lambda message: None) -> None:
-        self.folder, self.write_ok, self.log = Path(folder), write, log
+    def __init__(self, folder: str | Path | None, write: bool = True,
+                 log: Any = lambda message: None, first: str | Path | None = None,
+                 write_first: bool = False) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self.first = None if first is None else Path(first)
+        self.write_ok, self.write_first, self.log = write, write_first, log
         #: the experiences whose loop this cell loaded instead of running
         self.loaded: list[int] = []
         #: the seconds those loops took in the cells that ran them
         self.loaded_s = 0.0
 
-    def path(self, exp: int) -> Path:
-        """The file of experience ``exp``'s trained state."""
-        return self.folder / f"exp{exp:03d}.pt"
+    def crossed(self, exp: int) -> bool:
+        """Whether experience ``exp``'s loop is shared with other strategies (the first
+        one, through ``first``): its file holds no plugin state."""
+        return exp == 0 and self.first is not None
+
+    def path(self, exp: int) -> Path | None:
+        """The file of experience ``exp``'s trained state (None: no folder for it)."""
+        folder = self.first if self.crossed(exp) else self.folder
+        return None if folder is None else folder / f"exp{exp:03d}.pt"
 
     def read(self, exp: int, problem: Any = lambda state: None) -> dict[str, Any] | None:
         """Experience ``exp``'s trained state, or None (absent, unreadable, or one that
         ``problem(state)`` finds a reason not to use)."""
         path = self.path(exp)
-        if not path.is_file():
+        if path is None or not path.is_file():
             return None
         try:
             state = read_checkpoint(path)
             if state.get("experience") != exp:
                 raise ValueError(f"it holds experience {state.get('experience')}, not {exp}")
+            if (state.get("plugins") is None) != self.crossed(exp):
+                raise ValueError("its plugin states are "
+                                 f"{'absent' if state.get('plugins') is None else 'there'}, "
+                                 "not as its folder says")
             why = problem(state)
             if why:
                 raise ValueError(why)
@@ -61,12 +78,16 @@ class SharedTraining:
         return state
 
     def write(self, exp: int, state: dict[str, Any]) -> None:
-        """Keep experience ``exp``'s trained state (atomically; never over another's)."""
+        """Keep experience ``exp``'s trained state (atomically; never over another's);
+        one shared with other strategies without the plugins' states."""
         path = self.path(exp)
-        if not self.write_ok or path.is_file():
+        if path is None or path.is_file() or not (
+                self.write_first if self.crossed(exp) else self.write_ok):
             return
+        if self.crossed(exp):
+            state = {**state, "plugins": None}
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: torch.save(state, tmp))
         except OSError as exc:
             self.log(f"note: could not write the shared training {path.name} "
@@ -145,8 +166,8 @@ def trained_state_problem(tpl: Any, state: dict[str, Any]) -> str | None:
             not isinstance(theirs[k], torch.Tensor) or theirs[k].shape != v.shape
             for k, v in own.items()):
         return "its model is not this cell's (other parameters or shapes)"
-    if not isinstance(state["plugins"], list) or (
-            len(state["plugins"]) != len(tpl._strategy_plugins())):
+    if state["plugins"] is not None and (not isinstance(state["plugins"], list) or (
+            len(state["plugins"]) != len(tpl._strategy_plugins()))):
         return "it was written with another set of strategy plugins"
     return None
 
@@ -172,9 +193,9 @@ def load_trained(tpl: Any, state: dict[str, Any]) -> None:
     if state["criterion"]:
         tpl._criterion.load_state_dict(state["criterion"])
     tpl.optimizer.load_state_dict(state["optimizer"])
-    for plugin, plugin_state in zip(tpl._strategy_plugins(), state["plugins"],
-                                    strict=True):
-        plugin.load_training_state(plugin_state)
+    for plugin, plugin_state in zip(tpl._strategy_plugins(), state["plugins"] or [],
+                                    strict=state["plugins"] is not None):
+        plugin.load_training_state(plugin_state)  # none: a loop that leaves them as they were
     tpl.loss_history.extend(state["loss_history"])
     tpl.loss_terms = dict(state["loss_terms"])
     for key, value in state["clock"].items():

@@ -58,6 +58,8 @@ class DKD(TeacherPlugin):
     """DKD (thesis ch. 7, reconstructed): relation KD plus KD on BN-statistics images."""
 
     regularizer = True
+    #: no teacher, importances or buffer yet: the first loop is finetune's (kit-checked)
+    first_loop_as = "finetune"
 
     class Config(StrategyConfig):
         lambda_rel: float = Field(1.0, ge=0, description="weight of L_corr on new images")

@@ -63,6 +63,8 @@ class ERAML(BufferStrategy, StrategyPlugin, Callbacks):
     """
 
     regularizer = True
+    #: no teacher, importances or buffer yet: the first loop is finetune's (kit-checked)
+    first_loop_as = "finetune"
 
     class Config(StrategyConfig):
         mem_size: int = Field(500, ge=1, description="total number of stored images")

@@ -85,6 +85,8 @@ class EWC(StrategyPlugin, Callbacks):
     """
 
     regularizer = True
+    #: no teacher, importances or buffer yet: the first loop is finetune's (kit-checked)
+    first_loop_as = "finetune"
 
     class Config(StrategyConfig):
         ewc_lambda: float = Field(100.0, ge=0, description="weight of the EWC penalty")

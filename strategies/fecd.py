@@ -35,6 +35,8 @@ class FECD(TeacherPlugin):
     """
 
     regularizer = True
+    #: no teacher, importances or buffer yet: the first loop is finetune's (kit-checked)
+    first_loop_as = "finetune"
 
     class Config(StrategyConfig):
         lam: float = Field(10.0, ge=0, description="weight of L_corr to the teacher")

@@ -9,5 +9,8 @@ from strategies.registry import Callbacks, StrategyConfig, StrategyPlugin, regis
 class Finetune(StrategyPlugin, Callbacks):
     """Fine-tuning: the metric loss on each new experience alone (lower bound)."""
 
+    #: the loop every strategy that trains its first experience alike shares
+    first_loop_as = "finetune"
+
     class Config(StrategyConfig):
         pass

@@ -16,6 +16,8 @@ class FirstSession(StrategyPlugin, Callbacks):
     learnt; what it misses is everything the later classes could have taught it."""
 
     trains_experiences = 1
+    #: the first experience trains as finetune does (the kit checks it)
+    first_loop_as = "finetune"
 
     class Config(StrategyConfig):
         pass

@@ -16,6 +16,9 @@ class Joint(StrategyPlugin, Callbacks):
     the plugin has no state to checkpoint.
     """
 
+    #: only the first experience's data there: finetune's loop (the kit checks it)
+    first_loop_as = "finetune"
+
     class Config(StrategyConfig):
         pass
 

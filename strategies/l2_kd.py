@@ -15,6 +15,8 @@ class L2KD(TeacherPlugin):
     """L2 feature distillation: lam * mean_i ||f_s(x_i) - f_t(x_i)||^2 on new images."""
 
     regularizer = True
+    #: no teacher, importances or buffer yet: the first loop is finetune's (kit-checked)
+    first_loop_as = "finetune"
 
     class Config(StrategyConfig):
         lam: float = Field(1.0, ge=0, description="weight of the distillation term")

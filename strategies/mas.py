@@ -96,6 +96,8 @@ class MAS(StrategyPlugin, Callbacks):
     """
 
     regularizer = True
+    #: no teacher, importances or buffer yet: the first loop is finetune's (kit-checked)
+    first_loop_as = "finetune"
 
     class Config(StrategyConfig):
         lambda_reg: float = Field(1.0, ge=0, description="weight of the MAS penalty")

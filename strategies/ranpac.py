@@ -110,4 +110,6 @@ class RanPACFirstSession(RanPAC):
     RanPAC's first-session adaptation; then only statistics accumulate."""
 
     trains_experiences = 1
+    #: the first experience trains as finetune does (the kit checks it)
+    first_loop_as = "finetune"
     pooled_embedding = False

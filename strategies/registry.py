@@ -373,6 +373,12 @@ class StrategyPlugin:
     #: BatchNorm statistics, optimizer): ``pretrained`` trains none, ``first_session``
     #: only the first
     trains_experiences: ClassVar[int | None] = None
+    #: the strategy whose first experience's training loop this one's equals, bit for
+    #: bit, whatever its hyperparameters: its own terms idle there and that loop leaving
+    #: its state as it was (``finetune`` for most: no teacher, importances or buffer yet).
+    #: Cells of all such strategies run that loop once (``Cell.first_loop_key``); the
+    #: contract kit checks it both ways. None: its own
+    first_loop_as: ClassVar[str | None] = None
     #: the model has no projection layer: the trunk's pooled features (their own
     #: dimension, not ``model.dim``) are the embedding (``pretrained``)
     pooled_embedding: ClassVar[bool] = False

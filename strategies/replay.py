@@ -22,6 +22,9 @@ class Replay(BufferStrategy, StrategyPlugin, Callbacks):
     (experience, index) pairs.
     """
 
+    #: an empty memory in the first experience: finetune's loop (the kit checks it)
+    first_loop_as = "finetune"
+
     class Config(StrategyConfig):
         mem_size: int = Field(500, ge=1, description="total number of stored images")
         seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the exemplar selection")

@@ -182,4 +182,6 @@ class SLDAFirstSession(SLDA):
     Then the model is frozen and only statistics accumulate."""
 
     trains_experiences = 1
+    #: the first experience trains as finetune does (the kit checks it)
+    first_loop_as = "finetune"
     pooled_embedding = False

@@ -1044,14 +1044,55 @@ def test_drift_compensations_share_the_training_loops_of_what_they_wrap(tmp_path
     assert len({keys["replay"], keys["fecd"], keys["finetune"]}) == 3
     _, _, took = shared_and_alone(config, tmp_path, 8)
     # the first of each training (in matrix order) ran its loops; the rest loaded every one
-    # they did not resume past (sdc-wide resumes from sdc's shared first experience)
-    assert {s for s, t in took.items() if t["shared_training"]} == {
-        "sdc", "sdc-wide", "ldc", "sdc-fecd", "ldc-replay"}
+    # they did not resume past (sdc-wide resumes from sdc's shared first experience); fecd
+    # and replay loaded the first one only, finetune's (first_loop_as)
+    assert {s for s, t in took.items() if t["shared_training"]} == set(cells) - {"finetune"}
     for name in ("sdc", "sdc-wide", "ldc", "sdc-fecd", "ldc-replay"):
         assert took[name]["shared_training"] == list(range(took[name]["resumed_after"], 3))
+    assert took["fecd"]["shared_training"] == took["replay"]["shared_training"] == [0]
     log = (tmp_path / "shared" / "cells" / "synth-tiny__ldc__seed0" / "log.txt")
-    assert "its training loop shared" in log.read_text()
+    assert "its training loop loaded, run by a cell that trains alike" in log.read_text()
     assert not (tmp_path / "shared" / "trained").exists()
+
+
+def test_strategies_share_the_first_loop_they_train_as_finetune_does(tmp_path):
+    """Strategies whose first experience's training loop is finetune's (no teacher,
+    importances or buffer yet: ``first_loop_as``) run it once per seed across strategies,
+    every value bit-identical to training alone; lwf (a classifier from the start) and the
+    untrained reference never touch it. A file without plugin states is refused where
+    the states belong (one strategy's own loops) and trained instead."""
+    from benchmarks.run.cell import run_cell
+
+    data = yaml.safe_load(SMOKE.read_text())
+    data.update(name="firsts", seeds=[0], strategies={
+        "ewc": {}, "finetune": {}, "first_session": {}, "er_aml": {"mem_size": 12},
+        "lwf": {}, "pretrained": {}})
+    config = parse_config(data, "firsts.yaml", overrides=FAST)
+    cells = {c.strategy: c for c in expand_cells(config)}
+    keys = {name: c.first_loop_key for name, c in cells.items()}
+    assert keys["lwf"] is None and keys["pretrained"] is None
+    assert len({keys[n] for n in ("ewc", "finetune", "first_session", "er_aml")}) == 1
+    assert len({c.training_key for c in cells.values()}) == len(cells)
+    _, _, took = shared_and_alone(config, tmp_path, 6)
+    assert {s: t["shared_training"] for s, t in took.items() if t["shared_training"]} == {
+        "finetune": [0], "first_session": [0], "er_aml": [0]}  # ewc, first in order, ran it
+    log = tmp_path / "shared" / "cells" / "synth-tiny__er_aml__seed0" / "log.txt"
+    assert "experience 0: its training loop loaded, run by a cell that trains it as " \
+        "finetune does" in log.read_text()
+    # the file of a loop shared across strategies holds no plugin state: refused as one of
+    # ewc's own loops (whose states it would need), trained instead, same numbers
+    crossed, own = tmp_path / "crossed", tmp_path / "own"
+    alone = run_cell(cells["ewc"], log=lambda m: None, first_loop=crossed,
+                     save_first_loop=True)
+    own.mkdir()
+    (crossed / "exp000.pt").rename(own / "exp000.pt")
+    lines: list[str] = []
+    got = run_cell(cells["ewc"], log=lines.append, trained=own, save_trained=False)
+    assert got["timings"]["shared_training"] == []
+    assert any("exp000.pt could not be used" in line and "plugin states are absent" in line
+               for line in lines)
+    assert json.dumps({k: v for k, v in got.items() if k != "timings"}, sort_keys=True) == \
+        json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True)
 
 
 def test_loops_loaded_then_trained_give_the_numbers_of_training_alone(tmp_path):

@@ -28,6 +28,11 @@ def test_contract(name, tmp_path):
     shared = [c for c in report.checks if c.startswith("trains as ")]
     assert shared == ([f"trains as {as_name}: its shared training loops give the same bits"]
                       if as_name != name else [])
+    # one whose first loop is another's (finetune's) is proven so, both ways
+    target = get_strategy(as_name).cls.first_loop_as
+    crossed = [c for c in report.checks if c.startswith("first loop as ")]
+    assert crossed == ([f"first loop as {target}'s: shared both ways, the same bits"]
+                       if target not in (None, name) else [])
 
 
 def test_contract_with_a_timm_trunk(tmp_path):
@@ -58,6 +63,16 @@ def test_a_wrong_first_experience_declaration_fails_the_kit(name, wrong, tmp_pat
     monkeypatch.setattr(cls, "inactive_in_first_experience",
                         cls.inactive_in_first_experience | {wrong})
     with pytest.raises(AssertionError, match=f"{wrong}=.*changes the state after the first"):
+        check_strategy(name, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["der", "lwf", "bct"])
+def test_a_wrong_first_loop_declaration_fails_the_kit(name, tmp_path, monkeypatch):
+    """Declaring finetune's first loop for a strategy whose first loop differs (der replays
+    its reservoir from the second step; lwf and bct train a classifier from the start, so
+    finetune's file does not even fit their model) is caught, naming the declaration."""
+    monkeypatch.setattr(get_strategy(name).cls, "first_loop_as", "finetune")
+    with pytest.raises(AssertionError, match=f"{name} declares first_loop_as = 'finetune'"):
         check_strategy(name, tmp_path=tmp_path)
 
 

@@ -90,7 +90,8 @@ def add_parser(sub: Any) -> None:
                    "differ only in hyperparameters their strategy declares inactive there "
                    "train it once and share it, and cells that train alike (a drift "
                    "compensation beside the strategy it wraps) share every experience's "
-                   "training loop: the same numbers, less time)")
+                   "training loop, and strategies whose first loop is finetune's share "
+                   "that one: the same numbers, less time)")
     p.add_argument("--allow-tuning-seeds", action="store_true",
                    help="run even where the matrix's seeds reuse a seed that tuned its "
                    "hyperparameters (tuned_on_seeds, written by lrbench tune); by default "

@@ -68,8 +68,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-shared-first", dest="share_first", action="store_false",
                    help="train every trial's first experience itself (by default, later "
                    "trials resume from trial 0's where the searched hyperparameters are "
-                   "inactive in it, and a drift compensation's trials share every "
-                   "experience's training loop: the same numbers, less time)")
+                   "inactive in it, a drift compensation's trials share every "
+                   "experience's training loop, and strategies whose first loop is "
+                   "finetune's share that one: the same numbers, less time)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.iterations=20")
 

@@ -162,6 +162,24 @@ class Cell(_Strict):
         body["strategy"], body["hparams"] = name, hparams
         return _digest(body, "training:")
 
+    @property
+    def first_loop_key(self) -> str | None:
+        """What decides the end state of the first experience's training loop when the
+        strategy this cell trains as declares it trains that loop as another
+        (``StrategyPlugin.first_loop_as``: finetune's, for most), hashed; None when it does
+        not. Cells of different strategies with one key run that loop once."""
+        from strategies import get_strategy
+
+        name, _ = get_strategy(self.plugin_name).cls.trains_as(self.plugin_name,
+                                                               dict(self.hparams))
+        target = get_strategy(name).cls.first_loop_as
+        if target is None:
+            return None
+        body = {k: v for k, v in self._body().items()
+                if k not in ("data_root", "cache_dir", "plugin")}
+        body["strategy"], body["hparams"] = target, resolved_hparams(target, {})
+        return _digest(body, "first-loop:")
+
     def without_files(self, skips: dict[str, list[str]]) -> Cell:
         """This cell leaving the ``skips`` files out: another cell, with its own hash."""
         return self.model_copy(update={"skip_files": skips or None})

@@ -183,7 +183,8 @@ def run_cell(cell: Cell, checkpoint: Path | None = None,
              log: Callable[[str], None] = print, logging: dict[str, bool] | None = None,
              folder: Path | None = None, first: Path | None = None,
              save_first: bool = False, trained: Path | None = None,
-             save_trained: bool = False) -> dict[str, Any]:
+             save_trained: bool = False, first_loop: Path | None = None,
+             save_first_loop: bool = False) -> dict[str, Any]:
     """Train and evaluate one cell; return its metric payload (raises on failure).
 
     ``logging`` asks for Avalanche loggers, written into ``folder`` (the cell's folder).
@@ -194,15 +195,16 @@ def run_cell(cell: Cell, checkpoint: Path | None = None,
     ``save_first``. ``trained`` is the folder where the cells with this cell's
     :attr:`~benchmarks.config.Cell.training_key` share each experience's training loop
     (:class:`strategies.checkpoints.SharedTraining`): a loop another cell ran is loaded, one
-    that is not there is run and, with ``save_trained``, written. The cell computes with
-    its own ``training.threads`` intra-op threads, whatever process runs it, so its
-    numbers never depend on ``--jobs``, the executor or the host.
+    that is not there is run and, with ``save_trained``, written; ``first_loop`` and
+    ``save_first_loop`` likewise for the first loop shared across strategies
+    (:attr:`~benchmarks.config.Cell.first_loop_key`). The cell computes with its own
+    ``training.threads`` intra-op threads, whatever runs it (numbers never depend on it).
     """
     from strategies.template import torch_threads
 
     with torch_threads(cell.training.threads):
         return _run_cell(cell, checkpoint, log, logging, folder, first, save_first, trained,
-                         save_trained)
+                         save_trained, first_loop, save_first_loop)
 
 
 @dataclass
@@ -246,9 +248,9 @@ def build_cell(cell: Cell, loggers: list[Any] | None = None) -> Built:
 
 
 def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
-              logging: dict[str, bool] | None, folder: Path | None,
-              first: Path | None = None, save_first: bool = False,
-              trained: Path | None = None, save_trained: bool = False) -> dict[str, Any]:
+              logging: dict[str, bool] | None, folder: Path | None, first: Path | None = None,
+              save_first: bool = False, trained: Path | None = None, save_trained: bool = False,
+              first_loop: Path | None = None, save_first_loop: bool = False) -> dict[str, Any]:
     from metrics import forgetting
     from strategies.checkpoints import SharedTraining
 
@@ -277,8 +279,9 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
             built = build_cell(cell, make_loggers(logging, folder))  # loading changed it
             plugin, bench, tpl = built.plugin, built.benchmark, built.template
             metrics = tpl.metrics
-    if trained is not None:
-        tpl.shared_training = SharedTraining(trained, save_trained, log)
+    if trained is not None or first_loop is not None:
+        tpl.shared_training = SharedTraining(trained, save_trained, log, first_loop,
+                                             save_first_loop)
     resumed = tpl.experiences_done
     k0 = min(ev.ks)  # the headline K: Recall@1 unless the matrix leaves K = 1 out
     timings = []
@@ -287,10 +290,10 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         tpl.run(bench, checkpoint=checkpoint, stop_after=tpl.experiences_done + 1)
         timings.append(time.perf_counter() - start)
         done = tpl.experiences_done
-        if tpl.shared_training is not None and done - 1 in tpl.shared_training.loaded:
-            log(f"experience {done - 1}: its training loop shared (run by a cell that "
-                "trains alike: the same strategy's training, other hyperparameters of the "
-                "stored gallery)")
+        shared_loops = tpl.shared_training
+        if shared_loops is not None and done - 1 in shared_loops.loaded:
+            log(f"experience {done - 1}: its training loop loaded, run by a cell that trains "
+                + ("it as finetune does" if shared_loops.crossed(done - 1) else "alike"))
         if done == 1 and first is not None and save_first and not first.is_file():
             try:  # atomic: a cell starting now sees all of it or none
                 tpl.save_checkpoint(first)
@@ -396,7 +399,8 @@ def final_line(summary: dict[str, Any]) -> str:
 def _worker(cell: Cell, checkpoint: str | None = None,
             logging: dict[str, bool] | None = None, folder: str | None = None,
             first: str | None = None, save_first: bool = False,
-            trained: str | None = None, save_trained: bool = False) -> dict[str, Any]:
+            trained: str | None = None, save_trained: bool = False,
+            first_loop: str | None = None, save_first_loop: bool = False) -> dict[str, Any]:
     """Run a cell in a worker process; never raises (a failure is a result). The
     arguments after the cell are :func:`run_cell`'s, paths as text. The outcome carries
     ``started``, when this worker began the cell: a pool or cluster queues cells long
@@ -418,7 +422,8 @@ def _worker(cell: Cell, checkpoint: str | None = None,
     try:
         payload = run_cell(cell, Path(checkpoint) if checkpoint else None, log, logging,
                            Path(folder) if folder else None, Path(first) if first else None,
-                           save_first, Path(trained) if trained else None, save_trained)
+                           save_first, Path(trained) if trained else None, save_trained,
+                           Path(first_loop) if first_loop else None, save_first_loop)
         return {"status": "finished", "payload": payload, "log": lines, "started": started}
     except BaseException as exc:  # a failed cell is recorded; the matrix goes on
         if isinstance(exc, KeyboardInterrupt) and interrupted():
