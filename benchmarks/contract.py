@@ -32,7 +32,8 @@ strategy
    training the middle one itself (the runner shares the loops between such cells, and a
    cell may find only some of them written); and its first experience's loop, where it
    declares that loop another strategy's (``first_loop_as``), shared with that strategy
-   both ways (each loading the other's), ends in the state of training alone;
+   both ways (each loading the other's), ends in the state of training alone, and that
+   loop is the same with each hyperparameter at other values;
 8. with a trunk other than the small CNN, embeds a 224 px image in 512 dimensions (the
    papers' size; ``lrbench check finetune --trunk bninception``).
 
@@ -51,6 +52,7 @@ import math
 import tempfile
 import typing
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,7 @@ from benchmarks.config import (
     ModelSpec,
     ScenarioSpec,
     TrainingSpec,
+    first_loop_target,
     resolved_hparams,
 )
 from strategies.registry import StrategyError, StrategySpec, get_strategy, make_config
@@ -270,32 +273,64 @@ def check_strategy(name: str, hparams: dict[str, Any] | None = None, *,
                     f"it trains as {as_name}")
         passed(f"trains as {as_name}: its shared training loops give the same bits")
 
-    # 7b: the first loop shared with the strategy it trains that loop as, both ways
-    target = get_strategy(as_name).cls.first_loop_as
+    # 7b: the first loop shared with the strategy it trains that loop as, both ways, and
+    # the same loop at other values of every hyperparameter (its key ignores them all)
+    target = first_loop_target(as_name)
     if target is not None and target != name:
-        from strategies.checkpoints import SharedTraining
+        from strategies.checkpoints import SharedTraining, read_checkpoint
 
+        class LoopWritten(Exception):
+            """Raised once the first loop's file is written: nothing after it is needed."""
+
+        class WriteThenStop(SharedTraining):
+            def write(self, exp: int, state: dict[str, Any]) -> None:
+                super().write(exp, state)
+                raise LoopWritten
+
+        def first_loop(who: str, params: dict[str, Any] | None, folder: Path,
+                       write: bool = True, whole: bool = False) -> Any:
+            """``who`` run with ``folder`` as its shared first loop: the whole stream, or
+            (by default) only up to the end of that loop, its file written."""
+            tpl = build_template(who, params, seed, iterations, trunk=trunk, device=device)
+            shared = SharedTraining if whole else WriteThenStop
+            tpl.shared_training = shared(None, False, first=folder, write_first=write)
+            with suppress(LoopWritten):
+                tpl.run(bench)
+            return tpl
+
+        def loop_file(folder: Path) -> dict[str, Any]:
+            return {k: v for k, v in read_checkpoint(folder / "exp000.pt").items()
+                    if k != "loop_s"}
+
+        blame = f"yet {name} declares first_loop_as = {target!r}; remove it"
         target_alone = build_template(target, None, seed, iterations, trunk=trunk,
                                       device=device)
         target_alone.run(bench)
         with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
             for writer, reader, alone in ((target, name, first), (name, target, target_alone)):
                 folder = Path(tmp) / writer
-                for who, write in ((writer, True), (reader, False)):
-                    tpl = build_template(who, hparams if who == name else None, seed,
-                                         iterations, trunk=trunk, device=device)
-                    tpl.shared_training = SharedTraining(None, False, first=folder,
-                                                         write_first=write)
-                    tpl.run(bench)
+                first_loop(writer, hparams if writer == name else None, folder, whole=True)
+                tpl = first_loop(reader, hparams if reader == name else None, folder,
+                                 write=False, whole=True)
                 assert tpl.shared_training.loaded == [0], (
                     f"{reader}: loaded the training loops {tpl.shared_training.loaded} of "
-                    f"{writer}, not the first one alone, yet {name} declares first_loop_as "
-                    f"= {target!r}; remove it")
+                    f"{writer}, not the first one alone, {blame}")
                 diff = first_difference(alone.state_dict(), tpl.state_dict())
-                assert diff is None, (
-                    f"{reader}: with the first training loop of {writer}, its state differs "
-                    f"from training itself ({diff}), yet {name} declares first_loop_as = "
-                    f"{target!r}; remove it")
+                assert diff is None, (f"{reader}: with the first training loop of {writer}, "
+                                      f"its state differs from training itself ({diff}), {blame}")
+            reference = loop_file(Path(tmp) / target)
+            base = dict(hparams or {})
+            for hp in spec.config_cls.model_fields:
+                for i, value in enumerate(other_values(spec, hp, base)):
+                    params = {**base, hp: value}
+                    other = spec.cls.trains_as(name, resolved_hparams(name, params))[0]
+                    if first_loop_target(other) != target:
+                        continue  # wraps another strategy now: its own declaration holds
+                    folder = Path(tmp) / f"{hp}-{i}"
+                    first_loop(name, params, folder)
+                    diff = first_difference(reference, loop_file(folder))
+                    assert diff is None, (f"{name}: with {hp}={value!r} its first training "
+                                          f"loop differs from {target}'s ({diff}), {blame}")
         passed(f"first loop as {target}'s: shared both ways, the same bits")
 
     # 8: another trunk embeds a full-size image at the default dimension (512)
@@ -345,6 +380,8 @@ def other_values(spec: StrategySpec, hp: str, hparams: dict[str, Any],
         most = len(candidates)
     elif ann is bool:
         candidates = [not current]
+    elif not kinds & {int, float}:  # text, a mapping: nothing to derive a value from
+        candidates = [None] if type(None) in kinds else []
     else:
         space = spec.tunables.get(hp)
         ends = list(space.endpoints()) if space is not None else []

@@ -166,6 +166,12 @@ def trained_state_problem(tpl: Any, state: dict[str, Any]) -> str | None:
             not isinstance(theirs[k], torch.Tensor) or theirs[k].shape != v.shape
             for k, v in own.items()):
         return "its model is not this cell's (other parameters or shapes)"
+    groups = [len(g["params"]) for g in tpl.optimizer.state_dict()["param_groups"]]
+    theirs_opt = state["optimizer"]
+    if not isinstance(theirs_opt, dict) or not isinstance(theirs_opt.get("param_groups"),
+                                                          list) or [
+            len(g.get("params", ())) for g in theirs_opt["param_groups"]] != groups:
+        return "its optimizer is not this cell's (other parameter groups)"
     if state["plugins"] is not None and (not isinstance(state["plugins"], list) or (
             len(state["plugins"]) != len(tpl._strategy_plugins()))):
         return "it was written with another set of strategy plugins"

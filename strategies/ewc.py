@@ -6,7 +6,7 @@ import functools
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from strategies.registry import (
     Callbacks,
@@ -94,6 +94,15 @@ class EWC(StrategyPlugin, Callbacks):
             "separate", description="one penalty per experience, or one decayed penalty")
         decay_factor: float | None = Field(
             None, ge=0, le=1, description="importance decay for mode 'online'")
+
+        @field_validator("decay_factor")
+        @classmethod
+        def _online_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+            # Avalanche asserts it when the plugin is built, i.e. in every cell, at run time
+            if value is not None and info.data.get("mode") != "online":
+                raise ValueError("decay_factor acts only in mode 'online': set mode: online, "
+                                 "or remove decay_factor")
+            return value
 
     #: searched by ``lrbench tune``
     tunable = {"ewc_lambda": LogUniform(1.0, 1e5)}

@@ -377,7 +377,7 @@ class StrategyPlugin:
     #: bit, whatever its hyperparameters: its own terms idle there and that loop leaving
     #: its state as it was (``finetune`` for most: no teacher, importances or buffer yet).
     #: Cells of all such strategies run that loop once (``Cell.first_loop_key``); the
-    #: contract kit checks it both ways. None: its own
+    #: contract kit checks it both ways. None: its own. Not inherited by a subclass
     first_loop_as: ClassVar[str | None] = None
     #: the model has no projection layer: the trunk's pooled features (their own
     #: dimension, not ``model.dim``) are the embedding (``pretrained``)

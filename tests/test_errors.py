@@ -262,6 +262,11 @@ CASES: dict[str, Case] = {
         "sdc_on": "finetun"}}), "--out", str(t / "new")],
         "strategy 'sdc': hyperparameter 'sdc_on': Value error, unknown strategy 'finetun'. "
         "Did you mean 'finetune'?"),
+    # Avalanche asserts it in every cell at run time: refused before any training instead
+    "ewc-decay-not-online": (lambda t, s: ["run", matrix(t, **{"strategies.ewc": {
+        "decay_factor": 0.5}}), "--out", str(t / "new")],
+        "strategy 'ewc': hyperparameter 'decay_factor': Value error, decay_factor acts only "
+        "in mode 'online'"),
     "sdc-sigma-zero": (lambda t, s: ["run", matrix(t, **{"strategies.sdc": {"sigma": 0}}),
                                      "--out", str(t / "new")],
                        "strategy 'sdc': hyperparameter 'sigma': Input should be greater than 0"),

@@ -1093,6 +1093,20 @@ def test_strategies_share_the_first_loop_they_train_as_finetune_does(tmp_path):
                for line in lines)
     assert json.dumps({k: v for k, v in got.items() if k != "timings"}, sort_keys=True) == \
         json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True)
+    # one whose optimizer has other parameter groups is refused before anything loads
+    import torch
+
+    state = torch.load(own / "exp000.pt", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    crossed.mkdir(exist_ok=True)
+    torch.save({**state, "optimizer": {**state["optimizer"], "param_groups": groups[:1] + [
+        {**groups[0], "params": []}]}}, crossed / "exp000.pt")
+    lines.clear()
+    third = run_cell(cells["ewc"], log=lines.append, first_loop=crossed)
+    assert third["timings"]["shared_training"] == []
+    assert any("its optimizer is not this cell's" in line for line in lines)
+    assert json.dumps({k: v for k, v in third.items() if k != "timings"}, sort_keys=True) == \
+        json.dumps({k: v for k, v in alone.items() if k != "timings"}, sort_keys=True)
 
 
 def test_loops_loaded_then_trained_give_the_numbers_of_training_alone(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.config import first_loop_target
 from benchmarks.contract import check_strategy
 from strategies import available_strategies, get_strategy
 
@@ -29,7 +30,7 @@ def test_contract(name, tmp_path):
     assert shared == ([f"trains as {as_name}: its shared training loops give the same bits"]
                       if as_name != name else [])
     # one whose first loop is another's (finetune's) is proven so, both ways
-    target = get_strategy(as_name).cls.first_loop_as
+    target = first_loop_target(as_name)
     crossed = [c for c in report.checks if c.startswith("first loop as ")]
     assert crossed == ([f"first loop as {target}'s: shared both ways, the same bits"]
                        if target not in (None, name) else [])
@@ -74,6 +75,52 @@ def test_a_wrong_first_loop_declaration_fails_the_kit(name, tmp_path, monkeypatc
     monkeypatch.setattr(get_strategy(name).cls, "first_loop_as", "finetune")
     with pytest.raises(AssertionError, match=f"{name} declares first_loop_as = 'finetune'"):
         check_strategy(name, tmp_path=tmp_path)
+
+
+def test_a_first_loop_declaration_must_hold_at_every_hyperparameter_value(tmp_path,
+                                                                         monkeypatch):
+    """The first loop's key ignores every hyperparameter, so the kit tries each at other
+    values: a term that acts in the first loop only when its weight is set passes at the
+    default (0) and is caught at the next value, naming it; and a subclass inherits no
+    such declaration (what it adds may act there)."""
+    from pydantic import Field
+
+    from strategies import registry
+    from strategies.registry import Callbacks, StrategyConfig, StrategyPlugin
+
+    class Jitter(StrategyPlugin, Callbacks):
+        """Fine-tuning plus, when ``jitter`` > 0, a term from the first step on."""
+
+        first_loop_as = "finetune"
+
+        class Config(StrategyConfig):
+            jitter: float = Field(0.0, ge=0)
+
+        def before_backward(self, strategy, **kwargs):
+            if self.config.jitter:
+                strategy.add_loss("jitter",
+                                  self.config.jitter * strategy.mb_output.pow(2).mean())
+
+    class Child(Jitter):
+        """Inherits the declaration, not the claim."""
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_strategy("jitter-test")(Jitter)
+    registry.register_strategy("jitter-child")(Child)
+    assert first_loop_target("jitter-test") == "finetune"
+    assert first_loop_target("jitter-child") is None
+    with pytest.raises(AssertionError, match=r"jitter=0\.5 its first training loop differs "
+                       r"from finetune's .*declares first_loop_as = 'finetune'"):
+        check_strategy("jitter-test", tmp_path=tmp_path)
+
+
+def test_an_unknown_first_loop_target_is_one_line(monkeypatch):
+    from strategies.registry import StrategyError
+
+    monkeypatch.setattr(get_strategy("ewc").cls, "first_loop_as", "fintune")
+    with pytest.raises(StrategyError, match="strategy 'ewc' declares first_loop_as = "
+                       "'fintune', not a registered strategy"):
+        first_loop_target("ewc")
 
 
 def test_an_unknown_first_experience_name_is_refused_at_registration():

@@ -12,6 +12,7 @@ from benchmarks.config.cells import (
     HASH_VERSION,
     Cell,
     expand_cells,
+    first_loop_target,
     resolved_hparams,
     resolved_yaml,
     scenario_dict,
@@ -66,6 +67,7 @@ __all__ = [
     "ModelSpec", "SafeName", "ScenarioSpec", "Seed", "SlurmSpec", "TrackingSpec",
     "TrainingSpec", "_Strict", "_StrictLoader", "_device", "_format_error", "blame",
     "case_collisions", "check_names", "check_schedule", "check_trunk", "expand_cells",
-    "is_safe_name", "load_config", "parse_config", "parse_yaml", "read_matrix", "read_yaml",
-    "resolved_hparams", "resolved_yaml", "scenario_dict", "set_override", "strategy_entry",
+    "first_loop_target", "is_safe_name", "load_config", "parse_config", "parse_yaml",
+    "read_matrix", "read_yaml", "resolved_hparams", "resolved_yaml", "scenario_dict",
+    "set_override", "strategy_entry",
 ]

@@ -172,7 +172,7 @@ class Cell(_Strict):
 
         name, _ = get_strategy(self.plugin_name).cls.trains_as(self.plugin_name,
                                                                dict(self.hparams))
-        target = get_strategy(name).cls.first_loop_as
+        target = first_loop_target(name)
         if target is None:
             return None
         body = {k: v for k, v in self._body().items()
@@ -191,6 +191,21 @@ class Cell(_Strict):
                 if k not in ("id", "hash", "cache_dir", "weights")}  # weights: derived
         data["cache"] = {**(data.get("cache") or {}), "dir": config.get("cache_dir")}
         return cls.model_validate(data)
+
+
+def first_loop_target(name: str) -> str | None:
+    """The strategy whose first training loop strategy ``name``'s is, as its own class
+    declares it (``StrategyPlugin.first_loop_as``; a subclass inherits no such claim, since
+    what it adds may act there); None: its own. A target that is not a registered strategy
+    is a one-line :class:`~strategies.registry.StrategyError`."""
+    from strategies import available_strategies, get_strategy
+    from strategies.registry import StrategyError
+
+    target = vars(get_strategy(name).cls).get("first_loop_as")
+    if target is not None and target not in available_strategies():
+        raise StrategyError(f"strategy {name!r} declares first_loop_as = {target!r}, not a "
+                            "registered strategy: name one (finetune) or remove it")
+    return target
 
 
 def _digest(body: dict[str, Any], prefix: str = "") -> str:
