@@ -36,6 +36,28 @@ def test_contract(name, tmp_path):
                        if target not in (None, name) else [])
 
 
+@pytest.mark.parametrize("name", sorted(available_strategies()))
+def test_every_accepted_hyperparameter_value_builds_the_plugin(name):
+    """A value the Config accepts must not fail later, when each cell builds its plugin
+    (ewc's decay_factor without mode online once passed validation, then failed every
+    cell in Avalanche's constructor): each hyperparameter at up to 6 other values."""
+    from benchmarks.contract import other_values
+    from strategies import make_plugin
+    from strategies.registry import StrategyError, make_config
+
+    spec = get_strategy(name)
+    tried = 0
+    for hp in spec.config_cls.model_fields:
+        for value in other_values(spec, hp, {}, most=6):
+            try:
+                make_config(name, {hp: value})
+            except StrategyError:
+                continue
+            make_plugin(name, {hp: value})
+            tried += 1
+    assert tried or not spec.config_cls.model_fields
+
+
 def test_contract_with_a_timm_trunk(tmp_path):
     """``model.trunk: timm:resnet18`` (randomly initialised, 32 px images) passes the kit."""
     pytest.importorskip("timm")
