@@ -46,7 +46,9 @@ class RanPAC(StatisticsBaseline):
     experience, on everything seen so far."""
 
     class Config(StrategyConfig):
-        proj_dim: int = Field(2048, ge=1, description="M, the random projection's dimension")
+        proj_dim: int = Field(2048, ge=1, le=16384, description="M, the random projection's "
+                              "dimension (at most 16,384: its M x M statistics, held in a "
+                              "few float64 copies, take 2 GB each there)")
         seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the random projection")
 
     #: searched by ``lrbench tune`` (lambda is chosen on held-out images, as RanPAC does)

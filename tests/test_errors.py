@@ -258,6 +258,10 @@ CASES: dict[str, Case] = {
         "proj_dim": 0}}), "--out", str(t / "new")],
         "strategy 'ranpac': hyperparameter 'proj_dim': Input should be greater than or "
         "equal to 1"),
+    "projection-huge": (lambda t, s: ["run", matrix(t, **{"strategies.ranpac": {
+        "proj_dim": 100000}}), "--out", str(t / "new")],
+        "strategy 'ranpac': hyperparameter 'proj_dim': Input should be less than or "
+        "equal to 16384"),
     "sdc-on-unknown": (lambda t, s: ["run", matrix(t, **{"strategies.sdc": {
         "sdc_on": "finetun"}}), "--out", str(t / "new")],
         "strategy 'sdc': hyperparameter 'sdc_on': Value error, unknown strategy 'finetun'. "
