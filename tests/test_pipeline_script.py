@@ -77,12 +77,13 @@ def test_every_step_in_order_each_store_saved(sandbox):
         ["lrbench", "run", "configs/thesis-cub-subset-ablations.yaml"],
         ["lrbench", "run", "configs/thesis-lifelong.yaml"],
         ["lrbench", "run", "configs/thesis-lifelong-orders.yaml"],
+        ["lrbench", "run", "configs/thesis-cub-subset-confirm.yaml"],
         ["regenerate"]]
     assert all("--jobs 2" in line for line in log if line.startswith("lrbench"))
     stores = sandbox / "docs" / "results" / "stores"
     assert sorted(p.name for p in stores.iterdir()) == [
-        "thesis-cub-subset", "thesis-cub-subset-ablations", "thesis-cub-subset-val-more-tune",
-        "thesis-lifelong", "thesis-lifelong-orders"]
+        "thesis-cub-subset", "thesis-cub-subset-ablations", "thesis-cub-subset-confirm",
+        "thesis-cub-subset-val-more-tune", "thesis-lifelong", "thesis-lifelong-orders"]
     assert (stores / "thesis-cub-subset-val-more-tune" / "tuned.yaml").is_file()
     assert (sandbox / "docs" / "results" / "tuning-more" / "tuned.yaml").is_file()
     # the CUB store's finetune and fecd cells were copied into the ablation store

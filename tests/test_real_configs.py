@@ -114,3 +114,29 @@ def test_regenerate_joins_the_second_claims_exactly_when_the_matrices_run_them()
     text = (REPO / "configs" / "thesis-cub-subset.yaml").read_text()
     assert bool(re.search(r"^  bct:", text, flags=re.M)) == TUNED_MORE.is_file()
     assert ("bct" in _cells("thesis-cub-subset.yaml")) == TUNED_MORE.is_file()
+
+
+def test_the_confirmatory_matrix_tests_the_lead_on_seeds_no_other_run_used():
+    """configs/thesis-cub-subset-confirm.yaml runs the ablation variant whose lead it tests
+    (the same hyperparameters, the test protocol) beside the untrained reference, on seeds
+    that neither the test matrices nor the tunings use, and its claim names just those."""
+    confirm = load_config(REPO / "configs" / "thesis-cub-subset-confirm.yaml")
+    used = {s for name in ("thesis-cub-subset.yaml", "thesis-cub-subset-ablations.yaml",
+                           "thesis-lifelong.yaml", "thesis-lifelong-orders.yaml")
+            for s in load_config(REPO / "configs" / name).seeds}
+    for path in _tunings():
+        tuned = yaml.safe_load(path.read_text())
+        used |= set(tuned.get("tuned_on_seeds") or tuned["seeds"])
+    assert len(confirm.seeds) == 5 and not set(confirm.seeds) & used
+    cells = _cells("thesis-cub-subset-confirm.yaml")
+    ablation = _cells("thesis-cub-subset-ablations.yaml")
+    assert set(cells) == {"pretrained", "dkd-bn-frozen"}
+    assert cells["dkd-bn-frozen"] == ablation["dkd-bn-frozen"]
+    test = {c.strategy: c for c in _expanded("thesis-cub-subset.yaml") if c.seed == 0}
+    mine = {c.strategy: c for c in _expanded("thesis-cub-subset-confirm.yaml")}
+    # the same protocol: only the seed differs from the test matrix's pretrained cell
+    assert test["pretrained"].model_copy(update={"seed": mine["pretrained"].seed}).hash == \
+        mine["pretrained"].hash
+    claims = yaml.safe_load((REPO / "docs" / "examples" / "claims-confirm.yaml").read_text())
+    assert [(c["strategies"], c["versus"]) for c in claims["claims"]] == [
+        (["dkd-bn-frozen"], "pretrained")]

@@ -12,7 +12,8 @@
 #      with both tunings' choices (configs_from_tuning.py; the earlier cells keep their
 #      config hashes, so a store already holding them only adds the new strategies)
 #   3. the test matrices: CUB, its ablations (reusing the CUB store's finetune, fecd and
-#      dkd cells), the lifelong stream, its two more orders
+#      dkd cells), the lifelong stream, its two more orders, and the confirmatory run of
+#      the ablations' one lead on new seeds
 #   4. bash docs/results/regenerate.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +36,7 @@ if [ -z "${LRBENCH_DATA:-}" ]; then
 fi
 export LRBENCH_DATA
 STORES=(thesis-cub-subset-val-more-tune thesis-cub-subset thesis-cub-subset-ablations
-        thesis-lifelong thesis-lifelong-orders)
+        thesis-lifelong thesis-lifelong-orders thesis-cub-subset-confirm)
 stamp() { echo "pipeline: $* ($(date -u +%FT%TZ))"; }
 # step NAME COMMAND...: run COMMAND into results/NAME, saving the store every 20 minutes
 # while it runs and once more when it ends, however it ends (a cell that failed makes
@@ -95,6 +96,9 @@ step thesis-cub-subset-ablations "$LRBENCH" run configs/thesis-cub-subset-ablati
     --jobs "$JOBS" --resume
 step thesis-lifelong "$LRBENCH" run configs/thesis-lifelong.yaml --jobs "$JOBS" --resume
 step thesis-lifelong-orders "$LRBENCH" run configs/thesis-lifelong-orders.yaml \
+    --jobs "$JOBS" --resume
+# the confirmatory run of the dkd-bn-frozen lead, on seeds no other cell uses
+step thesis-cub-subset-confirm "$LRBENCH" run configs/thesis-cub-subset-confirm.yaml \
     --jobs "$JOBS" --resume
 
 stamp "4. every generated file of docs/results"
