@@ -1077,8 +1077,8 @@ def test_strategies_share_the_first_loop_they_train_as_finetune_does(tmp_path):
     assert {s: t["shared_training"] for s, t in took.items() if t["shared_training"]} == {
         "finetune": [0], "first_session": [0], "er_aml": [0]}  # ewc, first in order, ran it
     log = tmp_path / "shared" / "cells" / "synth-tiny__er_aml__seed0" / "log.txt"
-    assert "experience 0: its training loop loaded, run by a cell that trains it as " \
-        "finetune does" in log.read_text()
+    assert "experience 0: its training loop loaded, run by a cell that trains that loop " \
+        "alike (first_loop_as)" in log.read_text()
     # the file of a loop shared across strategies holds no plugin state: refused as one of
     # ewc's own loops (whose states it would need), trained instead, same numbers
     crossed, own = tmp_path / "crossed", tmp_path / "own"

@@ -198,7 +198,8 @@ def run_cell(cell: Cell, checkpoint: Path | None = None,
     that is not there is run and, with ``save_trained``, written; ``first_loop`` and
     ``save_first_loop`` likewise for the first loop shared across strategies
     (:attr:`~benchmarks.config.Cell.first_loop_key`). The cell computes with its own
-    ``training.threads`` intra-op threads, whatever runs it (numbers never depend on it).
+    ``training.threads`` intra-op threads in any process: its numbers never depend on
+    ``--jobs``, the executor or the host.
     """
     from strategies.template import torch_threads
 
@@ -290,10 +291,10 @@ def _run_cell(cell: Cell, checkpoint: Path | None, log: Callable[[str], None],
         tpl.run(bench, checkpoint=checkpoint, stop_after=tpl.experiences_done + 1)
         timings.append(time.perf_counter() - start)
         done = tpl.experiences_done
-        shared_loops = tpl.shared_training
-        if shared_loops is not None and done - 1 in shared_loops.loaded:
-            log(f"experience {done - 1}: its training loop loaded, run by a cell that trains "
-                + ("it as finetune does" if shared_loops.crossed(done - 1) else "alike"))
+        loops = tpl.shared_training
+        if loops is not None and done - 1 in loops.loaded:
+            how = "that loop alike (first_loop_as)" if loops.crossed(done - 1) else "alike"
+            log(f"experience {done - 1}: its training loop loaded, run by a cell that trains {how}")
         if done == 1 and first is not None and save_first and not first.is_file():
             try:  # atomic: a cell starting now sees all of it or none
                 tpl.save_checkpoint(first)
