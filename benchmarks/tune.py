@@ -69,8 +69,10 @@ from benchmarks.tune_search import (  # noqa: F401 (re-exported: benchmarks.tune
     _distribution,
     _with_validation,
     _without_validation,
+    accepting,
     edges,
     extended_value,
+    extension,
     label_seed,
     sobol_points,
     training_tunables,
@@ -390,20 +392,15 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
             for edge in edges(done, label, plan.spaces, plan.direction):
                 if edge.side not in ("low", "high"):
                     continue
-                space = plan.spaces[edge.param]
-                value = extended_value(space, edge.best, edge.side, extend)
-                if value is None:
-                    continue
                 best = _best([t for t in done if t.strategy == label
                               and t.status == "finished"], plan.direction)
+                value = extension(plan.spaces[edge.param], edge.best, edge.side, extend,
+                                  accepting(tuning, name, source, plan, best.params, edge.param))
+                if value is None:
+                    continue
                 params = {**best.params, edge.param: value}
                 if any(t.params == params for t in done if t.strategy == label):
                     continue
-                try:
-                    parse_config({**tuning, "name": name, "strategies": {
-                        "probe": plan.variant(params)}}, source)
-                except LrbenchError:
-                    continue  # the Config's own bound: reported as stuck below
                 number = 1 + max(t.number for t in done if t.strategy == label)
                 trial = Trial(label, number, f"{label}-t{number:03d}", params, kind="extend")
                 variants[trial.label] = plan.variant(params)
@@ -427,19 +424,15 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     for label, plan in plans.items():
         for edge in edges(done, label, plan.spaces, plan.direction):
             if edge.side in ("low", "high"):
-                value = extended_value(plan.spaces[edge.param], edge.best, edge.side,
-                                       extend or 10.0)
-                if value is None:
+                space = plan.spaces[edge.param]
+                if extended_value(space, edge.best, edge.side, 1.0) is None:
                     edge.stuck = "an integer range is not extended"
-                else:
-                    try:
-                        parse_config({**tuning, "name": name, "strategies": {"probe": (
-                            plan.variant({**chosen[label], edge.param: value}))}}, source)
-                        if extend:
-                            edge.stuck = (f"still at the edge after {extend_rounds} "
-                                          "extension round(s): raise --extend-rounds")
-                    except LrbenchError:
-                        edge.stuck = "the Config allows no value further out"
+                elif extension(space, edge.best, edge.side, extend or 10.0, accepting(
+                        tuning, name, source, plan, chosen[label], edge.param)) is None:
+                    edge.stuck = "the Config allows no value further out"
+                elif extend:
+                    edge.stuck = (f"still at the edge after {extend_rounds} "
+                                  "extension round(s): raise --extend-rounds")
             found.append(edge)
     done.sort(key=lambda t: (list(plans).index(t.strategy), t.number))
     objectives = {label: plan.objective for label, plan in plans.items()}

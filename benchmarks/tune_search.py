@@ -163,6 +163,34 @@ def extended_value(space: Any, value: float, side: str, factor: float) -> float 
     return value + step if side == "high" else value - step
 
 
+def accepting(tuning: dict[str, Any], name: str, source: str, plan: Any,
+              params: dict[str, Any], param: str) -> Any:
+    """Whether the strategy's Config takes ``params`` with ``param`` at a given value, in
+    the tuning's matrix (what :func:`extension` asks of a value: its own bound refuses)."""
+    def ok(value: float) -> bool:
+        try:
+            parse_config({**tuning, "name": name, "strategies": {
+                "probe": plan.variant({**params, param: value})}}, source)
+        except LrbenchError:
+            return False
+        return True
+    return ok
+
+
+def extension(space: Any, value: float, side: str, factor: float,
+              valid: Any = lambda v: True) -> float | None:
+    """Where to search past an edge: :func:`extended_value`, or, where the strategy's
+    Config refuses that (``valid`` says), the declared range's own end on that side when
+    it lies beyond ``value`` (a shrinkage chosen at 0.65 of a range ending at 1: 2.6 is
+    refused, 1 is tried); None when neither is a value further out."""
+    out = extended_value(space, value, side, factor)
+    if out is None or valid(out):
+        return out
+    end = space.high if side == "high" else space.low
+    beyond = end > value if side == "high" else end < value
+    return end if beyond and valid(end) else None
+
+
 #: objective name -> (Optuna direction, what it is); each is computed per cell from the
 #: chosen metric's union-of-seen curve or R matrix, on the validation split
 OBJECTIVES = {

@@ -247,6 +247,22 @@ def test_extend_edges_ends_with_the_optimum_bracketed(tmp_path, monkeypatch, cap
     assert "| l2_kd | lam |" in (tmp_path / "s" / "tuning.md").read_text()
 
 
+def test_an_edge_short_of_the_configs_bound_searches_up_to_that_bound():
+    """A best value at the largest tried but short of where the Config stops (slda's
+    shrinkage chosen at 0.65 of a range ending at 1, the Config taking at most 1): the
+    extension past it (x 4 = 2.6) is refused, so the range's end (1) is tried instead;
+    at the bound itself nothing further is left, and a log range's low side alike."""
+    from benchmarks.tune_search import extension
+    from strategies.registry import LogUniform, Uniform
+
+    space, upto_one = LogUniform(1e-3, 1.0), (lambda v: 0 < v <= 1)
+    assert extension(space, 0.65, "high", 4.0, upto_one) == 1.0
+    assert extension(space, 1.0, "high", 4.0, upto_one) is None
+    assert extension(space, 0.65, "high", 4.0) == pytest.approx(2.6)  # nothing refused
+    assert extension(space, 0.002, "low", 4.0, lambda v: v >= 0.001) == 0.001
+    assert extension(Uniform(0.0, 1.0), 0.9, "high", 4.0, upto_one) == 1.0
+
+
 def test_an_optimum_inside_the_range_is_bracketed_without_extension(tmp_path, monkeypatch,
                                                                     capsys):
     _toy(monkeypatch, 1.5)
