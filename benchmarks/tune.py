@@ -424,10 +424,10 @@ def tune(path: str | Path, trials: int, out: str | Path | None = None, seed: int
     for label, plan in plans.items():
         for edge in edges(done, label, plan.spaces, plan.direction):
             if edge.side in ("low", "high"):
-                space = plan.spaces[edge.param]
-                if extended_value(space, edge.best, edge.side, 1.0) is None:
+                space, factor = plan.spaces[edge.param], extend or 10.0
+                if extended_value(space, edge.best, edge.side, factor) is None:
                     edge.stuck = "an integer range is not extended"
-                elif extension(space, edge.best, edge.side, extend or 10.0, accepting(
+                elif extension(space, edge.best, edge.side, factor, accepting(
                         tuning, name, source, plan, chosen[label], edge.param)) is None:
                     edge.stuck = "the Config allows no value further out"
                 elif extend:

@@ -166,7 +166,7 @@ def trained_state_problem(tpl: Any, state: dict[str, Any]) -> str | None:
             not isinstance(theirs[k], torch.Tensor) or theirs[k].shape != v.shape
             for k, v in own.items()):
         return "its model is not this cell's (other parameters or shapes)"
-    groups = [len(g["params"]) for g in tpl.optimizer.state_dict()["param_groups"]]
+    groups = [len(g["params"]) for g in tpl.optimizer.param_groups]
     theirs_opt = state["optimizer"]
     if not isinstance(theirs_opt, dict) or not isinstance(theirs_opt.get("param_groups"),
                                                           list) or [

@@ -140,11 +140,8 @@ class Cell(_Strict):
         from strategies import get_strategy
 
         idle = get_strategy(self.plugin_name).inactive_in_first_experience
-        body = {k: v for k, v in self._body().items()
-                if k not in ("data_root", "cache_dir", "plugin")}
-        body["strategy"] = self.plugin_name
-        body["hparams"] = {k: v for k, v in self.hparams.items() if k not in idle}
-        return _digest(body, "first-experience:")
+        return self._key_as(self.plugin_name, {k: v for k, v in self.hparams.items()
+                                               if k not in idle}, "first-experience:")
 
     @property
     def training_key(self) -> str:
@@ -153,14 +150,7 @@ class Cell(_Strict):
         (``StrategyPlugin.trains_as``: a drift compensation trains as the strategy it wraps,
         whatever its own hyperparameters). Cells with one key may run each loop once and
         share it (:mod:`benchmarks.run.sharing`; the contract kit checks the equality)."""
-        from strategies import get_strategy
-
-        name, hparams = get_strategy(self.plugin_name).cls.trains_as(self.plugin_name,
-                                                                     dict(self.hparams))
-        body = {k: v for k, v in self._body().items()
-                if k not in ("data_root", "cache_dir", "plugin")}
-        body["strategy"], body["hparams"] = name, hparams
-        return _digest(body, "training:")
+        return self._key_as(*self._trains_as(), "training:")
 
     @property
     def first_loop_key(self) -> str | None:
@@ -168,17 +158,27 @@ class Cell(_Strict):
         strategy this cell trains as declares it trains that loop as another
         (``StrategyPlugin.first_loop_as``: finetune's, for most), hashed; None when it does
         not. Cells of different strategies with one key run that loop once."""
-        from strategies import get_strategy
-
-        name, _ = get_strategy(self.plugin_name).cls.trains_as(self.plugin_name,
-                                                               dict(self.hparams))
-        target = first_loop_target(name)
+        target = first_loop_target(self._trains_as()[0])
         if target is None:
             return None
+        return self._key_as(target, resolved_hparams(target, {}), "first-loop:")
+
+    def _trains_as(self) -> tuple[str, dict[str, Any]]:
+        """The strategy and hyperparameters this cell's training loops are
+        (``StrategyPlugin.trains_as``)."""
+        from strategies import get_strategy
+
+        return get_strategy(self.plugin_name).cls.trains_as(self.plugin_name,
+                                                            dict(self.hparams))
+
+    def _key_as(self, strategy: str, hparams: dict[str, Any], prefix: str) -> str:
+        """This cell's hash body with ``strategy`` and ``hparams`` in place of its own
+        (no label, data root or cache folder: they change no number), hashed under
+        ``prefix``: the keys of what cells share."""
         body = {k: v for k, v in self._body().items()
                 if k not in ("data_root", "cache_dir", "plugin")}
-        body["strategy"], body["hparams"] = target, resolved_hparams(target, {})
-        return _digest(body, "first-loop:")
+        body["strategy"], body["hparams"] = strategy, hparams
+        return _digest(body, prefix)
 
     def without_files(self, skips: dict[str, list[str]]) -> Cell:
         """This cell leaving the ``skips`` files out: another cell, with its own hash."""
