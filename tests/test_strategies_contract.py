@@ -59,12 +59,14 @@ def test_every_accepted_hyperparameter_value_builds_the_plugin(name):
 
 
 def test_contract_with_a_timm_trunk(tmp_path):
-    """``model.trunk: timm:resnet18`` (randomly initialised, 32 px images) passes the kit."""
+    """``model.trunk: timm:test_resnet`` (timm's 0.4M-parameter ResNet made for tests,
+    randomly initialised, 32 px images) passes the kit: any timm trunk goes through the
+    same code (tests/test_model.py builds resnet18 and inception_v3 in it)."""
     pytest.importorskip("timm")
-    report = check_strategy("l2_kd", trunk="timm:resnet18", tmp_path=tmp_path)
+    report = check_strategy("l2_kd", trunk="timm:test_resnet", tmp_path=tmp_path)
     assert "checkpoint + resume identical" in report.checks
     assert any(c.startswith("regulariser active") for c in report.checks)
-    assert report.checks[-1] == "timm:resnet18 embeds a 224 px image in 512 dimensions"
+    assert report.checks[-1] == "timm:test_resnet embeds a 224 px image in 512 dimensions"
 
 
 @pytest.mark.slow  # minutes on two cores: BN-Inception's 11M parameters, 3 runs of 3 tasks
