@@ -19,8 +19,11 @@ missing entry), never 0.
 * :func:`average_compatibility` (AC), :func:`average_accuracy` (AM),
   :func:`backward_compatibility` (BC), :func:`forward_compatibility` (FC): CL2R's
   summaries (Biondi et al., 2023);
-* :func:`update_gain`: BCT's update gain, with the backfilled self-test ``S`` as its
-  upper bound.
+* :func:`update_gain`: BCT's update gain per pair, with the backfilled self-test ``S`` as
+  its upper bound; :func:`cross_test_gain` and :func:`backfill_gain`, its numerator and
+  denominator averaged over the pairs, and :func:`pooled_update_gain`, their ratio: the
+  one-number summary (a mean of the per-pair ratios is ruled by pairs whose backfill gain
+  is a few queries).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["average_accuracy", "average_compatibility", "backward_compatibility",
-           "compatibility_summary", "compatible_pairs", "forward_compatibility",
-           "update_gain"]
+           "backfill_gain", "compatibility_summary", "compatible_pairs", "cross_test_gain",
+           "forward_compatibility", "pooled_update_gain", "update_gain"]
 
 
 def _square(m: Any) -> np.ndarray:
@@ -118,20 +121,56 @@ def update_gain(m: Any, s: Any) -> np.ndarray:
     return out
 
 
+def _lower_mean(v: np.ndarray) -> float:
+    """The mean of the strict lower triangle of ``v``; NaN with one model or a missing
+    entry."""
+    t = v.shape[0]
+    low = v[np.tril_indices(t, -1)]
+    return float(low.mean()) if low.size and np.isfinite(low).all() else float("nan")
+
+
+def cross_test_gain(m: Any) -> float:
+    """``mean_{i > j} (M[i][j] - M[j][j])``: what an update without backfilling gives over
+    keeping the old model, averaged over every pair (update gain's numerator; AC counts
+    its positive terms). NaN with one model or a missing entry."""
+    a = _square(m)
+    return _lower_mean(a - np.diag(a)[None, :])
+
+
+def backfill_gain(m: Any, s: Any) -> float:
+    """``mean_{i > j} (S[i][j] - M[j][j])``: what backfilling every old gallery with the
+    newer model would give over keeping the old model (update gain's denominator); at or
+    below 0 backfilling would not help on average. NaN with one model or a missing entry."""
+    a, b = _square(m), _square(s)
+    if a.shape != b.shape:
+        raise ValueError(f"M and S differ in shape: {a.shape} != {b.shape}")
+    return _lower_mean(b - np.diag(a)[None, :])
+
+
+def pooled_update_gain(m: Any, s: Any) -> float:
+    """BCT's update gain pooled over the pairs i > j: :func:`cross_test_gain` over
+    :func:`backfill_gain`, the share of the total gain of backfilling that the
+    never-re-embedded galleries reach (1: as good as backfilling, 0: as keeping the old
+    models, below 0: worse). NaN where backfilling would not help on the whole (backfill
+    gain <= 0) or an entry is missing."""
+    den = backfill_gain(m, s)
+    return cross_test_gain(m) / den if np.isfinite(den) and den > 0 else float("nan")
+
+
 def compatibility_summary(m: Any, s: Any | None = None) -> dict[str, Any]:
     """Every summary of one run's M (and S): ``ac``, ``am``, ``bc``, ``fc``, the number of
-    ``compatible`` pairs out of ``pairs``, and with ``s`` the ``update_gain`` matrix and its
-    mean over the pairs where it is defined (``update_gain_mean``, NaN when none is)."""
+    ``compatible`` pairs out of ``pairs``, ``cross_test_gain``, and with ``s`` the per-pair
+    ``update_gain`` matrix, ``backfill_gain`` and ``update_gain_pooled``."""
     a = _square(m)
     t = a.shape[0]
     out: dict[str, Any] = {
         "ac": average_compatibility(a), "am": average_accuracy(a),
         "bc": backward_compatibility(a), "fc": forward_compatibility(a),
         "compatible": int(compatible_pairs(a).sum()), "pairs": t * (t - 1) // 2,
+        "cross_test_gain": cross_test_gain(a),
     }
     if s is not None:
-        g = update_gain(a, s)
-        defined = g[np.isfinite(g)]
-        out["update_gain"] = g.tolist()
-        out["update_gain_mean"] = float(defined.mean()) if defined.size else float("nan")
+        out["update_gain"] = update_gain(a, s).tolist()
+        out["backfill_gain"] = backfill_gain(a, s)
+        out["update_gain_pooled"] = pooled_update_gain(a, s)
     return out

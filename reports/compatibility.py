@@ -14,8 +14,10 @@ Columns (one value per cell, the comparison tables and ``--claims`` read them):
   experience; ``nri_cost``: the re-embedded (seen-classes) value minus it, the **cost of
   not backfilling** (above 0: re-embedding the gallery would have found more);
 * ``nfr``: the mean negative-flip rate over the model updates (experiences 1..T-1);
-* ``ac``, ``am``, ``bc``, ``fc``: CL2R's summaries of M; ``update_gain``: BCT's update
-  gain, mean over the pairs where it is defined.
+* ``ac``, ``am``, ``bc``, ``fc``: CL2R's summaries of M; ``cross_test_gain`` and
+  ``backfill_gain``: BCT's update gain's numerator and denominator averaged over the pairs
+  i > j; ``update_gain``: their ratio (pooled over the pairs; NaN where backfilling would
+  not help on the whole).
 
 These columns are computed in :mod:`reports.compatibility_columns` (which
 :mod:`reports.load` imports; re-exported here); the figures are drawn by
@@ -128,8 +130,10 @@ def gallery_table(results: Any, scenario: str, metric: str,
 
 def compatibility_table(results: Any, scenario: str,
                         strategies: list[str] | None = None) -> pd.DataFrame:
-    """Per strategy (mean over seeds): AC, AM, BC, FC, the update gain and the number of
-    compatible pairs of M (Recall@1)."""
+    """Per strategy (mean over seeds): AC, AM, BC, FC, the cross-test and backfill gains,
+    the update gain pooled over the pairs and seeds (the mean cross-test gain over the
+    mean backfill gain, NaN where that is <= 0: backfilling would not help) and the number
+    of compatible pairs of M (Recall@1)."""
     data: dict[str, list[float]] = {}
     for s in _order(results, scenario, strategies):
         rows = []
@@ -141,14 +145,18 @@ def compatibility_table(results: Any, scenario: str,
             from metrics.compatibility import compatible_pairs
 
             rows.append([summary["ac"], summary["am"], summary["bc"], summary["fc"],
-                         summary["update_gain"], float(compatible_pairs(m).sum())])
+                         summary["cross_test_gain"], summary["backfill_gain"],
+                         float(compatible_pairs(m).sum())])
         if rows:
-            data[s] = _column_means(rows)
+            ac, am, bc, fc, cross, backfill, pairs = _column_means(rows)
+            gain = cross / backfill if backfill > 0 else float("nan")  # NaN compares False
+            data[s] = [ac, am, bc, fc, cross, backfill, gain, pairs]
     if not data:
         return pd.DataFrame()
     return pd.DataFrame.from_dict(
         data, orient="index",
-        columns=["AC", "AM", "BC", "FC", "update gain", "compatible pairs"]).rename_axis(
+        columns=["AC", "AM", "BC", "FC", "cross-test gain", "backfill gain", "update gain",
+                 "compatible pairs"]).rename_axis(
         "strategy")
 
 
@@ -243,9 +251,13 @@ def page_blocks(results: Any, scenario: str, metric: str,
             "against model j's gallery on the classes seen by step j. AC: the fraction of "
             "pairs i > j meeting BCT's criterion `M[i][j] > M[j][j]` (strict); AM: the mean "
             "of M's lower triangle; BC: mean of `M[T][i] - M[i][i]`; FC: mean of "
-            "`M[i][i-1] - M[i][i]` (CL2R, Biondi et al.); update gain: "
-            "`(M[i][j] - M[j][j]) / (S[i][j] - M[j][j])` with S the backfilled self-test "
-            "(BCT), mean over the pairs where backfilling would help. Definitions: "
-            "`docs/metrics.md`."), None))
+            "`M[i][i-1] - M[i][i]` (CL2R, Biondi et al.); cross-test gain: mean of "
+            "`M[i][j] - M[j][j]` over the pairs i > j (above 0: an update without "
+            "backfilling beats keeping the old model); backfill gain: mean of "
+            "`S[i][j] - M[j][j]`, with S the backfilled self-test (above 0: re-embedding "
+            "old galleries with the newer model would help); update gain (BCT): the "
+            "first over the second, pooled over pairs and seeds, the share of "
+            "backfilling's gain reached without it, – where backfilling would not help. "
+            "Definitions: `docs/metrics.md`."), None))
         blocks.append(("cross", "", comp))
     return blocks

@@ -14,13 +14,16 @@ import pandas as pd
 from metrics.compatibility import (
     average_accuracy,
     average_compatibility,
+    backfill_gain,
     backward_compatibility,
+    cross_test_gain,
     forward_compatibility,
-    update_gain,
+    pooled_update_gain,
 )
 
 #: per-cell columns this module adds to ``reports.load.summaries``
-COLUMNS = ("final_nri", "nri_cost", "nfr", "ac", "am", "bc", "fc", "update_gain")
+COLUMNS = ("final_nri", "nri_cost", "nfr", "ac", "am", "bc", "fc", "cross_test_gain",
+           "backfill_gain", "update_gain")
 
 
 def _float(v: Any) -> float:
@@ -63,11 +66,11 @@ def cell_summary(entry: dict[str, Any] | None, metric: str,
     if comp:
         m = _array(comp["matrix"])
         out.update(ac=average_compatibility(m), am=average_accuracy(m),
-                   bc=backward_compatibility(m), fc=forward_compatibility(m))
+                   bc=backward_compatibility(m), fc=forward_compatibility(m),
+                   cross_test_gain=cross_test_gain(m))
         if comp.get("self_test") is not None:
-            g = update_gain(m, _array(comp["self_test"]))
-            defined = g[np.isfinite(g)]
-            out["update_gain"] = float(defined.mean()) if defined.size else float("nan")
+            s = _array(comp["self_test"])
+            out.update(backfill_gain=backfill_gain(m, s), update_gain=pooled_update_gain(m, s))
     return out
 
 

@@ -42,7 +42,8 @@ from reports.settings import (  # noqa: F401 (re-exported: reports.load.*)
 SUMMARY_COLUMNS = ("final_seen", "avg_incremental_seen", "final_mean", "forgetting",
                    "forgetting_ratio", "bwt", "avg_incremental", "last_task",
                    # the never-re-indexed gallery and compatibility (reports.compatibility)
-                   "final_nri", "nri_cost", "nfr", "ac", "am", "bc", "fc", "update_gain")
+                   "final_nri", "nri_cost", "nfr", "ac", "am", "bc", "fc", "cross_test_gain",
+                   "backfill_gain", "update_gain")
 #: undefined (NaN, shown as "–") for a cell with a single experience: nothing to forget
 UNDEFINED_WITH_ONE = ("forgetting", "forgetting_ratio", "bwt")
 

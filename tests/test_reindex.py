@@ -17,10 +17,13 @@ import torch.nn.functional as F
 from metrics.compatibility import (
     average_accuracy,
     average_compatibility,
+    backfill_gain,
     backward_compatibility,
     compatibility_summary,
     compatible_pairs,
+    cross_test_gain,
     forward_compatibility,
+    pooled_update_gain,
     update_gain,
 )
 from metrics.gallery import StoredGallery, mixed_gallery
@@ -84,7 +87,29 @@ def test_compatibility_metrics_on_a_hand_case():
     assert np.isnan(g[np.triu_indices(3)]).all()
     summary = compatibility_summary(M_HAND, S_HAND)
     assert summary["compatible"] == 1 and summary["pairs"] == 3
-    assert summary["update_gain_mean"] == pytest.approx(np.mean([1 / 3, 0.0, -1 / 3]))
+    # numerators over the pairs (1,0), (2,0), (2,1): 0.1, 0.0, -0.05; denominators 0.3,
+    # 0.4, 0.15
+    assert summary["cross_test_gain"] == pytest.approx((0.1 + 0.0 - 0.05) / 3)
+    assert summary["backfill_gain"] == pytest.approx((0.3 + 0.4 + 0.15) / 3)
+    assert summary["update_gain_pooled"] == pytest.approx(0.05 / 0.85)
+
+
+def test_pooled_update_gain_is_not_ruled_by_a_tiny_backfill_gain():
+    """One pair whose backfill gain is a single query in a thousand has the ratio -40 and
+    makes the mean of the per-pair ratios -13.5; pooled over the pairs, the numerators and
+    denominators add up first (-0.1 / 0.251 = -0.40), and where backfilling would not help
+    on the whole there is nothing to share: undefined."""
+    m = np.array([[0.8, np.nan, np.nan], [0.76, 0.7, np.nan], [0.75, 0.69, 0.7]])
+    s = np.array([[0.8, np.nan, np.nan], [0.801, 0.7, np.nan], [0.9, 0.85, 0.7]])
+    g = update_gain(m, s)
+    assert g[1, 0] == pytest.approx(-0.04 / 0.001)  # the per-pair ratio BCT defines
+    assert np.nanmean(g) == pytest.approx((-40 - 0.5 - 0.01 / 0.15) / 3)
+    assert pooled_update_gain(m, s) == pytest.approx(
+        (-0.04 - 0.05 - 0.01) / (0.001 + 0.1 + 0.15))
+    assert math.isnan(pooled_update_gain(m, m))  # S = M: backfilling adds nothing
+    worse = np.where(np.isnan(s), s, s - 0.2)
+    assert backfill_gain(m, worse) < 0 and math.isnan(pooled_update_gain(m, worse))
+    assert math.isnan(cross_test_gain(np.array([[0.8]])))  # one model: no pair
 
 
 def test_update_gain_is_undefined_where_backfilling_would_not_help():
@@ -476,8 +501,9 @@ def test_bct_old_classifier_synthesises_the_new_classes(runs):
 # -- reports: the columns and tables read the cells' sections ----------------------------------
 def test_report_columns_and_tables_against_the_cells(smoke_store, tmp_path):
     """reports.compatibility recomputed by hand from each result.json: the summary columns
-    (final_nri, nri_cost, nfr, ac, am, bc, fc, update_gain), the gallery and compatibility
-    tables (means over seeds); a store without the sections reports NaN and no table."""
+    (final_nri, nri_cost, nfr, ac, am, bc, fc, cross_test_gain, backfill_gain, update_gain),
+    the gallery and compatibility tables (means over seeds; the table's update gain pooled
+    over seeds too); a store without the sections reports NaN and no table."""
     import json
     import shutil
 
@@ -498,25 +524,29 @@ def test_report_columns_and_tables_against_the_cells(smoke_store, tmp_path):
         s = payload["compatibility"]["self_test"]
         t = len(m)
         pairs = [(i, j) for i in range(t) for j in range(i)]
-        gains = [(m[i][j] - m[j][j]) / (s[i][j] - m[j][j]) for i, j in pairs
-                 if s[i][j] > m[j][j]]
+        cross = sum(m[i][j] - m[j][j] for i, j in pairs) / len(pairs)
+        backfill = sum(s[i][j] - m[j][j] for i, j in pairs) / len(pairs)
         want = {"final_nri": nri[-1], "nri_cost": seen[-1] - nri[-1],
                 "nfr": sum(flips[1:]) / (t - 1),
                 "ac": sum(m[i][j] > m[j][j] for i, j in pairs) / len(pairs),
                 "am": sum(m[i][j] for i in range(t) for j in range(i + 1)) / (t * (t + 1) / 2),
                 "bc": sum(m[t - 1][i] - m[i][i] for i in range(t - 1)) / (t - 1),
                 "fc": sum(m[i][i - 1] - m[i][i] for i in range(1, t)) / (t - 1),
-                "update_gain": sum(gains) / len(gains) if gains else math.nan}
+                "cross_test_gain": cross, "backfill_gain": backfill,
+                "update_gain": cross / backfill if backfill > 0 else math.nan}
         row = table.loc[(strategy, seed)]
         for col, value in want.items():
             assert row[col] == pytest.approx(value, nan_ok=True), (strategy, seed, col)
         expected.setdefault(strategy, []).append(
-            [want["ac"], want["am"], want["bc"], want["fc"], want["update_gain"]])
+            [want["ac"], want["am"], want["bc"], want["fc"], cross, backfill])
     comp = rc.compatibility_table(res, "synth-tiny")
     gallery = rc.gallery_table(res, "synth-tiny", "recall@1")
     for strategy, rows in expected.items():
-        assert comp.loc[strategy, ["AC", "AM", "BC", "FC", "update gain"]].tolist() == \
-            pytest.approx(np.nanmean(np.array(rows, dtype=float), axis=0).tolist())
+        means = np.mean(np.array(rows, dtype=float), axis=0).tolist()
+        assert comp.loc[strategy, ["AC", "AM", "BC", "FC", "cross-test gain",
+                                   "backfill gain"]].tolist() == pytest.approx(means)
+        gain = comp.loc[strategy, "update gain"]
+        assert gain == pytest.approx(means[4] / means[5]) if means[5] > 0 else np.isnan(gain)
         cells = table.loc[strategy]
         assert gallery.loc[strategy, "cost of not backfilling"] == pytest.approx(
             cells["nri_cost"].mean())
