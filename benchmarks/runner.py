@@ -19,9 +19,6 @@ compensation beside the strategy it wraps) train it once and share it, to the sa
 
 from __future__ import annotations
 
-import os
-import platform
-import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +27,10 @@ from typing import Any
 
 from benchmarks.config import Cell, MatrixConfig, expand_cells
 from benchmarks.errors import LrbenchError
-from benchmarks.run.cell import final_line, versions, warm_caches
+from benchmarks.run.cell import final_line, warm_caches
 from benchmarks.run.executors import Launch, get_executor
 from benchmarks.run.preflight import check_data, settle_checkpoints
+from benchmarks.run.provenance import machine, versions
 from benchmarks.run.sharing import Sharing
 from benchmarks.run.store import (
     DamagedResult,
@@ -164,14 +162,14 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                 counts["skipped"] += 1
             else:
                 todo.append(cell)
-        host = {"hostname": socket.gethostname(), "platform": platform.platform(),
-                "cpus": os.cpu_count()}
+        host = machine()  # for an outcome no worker reported (a pool that broke)
         vers = versions()
         bar = tqdm(total=len(cells), initial=counts["skipped"], desc=config.name, unit="cell",
                    disable=not progress)
 
         def record(cell: Cell, outcome: dict[str, Any], started: float) -> None:
-            kept = write_result(store, cell, outcome, started, vers, host)
+            kept = write_result(store, cell, outcome, started, vers,
+                                outcome.get("machine") or host)
             also = f" (its finished result of another config kept as {kept})" if kept else ""
             if outcome["status"] == "finished":
                 bar.write(f"done   {cell.id}: {final_line(outcome['payload']['summary'])}{also}")

@@ -146,7 +146,7 @@ def cell_values(results: Results, tables: list[Table]) -> dict[str, str]:
     """Per scenario, the tidy per-cell CSV from which every number of its table, pairwise
     table, figures and claims is recomputed: one row per cell and quantity (each summary
     column of every metric; each point of the seen curve, ``train_exp``; each R-matrix
-    entry, ``train_exp`` and ``eval_exp``), with the cell's config hash and commit."""
+    entry, ``train_exp`` and ``eval_exp``), with the cell's config hash, commit and CPU."""
     out = {}
     for t in tables:
         rows = []
@@ -159,7 +159,8 @@ def cell_values(results: Results, tables: list[Table]) -> dict[str, str]:
                 common = {"scenario": r.scenario, "strategy": r.strategy, "seed": int(r.seed),
                           "metric": metric}
                 tail = {"config_hash": r.config_hash,
-                        "commit": results.commits.get(key, "unknown")}
+                        "commit": results.commits.get(key, "unknown"),
+                        "machine": results.machines.get(key, "unrecorded")}
                 extra = [c for c in ("final_nri", "nri_cost") if np.isfinite(getattr(r, c))]
                 for col in ("final_seen", "avg_incremental_seen", "final_mean", "forgetting",
                             "forgetting_ratio", "bwt", "avg_incremental", "last_task", *extra):

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.run.store import current_cells, parse_yaml, read_result, read_store_text
+from benchmarks.run.store import (
+    current_cells,
+    machine_label,
+    parse_yaml,
+    read_result,
+    read_store_text,
+)
 from metrics.errors import LrbenchError
 from metrics.forgetting import forgetting
 from reports.compatibility_columns import add_summary_columns
@@ -82,6 +88,9 @@ class Results:
     #: per cell (stores written since it was measured): the ``never_reindexed`` and
     #: ``compatibility`` sections of its payload (:mod:`reports.compatibility`)
     gallery: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    #: per cell: the CPU that computed it and the instruction set torch used there
+    #: (:func:`machine_label`), "unrecorded" for stores written before it was recorded
+    machines: dict[tuple[str, str, int], str] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -115,7 +124,8 @@ class Results:
                        warnings={k: v for k, v in self.warnings.items() if keep(k)},
                        commits={k: v for k, v in self.commits.items() if keep(k)},
                        cross={k: v for k, v in self.cross.items() if keep(k)},
-                       gallery={k: v for k, v in self.gallery.items() if keep(k)})
+                       gallery={k: v for k, v in self.gallery.items() if keep(k)},
+                       machines={k: v for k, v in self.machines.items() if keep(k)})
 
 
 def _curves(payload: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -250,6 +260,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
     losses: dict[tuple[str, str, int], dict[str, list[float | None]]] = {}
     warnings: dict[tuple[str, str, int], list[str]] = {}
     commits: dict[tuple[str, str, int], str] = {}
+    machines: dict[tuple[str, str, int], str] = {}
     cross: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
     weights: dict[str, tuple[str, str]] = {}
     gallery: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -288,6 +299,7 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         losses[key] = dict(result["payload"].get("losses") or {})
         warnings[key] = list(result["payload"].get("warnings") or [])
         commits[key] = str((result.get("versions") or {}).get("lrbench_commit", "unknown"))
+        machines[key] = machine_label(result.get("host"))
         loaded_weights = result["payload"].get("weights")
         if isinstance(loaded_weights, dict) and loaded_weights.get("name"):
             weights[str(loaded_weights["name"])] = (str(loaded_weights.get("file", "")),
@@ -325,7 +337,8 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         failed, columns=["scenario", "strategy", "seed", "store", "cell", "config_hash",
                          "plugin", "status", "reason"]),
         paths, configs, versions, {k: sorted(v) for k, v in sorted(skipped.items())},
-        seen_curves, losses, warnings, commits, stale, cross, weights, gallery)
+        seen_curves, losses, warnings, commits, stale, cross, weights, gallery, machines)
+
 
 
 def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],

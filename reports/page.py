@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from metrics.errors import LrbenchError, abridged
 from metrics.io import atomic_write, check_writable
+from reports.provenance import provenance_lines
 from reports.render import (
     _CSS,
     COST_FORMATS,
@@ -248,15 +249,7 @@ def _sections(results: Results, report: Report, metric: str) -> list[tuple[str, 
         f"per-task values over the stream (\"Per-task inc.\") are of {m}. \"–\" marks a "
         "value that is undefined (forgetting, ratio and BWT with a single experience). "
         "Definitions: `docs/metrics.md` in the lrbench repository."), None))
-    commits = sorted(set(results.commits.values()))
-    if len(commits) > 1:
-        blocks.append(("p", f"**Warning: these tables mix cells computed by "
-                       f"{len(commits)} lrbench commits** ({', '.join(c[:10] for c in commits)});"
-                       " rerun the older ones (`lrbench run ... --rerun-before COMMIT`) for "
-                       "numbers from one code version.", None))
-    elif commits:
-        blocks.append(("p", f"Every cell was computed by lrbench commit `{commits[0][:10]}`.",
-                       None))
+    blocks.extend(("p", line, None) for line in provenance_lines(results))
     warned = {f"{sc}/{st}/seed {seed}": w for (sc, st, seed), w in results.warnings.items()
               if w}
     if warned:
@@ -436,3 +429,4 @@ def html_page(results: Results, report: Report, metric: str) -> str:
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>lrbench report</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+

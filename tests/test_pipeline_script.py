@@ -115,6 +115,40 @@ def test_a_committed_store_is_restored_before_anything_runs(sandbox):
     assert "restored 1 of 1 committed cells" in proc.stdout
 
 
+def committed_cub_store(sandbox: Path) -> None:
+    """A committed CUB store holding the machine check's cell."""
+    committed = sandbox / "docs" / "results" / "stores" / "thesis-cub-subset"
+    cell = committed / "cells" / "cub-subset-50+5x10__first_session__seed0"
+    cell.mkdir(parents=True)
+    (cell / "result.json").write_text('{"status": "finished"}\n')
+    (committed / "matrix.yaml").write_text("name: thesis-cub-subset\n")
+
+
+def test_a_stored_cell_is_recomputed_first_and_must_match(sandbox):
+    """Where the CUB store holds first_session seed 0, it is recomputed against the store
+    (--check-determinism) before any test cell runs; a machine that computes other values
+    stops the pipeline there, in one line saying what to do, and no cell is added."""
+    committed_cub_store(sandbox)
+    proc, log = pipeline(sandbox)
+    assert proc.returncode == 0, proc.stderr
+    check = [i for i, line in enumerate(log) if "--check-determinism" in line]
+    run = log.index(next(line for line in log if line.startswith(
+        "lrbench run configs/thesis-cub-subset.yaml --jobs")))
+    assert len(check) == 1 and check[0] < run
+    assert "--out results/thesis-cub-subset --check-determinism --set seeds=[0] --set " \
+        "strategies={first_session: {}}" in log[check[0]]
+
+    shutil.rmtree(sandbox / "results")
+    (sandbox / "log.txt").unlink()
+    proc, log = pipeline(sandbox, FAIL_thesis_cub_subset="1")
+    assert proc.returncode == 1
+    assert "--check-determinism" in log[-1]  # nothing ran after it
+    said = [line for line in proc.stderr.splitlines() if line.startswith("pipeline:")]
+    assert said == ["pipeline: this machine does not reproduce the stores' values (above): "
+                    "run the pipeline on the CPU that wrote them, or move results/ and "
+                    "docs/results/stores/ aside to compute every store anew here"]
+
+
 def test_no_data_folder_is_one_line_and_exit_2(sandbox):
     env = {k: v for k, v in os.environ.items() if k != "LRBENCH_DATA"}
     proc = subprocess.run(["bash", str(sandbox / "docs" / "results" / "pipeline.sh")],

@@ -361,6 +361,34 @@ def test_loss_terms_per_experience_match_result_json(smoke_store, smoke_report):
     md = (smoke_report / "report.md").read_text()
     assert "| l2_kd | l2_kd | – |" in md and "| finetune | steps | 3 | 3 | 3 |" in md
     assert "Every cell was computed by lrbench commit" in md
+    assert "The cells that record their CPU ran on " in md and "kinds of CPU" not in md
+
+
+def test_the_report_warns_when_cells_come_from_cpus_of_two_kinds(smoke_store, tmp_path):
+    """Training rounds by the CPU's instruction set: a store whose cells ran on two kinds
+    of CPU is flagged in one warning naming both; cells written before lrbench recorded
+    the CPU are counted, not guessed; the per-cell CSV names each cell's CPU."""
+    from reports.load import load_results
+    from reports.provenance import provenance_lines
+
+    store = tmp_path / "store"
+    shutil.copytree(smoke_store, store)
+    paths = sorted(store.glob("cells/*/result.json"))
+    edits = {paths[0]: {"cpu": "Old CPU", "cpu_capability": "AVX2"}, paths[1]: None}
+    for path, host in edits.items():
+        cell = json.loads(path.read_text())
+        cell["host"] = ({**cell["host"], **host} if host else
+                        {k: cell["host"][k] for k in ("hostname", "platform", "cpus")})
+        path.write_text(json.dumps(cell))
+    lines = provenance_lines(load_results([store]))
+    kinds = [line for line in lines if "kinds of CPU" in line]
+    assert len(kinds) == 1 and "mix cells computed on 2 kinds of CPU" in kinds[0]
+    assert "Old CPU (AVX2)" in kinds[0]
+    assert "1 cell(s) record no CPU (written before lrbench recorded it)." in lines
+    report = tmp_path / "report"
+    assert main(["report", str(store), "--out", str(report), "--format", "csv"]) == 0
+    text = (report / "cells" / "synth-tiny.csv").read_text()
+    assert "Old CPU (AVX2)" in text and ",unrecorded" in text
 
 
 def test_cost_table_is_the_cells_own_timings(smoke_store, smoke_report):

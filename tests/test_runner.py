@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from unittest import mock
 
 import pytest
 import yaml
-from conftest import HANG_S, SHARED_DATA
+from conftest import HANG_S, SHARED_DATA, SMOKE_FAST
 
 from benchmarks.cli import main
 from benchmarks.config import Cell, expand_cells, load_config, parse_config
@@ -42,6 +43,14 @@ def test_store_layout_and_tidy_table(smoke_store):
     assert len(r1) == 3 and all(len(row) == 3 and None not in row for row in r1)
     assert {"torch", "avalanche-lib", "lrbench_commit"} <= set(one["versions"])
     assert one["host"]["hostname"]
+    # the worker's machine (under Ray or SLURM another host than the runner's): its CPU and
+    # the vector instruction set torch's kernels use there, which decides their rounding
+    import torch
+
+    from benchmarks.run.provenance import cpu_model
+
+    assert one["host"]["cpu"] == cpu_model() and one["host"]["cpu"]
+    assert one["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     lines = (smoke_store / "results.csv").read_text().splitlines()
     assert lines[0] == "scenario,strategy,seed,train_exp,eval_exp,metric,k,value"
     # per cell: 3 Ks x 9 entries + mAP 9, plus seen: 3 Ks x 3 + mAP 3, plus per experience
@@ -597,7 +606,41 @@ def test_check_determinism_runs_one_cell_twice(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "synth-tiny__finetune__seed1: two runs gave identical metric values" in out
+    assert "against" not in out  # no store: nothing to compare with
     assert not (tmp_path / "untouched").exists()
+
+
+def test_check_determinism_compares_with_the_stores_result(smoke_store, tmp_path, capsys):
+    """With the cell finished in the store, the fresh run is compared with it too, naming
+    the commit and CPU that wrote it: identical here; a stored value changed in its last
+    bit (as another CPU's rounding would) is caught, exit 1, and the store is untouched."""
+    import shutil
+
+    from benchmarks.run.provenance import machine
+    from benchmarks.run.store import machine_label
+
+    store = tmp_path / "store"
+    shutil.copytree(smoke_store, store)
+    argv = ["run", str(SMOKE), "--out", str(store), "--check-determinism",
+            *(a for s in SMOKE_FAST for a in ("--set", s)), "--set", "seeds=[1]"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (f"synth-tiny__finetune__seed1: against {store}'s result (commit "
+            in out) and out.rstrip().endswith(": identical metric values")
+    assert f"{machine_label(machine())}; this machine: {machine_label(machine())})" in out
+    path = store / "cells" / "synth-tiny__finetune__seed1" / "result.json"
+    cell = json.loads(path.read_text())
+    value = cell["payload"]["seen"]["recall"]["1"][-1]
+    cell["payload"]["seen"]["recall"]["1"][-1] = math.nextafter(value, 2.0)
+    path.write_text(json.dumps(cell))
+    before = path.read_bytes()
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "differs: store: seen: " in out and "two runs gave identical metric values" in out
+    assert out.rstrip().endswith("'s result (commit " + cell["versions"]["lrbench_commit"][:10]
+                                 + f", {machine_label(cell['host'])}; this machine: "
+                                 f"{machine_label(machine())}): 1 differing sections")
+    assert path.read_bytes() == before
 
 
 def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int,

@@ -97,8 +97,10 @@ def add_parser(sub: Any) -> None:
                    "hyperparameters (tuned_on_seeds, written by lrbench tune); by default "
                    "refused, as test numbers on tuning seeds are optimistic")
     p.add_argument("--check-determinism", action="store_true",
-                   help="run the first cell twice here and compare every metric value "
-                   "(exit 0 when identical, 1 otherwise); the store is not touched")
+                   help="run the first cell twice here and compare every metric value, and "
+                   "with the store's finished result of that cell when it has one (another "
+                   "commit or CPU shows there); exit 0 when identical, 1 otherwise; the "
+                   "store is not touched")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave out images that cannot be decoded instead of refusing the "
                    "matrix (every image is decoded once before training; the files left out "
@@ -170,14 +172,7 @@ def command(args: argparse.Namespace) -> int:
         tracker = open_tracker(config.tracking, out, config.name)
         store = prepare_store(out, config, args.force, args.resume)
     if args.check_determinism:
-        from benchmarks.run.cell import check_determinism
-
-        diffs = check_determinism(cells[0], log=lambda msg: print(msg, file=sys.stderr))
-        for line in diffs:
-            print(f"differs: {line}")
-        print(f"{cells[0].id}: two runs gave "
-              + ("identical metric values" if not diffs else f"{len(diffs)} differing sections"))
-        return 1 if diffs else 0
+        return determinism(cells[0], out)
     from benchmarks.runner import Plan, run_matrix
 
     # checked above: the runner takes the checked cells and store instead of again
@@ -252,6 +247,37 @@ def estimate_lines(cells: list[Any]) -> list[str]:
         return [*estimate(cells, infos), *notes]
     except Exception as exc:  # noqa: BLE001 (an estimate never fails the dry run)
         return [f"expected wall time: not estimated ({' '.join(str(exc).split())[:160]})"]
+
+
+def determinism(cell: Any, store: str) -> int:
+    """``--check-determinism``: the cell run twice here, and against the store's finished
+    result of the same config when there is one (the machine and commit that wrote it
+    named); 0 when every metric value is identical, 1 otherwise."""
+    from benchmarks.run.cell import check_determinism
+    from benchmarks.run.provenance import machine
+    from benchmarks.run.store import DamagedResult, cell_dir, machine_label, read_result
+
+    try:
+        stored = read_result(cell_dir(Path(store), cell) / "result.json")
+    except (OSError, DamagedResult):
+        stored = None
+    if stored is not None and (stored.get("status") != "finished"
+                               or stored.get("config_hash") != cell.hash):
+        stored = None
+    diffs = check_determinism(cell, log=lambda msg: print(msg, file=sys.stderr),
+                              stored=stored["payload"] if stored else None)
+    for line in diffs:
+        print(f"differs: {line}")
+    here = [d for d in diffs if not d.startswith("store: ")]
+    print(f"{cell.id}: two runs gave "
+          + ("identical metric values" if not here else f"{len(here)} differing sections"))
+    if stored:
+        there = len(diffs) - len(here)
+        commit = str((stored.get("versions") or {}).get("lrbench_commit", "unknown"))[:10]
+        print(f"{cell.id}: against {store}'s result (commit {commit}, "
+              f"{machine_label(stored.get('host'))}; this machine: {machine_label(machine())}): "
+              + ("identical metric values" if not there else f"{there} differing sections"))
+    return 1 if diffs else 0
 
 
 def print_summary(store: str, cells: list[Any]) -> None:

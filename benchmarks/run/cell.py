@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -23,30 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.run.provenance import machine
 from benchmarks.run.signals import interrupted, note_signals  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from benchmarks.config import Cell
-
-
-def versions() -> dict[str, str]:
-    """Versions of what the numbers depend on, and the suite's git commit."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "avalanche-lib", "pytorch-metric-learning", "numpy",
-                "lrbench"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "absent"
-    try:
-        out["lrbench_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-            cwd=Path(__file__).resolve().parents[2]).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        out["lrbench_commit"] = "unknown"
-    return out
 
 
 def uses_feature_cache(cell: Cell) -> bool:
@@ -361,16 +340,21 @@ def quiet_terms(losses: dict[str, list[float | None]], regularizer: bool) -> lis
     return out
 
 
-def check_determinism(cell: Cell, log: Callable[[str], None] = print
-                      ) -> list[str]:
-    """Run ``cell`` twice in this process; the metric values that differ (empty: none)."""
-    first = run_cell(cell, log=log)
-    second = run_cell(cell, log=log)
+def check_determinism(cell: Cell, log: Callable[[str], None] = print,
+                      stored: dict[str, Any] | None = None) -> list[str]:
+    """Run ``cell`` twice in this process; the metric values that differ (empty: none).
+    With ``stored`` (the payload of the cell's finished ``result.json``) the first run is
+    also compared with it, prefixed ``store:``: a store computed by another code version
+    or on a CPU of another instruction set shows here."""
+    first = json.loads(json.dumps(run_cell(cell, log=log)))  # as result.json holds it
+    second = json.loads(json.dumps(run_cell(cell, log=log)))
     diffs = []
-    for section in ("r_matrix", "seen", "summary"):
-        a, b = first.get(section), second.get(section)
-        if a != b:
-            diffs.append(f"{section}: {json.dumps(a)[:200]} != {json.dumps(b)[:200]}")
+    for other, prefix in ((second, ""), (stored, "store: ")):
+        for section in ("r_matrix", "seen", "summary") if other is not None else ():
+            a, b = first.get(section), other.get(section)
+            if a != b:
+                diffs.append(f"{prefix}{section}: {json.dumps(a)[:200]} != "
+                             f"{json.dumps(b)[:200]}")
     return diffs
 
 
@@ -415,6 +399,7 @@ def _worker(cell: Cell, checkpoint: str | None = None,
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     lines: list[str] = []
+    base = {"log": lines, "started": started, "machine": machine()}
 
     def log(msg: str) -> None:
         lines.append(msg)
@@ -425,13 +410,12 @@ def _worker(cell: Cell, checkpoint: str | None = None,
                            Path(folder) if folder else None, Path(first) if first else None,
                            save_first, Path(trained) if trained else None, save_trained,
                            Path(first_loop) if first_loop else None, save_first_loop)
-        return {"status": "finished", "payload": payload, "log": lines, "started": started}
+        return {"status": "finished", "payload": payload, **base}
     except BaseException as exc:  # a failed cell is recorded; the matrix goes on
         if isinstance(exc, KeyboardInterrupt) and interrupted():
             raise  # Ctrl-C or SIGTERM of this process: the run stops (its cells are kept)
         lines.append(traceback.format_exc())
-        return {"status": "failed", "reason": failure_reason(exc), "log": lines,
-                "started": started}
+        return {"status": "failed", "reason": failure_reason(exc), **base}
 
 
 def failure_reason(exc: BaseException) -> str:

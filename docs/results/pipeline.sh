@@ -11,9 +11,10 @@
 #   2. its tuned.yaml copied to docs/results/tuning-more/ and every test matrix rewritten
 #      with both tunings' choices (configs_from_tuning.py; the earlier cells keep their
 #      config hashes, so a store already holding them only adds the new strategies)
-#   3. the test matrices: CUB, its ablations (reusing the CUB store's finetune, fecd and
-#      dkd cells), the lifelong stream, its two more orders, and the confirmatory run of
-#      the ablations' one lead on new seeds
+#   3. a check that this machine reproduces a stored cell to the last bit (its CPU rounds
+#      as the one that wrote the stores did), then the test matrices: CUB, its ablations
+#      (reusing the CUB store's finetune, fecd and dkd cells), the lifelong stream, its
+#      two more orders, and the confirmatory run of the ablations' one lead on new seeds
 #   4. bash docs/results/regenerate.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -77,6 +78,22 @@ stamp "2. the test matrices from both tunings"
 mkdir -p docs/results/tuning-more
 cp results/thesis-cub-subset-val-more-tune/tuned.yaml docs/results/tuning-more/tuned.yaml
 "$PY" docs/results/configs_from_tuning.py
+
+# This machine against the stores: a cell of the CUB store recomputed here must give its
+# stored values to the last bit. PyTorch's CPU kernels round by the instruction set
+# (docs/run.md, "The same numbers need the same kind of CPU"): on another kind of CPU the
+# cells added now would not be comparable with those already there.
+CANARY=cub-subset-50+5x10__first_session__seed0
+if [ -f "results/thesis-cub-subset/cells/$CANARY/result.json" ]; then
+    stamp "3. this machine against the stores: $CANARY recomputed"
+    if ! "$LRBENCH" run configs/thesis-cub-subset.yaml --out results/thesis-cub-subset \
+        --check-determinism --set 'seeds=[0]' --set 'strategies={first_session: {}}'; then
+        echo "pipeline: this machine does not reproduce the stores' values (above): run the" \
+            "pipeline on the CPU that wrote them, or move results/ and docs/results/stores/" \
+            "aside to compute every store anew here" >&2
+        exit 1
+    fi
+fi
 
 stamp "3. the test matrices"
 step thesis-cub-subset "$LRBENCH" run configs/thesis-cub-subset.yaml --jobs "$JOBS" --resume

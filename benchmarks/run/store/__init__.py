@@ -85,8 +85,10 @@ from benchmarks.run.store.lock import (
     store_lock,
 )
 from benchmarks.run.store.result import (
+    UNRECORDED,
     DamagedResult,
     finished,
+    machine_label,
     older_than,
     read_result,
     replaced_result,
@@ -105,6 +107,7 @@ from benchmarks.run.store.tidy import (
 from metrics.io import atomic_write  # re-exported: the store's writer
 
 __all__ = [
+    "UNRECORDED",
     "CELL_FILES",
     "DamagedResult",
     "MAX_STORE_FILE",
@@ -117,6 +120,7 @@ __all__ = [
     "check_lock_files",
     "check_out_folder",
     "check_store",
+    "machine_label",
     "clean_temporary",
     "config_cell_ids",
     "current_cells",

@@ -167,6 +167,20 @@ def replaced_result(path: Path, cell: Cell) -> Path | None:
     return keep_aside(path, "replaced")
 
 
+#: the label of a cell whose ``result.json`` records no CPU (written before lrbench did)
+UNRECORDED = "unrecorded"
+
+
+def machine_label(host: object) -> str:
+    """A cell's CPU as ``model (instruction set)`` from its ``result.json``'s ``host``
+    (:func:`benchmarks.run.provenance.machine`), or :data:`UNRECORDED`: what the report
+    and ``--check-determinism`` name, cells of two labels being comparable only to within
+    rounding."""
+    if not isinstance(host, dict) or not host.get("cpu"):
+        return UNRECORDED
+    return f"{host['cpu']} ({host.get('cpu_capability', '?')})"
+
+
 def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: float,
                  versions: dict[str, str], host: dict[str, Any]) -> Path | None:
     """Write one cell's ``log.txt`` and ``result.json`` from its worker's ``outcome``
