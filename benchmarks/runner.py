@@ -30,7 +30,7 @@ from benchmarks.errors import LrbenchError
 from benchmarks.run.cell import final_line, warm_caches
 from benchmarks.run.executors import Launch, get_executor
 from benchmarks.run.preflight import check_data, settle_checkpoints
-from benchmarks.run.provenance import machine, versions
+from benchmarks.run.provenance import versions
 from benchmarks.run.sharing import Sharing
 from benchmarks.run.store import (
     DamagedResult,
@@ -162,7 +162,9 @@ def run_matrix(config: MatrixConfig, out: str | Path, jobs: int = 1, force: bool
                 counts["skipped"] += 1
             else:
                 todo.append(cell)
-        host = machine()  # for an outcome no worker reported (a pool that broke)
+        # an outcome no worker reported (a pool that broke, a job that never started) ran
+        # nowhere: the submitting host is not named as if it had run the cell
+        host = {"note": "no worker reported its machine"}
         vers = versions()
         bar = tqdm(total=len(cells), initial=counts["skipped"], desc=config.name, unit="cell",
                    disable=not progress)

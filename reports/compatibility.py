@@ -26,11 +26,13 @@ These columns are computed in :mod:`reports.compatibility_columns` (which
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from metrics.compatibility import compatible_pairs, gain_ratio
 from reports.compatibility_columns import (  # noqa: F401 (re-exported)
     COLUMNS,
     _array,
@@ -132,8 +134,9 @@ def compatibility_table(results: Any, scenario: str,
                         strategies: list[str] | None = None) -> pd.DataFrame:
     """Per strategy (mean over seeds): AC, AM, BC, FC, the cross-test and backfill gains,
     the update gain pooled over the pairs and seeds (the mean cross-test gain over the
-    mean backfill gain, NaN where that is <= 0: backfilling would not help) and the number
-    of compatible pairs of M (Recall@1)."""
+    mean backfill gain, on the seeds with both; NaN where backfilling would gain less than
+    one point of Recall@1: ``metrics.compatibility.gain_ratio``) and the number of
+    compatible pairs of M (Recall@1)."""
     data: dict[str, list[float]] = {}
     for s in _order(results, scenario, strategies):
         rows = []
@@ -142,14 +145,13 @@ def compatibility_table(results: Any, scenario: str,
                 continue
             summary = cell_summary(entry, "recall@1", None)
             m = _array(entry["compatibility"]["matrix"])
-            from metrics.compatibility import compatible_pairs
-
             rows.append([summary["ac"], summary["am"], summary["bc"], summary["fc"],
                          summary["cross_test_gain"], summary["backfill_gain"],
                          float(compatible_pairs(m).sum())])
         if rows:
             ac, am, bc, fc, cross, backfill, pairs = _column_means(rows)
-            gain = cross / backfill if backfill > 0 else float("nan")  # NaN compares False
+            both = [r for r in rows if np.isfinite(r[4]) and np.isfinite(r[5])]
+            gain = gain_ratio(*_column_means([r[4:6] for r in both])) if both else math.nan
             data[s] = [ac, am, bc, fc, cross, backfill, gain, pairs]
     if not data:
         return pd.DataFrame()
@@ -173,7 +175,8 @@ def cells_csv(results: Any, scenario: str) -> str:
             continue
         base = {"scenario": key[0], "strategy": key[1], "seed": key[2]}
         tail = {"config_hash": hashes.get(key, ""),
-                "commit": results.commits.get(key, "unknown")}
+                "commit": results.commits.get(key, "unknown"),
+                "machine": results.machines.get(key, "unrecorded")}
 
         def add(quantity: str, value: Any, step: Any = "", part: Any = "",
                 base: dict[str, Any] = base, tail: dict[str, str] = tail) -> None:
@@ -257,7 +260,8 @@ def page_blocks(results: Any, scenario: str, metric: str,
             "`S[i][j] - M[j][j]`, with S the backfilled self-test (above 0: re-embedding "
             "old galleries with the newer model would help); update gain (BCT): the "
             "first over the second, pooled over pairs and seeds, the share of "
-            "backfilling's gain reached without it, – where backfilling would not help. "
+            "backfilling's gain reached without it, – where backfilling would gain less "
+            "than 0.01 (a ratio of noise). "
             "Definitions: `docs/metrics.md`."), None))
         blocks.append(("cross", "", comp))
     return blocks

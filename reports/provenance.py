@@ -1,12 +1,11 @@
 """Where a report's numbers came from: the lrbench commits and the CPUs that computed its
 cells, and the lines of the report page that warn when a table mixes them.
 
-A commit changes code; a CPU of another instruction set changes rounding. PyTorch picks
-its CPU kernels' vector code by the processor (AVX2, AVX512, ...), so the same cell and
-seed trained on two such machines agree in the first steps' last bits only, and a few
-hundred steps later can differ by a few thousandths of Recall@1 (measured on the CUB
-subset: ``docs/run.md``, "The same numbers need the same kind of CPU"). Byte-identical values
-are a property of one code version on one kind of CPU.
+A commit changes code; another kind of CPU changes rounding: PyTorch, oneDNN and MKL pick
+their vector code by the processor, and the same cell and seed trained on two such
+machines ended a few thousandths of Recall@1 apart (measured on the CUB subset:
+``docs/run.md``, "The same numbers need the same kind of CPU"). Byte-identical values are
+a property of one code version on one kind of CPU.
 """
 
 from __future__ import annotations

@@ -16,8 +16,12 @@ from conftest import REPO
 # lrbench: logs its arguments; `tune ... --out DIR` and `run CONFIG` write a store with one
 # finished cell per name in $CELLS_<step> (and exit $FAIL_<step>, default 0)
 LRBENCH = r"""#!/usr/bin/env bash
-echo "lrbench $*" >> "$LOG"
+printf 'lrbench' >> "$LOG"; printf ' %q' "$@" >> "$LOG"; echo >> "$LOG"
 cmd=$1; config=$2
+if [[ " $* " == *" --check-determinism "* ]]; then  # the machine check
+    [ -n "${CHECK_SAYS:-}" ] && echo "$CHECK_SAYS"
+    exit "${CHECK_EXIT:-0}"
+fi
 name=$(basename "$config" .yaml)
 [ "$cmd" = tune ] && name=$name-tune
 out=results/$name
@@ -124,29 +128,39 @@ def committed_cub_store(sandbox: Path) -> None:
     (committed / "matrix.yaml").write_text("name: thesis-cub-subset\n")
 
 
+AGAINST = ("cub-subset-50+5x10__first_session__seed0: against results/thesis-cub-subset's "
+           "result (commit abc, X): identical metric values")
+
+
 def test_a_stored_cell_is_recomputed_first_and_must_match(sandbox):
     """Where the CUB store holds first_session seed 0, it is recomputed against the store
-    (--check-determinism) before any test cell runs; a machine that computes other values
-    stops the pipeline there, in one line saying what to do, and no cell is added."""
+    (--check-determinism) before anything else runs, the tuning included; a machine that
+    computes other values (exit 1), a check that fails otherwise, or one that found no
+    stored cell to compare with stops the pipeline there, in one line, and nothing runs."""
     committed_cub_store(sandbox)
-    proc, log = pipeline(sandbox)
+    proc, log = pipeline(sandbox, CHECK_SAYS=AGAINST)
     assert proc.returncode == 0, proc.stderr
-    check = [i for i, line in enumerate(log) if "--check-determinism" in line]
-    run = log.index(next(line for line in log if line.startswith(
-        "lrbench run configs/thesis-cub-subset.yaml --jobs")))
-    assert len(check) == 1 and check[0] < run
-    assert "--out results/thesis-cub-subset --check-determinism --set seeds=[0] --set " \
-        "strategies={first_session: {}}" in log[check[0]]
-
-    shutil.rmtree(sandbox / "results")
-    (sandbox / "log.txt").unlink()
-    proc, log = pipeline(sandbox, FAIL_thesis_cub_subset="1")
-    assert proc.returncode == 1
-    assert "--check-determinism" in log[-1]  # nothing ran after it
-    said = [line for line in proc.stderr.splitlines() if line.startswith("pipeline:")]
-    assert said == ["pipeline: this machine does not reproduce the stores' values (above): "
-                    "run the pipeline on the CPU that wrote them, or move results/ and "
-                    "docs/results/stores/ aside to compute every store anew here"]
+    assert "--check-determinism" in log[0] and len(log) > 1  # first, then the rest
+    assert log[0].startswith("lrbench run configs/thesis-cub-subset.yaml --out "
+                             "results/thesis-cub-subset --check-determinism --set "
+                             r"seeds=\[0\] --set strategies=\{first_session:\ \{\}\}")
+    assert sum("--check-determinism" in line for line in log) == 1
+    for env, said in (({"CHECK_SAYS": "x", "CHECK_EXIT": "1"}, "this machine does not "
+                       "reproduce the stores' values (above): run the pipeline on the CPU "
+                       "that wrote them, or move results/ and docs/results/stores/ aside to "
+                       "compute every store anew here"),
+                      ({"CHECK_EXIT": "2"}, "the machine check itself failed (exit 2, "
+                       "above): fix that and run the pipeline again"),
+                      ({"CHECK_SAYS": "no store"}, "the machine check found no stored "
+                       "cub-subset-50+5x10__first_session__seed0 to compare with (above): "
+                       "restore the committed stores (bash docs/results/stores.sh restore)")):
+        shutil.rmtree(sandbox / "results")
+        (sandbox / "log.txt").unlink()
+        proc, log = pipeline(sandbox, **env)
+        assert proc.returncode == int(env.get("CHECK_EXIT", "1")), proc.stderr
+        assert len(log) == 1 and "--check-determinism" in log[0]  # nothing ran after it
+        ours = [line for line in proc.stderr.splitlines() if line.startswith("pipeline:")]
+        assert ours == [f"pipeline: {said}"]
 
 
 def test_no_data_folder_is_one_line_and_exit_2(sandbox):

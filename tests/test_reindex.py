@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from metrics.compatibility import (
+    MIN_BACKFILL_GAIN,
     average_accuracy,
     average_compatibility,
     backfill_gain,
@@ -23,6 +24,7 @@ from metrics.compatibility import (
     compatible_pairs,
     cross_test_gain,
     forward_compatibility,
+    gain_ratio,
     pooled_update_gain,
     update_gain,
 )
@@ -97,8 +99,9 @@ def test_compatibility_metrics_on_a_hand_case():
 def test_pooled_update_gain_is_not_ruled_by_a_tiny_backfill_gain():
     """One pair whose backfill gain is a single query in a thousand has the ratio -40 and
     makes the mean of the per-pair ratios -13.5; pooled over the pairs, the numerators and
-    denominators add up first (-0.1 / 0.251 = -0.40), and where backfilling would not help
-    on the whole there is nothing to share: undefined."""
+    denominators add up first (-0.1 / 0.251 = -0.40). Where backfilling would gain less
+    than one point of Recall@1 on the whole (or lose), the ratio would divide by noise
+    (the CUB subset had a cell at 0.0005, about one query, giving -142): undefined."""
     m = np.array([[0.8, np.nan, np.nan], [0.76, 0.7, np.nan], [0.75, 0.69, 0.7]])
     s = np.array([[0.8, np.nan, np.nan], [0.801, 0.7, np.nan], [0.9, 0.85, 0.7]])
     g = update_gain(m, s)
@@ -106,9 +109,16 @@ def test_pooled_update_gain_is_not_ruled_by_a_tiny_backfill_gain():
     assert np.nanmean(g) == pytest.approx((-40 - 0.5 - 0.01 / 0.15) / 3)
     assert pooled_update_gain(m, s) == pytest.approx(
         (-0.04 - 0.05 - 0.01) / (0.001 + 0.1 + 0.15))
-    assert math.isnan(pooled_update_gain(m, m))  # S = M: backfilling adds nothing
-    worse = np.where(np.isnan(s), s, s - 0.2)
-    assert backfill_gain(m, worse) < 0 and math.isnan(pooled_update_gain(m, worse))
+    # S = M off the diagonal (each old gallery re-embedded gives what the cross test
+    # gives): backfill gain = cross-test gain, here negative: nothing to share
+    assert backfill_gain(m, m) == cross_test_gain(m) < 0
+    assert math.isnan(pooled_update_gain(m, m))
+    tiny = s.copy()
+    tiny[2, 0], tiny[2, 1] = 0.8 + 0.0005, 0.7 + 0.0005  # backfill gain about 0.0007
+    assert 0 < backfill_gain(m, tiny) < MIN_BACKFILL_GAIN
+    assert math.isnan(pooled_update_gain(m, tiny))
+    assert gain_ratio(-0.05, MIN_BACKFILL_GAIN) == pytest.approx(-5.0)  # at the bound
+    assert math.isnan(gain_ratio(-0.05, MIN_BACKFILL_GAIN * 0.99))
     assert math.isnan(cross_test_gain(np.array([[0.8]])))  # one model: no pair
 
 
@@ -533,7 +543,7 @@ def test_report_columns_and_tables_against_the_cells(smoke_store, tmp_path):
                 "bc": sum(m[t - 1][i] - m[i][i] for i in range(t - 1)) / (t - 1),
                 "fc": sum(m[i][i - 1] - m[i][i] for i in range(1, t)) / (t - 1),
                 "cross_test_gain": cross, "backfill_gain": backfill,
-                "update_gain": cross / backfill if backfill > 0 else math.nan}
+                "update_gain": cross / backfill if backfill >= 0.01 else math.nan}
         row = table.loc[(strategy, seed)]
         for col, value in want.items():
             assert row[col] == pytest.approx(value, nan_ok=True), (strategy, seed, col)
@@ -546,7 +556,8 @@ def test_report_columns_and_tables_against_the_cells(smoke_store, tmp_path):
         assert comp.loc[strategy, ["AC", "AM", "BC", "FC", "cross-test gain",
                                    "backfill gain"]].tolist() == pytest.approx(means)
         gain = comp.loc[strategy, "update gain"]
-        assert gain == pytest.approx(means[4] / means[5]) if means[5] > 0 else np.isnan(gain)
+        assert gain == pytest.approx(means[4] / means[5]) if means[5] >= 0.01 else \
+            np.isnan(gain)
         cells = table.loc[strategy]
         assert gallery.loc[strategy, "cost of not backfilling"] == pytest.approx(
             cells["nri_cost"].mean())

@@ -374,7 +374,8 @@ def test_the_report_warns_when_cells_come_from_cpus_of_two_kinds(smoke_store, tm
     store = tmp_path / "store"
     shutil.copytree(smoke_store, store)
     paths = sorted(store.glob("cells/*/result.json"))
-    edits = {paths[0]: {"cpu": "Old CPU", "cpu_capability": "AVX2"}, paths[1]: None}
+    edits = {paths[0]: {"cpu": "Old CPU", "cpu_capability": "AVX2", "cpu_flags": "0badf1a6",
+                        "isa_env": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}, paths[1]: None}
     for path, host in edits.items():
         cell = json.loads(path.read_text())
         cell["host"] = ({**cell["host"], **host} if host else
@@ -383,12 +384,13 @@ def test_the_report_warns_when_cells_come_from_cpus_of_two_kinds(smoke_store, tm
     lines = provenance_lines(load_results([store]))
     kinds = [line for line in lines if "kinds of CPU" in line]
     assert len(kinds) == 1 and "mix cells computed on 2 kinds of CPU" in kinds[0]
-    assert "Old CPU (AVX2)" in kinds[0]
+    assert "Old CPU (AVX2, flags 0badf1a6, ONEDNN_MAX_CPU_ISA=AVX2)" in kinds[0]
     assert "1 cell(s) record no CPU (written before lrbench recorded it)." in lines
     report = tmp_path / "report"
     assert main(["report", str(store), "--out", str(report), "--format", "csv"]) == 0
     text = (report / "cells" / "synth-tiny.csv").read_text()
-    assert "Old CPU (AVX2)" in text and ",unrecorded" in text
+    assert "Old CPU (AVX2, flags 0badf1a6, ONEDNN_MAX_CPU_ISA=AVX2)" in text
+    assert ",unrecorded" in text
 
 
 def test_cost_table_is_the_cells_own_timings(smoke_store, smoke_report):

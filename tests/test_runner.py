@@ -51,6 +51,7 @@ def test_store_layout_and_tidy_table(smoke_store):
 
     assert one["host"]["cpu"] == cpu_model() and one["host"]["cpu"]
     assert one["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert one["host"]["isa_env"] == {} and "cpu_flags" in one["host"]
     lines = (smoke_store / "results.csv").read_text().splitlines()
     assert lines[0] == "scenario,strategy,seed,train_exp,eval_exp,metric,k,value"
     # per cell: 3 Ks x 9 entries + mAP 9, plus seen: 3 Ks x 3 + mAP 3, plus per experience

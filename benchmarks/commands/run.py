@@ -99,8 +99,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--check-determinism", action="store_true",
                    help="run the first cell twice here and compare every metric value, and "
                    "with the store's finished result of that cell when it has one (another "
-                   "commit or CPU shows there); exit 0 when identical, 1 otherwise; the "
-                   "store is not touched")
+                   "commit or kind of CPU shows there; a line says when there is none to "
+                   "compare with); exit 0 when identical, 1 otherwise; the store is not "
+                   "touched")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave out images that cannot be decoded instead of refusing the "
                    "matrix (every image is decoded once before training; the files left out "
@@ -257,13 +258,17 @@ def determinism(cell: Any, store: str) -> int:
     from benchmarks.run.provenance import machine
     from benchmarks.run.store import DamagedResult, cell_dir, machine_label, read_result
 
+    why = ""
     try:
         stored = read_result(cell_dir(Path(store), cell) / "result.json")
-    except (OSError, DamagedResult):
-        stored = None
-    if stored is not None and (stored.get("status") != "finished"
-                               or stored.get("config_hash") != cell.hash):
-        stored = None
+    except (OSError, DamagedResult) as exc:
+        stored, why = None, f"its result.json cannot be read ({type(exc).__name__})"
+    if stored is None:
+        why = why or "it holds no result.json for the cell"
+    elif stored.get("status") != "finished":
+        stored, why = None, "its result of the cell is not finished"
+    elif stored.get("config_hash") != cell.hash:
+        stored, why = None, "its result of the cell is of another config"
     diffs = check_determinism(cell, log=lambda msg: print(msg, file=sys.stderr),
                               stored=stored["payload"] if stored else None)
     for line in diffs:
@@ -271,6 +276,8 @@ def determinism(cell: Any, store: str) -> int:
     here = [d for d in diffs if not d.startswith("store: ")]
     print(f"{cell.id}: two runs gave "
           + ("identical metric values" if not here else f"{len(here)} differing sections"))
+    if stored is None and Path(store).is_dir():
+        print(f"{cell.id}: not compared with {store}: {why}")
     if stored:
         there = len(diffs) - len(here)
         commit = str((stored.get("versions") or {}).get("lrbench_commit", "unknown"))[:10]

@@ -340,18 +340,31 @@ def quiet_terms(losses: dict[str, list[float | None]], regularizer: bool) -> lis
     return out
 
 
+#: what ``--check-determinism`` compares: every metric value a cell records (of the
+#: compatibility section the matrices M and S, not the summaries derived from them, whose
+#: names have changed between versions)
+COMPARED = ("r_matrix", "seen", "summary", "losses", "never_reindexed", "cross_model",
+            "compatibility.matrix", "compatibility.self_test")
+
+
+def _section(payload: dict[str, Any], name: str) -> Any:
+    head, _, tail = name.partition(".")
+    value = payload.get(head)
+    return (value or {}).get(tail) if tail else value
+
+
 def check_determinism(cell: Cell, log: Callable[[str], None] = print,
                       stored: dict[str, Any] | None = None) -> list[str]:
-    """Run ``cell`` twice in this process; the metric values that differ (empty: none).
-    With ``stored`` (the payload of the cell's finished ``result.json``) the first run is
-    also compared with it, prefixed ``store:``: a store computed by another code version
-    or on a CPU of another instruction set shows here."""
+    """Run ``cell`` twice in this process; the sections of :data:`COMPARED` that differ
+    (empty: none). With ``stored`` (the payload of the cell's finished ``result.json``)
+    the first run is also compared with it, prefixed ``store:``: a store computed by
+    another code version or on another kind of CPU shows here."""
     first = json.loads(json.dumps(run_cell(cell, log=log)))  # as result.json holds it
     second = json.loads(json.dumps(run_cell(cell, log=log)))
     diffs = []
     for other, prefix in ((second, ""), (stored, "store: ")):
-        for section in ("r_matrix", "seen", "summary") if other is not None else ():
-            a, b = first.get(section), other.get(section)
+        for section in COMPARED if other is not None else ():
+            a, b = _section(first, section), _section(other, section)
             if a != b:
                 diffs.append(f"{prefix}{section}: {json.dumps(a)[:200]} != "
                              f"{json.dumps(b)[:200]}")

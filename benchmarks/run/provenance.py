@@ -4,15 +4,17 @@ store) and the machine that ran the cell (:func:`machine`, read in the worker, w
 under Ray or SLURM is another host); :func:`benchmarks.run.store.machine_label` names it
 when a result is read.
 
-The machine matters as much as the commit: PyTorch's CPU kernels pick their vector code
-by the processor's instruction set, so a training run on two CPUs of different families
-can differ in the last bits of a step and then, a few hundred steps later, in the
-second decimal of Recall@1 (measured: ``docs/results/README.md``, "Reproducing these
-numbers"). The report warns when its cells mix machines (:mod:`reports.page`).
+The machine matters as much as the commit: PyTorch, oneDNN and MKL pick their vector code
+by the processor, and the same cell trained on two kinds of CPU ended a few thousandths of
+Recall@1 apart after a few hundred steps (measured: ``docs/run.md``, "The same numbers
+need the same kind of CPU"). The report warns when its cells mix kinds
+(:mod:`reports.provenance`).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
 import platform
 import socket
@@ -41,24 +43,59 @@ def versions() -> dict[str, str]:
     return out
 
 
-def cpu_model() -> str:
-    """The processor's model name (``/proc/cpuinfo`` on Linux), else what Python says."""
+#: the CPU flags that decide which vector code torch, oneDNN and MKL run (hashed into
+#: ``cpu_flags``): two CPUs alike in these compute alike
+VECTOR_FLAGS = ("avx", "sse", "ssse", "fma", "f16c", "amx", "vnni", "gfni", "vaes",
+                "vpclmul", "bmi")
+#: environment variables that hold those libraries to a narrower instruction set
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+           "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's entries of ``/proc/cpuinfo`` (empty off Linux)."""
+    out: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return " ".join(line.partition(":")[2].split())
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            out[key.strip()] = " ".join(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return out
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what Python says."""
+    return (_cpuinfo().get("model name") or platform.processor() or platform.machine()
+            or "unknown")
 
 
 @cache
-def machine() -> dict[str, object]:
-    """The host a cell ran on: name, platform, CPU count, the CPU's model and the vector
-    instruction set torch's CPU kernels use here (``cpu_capability``: DEFAULT, AVX2,
-    AVX512, ...), which decides their rounding."""
-    import torch
+def _machine() -> dict[str, object]:
+    info = _cpuinfo()
+    flags = sorted(f for f in info.get("flags", "").split() if f.startswith(VECTOR_FLAGS))
+    try:
+        import torch
 
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 (a record, never a reason for a cell to fail)
+        capability = "unknown"
     return {"hostname": socket.gethostname(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "cpu": cpu_model(),
-            "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+            "cpu_id": " ".join(f"{k} {info[k]}" for k in ("cpu family", "model", "stepping")
+                               if k in info),
+            "cpu_flags": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:8]
+            if flags else "",
+            "cpu_capability": capability,
+            "isa_env": {k: os.environ[k] for k in ISA_ENV if k in os.environ}}
+
+
+def machine() -> dict[str, object]:
+    """The host a cell ran on: name, platform, CPU count, the CPU's model, family / model
+    / stepping, a hash of its vector-instruction flags (:data:`VECTOR_FLAGS`), the
+    instruction set torch's CPU kernels use here (``cpu_capability``: DEFAULT, AVX2,
+    AVX512, ...) and any environment variable holding the libraries to a narrower one
+    (:data:`ISA_ENV`): what decides their rounding. A copy: callers may change it."""
+    return copy.deepcopy(_machine())

@@ -7,14 +7,15 @@
 #   LRBENCH_DATA=../shared/data nice bash docs/results/pipeline.sh [--jobs N]
 # Steps (each skipped where its store is complete; the first tuning's choice is committed
 # in docs/results/tuning/tuned.yaml and is not rerun):
+#   0. where the stores hold cells, a check that this machine reproduces one of them to
+#      the last bit (its CPU rounds as the one that wrote them did)
 #   1. the second tuning (configs/thesis-cub-subset-val-more.yaml) -> tuned.yaml
 #   2. its tuned.yaml copied to docs/results/tuning-more/ and every test matrix rewritten
 #      with both tunings' choices (configs_from_tuning.py; the earlier cells keep their
 #      config hashes, so a store already holding them only adds the new strategies)
-#   3. a check that this machine reproduces a stored cell to the last bit (its CPU rounds
-#      as the one that wrote the stores did), then the test matrices: CUB, its ablations
-#      (reusing the CUB store's finetune, fecd and dkd cells), the lifelong stream, its
-#      two more orders, and the confirmatory run of the ablations' one lead on new seeds
+#   3. the test matrices: CUB, its ablations (reusing the CUB store's finetune, fecd and
+#      dkd cells), the lifelong stream, its two more orders, and the confirmatory run of
+#      the ablations' one lead on new seeds
 #   4. bash docs/results/regenerate.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -69,6 +70,35 @@ if compgen -G "docs/results/stores/*/matrix.yaml" > /dev/null; then
     bash docs/results/stores.sh restore
 fi
 
+# This machine against the stores, before any cell is added to one: a cell of the CUB
+# store recomputed here must give its stored values to the last bit. PyTorch, oneDNN and
+# MKL round by the kind of CPU (docs/run.md, "The same numbers need the same kind of
+# CPU"): on another kind the cells added now would not be comparable with those there.
+CANARY=cub-subset-50+5x10__first_session__seed0
+if [ -f "results/thesis-cub-subset/cells/$CANARY/result.json" ]; then
+    stamp "0. this machine against the stores: $CANARY recomputed"
+    said=$(mktemp)
+    rc=0
+    "$LRBENCH" run configs/thesis-cub-subset.yaml --out results/thesis-cub-subset \
+        --check-determinism --set 'seeds=[0]' --set 'strategies={first_session: {}}' \
+        > "$said" || rc=$?
+    cat "$said"
+    if [ $rc = 1 ]; then
+        echo "pipeline: this machine does not reproduce the stores' values (above): run the" \
+            "pipeline on the CPU that wrote them, or move results/ and docs/results/stores/" \
+            "aside to compute every store anew here" >&2
+    elif [ $rc != 0 ]; then
+        echo "pipeline: the machine check itself failed (exit $rc, above): fix that and run" \
+            "the pipeline again" >&2
+    elif ! grep -q ": against results/thesis-cub-subset's result" "$said"; then
+        echo "pipeline: the machine check found no stored $CANARY to compare with (above):" \
+            "restore the committed stores (bash docs/results/stores.sh restore)" >&2
+        rc=1
+    fi
+    rm -f "$said"
+    [ $rc = 0 ] || exit $rc
+fi
+
 stamp "1. the second tuning"
 step thesis-cub-subset-val-more-tune "$LRBENCH" tune configs/thesis-cub-subset-val-more.yaml \
     --trials 8 --extend-edges 4 --extend-rounds 2 --test-seeds 0,1,2,3,4 --jobs "$JOBS" \
@@ -78,22 +108,6 @@ stamp "2. the test matrices from both tunings"
 mkdir -p docs/results/tuning-more
 cp results/thesis-cub-subset-val-more-tune/tuned.yaml docs/results/tuning-more/tuned.yaml
 "$PY" docs/results/configs_from_tuning.py
-
-# This machine against the stores: a cell of the CUB store recomputed here must give its
-# stored values to the last bit. PyTorch's CPU kernels round by the instruction set
-# (docs/run.md, "The same numbers need the same kind of CPU"): on another kind of CPU the
-# cells added now would not be comparable with those already there.
-CANARY=cub-subset-50+5x10__first_session__seed0
-if [ -f "results/thesis-cub-subset/cells/$CANARY/result.json" ]; then
-    stamp "3. this machine against the stores: $CANARY recomputed"
-    if ! "$LRBENCH" run configs/thesis-cub-subset.yaml --out results/thesis-cub-subset \
-        --check-determinism --set 'seeds=[0]' --set 'strategies={first_session: {}}'; then
-        echo "pipeline: this machine does not reproduce the stores' values (above): run the" \
-            "pipeline on the CPU that wrote them, or move results/ and docs/results/stores/" \
-            "aside to compute every store anew here" >&2
-        exit 1
-    fi
-fi
 
 stamp "3. the test matrices"
 step thesis-cub-subset "$LRBENCH" run configs/thesis-cub-subset.yaml --jobs "$JOBS" --resume

@@ -172,13 +172,19 @@ UNRECORDED = "unrecorded"
 
 
 def machine_label(host: object) -> str:
-    """A cell's CPU as ``model (instruction set)`` from its ``result.json``'s ``host``
-    (:func:`benchmarks.run.provenance.machine`), or :data:`UNRECORDED`: what the report
-    and ``--check-determinism`` name, cells of two labels being comparable only to within
-    rounding."""
+    """A cell's CPU from its ``result.json``'s ``host``
+    (:func:`benchmarks.run.provenance.machine`): ``model (instruction set, flags HASH)``
+    and any variable that narrowed the instruction set, or :data:`UNRECORDED`. What the
+    report and ``--check-determinism`` name: cells of two labels are comparable only to
+    within rounding (and one label does not promise equal rounding: the recomputed cell
+    of ``--check-determinism`` is the test)."""
     if not isinstance(host, dict) or not host.get("cpu"):
         return UNRECORDED
-    return f"{host['cpu']} ({host.get('cpu_capability', '?')})"
+    parts = [str(host.get("cpu_capability", "?"))]
+    if host.get("cpu_flags"):
+        parts.append(f"flags {host['cpu_flags']}")
+    parts += [f"{k}={v}" for k, v in sorted((host.get("isa_env") or {}).items())]
+    return f"{host['cpu']} ({', '.join(parts)})"
 
 
 def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: float,
