@@ -642,6 +642,12 @@ def test_check_determinism_compares_with_the_stores_result(smoke_store, tmp_path
                                  + f", {machine_label(cell['host'])}; this machine: "
                                  f"{machine_label(machine())}): 1 differing sections")
     assert path.read_bytes() == before
+    # a store without the cell's result: said in one line, only the two runs compared
+    path.unlink()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (f"synth-tiny__finetune__seed1: not compared with {store}: it holds no "
+            "result.json for the cell") in out and "against" not in out
 
 
 def interrupt_gated_run(store: Path, folder: Path, env: dict, sig: int,
