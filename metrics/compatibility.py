@@ -185,5 +185,5 @@ def compatibility_summary(m: Any, s: Any | None = None) -> dict[str, Any]:
     if s is not None:
         out["update_gain"] = update_gain(a, s).tolist()
         out["backfill_gain"] = backfill_gain(a, s)
-        out["update_gain_pooled"] = pooled_update_gain(a, s)
+        out["update_gain_pooled"] = gain_ratio(out["cross_test_gain"], out["backfill_gain"])
     return out

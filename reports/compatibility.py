@@ -17,7 +17,7 @@ Columns (one value per cell, the comparison tables and ``--claims`` read them):
 * ``ac``, ``am``, ``bc``, ``fc``: CL2R's summaries of M; ``cross_test_gain`` and
   ``backfill_gain``: BCT's update gain's numerator and denominator averaged over the pairs
   i > j; ``update_gain``: their ratio (pooled over the pairs; NaN where backfilling would
-  not help on the whole).
+  gain less than one point of Recall@1: ``metrics.compatibility.gain_ratio``).
 
 These columns are computed in :mod:`reports.compatibility_columns` (which
 :mod:`reports.load` imports; re-exported here); the figures are drawn by

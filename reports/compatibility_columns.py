@@ -18,7 +18,7 @@ from metrics.compatibility import (
     backward_compatibility,
     cross_test_gain,
     forward_compatibility,
-    pooled_update_gain,
+    gain_ratio,
 )
 
 #: per-cell columns this module adds to ``reports.load.summaries``
@@ -69,8 +69,9 @@ def cell_summary(entry: dict[str, Any] | None, metric: str,
                    bc=backward_compatibility(m), fc=forward_compatibility(m),
                    cross_test_gain=cross_test_gain(m))
         if comp.get("self_test") is not None:
-            s = _array(comp["self_test"])
-            out.update(backfill_gain=backfill_gain(m, s), update_gain=pooled_update_gain(m, s))
+            backfill = backfill_gain(m, _array(comp["self_test"]))
+            out.update(backfill_gain=backfill,
+                       update_gain=gain_ratio(out["cross_test_gain"], backfill))
     return out
 
 

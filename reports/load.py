@@ -340,7 +340,6 @@ def load_results(stores: list[str | Path], split_by: list[str] | None = None) ->
         seen_curves, losses, warnings, commits, stale, cross, weights, gallery, machines)
 
 
-
 def _refuse_unlike(groups: dict[str, list[tuple[dict[str, str], Path]]],
                    by_strategy: dict[tuple[str, str], list[tuple[dict[str, str], Path]]],
                    split_by: list[str]) -> None:

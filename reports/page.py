@@ -429,4 +429,3 @@ def html_page(results: Results, report: Report, metric: str) -> str:
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>lrbench report</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
-

@@ -256,19 +256,9 @@ def determinism(cell: Any, store: str) -> int:
     named); 0 when every metric value is identical, 1 otherwise."""
     from benchmarks.run.cell import check_determinism
     from benchmarks.run.provenance import machine
-    from benchmarks.run.store import DamagedResult, cell_dir, machine_label, read_result
+    from benchmarks.run.store import cell_dir, finished_result, machine_label
 
-    why = ""
-    try:
-        stored = read_result(cell_dir(Path(store), cell) / "result.json")
-    except (OSError, DamagedResult) as exc:
-        stored, why = None, f"its result.json cannot be read ({type(exc).__name__})"
-    if stored is None:
-        why = why or "it holds no result.json for the cell"
-    elif stored.get("status") != "finished":
-        stored, why = None, "its result of the cell is not finished"
-    elif stored.get("config_hash") != cell.hash:
-        stored, why = None, "its result of the cell is of another config"
+    stored, why = finished_result(cell_dir(Path(store), cell), cell)
     diffs = check_determinism(cell, log=lambda msg: print(msg, file=sys.stderr),
                               stored=stored["payload"] if stored else None)
     for line in diffs:
@@ -290,17 +280,13 @@ def determinism(cell: Any, store: str) -> int:
 def print_summary(store: str, cells: list[Any]) -> None:
     """Mean final Recall@1 and forgetting per scenario and strategy (over seeds), over the
     finished ``cells`` of the current matrix (stale cells of the store left out)."""
-    from benchmarks.run.store import DamagedResult, cell_dir, read_result
+    from benchmarks.run.store import cell_dir, finished_result
 
     table: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     k = 1
     for cell in cells:
-        try:
-            result = read_result(cell_dir(Path(store), cell) / "result.json")
-        except (OSError, DamagedResult):
-            continue
-        if result is None or result.get("status") != "finished" or result.get(
-                "config_hash") != cell.hash:
+        result, _ = finished_result(cell_dir(Path(store), cell), cell)
+        if result is None:
             continue
         s = result["payload"].get("summary") or {}
         k = s.get("k", 1)

@@ -216,21 +216,33 @@ def write_result(store: Path, cell: Cell, outcome: dict[str, Any], started: floa
     return kept
 
 
+def finished_result(cell_dir: Path, cell: Cell) -> tuple[dict[str, Any] | None, str]:
+    """The finished result of exactly this cell config in ``cell_dir``, or None and why
+    there is none (no file, unreadable, not finished, another config)."""
+    try:
+        result = read_result(cell_dir / "result.json")
+    except (OSError, DamagedResult) as exc:
+        return None, f"its result.json cannot be read ({type(exc).__name__})"
+    if result is None:
+        return None, "it holds no result.json for the cell"
+    if result.get("status") != "finished":
+        return None, "its result of the cell is not finished"
+    if result.get("config_hash") != cell.hash:
+        return None, "its result of the cell is of another config"
+    return result, ""
+
+
 def finished(cell_dir: Path, cell: Cell,
              older: Callable[[str], bool] | None = None) -> bool:
     """Whether ``cell_dir`` holds a finished result of exactly this cell config (and, with
     ``older``, one whose lrbench commit ``older`` does not call too old)."""
-    try:
-        result = read_result(cell_dir / "result.json")
-    except (OSError, DamagedResult):
-        return False
+    result, _ = finished_result(cell_dir, cell)
     if result is None:
         return False
-    ok = result.get("status") == "finished" and result.get("config_hash") == cell.hash
-    if ok and older is not None:
+    if older is not None:
         commit = (result.get("versions") or {}).get("lrbench_commit", "unknown")
-        ok = not older(str(commit))
-    return ok
+        return not older(str(commit))
+    return True
 
 
 def older_than(commit: str) -> Callable[[str], bool]:
