@@ -761,6 +761,24 @@ def test_the_demo_sizing_tables_are_recomputed_from_their_cells():
     assert sizing.page_with(page, sizing.load_cells()) == page
 
 
+def test_a_store_becomes_sizing_rows_with_its_cpu(smoke_store):
+    """sizing.py add: every finished cell of a store is one row of the setting, its value
+    the result's final seen Recall@1 and its CPU the label result.json records."""
+    import json
+
+    from benchmarks.run.store import machine_label
+
+    rows = _demo_sizing().store_cells("F", smoke_store)
+    results = [json.loads(p.read_text()) for p in sorted(smoke_store.glob("cells/*/result.json"))]
+    assert len(rows) == len(results) == 4 and set(rows.setting) == {"F"}
+    for r in results:
+        row = rows[rows.config_hash == r["config_hash"]].iloc[0]
+        assert row.final_seen == r["payload"]["summary"]["final_seen"]
+        assert row.machine == machine_label(r["host"]) != "unrecorded"
+        assert (row.scenario, row.strategy, row.seed) == (
+            r["config"]["scenario"]["name"], r["config"]["strategy"], r["config"]["seed"])
+
+
 def test_the_demo_is_the_measured_setting():
     """configs/demo.yaml runs the strategy set and seeds the sizing page chose, and exactly
     cells that setting E measured (same config hashes), so the page's numbers are the

@@ -1,14 +1,19 @@
-"""The demo's size, chosen by measurement: from the per-cell values of five candidate
+"""The demo's size, chosen by measurement: from the per-cell values of the candidate
 settings (cells.csv, one row per finished cell of the stores the setting-*.yaml files
-write), how many seeds and which strategies let the demo's report show fine-tuning and
-joint training apart on the primary column (final Recall@1 on the seen-classes gallery)
-of both streams, after Holm over every pair of its strategies (the report's confirmatory
-family, reports/stats.py ``pairwise_tests``).
+write, with the CPU that computed it), how many seeds and which strategies let the demo's
+report show fine-tuning and joint training apart on the primary column (final Recall@1 on
+the seen-classes gallery) of both streams, after Holm over every pair of its strategies
+(the report's confirmatory family, reports/stats.py ``pairwise_tests``).
 
     .venv/bin/python docs/results/demo-sizing/sizing.py
 
 rewrites the tables of docs/results/demo-sizing.md (between its ``<!-- tables`` markers);
 tests/test_reports.py recomputes them from cells.csv and compares.
+
+    .venv/bin/python docs/results/demo-sizing/sizing.py add SETTING STORE
+
+appends a finished store's cells to cells.csv as rows of SETTING (replacing that setting's
+rows), each with the CPU its ``result.json`` records.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
+from benchmarks.run.store import UNRECORDED, machine_label  # noqa: E402
 from reports.stats import pairwise_tests  # noqa: E402
 
 SETTINGS = {
@@ -29,7 +35,13 @@ SETTINGS = {
     "C": "as A, lr 0.005",
     "D": "32 classes, 4 tasks of 8, P x K 8 x 4 (stopped at 75 of 208 cells)",
     "E": "as B on both streams, 13 strategies, 8 seeds",
+    "F": "as E, 240 steps per experience",
+    "G": "as F, 60 training images per class (lifelong stream only)",
+    "H": "as E, 60 training images per class",
 }
+#: the CPU of the cells computed before result.json recorded one (settings A-E): the
+#: 2-core AVX2 development machine of 2026-11/12 (docs/run.md)
+OLD_MACHINE = "AVX2 (unrecorded)"
 #: the references every matrix carries and the two bounds
 BASE = ["pretrained", "first_session", "finetune", "joint"]
 #: strategy sets tried on setting E; the first is the shipped demo's
@@ -61,31 +73,45 @@ def pair(df: pd.DataFrame, strategies: list[str] | None, seeds: int) -> tuple[fl
     return float(row.p_value.iloc[0]), float(row.p_adjusted.iloc[0])
 
 
+def cpu(label: str) -> str:
+    """A cells.csv machine label shortened to its instruction set (AVX2, AVX512, ...)."""
+    return label.split(" (")[0] if label == OLD_MACHINE else label.split("(")[-1].split(",")[0]
+
+
 def effect_table(cells: pd.DataFrame, seeds: int = 6) -> str:
     """Per setting and stream: the paired gap joint - finetune over seeds 0 .. seeds - 1
-    (every setting ran at least 6), its spread and its two-sided paired t-test's p."""
-    lines = [f"| setting | stream | seeds | joint - finetune (mean of seeds 0-{seeds - 1}) "
-             "| sd of the differences | p (paired t) |",
-             "|---|---|---|---|---|---|"]
+    (every setting ran at least 6), its spread and its two-sided paired t-test's p; for the
+    settings run with 8 seeds, p and the smallest gap over all 8 too."""
+    lines = [f"| setting | CPU | stream | joint - finetune (mean of seeds 0-{seeds - 1}) "
+             "| sd of the differences | p (paired t) | p, 8 seeds | smallest gap, 8 seeds |",
+             "|---|---|---|---|---|---|---|---|"]
     for (setting, scenario), df in cells.groupby(["setting", "scenario"]):
         first = df[df.seed < seeds]
         ft = first[first.strategy == "finetune"].set_index("seed").final_seen
         jo = first[first.strategy == "joint"].set_index("seed").final_seen
         d = (jo - ft).dropna()
         p, _ = pair(df, ["finetune", "joint"], seeds)
-        lines.append(f"| {setting}: {SETTINGS[setting]} | {scenario} | {len(d)} | "
-                     f"{d.mean():.3f} | {d.std(ddof=1):.3f} | {fmt_p(p)} |")
+        eight = "", ""
+        if df.seed.nunique() >= 8:
+            ft8 = df[df.strategy == "finetune"].set_index("seed").final_seen
+            jo8 = df[df.strategy == "joint"].set_index("seed").final_seen
+            eight = (fmt_p(pair(df, ["finetune", "joint"], 8)[0]),
+                     f"{(jo8 - ft8).dropna().min():.3f}")
+        lines.append(f"| {setting}: {SETTINGS[setting]} | {cpu(df.machine.iloc[0])} | "
+                     f"{scenario} | {d.mean():.3f} | {d.std(ddof=1):.3f} | {fmt_p(p)} | "
+                     f"{eight[0]} | {eight[1]} |")
     return "\n".join(lines)
 
 
-def holm_table(cells: pd.DataFrame) -> str:
-    """Setting E: finetune vs joint, Holm-adjusted over all pairs of each candidate set, at
-    3 .. 8 seeds (the first n), with what the cells cost per worker of two."""
-    e = cells[cells.setting == "E"]
+def holm_table(cells: pd.DataFrame, setting: str = "E",
+               candidates: dict[str, list[str] | None] = CANDIDATES) -> str:
+    """One setting: finetune vs joint, Holm-adjusted over all pairs of each candidate set,
+    at 3 .. 8 seeds (the first n), with what the cells cost per worker of two."""
+    e = cells[cells.setting == setting]
     lines = ["| strategies | seeds | Holm-adjusted p, synth-ci-small | "
              "Holm-adjusted p, synth-lifelong-small | both apart | cell-minutes / 2 workers |",
              "|---|---|---|---|---|---|"]
-    for label, names in CANDIDATES.items():
+    for label, names in candidates.items():
         k = len(names) if names else e.strategy.nunique()
         for seeds in range(3, int(e.seed.max()) + 2):
             adj = [pair(e[e.scenario == sc], names, seeds)[1]
@@ -115,14 +141,48 @@ def page_with(text: str, cells: pd.DataFrame) -> str:
 
 
 def load_cells() -> pd.DataFrame:
-    """cells.csv: one row per finished cell of the five settings."""
+    """cells.csv: one row per finished cell of every setting measured."""
     return pd.read_csv(HERE / "cells.csv", dtype={"config_hash": str})
 
 
-def main() -> None:
-    """Rewrite the page's tables from cells.csv."""
-    PAGE.write_text(page_with(PAGE.read_text(), load_cells()))
+def store_cells(setting: str, store: Path) -> pd.DataFrame:
+    """A finished store's cells as cells.csv rows of ``setting`` (final seen Recall@1, the
+    cell's training and evaluation time, its config hash and CPU)."""
+    import json
+
+    rows = []
+    for path in sorted(store.glob("cells/*/result.json")):
+        r = json.loads(path.read_text())
+        if r.get("status") != "finished":
+            continue
+        c = r["config"]
+        label = machine_label(r.get("host"))
+        rows.append({"setting": setting, "scenario": c["scenario"]["name"],
+                     "strategy": c["strategy"], "seed": c["seed"],
+                     "final_seen": r["payload"]["summary"]["final_seen"],
+                     "cell_s": r["payload"]["timings"]["total_s"],
+                     "config_hash": r["config_hash"],
+                     "machine": OLD_MACHINE if label == UNRECORDED else label})
+    if not rows:
+        raise SystemExit(f"sizing.py: no finished cell under {store}/cells: run it first")
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str]) -> None:
+    """Rewrite the page's tables from cells.csv (after ``add SETTING STORE``: with that
+    store's cells as the setting's rows)."""
+    cells = load_cells()
+    if argv[:1] == ["add"] and len(argv) == 3 and argv[1] in SETTINGS:
+        new = store_cells(argv[1], Path(argv[2]))
+        cells = pd.concat([cells[cells.setting != argv[1]], new], ignore_index=True)
+        tmp = HERE / "cells.csv.tmp"
+        cells.to_csv(tmp, index=False, float_format="%.17g")
+        tmp.replace(HERE / "cells.csv")
+    elif argv:
+        raise SystemExit(f"usage: sizing.py [add SETTING STORE], SETTING one of "
+                         f"{', '.join(SETTINGS)}")
+    PAGE.write_text(page_with(PAGE.read_text(), cells))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
