@@ -781,8 +781,8 @@ def test_a_store_becomes_sizing_rows_with_its_cpu(smoke_store):
 
 def test_the_demo_is_the_measured_setting():
     """configs/demo.yaml runs the strategy set and seeds the sizing page chose, and exactly
-    cells that setting E measured (same config hashes), so the page's numbers are the
-    demo's."""
+    cells that the page's chosen setting measured (same config hashes), so the page's
+    numbers are the demo's."""
     from benchmarks.config import expand_cells, load_config
 
     sizing = _demo_sizing()
@@ -791,7 +791,8 @@ def test_the_demo_is_the_measured_setting():
     assert sorted({c.strategy for c in demo}) == sorted(sizing.CANDIDATES["the demo's"])
     assert sorted({c.seed for c in demo}) == list(range(sizing.DEMO_SEEDS))
     assert len(demo) == 2 * len(sizing.CANDIDATES["the demo's"]) * sizing.DEMO_SEEDS
-    assert {c.hash for c in demo} <= set(cells[cells.setting == "E"].config_hash)
+    assert {c.hash for c in demo} <= set(cells[cells.setting == sizing.DEMO_SETTING]
+                                         .config_hash)
 
 
 def recompute_ablations(report_dir: Path) -> int:
