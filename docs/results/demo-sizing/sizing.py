@@ -35,6 +35,7 @@ SETTINGS = {
     "C": "as A, lr 0.005",
     "D": "32 classes, 4 tasks of 8, P x K 8 x 4 (stopped at 75 of 208 cells)",
     "E": "as B on both streams, 13 strategies, 8 seeds",
+    "E2": "E's fine-tuning and joint cells rerun on the Xeon (the same config hashes)",
     "F": "as E, 240 steps per experience",
     "G": "as F, 60 training images per class (lifelong stream only)",
     "H": "as E, 60 training images per class",
