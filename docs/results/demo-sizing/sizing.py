@@ -26,7 +26,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from benchmarks.run.store import UNRECORDED, machine_label  # noqa: E402
+from benchmarks.run.store import machine_label  # noqa: E402
 from reports.stats import pairwise_tests  # noqa: E402
 
 SETTINGS = {
@@ -79,9 +79,17 @@ def pair(df: pd.DataFrame, strategies: list[str] | None, seeds: int) -> tuple[fl
     return float(row.p_value.iloc[0]), float(row.p_adjusted.iloc[0])
 
 
-def cpu(label: str) -> str:
-    """A cells.csv machine label shortened to its instruction set (AVX2, AVX512, ...)."""
-    return label.split(" (")[0] if label == OLD_MACHINE else label.split("(")[-1].split(",")[0]
+def cpu(labels: pd.Series) -> str:
+    """cells.csv machine labels shortened to their instruction set (AVX2, AVX512, ...) and
+    any variable that narrowed it; several kinds joined, so a mixed setting shows."""
+    def short(label: str) -> str:
+        if label == OLD_MACHINE:
+            return label.split(" (")[0]
+        if "(" not in label:
+            return label
+        parts = [x.strip() for x in label.rsplit("(", 1)[1].rstrip(")").split(",")]
+        return " ".join([parts[0], *[x for x in parts[1:] if "=" in x]])
+    return " + ".join(dict.fromkeys(short(x) for x in labels))
 
 
 def effect_table(cells: pd.DataFrame, seeds: int = 6) -> str:
@@ -98,12 +106,12 @@ def effect_table(cells: pd.DataFrame, seeds: int = 6) -> str:
         d = (jo - ft).dropna()
         p, _ = pair(df, ["finetune", "joint"], seeds)
         eight = "", ""
-        if df.seed.nunique() >= 8:
-            ft8 = df[df.strategy == "finetune"].set_index("seed").final_seen
-            jo8 = df[df.strategy == "joint"].set_index("seed").final_seen
+        ft8 = df[(df.strategy == "finetune") & (df.seed < 8)].set_index("seed").final_seen
+        jo8 = df[(df.strategy == "joint") & (df.seed < 8)].set_index("seed").final_seen
+        if len((jo8 - ft8).dropna()) == 8:
             eight = (fmt_p(pair(df, ["finetune", "joint"], 8)[0]),
-                     f"{(jo8 - ft8).dropna().min():.3f}")
-        lines.append(f"| {setting}: {SETTINGS[setting]} | {cpu(df.machine.iloc[0])} | "
+                     f"{(jo8 - ft8).min():.3f}")
+        lines.append(f"| {setting}: {SETTINGS[setting]} | {cpu(df.machine)} | "
                      f"{scenario} | {d.mean():.3f} | {d.std(ddof=1):.3f} | {fmt_p(p)} | "
                      f"{eight[0]} | {eight[1]} |")
     return "\n".join(lines)
@@ -175,10 +183,16 @@ def store_cells(setting: str, store: Path) -> pd.DataFrame:
                      "final_seen": r["payload"]["summary"]["final_seen"],
                      "cell_s": r["payload"]["timings"]["total_s"],
                      "config_hash": r["config_hash"],
-                     "machine": OLD_MACHINE if label == UNRECORDED else label})
+                     "machine": label})
     if not rows:
         raise SystemExit(f"sizing.py: no finished cell under {store}/cells: run it first")
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    twice = df[df.duplicated(["scenario", "strategy", "seed"], keep=False)]
+    if len(twice):
+        raise SystemExit(f"sizing.py: {store} holds two finished cells of "
+                         f"{twice.iloc[0].scenario} {twice.iloc[0].strategy} seed "
+                         f"{twice.iloc[0].seed} (one left by an older matrix): move it out")
+    return df
 
 
 def main(argv: list[str]) -> None:
