@@ -761,14 +761,14 @@ def test_the_demo_sizing_tables_are_recomputed_from_their_cells():
     assert sizing.page_with(page, sizing.load_cells()) == page
 
 
-def test_a_store_becomes_sizing_rows_with_its_cpu(smoke_store):
-    """sizing.py add: every finished cell of a store is one row of the setting, its value
-    the result's final seen Recall@1 and its CPU the label result.json records."""
-    import json
-
+def test_a_store_becomes_sizing_rows_with_its_cpu(smoke_store, tmp_path):
+    """sizing.py add: every finished cell of a store's current matrix is one row of the
+    setting, its value the result's final seen Recall@1 and its CPU the label result.json
+    records; a cell the current matrix no longer has is left out."""
     from benchmarks.run.store import machine_label
 
-    rows = _demo_sizing().store_cells("F", smoke_store)
+    sizing = _demo_sizing()
+    rows = sizing.store_cells("F", smoke_store)
     results = [json.loads(p.read_text()) for p in sorted(smoke_store.glob("cells/*/result.json"))]
     assert len(rows) == len(results) == 4 and set(rows.setting) == {"F"}
     for r in results:
@@ -777,6 +777,15 @@ def test_a_store_becomes_sizing_rows_with_its_cpu(smoke_store):
         assert row.machine == machine_label(r["host"]) != "unrecorded"
         assert (row.scenario, row.strategy, row.seed) == (
             r["config"]["scenario"]["name"], r["config"]["strategy"], r["config"]["seed"])
+
+    copy = tmp_path / "store"
+    shutil.copytree(smoke_store, copy)
+    current = json.loads((copy / "cells.json").read_text())
+    gone = sorted(current)[0]
+    (copy / "cells.json").write_text(json.dumps({k: v for k, v in current.items() if k != gone}))
+    left = sizing.store_cells("F", copy)
+    assert len(left) == 3 and gone not in {f"{r.scenario}__{r.strategy}__seed{r.seed}"
+                                           for r in left.itertuples()}
 
 
 def test_the_demo_is_the_measured_setting():

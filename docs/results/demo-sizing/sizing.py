@@ -26,7 +26,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from benchmarks.run.store import machine_label  # noqa: E402
+from benchmarks.run.store import current_cells, machine_label, read_result  # noqa: E402
 from reports.stats import pairwise_tests  # noqa: E402
 
 SETTINGS = {
@@ -92,6 +92,13 @@ def cpu(labels: pd.Series) -> str:
     return " + ".join(dict.fromkeys(short(x) for x in labels))
 
 
+def gaps(df: pd.DataFrame, seeds: int) -> pd.Series:
+    """joint - finetune per seed, over the seeds 0 .. seeds - 1 that ran both."""
+    def of(strategy: str) -> pd.Series:
+        return df[(df.strategy == strategy) & (df.seed < seeds)].set_index("seed").final_seen
+    return (of("joint") - of("finetune")).dropna()
+
+
 def effect_table(cells: pd.DataFrame, seeds: int = 6) -> str:
     """Per setting and stream: the paired gap joint - finetune over seeds 0 .. seeds - 1
     (every setting ran at least 6), its spread and its two-sided paired t-test's p; for the
@@ -100,17 +107,11 @@ def effect_table(cells: pd.DataFrame, seeds: int = 6) -> str:
              "| sd of the differences | p (paired t) | p, 8 seeds | smallest gap, 8 seeds |",
              "|---|---|---|---|---|---|---|---|"]
     for (setting, scenario), df in cells.groupby(["setting", "scenario"]):
-        first = df[df.seed < seeds]
-        ft = first[first.strategy == "finetune"].set_index("seed").final_seen
-        jo = first[first.strategy == "joint"].set_index("seed").final_seen
-        d = (jo - ft).dropna()
+        d = gaps(df, seeds)
         p, _ = pair(df, ["finetune", "joint"], seeds)
         eight = "", ""
-        ft8 = df[(df.strategy == "finetune") & (df.seed < 8)].set_index("seed").final_seen
-        jo8 = df[(df.strategy == "joint") & (df.seed < 8)].set_index("seed").final_seen
-        if len((jo8 - ft8).dropna()) == 8:
-            eight = (fmt_p(pair(df, ["finetune", "joint"], 8)[0]),
-                     f"{(jo8 - ft8).min():.3f}")
+        if len(d8 := gaps(df, 8)) == 8:
+            eight = fmt_p(pair(df, ["finetune", "joint"], 8)[0]), f"{d8.min():.3f}"
         lines.append(f"| {setting}: {SETTINGS[setting]} | {cpu(df.machine)} | "
                      f"{scenario} | {d.mean():.3f} | {d.std(ddof=1):.3f} | {fmt_p(p)} | "
                      f"{eight[0]} | {eight[1]} |")
@@ -124,9 +125,11 @@ def holm_table(cells: pd.DataFrame, setting: str = "E",
     cost per worker of two."""
     e = cells[cells.setting == setting]
     ran = set(e.strategy)
+    named = [set(n) for n in candidates.values() if n]
+    # a named set the setting did not run all of is left out, and "all it ran" where it
+    # repeats a named set
     candidates = {label: names for label, names in candidates.items()
-                  if (names and set(names) <= ran)
-                  or (not names and all(set(n or ()) != ran for n in candidates.values()))}
+                  if (set(names) <= ran if names else ran not in named)}
     lines = ["| strategies | seeds | Holm-adjusted p, synth-ci-small | "
              "Holm-adjusted p, synth-lifelong-small | both apart | cell-minutes / 2 workers |",
              "|---|---|---|---|---|---|"]
@@ -167,32 +170,27 @@ def load_cells() -> pd.DataFrame:
 
 
 def store_cells(setting: str, store: Path) -> pd.DataFrame:
-    """A finished store's cells as cells.csv rows of ``setting`` (final seen Recall@1, the
-    cell's training and evaluation time, its config hash and CPU)."""
-    import json
-
+    """A finished store's cells of its current matrix (``current_cells``: a cell an older
+    matrix left there is not one of them) as cells.csv rows of ``setting`` (final seen
+    Recall@1, the cell's training and evaluation time, its config hash and CPU)."""
+    current = current_cells(store)
     rows = []
     for path in sorted(store.glob("cells/*/result.json")):
-        r = json.loads(path.read_text())
-        if r.get("status") != "finished":
+        r = read_result(path)
+        stale = current is not None and current.get(r["id"], "") not in (None,
+                                                                         r["config_hash"])
+        if r["status"] != "finished" or stale:
             continue
         c = r["config"]
-        label = machine_label(r.get("host"))
         rows.append({"setting": setting, "scenario": c["scenario"]["name"],
                      "strategy": c["strategy"], "seed": c["seed"],
                      "final_seen": r["payload"]["summary"]["final_seen"],
                      "cell_s": r["payload"]["timings"]["total_s"],
                      "config_hash": r["config_hash"],
-                     "machine": label})
+                     "machine": machine_label(r.get("host"))})
     if not rows:
         raise SystemExit(f"sizing.py: no finished cell under {store}/cells: run it first")
-    df = pd.DataFrame(rows)
-    twice = df[df.duplicated(["scenario", "strategy", "seed"], keep=False)]
-    if len(twice):
-        raise SystemExit(f"sizing.py: {store} holds two finished cells of "
-                         f"{twice.iloc[0].scenario} {twice.iloc[0].strategy} seed "
-                         f"{twice.iloc[0].seed} (one left by an older matrix): move it out")
-    return df
+    return pd.DataFrame(rows)
 
 
 def main(argv: list[str]) -> None:
